@@ -1,1 +1,53 @@
-"""driftline inference."""
+"""driftline inference: verified ONNX model loading, batch checks, scoring and routing.
+
+Plain Python over NumPy and ONNX Runtime; no Faust, no Kafka. The worker in
+``streams/`` decodes records, calls :func:`score_records` with the model the
+:class:`Router` picks, and emits the predictions and rejections.
+"""
+
+from inference.exceptions import (
+    InferenceError,
+    ModelDigestMismatch,
+    ModelLoadError,
+    UnsupportedModel,
+)
+from inference.model import LoadedModel, ModelDescription, Scores, describe_onnx
+from inference.router import Router
+from inference.scoring import PREDICTION_NAMESPACE, ScoredBatch, prediction_id, score_records
+from inference.signature import (
+    FEATURE_COUNT_MISMATCH,
+    FEATURE_NAMES_MISMATCH,
+    NON_FINITE,
+    CheckedBatch,
+    InputSignature,
+    Rejection,
+    check_batch,
+)
+from inference.synthetic import SyntheticFeatures
+from inference.training import TrainedModel, train_logistic
+
+__all__ = [
+    "FEATURE_COUNT_MISMATCH",
+    "FEATURE_NAMES_MISMATCH",
+    "NON_FINITE",
+    "PREDICTION_NAMESPACE",
+    "CheckedBatch",
+    "InferenceError",
+    "InputSignature",
+    "LoadedModel",
+    "ModelDescription",
+    "ModelDigestMismatch",
+    "ModelLoadError",
+    "Rejection",
+    "Router",
+    "ScoredBatch",
+    "Scores",
+    "SyntheticFeatures",
+    "TrainedModel",
+    "UnsupportedModel",
+    "check_batch",
+    "describe_onnx",
+    "prediction_id",
+    "score_records",
+    "train_logistic",
+]

@@ -1,0 +1,157 @@
+"""Single-record path throughput, three ways over the same pre-filled topic and broker.
+
+1. raw aiokafka consumer (the ceiling),
+2. a Faust agent doing no work (the framework's own cost),
+3. the driftline worker scoring a 16-feature logistic regression (inference role).
+
+Prints records/s for each and the ratios. Usage: python bench/bench_single_record.py [N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from driftline.settings import TelemetrySettings, load_settings
+from driftline.telemetry import configure_telemetry
+from inference import train_logistic
+from streams.embedded import TansuBroker, free_port, stop_child
+from streams.loadgen import produce_at_rate, synthetic_records
+from streams.models import ModelCommands
+from streams.producer import FeatureProducer
+from streams.stack import http_json
+from streams.topics import Topics
+from streams.worker import prepare_topics
+
+PARTITIONS = 2
+
+
+def fill(settings, bootstrap: str, n: int) -> float:
+    producer = FeatureProducer(settings, bootstrap)
+    started = time.perf_counter()
+    produce_at_rate(producer, synthetic_records(model="bench", count=n, entities=10_000, seed=1,
+                                                n_features=16), rate=0)
+    return n / (time.perf_counter() - started)
+
+
+async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                group_id=None, max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen, started = 0, time.perf_counter()
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            seen += sum(len(records) for records in batches.values())
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def rate_between_batches(first: float, last: float, records: int, first_size: int) -> float:
+    # Measured from the end of the first batch: start-up and group join are excluded.
+    return (records - first_size) / max(last - first, 1e-9)
+
+
+def noop_faust(bootstrap: str, topic: str, n: int, workdir: Path) -> float:
+    result = workdir / "noop.json"
+    env = os.environ | {"APP_ID": f"noop{uuid.uuid4().hex[:8]}", "BOOTSTRAP": bootstrap,
+                        "SOURCE": topic, "EXPECTED": str(n), "RESULT_FILE": str(result)}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.apps.noop_agent", "worker", "-l",
+                             "warning"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not result.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.2)
+        data = json.loads(result.read_text())
+    finally:
+        stop_child(proc, name="noop agent")
+    return rate_between_batches(data["first"], data["last"], data["records"], data["first_size"])
+
+
+def scoring_worker(env: dict, n: int, workdir: Path) -> tuple[float, dict]:
+    port = free_port()
+    with open(workdir / "worker.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=os.environ | env | {"DRIFTLINE_WORKER_WEB_PORT": str(port),
+                                    "DRIFTLINE_WORKER_ROLES": "inference",
+                                    "DRIFTLINE_TELEMETRY_LOG_LEVEL": "WARNING"},
+            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/driftline/stats/"
+    try:
+        deadline = time.monotonic() + 300
+        stats: dict = {}
+        while time.monotonic() < deadline:
+            try:
+                stats = http_json(url, timeout=2)
+                if stats["records_in"] >= n:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+    finally:
+        stop_child(proc, name="worker")
+    rate = rate_between_batches(stats["first_batch_at"], stats["last_batch_at"],
+                                stats["records_in"], stats["first_batch_size"])
+    return rate, stats
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    configure_telemetry(TelemetrySettings(log_level="WARNING"))
+    workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
+    with TansuBroker(log_file=workdir / "tansu.log") as broker:
+        prefix = f"bench{uuid.uuid4().hex[:6]}."
+        env = {"DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
+               "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
+               "DRIFTLINE_KAFKA_PARTITIONS": str(PARTITIONS),
+               "DRIFTLINE_DATA_DIR": str(workdir / "data")}
+        os.environ.update(env)
+        settings = load_settings()
+        prepare_topics(settings, broker.bootstrap)
+        topic = Topics(prefix).features
+
+        model_path = workdir / "model.onnx"
+        model_path.write_bytes(train_logistic(n_features=16, n_samples=5_000, seed=1).onnx_bytes)
+        commands = ModelCommands.from_settings(settings)
+        event, _ = commands.register(model_path, "bench", actor="bench")
+        commands.promote("bench", event.version, actor="bench")
+
+        print(f"filling {topic} with {n:,} single records (16 features, traceparent headers)...")
+        produce_rate = fill(settings, broker.bootstrap, n)
+        print(f"  produced at {produce_rate:,.0f} rec/s")
+
+        ceiling = asyncio.run(raw_consumer(broker.bootstrap, topic, n))
+        noop = noop_faust(broker.bootstrap, topic, n, workdir)
+        scoring, stats = scoring_worker(env, n, workdir)
+
+    print()
+    print(f"{'path':<44}{'records/s':>12}{'vs ceiling':>12}{'vs no-work':>12}")
+    for label, rate in [("raw aiokafka consumer (ceiling)", ceiling),
+                        ("Faust agent, no work", noop),
+                        ("driftline worker scoring (logistic, 16 f)", scoring)]:
+        print(f"{label:<44}{rate:>12,.0f}{rate / ceiling:>12.1%}{rate / noop:>12.1%}")
+    print()
+    print(f"scoring worker: {stats['predictions_out']:,} predictions, {stats['batches']} batches, "
+          f"dead letters {stats['dead_letters'] or 'none'}")
+    print(f"targets: scoring >= 70% of no-work ({'met' if scoring >= 0.7 * noop else 'MISSED'}), "
+          f">= 10,000 rec/s ({'met' if scoring >= 10_000 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Typed, validated settings, read from the environment in one place.
+
+Every setting is ``DRIFTLINE_<SECTION>_<NAME>`` (for example
+``DRIFTLINE_KAFKA_BOOTSTRAP``), optionally preceded by a TOML file named by
+``DRIFTLINE_CONFIG`` whose tables are the sections (``[kafka]``,
+``[clickhouse]`` ...). Environment variables win over the file. A bad value
+stops start-up with a :class:`ConfigError` that names the variable and the
+accepted values.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.exceptions import SettingsError
+
+from driftline.errors import DriftlineError
+
+ENV_PREFIX = "DRIFTLINE_"
+CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
+WORKER_ROLES = frozenset({"inference", "lineage"})
+
+
+class ConfigError(DriftlineError):
+    """A setting is missing or has a value driftline cannot use."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Where the brokers are and how to talk to them (both aiokafka and librdkafka)."""
+
+    bootstrap: str | None = Field(
+        None, description="host:port[,host:port]; unset means the embedded Tansu broker"
+    )
+    topic_prefix: str = Field("driftline.", pattern=r"^[A-Za-z0-9._-]*$")
+    partitions: int = Field(4, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1, le=16)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_"):
+            missing = [
+                f"{ENV_PREFIX}KAFKA_{name.upper()}"
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs {', '.join(missing)}"
+                )
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def librdkafka_config(self, bootstrap: str) -> dict[str, Any]:
+        """The confluent-kafka (librdkafka) client dict for these settings."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        for key, path in (
+            ("ssl.ca.location", self.ssl_cafile),
+            ("ssl.certificate.location", self.ssl_certfile),
+            ("ssl.key.location", self.ssl_keyfile),
+        ):
+            if path is not None:
+                config[key] = str(path)
+        return config
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (Faust builds its credentials from these)."""
+        config: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username
+            config["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.uses_tls:
+            config["ssl_context"] = self.ssl_context()
+        return config
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        if self.ssl_certfile:
+            context.load_cert_chain(
+                str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+            )
+        return context
+
+
+class ClickHouseSettings(_Section):
+    dsn: str | None = Field(
+        None,
+        description="chdb:///path, http(s)://user:pass@host:port; unset means chDB in the data dir",
+    )
+    database: str = Field("driftline", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    flush_rows: int = Field(5000, ge=1)
+    flush_interval_s: float = Field(0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _known_scheme(self) -> ClickHouseSettings:
+        if self.dsn is not None and not self.dsn.startswith(("chdb:", "http://", "https://")):
+            raise ValueError(
+                f"dsn {self.dsn!r} has an unknown scheme; use chdb:///abs/path, "
+                "http://user:pass@host:8123 or https://user:pass@host:8443"
+            )
+        return self
+
+
+class SchemaSettings(_Section):
+    registry_url: str | None = Field(
+        None, pattern=r"^https?://", description="Confluent-API schema registry; unset = pinned ids"
+    )
+    registry_username: str | None = None
+    registry_password: SecretStr | None = None
+
+
+class TelemetrySettings(_Section):
+    otlp_endpoint: str | None = Field(
+        None, pattern=r"^https?://", description="OTLP/HTTP collector; unset = no export"
+    )
+    service_name: str = "driftline"
+    sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class DataSettings(_Section):
+    dir: Path = Field(Path(".driftline"), description="artifacts, chDB store, stack file")
+
+    @property
+    def stack_file(self) -> Path:
+        return self.dir / "stack.json"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.dir / "artifacts"
+
+    @property
+    def clickhouse(self) -> Path:
+        return self.dir / "clickhouse"
+
+
+class WorkerSettings(_Section):
+    batch_size: int = Field(1000, ge=1, le=100_000)
+    batch_window_ms: int = Field(50, ge=1, le=60_000)
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, ge=0, le=65535, description="0 picks a free port")
+    roles: str = Field("inference,lineage", description="comma-separated: inference, lineage")
+    ort_threads: int = Field(1, ge=1, le=256)
+    session_timeout_s: float = Field(
+        15.0, ge=3, le=300, description="consumer-group session timeout: how fast a dead worker's partitions move"
+    )
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: str) -> str:
+        roles = {part.strip() for part in value.split(",") if part.strip()}
+        unknown = roles - WORKER_ROLES
+        if unknown or not roles:
+            raise ValueError(
+                f"unknown role(s) {sorted(unknown)}; use a comma-separated subset of "
+                f"{sorted(WORKER_ROLES)}"
+            )
+        return ",".join(sorted(roles))
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(self.roles.split(","))
+
+
+# The section is called "schema" to match DRIFTLINE_SCHEMA_REGISTRY_URL; that
+# name shadows pydantic's deprecated BaseModel.schema(), which nothing here uses.
+warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
+
+
+class Settings(BaseSettings):
+    """All of driftline's configuration; build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    schema: SchemaSettings = SchemaSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    data: DataSettings = DataSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        if self.clickhouse.dsn:
+            return self.clickhouse.dsn
+        return f"chdb://{self.data.clickhouse.resolve()}"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb:")
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + "_".join(parts[:2]).upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate every setting, or raise ConfigError naming each bad one."""
+    config_file = os.environ.get(CONFIG_FILE_ENV)
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"{CONFIG_FILE_ENV}={config_file!r} is not a readable file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = _env_name(error["loc"])
+            value = error.get("input")
+            shown = "" if isinstance(value, dict) else f"={value!r}"
+            problems.append(f"  {name}{shown}: {error['msg']}")
+        raise ConfigError("invalid driftline configuration:\n" + "\n".join(problems)) from exc
+    except SettingsError as exc:
+        raise ConfigError(f"invalid driftline configuration: {exc}") from exc
+    except OSError as exc:  # unreadable or malformed config file
+        raise ConfigError(f"cannot read {CONFIG_FILE_ENV}={config_file!r}: {exc}") from exc

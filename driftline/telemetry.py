@@ -1,0 +1,59 @@
+"""OpenTelemetry and logging set-up. Called only from entry points (CLI commands).
+
+Library code asks for ``trace.get_tracer(__name__)`` and never configures the SDK.
+Producers always get valid W3C trace contexts to inject because a TracerProvider is
+installed even when nothing is exported; exporting to OTLP is opt-in.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from driftline import __version__
+from driftline.settings import TelemetrySettings
+
+# A batch span links to the records it scored; allow one link per record of a
+# default-sized batch instead of the SDK's default of 128.
+MAX_LINKS_PER_SPAN = 1000
+
+_configured: TracerProvider | None = None
+
+
+def configure_telemetry(
+    settings: TelemetrySettings, *, exporter: SpanExporter | None = None
+) -> TracerProvider:
+    """Install the global tracer provider once per process and set log levels."""
+    global _configured
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if _configured is not None:
+        return _configured
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": settings.service_name, "service.version": __version__}
+        ),
+        sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+        span_limits=SpanLimits(max_links=MAX_LINKS_PER_SPAN),
+    )
+    if exporter is None and settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint.rstrip("/") + "/v1/traces")
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    _configured = provider
+    return provider
+
+
+def shutdown_telemetry() -> None:
+    if _configured is not None:
+        _configured.shutdown()

@@ -1,0 +1,319 @@
+"""The hash-chained audit log of lifecycle events, and its verifier.
+
+Per model, each row carries ``seq`` (1, 2, 3, ...), ``prev_hash`` (the previous
+row's hash, ``"0" * 64`` for the first) and
+``hash = sha256(bytes.fromhex(prev_hash) + canonical)``, where ``canonical`` is
+the event's canonical JSON, stored verbatim. Editing, deleting, inserting or
+reordering rows breaks the chain where it happened, and :func:`verify` says
+where and how.
+
+What the chain cannot show on its own: rows cut off the end of a chain, or a
+whole chain recomputed by someone who can write to the table. Publishing the
+heads (:attr:`AuditReport.heads`) somewhere else closes the first gap; keeping
+INSERT-only writers and signed commands closes the second.
+
+The writer assumes one writer per model at a time, which the lineage
+consumer gets from Kafka: lifecycle events are keyed by model, so one
+partition (one consumer) carries a model's events in order. Call
+:meth:`AuditLogWriter.reset` when partitions are reassigned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lineage.events import LifecycleEvent, now_ms
+from lineage.exceptions import StoreError
+from lineage.store import AUDIT_LOG, table
+
+GENESIS = "0" * 64
+
+COLUMNS = (
+    "model",
+    "seq",
+    "event_id",
+    "event_type",
+    "version",
+    "actor",
+    "occurred_at",
+    "canonical",
+    "prev_hash",
+    "hash",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "recorded_at",
+)
+
+AuditItem = tuple[LifecycleEvent, str, int, int]
+
+
+def chain_hash(prev_hash: str, canonical: bytes) -> str:
+    """``sha256(bytes.fromhex(prev_hash) + canonical)`` as hex."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+class AuditLogWriter:
+    """Appends lifecycle events to ``<database>.audit_log``, extending each model's chain."""
+
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.database = database
+        self.table = table(database, AUDIT_LOG)
+        self._heads: dict[str, tuple[int, str]] = {}  # model -> (seq, hash) of the last row
+
+    def reset(self) -> None:
+        """Forget cached chain heads (after a rebalance); they reload from the table."""
+        self._heads.clear()
+
+    def write(self, items: Sequence[AuditItem]) -> int:
+        """Append ``(event, topic, partition, offset)`` items in order; returns rows inserted.
+
+        Events already in the log (by event_id) are skipped, so re-delivery after a
+        crash neither duplicates rows nor forks a chain. The whole batch is one
+        insert; if it fails the error is a StoreError, no cached head advances
+        (the batch's heads are dropped and reread from the table, in case the
+        insert landed after all), so retrying the same batch is correct.
+        """
+        items = list(items)
+        if not items:
+            return 0
+        already = self._existing_ids({event.event_id for event, *_ in items})
+        staged: dict[str, tuple[int, str]] = {}
+        self._load_heads({event.model for event, *_ in items} - self._heads.keys())
+        columns: list[list[Any]] = [[] for _ in COLUMNS]
+        recorded_at = now_ms()
+        for event, topic, partition, offset in items:
+            if event.event_id in already:
+                continue
+            already.add(event.event_id)
+            seq, prev_hash = staged.get(event.model) or self._heads.get(event.model, (0, GENESIS))
+            canonical = event.canonical_json()
+            digest = chain_hash(prev_hash, canonical)
+            row = (
+                event.model,
+                seq + 1,
+                event.event_id,
+                event.type,
+                event.version,
+                event.actor,
+                event.occurred_at,
+                canonical.decode("utf-8"),
+                prev_hash,
+                digest,
+                topic,
+                partition,
+                offset,
+                recorded_at,
+            )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+            staged[event.model] = (seq + 1, digest)
+        if not staged:
+            return 0
+        try:
+            self.client.insert(self.table, columns, column_names=COLUMNS, column_oriented=True)
+        except Exception as exc:
+            # The insert may or may not have landed (a timeout after the server
+            # committed looks the same as a refusal), so drop these heads and
+            # reload them from the table rather than guess.
+            for model in staged:
+                self._heads.pop(model, None)
+            raise StoreError(
+                f"inserting {len(columns[0])} audit rows into {self.table} failed: {exc}; "
+                "retry the same batch (already-written events are skipped)"
+            ) from exc
+        self._heads.update(staged)
+        return len(columns[0])
+
+    def _existing_ids(self, event_ids: set[str]) -> set[str]:
+        rows = self._query(
+            f"SELECT event_id FROM {self.table} WHERE event_id IN {{ids:Array(String)}}",
+            {"ids": sorted(event_ids)},
+        )
+        return {row[0] for row in rows}
+
+    def _load_heads(self, models: set[str]) -> None:
+        if not models:
+            return
+        rows = self._query(
+            f"SELECT model, max(seq), argMax(hash, seq) FROM {self.table} "
+            "WHERE model IN {models:Array(String)} GROUP BY model",
+            {"models": sorted(models)},
+        )
+        for model, seq, digest in rows:
+            self._heads[model] = (int(seq), _text(digest))
+
+    def _query(self, sql: str, parameters: dict[str, Any]) -> list[tuple]:
+        try:
+            return self.client.query(sql, parameters=parameters).result_rows
+        except Exception as exc:
+            raise StoreError(f"reading {self.table} failed: {exc}") from exc
+
+
+# -- verification ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditProblem:
+    """The first place a model's chain stops holding.
+
+    ``kind`` is one of: ``edited`` (a row's content or hash was changed),
+    ``broken_link`` (prev_hash is not the previous row's hash: rows deleted,
+    inserted or reordered), ``gap`` (seq skips: rows deleted), ``duplicate``
+    (two rows share a seq, or an event appears twice).
+    """
+
+    model: str
+    seq: int
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"model {self.model!r} seq {self.seq}: {self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    problems: tuple[AuditProblem, ...]
+    models_checked: int
+    rows_checked: int
+    heads: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first(self) -> AuditProblem | None:
+        return self.problems[0] if self.problems else None
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"audit log intact: {self.models_checked} model(s), {self.rows_checked} row(s)"
+        return "audit log NOT intact:\n" + "\n".join(f"  {p}" for p in self.problems)
+
+
+_VERIFY_SQL = (
+    "SELECT seq, event_id, event_type, version, actor, toUnixTimestamp64Milli(occurred_at), "
+    "canonical, prev_hash, hash FROM {table} WHERE model = {{model:String}} "
+    "ORDER BY seq, recorded_at, event_id"
+)
+
+
+def verify(client: Any, database: str, model: str | None = None) -> AuditReport:
+    """Walk every model's chain (or just ``model``'s) and report the first problem in each."""
+    name = table(database, AUDIT_LOG)
+    try:
+        if model is None:
+            models = [r[0] for r in client.query(f"SELECT DISTINCT model FROM {name}").result_rows]
+        else:
+            models = [model]
+        problems: list[AuditProblem] = []
+        heads: dict[str, tuple[int, str]] = {}
+        rows_checked = 0
+        for m in sorted(models):
+            rows = client.query(
+                _VERIFY_SQL.format(table=name),
+                parameters={"model": m},
+                column_formats={"canonical": "bytes"},
+            ).result_rows
+            rows_checked += len(rows)
+            problem, head = _walk(m, rows)
+            if problem is not None:
+                problems.append(problem)
+            elif head is not None:
+                heads[m] = head
+    except Exception as exc:
+        raise StoreError(f"reading {name} to verify it failed: {exc}") from exc
+    return AuditReport(
+        problems=tuple(problems),
+        models_checked=len(models),
+        rows_checked=rows_checked,
+        heads=heads,
+    )
+
+
+def _walk(model: str, rows: list[tuple]) -> tuple[AuditProblem | None, tuple[int, str] | None]:
+    prev_seq, prev_hash = 0, GENESIS
+    seen_ids: dict[str, int] = {}
+    for i, (seq, event_id, event_type, version, actor, occurred_at, canonical, p, h) in enumerate(
+        rows
+    ):
+        row_prev, row_hash = _text(p), _text(h)
+
+        def problem(kind: str, detail: str, seq: int = seq) -> AuditProblem:
+            return AuditProblem(model=model, seq=seq, kind=kind, detail=detail)
+
+        if i + 1 < len(rows) and rows[i + 1][0] == seq:
+            return problem("duplicate", f"more than one row has seq {seq}"), None
+        if seq != prev_seq + 1:
+            missing = (
+                f"seq {prev_seq + 1}" if seq == prev_seq + 2 else f"seqs {prev_seq + 1}..{seq - 1}"
+            )
+            return problem("gap", f"{missing} missing: seq jumps from {prev_seq} to {seq}"), None
+        if row_prev != prev_hash:
+            return problem(
+                "broken_link",
+                f"prev_hash {row_prev[:12]}... is not the hash of the row before "
+                f"({prev_hash[:12]}...): a row before it was deleted, inserted, reordered "
+                "or rewritten with a recomputed hash",
+            ), None
+        if not _is_hex64(row_prev) or chain_hash(row_prev, canonical) != row_hash:
+            return problem("edited", "stored hash does not match the row's canonical content"), None
+        mismatch = _column_mismatch(
+            canonical, model, event_id, event_type, version, actor, occurred_at
+        )
+        if mismatch:
+            return problem("edited", mismatch), None
+        if event_id in seen_ids:
+            return problem(
+                "duplicate", f"event {event_id} was already recorded at seq {seen_ids[event_id]}"
+            ), None
+        seen_ids[event_id] = seq
+        prev_seq, prev_hash = seq, row_hash
+    return None, ((prev_seq, prev_hash) if rows else None)
+
+
+def _column_mismatch(
+    canonical: bytes,
+    model: str,
+    event_id: str,
+    event_type: str,
+    version: int | None,
+    actor: str,
+    occurred_at: int,
+) -> str | None:
+    # The convenience columns are what dashboards show; they must say what the
+    # hashed canonical JSON says, or an edit to them would go unnoticed.
+    try:
+        body = json.loads(canonical)
+    except (ValueError, UnicodeDecodeError):
+        return "canonical column is not valid JSON"
+    if not isinstance(body, dict):
+        return "canonical column is not a JSON object"
+    expected = (
+        ("model", "model", model),
+        ("event_id", "event_id", event_id),
+        ("event_type", "type", event_type),
+        ("version", "version", version),
+        ("actor", "actor", actor),
+        ("occurred_at", "occurred_at", occurred_at),
+    )
+    for column, key, value in expected:
+        if body.get(key) != value:
+            return f"column {column} says {value!r} but the hashed event says {body.get(key)!r}"
+    return None
+
+
+def _is_hex64(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _text(value: str | bytes) -> str:
+    # FixedString columns come back as bytes; a forged short value is NUL-padded.
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value

@@ -1,0 +1,82 @@
+-- driftline ClickHouse tables. Source of truth for the column lists:
+-- lineage.store.create_tables() runs this file (chDB or a server), and
+-- infra/clickhouse/schema.sql is generated from it (a unit test keeps them equal).
+-- The database name placeholder is replaced by a validated identifier.
+-- Statements are split on semicolons, so keep semicolons out of comments.
+--
+-- On a replicated cluster: add ON CLUSTER <cluster> to each CREATE and use
+--   ENGINE = ReplicatedMergeTree('/clickhouse/tables/<shard>/driftline/audit_log', '<replica>')
+-- (ReplicatedReplacingMergeTree for predictions and deadletters), with the
+-- shard and replica macros of your cluster. Replicated tables deduplicate
+-- inserts by default, so the non_replicated_deduplication_window settings can
+-- then be dropped.
+
+CREATE DATABASE IF NOT EXISTS {database};
+
+-- Append-only, hash-chained audit log. Plain MergeTree: rows are never
+-- replaced or collapsed, and the writer account holds INSERT and SELECT only.
+-- Per model: hash = sha256(unhex(prev_hash) || canonical), seq counts from 1.
+CREATE TABLE IF NOT EXISTS {database}.audit_log
+(
+    model String,
+    seq UInt64,
+    event_id String,
+    event_type LowCardinality(String),
+    version Nullable(Int32),
+    actor String,
+    occurred_at DateTime64(3, 'UTC'),
+    canonical String,
+    prev_hash FixedString(64),
+    hash FixedString(64),
+    source_topic String,
+    source_partition Int32,
+    source_offset Int64,
+    recorded_at DateTime64(3, 'UTC') DEFAULT now64(3),
+    -- The writer looks up each batch's event ids to skip re-deliveries.
+    INDEX event_id_idx event_id TYPE bloom_filter GRANULARITY 1
+)
+ENGINE = MergeTree
+ORDER BY (model, seq);
+
+-- One row per scored record. Re-delivered predictions collapse on
+-- (model, prediction_id): query with FINAL or uniqExact(prediction_id).
+-- Identical retried inserts are dropped earlier by insert_deduplication_token.
+CREATE TABLE IF NOT EXISTS {database}.predictions
+(
+    prediction_id String,
+    record_id String,
+    entity_id String,
+    model LowCardinality(String),
+    version Int32,
+    arm LowCardinality(String),
+    experiment_id Nullable(String),
+    score Float64,
+    scores Array(Float64),
+    event_time DateTime64(3, 'UTC'),
+    scored_at DateTime64(3, 'UTC'),
+    latency_ms Float64,
+    model_latency_ms Float64,
+    trace_id String DEFAULT ''
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, prediction_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Records that could not be processed, with the raw bytes to replay them.
+-- ReplacingMergeTree on the source coordinates, so a dead letter delivered
+-- twice is one row under FINAL.
+CREATE TABLE IF NOT EXISTS {database}.deadletters
+(
+    source_topic LowCardinality(String),
+    partition Int32,
+    offset Int64,
+    key Nullable(String),
+    reason LowCardinality(String),
+    detail String,
+    raw String,
+    failed_at DateTime64(3, 'UTC'),
+    recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (source_topic, partition, offset, reason)
+SETTINGS non_replicated_deduplication_window = 1000;

@@ -1,0 +1,277 @@
+"""Hot-path Avro encode/decode in the Confluent wire format, with fastavro.
+
+Schemas are parsed once, when the codec is built. Timestamps stay plain int
+epoch milliseconds on both sides: the ``logicalType`` annotations are kept in
+the ``.avsc`` files (and in the registry) but stripped from the parsed copies,
+because converting every timestamp to a ``datetime`` and back costs more than
+the rest of the decode and no consumer wants one.
+
+A payload written with an older version of a record is read with the latest
+version as the reader schema, so consumers always see the current field set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from io import BytesIO
+from typing import Any
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError, validate
+
+from schemas import catalog, wire
+from schemas.catalog import SchemaEntry
+from schemas.exceptions import (
+    InvalidRecord,
+    SchemaError,
+    UndecodablePayload,
+    UnknownRecordName,
+    UnknownSchemaId,
+    WrongSchema,
+)
+
+# Fetches the writer schema of an id this codec does not know (from a registry).
+# It raises UnknownSchemaId when the id does not exist, SchemaRegistryError when
+# the registry cannot be asked.
+SchemaFetcher = Callable[[int], Mapping[str, Any]]
+
+_MAX_MISSING_IDS = 1024
+
+
+def _strip_logical_types(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _strip_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_strip_logical_types(v) for v in schema]
+    return schema
+
+
+def _parse(schema: Mapping[str, Any]) -> dict[str, Any]:
+    # A fresh named-schema table per parse: two versions of one record share a name.
+    return parse_schema(_strip_logical_types(dict(schema)), named_schemas={})
+
+
+def _short_name(schema: Mapping[str, Any]) -> str:
+    return str(schema.get("name", "")).rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Writer:
+    name: str
+    schema_id: int
+    header: bytes
+    parsed: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    name: str
+    schema_id: int
+    writer: dict[str, Any]
+    reader: dict[str, Any] | None  # None: written with the latest version, no resolution
+
+
+class SchemaCodec:
+    """Encode and decode driftline records as Confluent-framed Avro.
+
+    ``SchemaCodec(ids)`` uses the catalog's schemas with ``ids`` (``{name:
+    {version: id}}``, the pinned map when None); ``fetch`` looks up ids this
+    codec was not built with, e.g. versions registered by newer producers.
+    """
+
+    def __init__(
+        self,
+        ids: Mapping[str, Mapping[int, int]] | None = None,
+        *,
+        fetch: SchemaFetcher | None = None,
+    ) -> None:
+        self._init(catalog.entries(ids), fetch)
+
+    @classmethod
+    def from_entries(
+        cls, entries: Iterable[SchemaEntry], *, fetch: SchemaFetcher | None = None
+    ) -> SchemaCodec:
+        """Build a codec over explicit schema versions (tools, tests, synthetic versions)."""
+        codec = cls.__new__(cls)
+        codec._init(list(entries), fetch)
+        return codec
+
+    def _init(self, entries: list[SchemaEntry], fetch: SchemaFetcher | None) -> None:
+        seen: dict[int, SchemaEntry] = {}
+        for entry in entries:
+            other = seen.setdefault(entry.schema_id, entry)
+            if other is not entry:
+                raise SchemaError(
+                    f"schema id {entry.schema_id} is given to both {other.name} v{other.version} "
+                    f"and {entry.name} v{entry.version}: every version needs its own id"
+                )
+        latest: dict[str, SchemaEntry] = {}
+        for entry in entries:
+            if entry.name not in latest or entry.version > latest[entry.name].version:
+                latest[entry.name] = entry
+
+        self._writers = {
+            name: _Writer(name, e.schema_id, wire.header(e.schema_id), _parse(e.schema))
+            for name, e in latest.items()
+        }
+        self._readers: dict[int, _Reader] = {}
+        for entry in entries:
+            writer = self._writers[entry.name]
+            if entry is latest[entry.name]:
+                self._readers[entry.schema_id] = _Reader(
+                    entry.name, entry.schema_id, writer.parsed, None
+                )
+            else:
+                self._readers[entry.schema_id] = _Reader(
+                    entry.name, entry.schema_id, _parse(entry.schema), writer.parsed
+                )
+        self._fetch = fetch
+        self._missing: dict[int, str] = {}  # id -> why it is unknown
+
+    # -- encoding -----------------------------------------------------------
+
+    def schema_id(self, name: str) -> int:
+        """Return the id of the latest version of ``name``, the one ``encode`` writes."""
+        return self._writer(name).schema_id
+
+    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
+        """Encode ``record`` as the latest version of ``name``, framed with its schema id."""
+        writer = self._writer(name)
+        return self._encode(writer, record, None)
+
+    def encode_many(self, name: str, records: Iterable[Mapping[str, Any]]) -> list[bytes]:
+        """Encode each of ``records`` as ``name``; one schema lookup for the whole batch."""
+        writer = self._writer(name)
+        return [self._encode(writer, record, i) for i, record in enumerate(records)]
+
+    def _encode(self, writer: _Writer, record: Mapping[str, Any], index: int | None) -> bytes:
+        buffer = BytesIO()
+        buffer.write(writer.header)
+        try:
+            # strict_allow_default: an unknown key (a typo) is an error, not silently dropped.
+            schemaless_writer(buffer, writer.parsed, record, strict_allow_default=True)
+        except Exception as exc:  # fastavro raises ValueError/TypeError/OverflowError/...
+            raise _invalid(writer, record, index, exc) from exc
+        return buffer.getvalue()
+
+    def _writer(self, name: str) -> _Writer:
+        try:
+            return self._writers[name]
+        except KeyError:
+            raise UnknownRecordName(
+                f"unknown record name {name!r}: expected one of {', '.join(self._writers)}"
+            ) from None
+
+    # -- decoding -----------------------------------------------------------
+
+    def decode(self, data: bytes | bytearray | memoryview) -> tuple[str, dict[str, Any]]:
+        """Decode a framed payload into ``(record name, record)`` at the latest version."""
+        reader = self._reader(data)
+        return reader.name, self._read(reader, data)
+
+    def decode_as(self, name: str, data: bytes | bytearray | memoryview) -> dict[str, Any]:
+        """Decode a payload that must be a ``name`` record; raise WrongSchema otherwise."""
+        self._writer(name)  # an unknown name is a programming error, not bad data
+        reader = self._reader(data)
+        if reader.name != name:
+            raise WrongSchema(
+                f"payload has schema id {reader.schema_id}, a {reader.name}, where a {name} "
+                "was expected: the producer wrote to the wrong topic or used the wrong schema"
+            )
+        return self._read(reader, data)
+
+    def _reader(self, data: bytes | bytearray | memoryview) -> _Reader:
+        schema_id = wire.schema_id_of(data)
+        reader = self._readers.get(schema_id)
+        return reader if reader is not None else self._resolve(schema_id)
+
+    def _read(self, reader: _Reader, data: bytes | bytearray | memoryview) -> dict[str, Any]:
+        stream = BytesIO(data)
+        stream.seek(wire.HEADER_SIZE)
+        try:
+            record = schemaless_reader(stream, reader.writer, reader.reader)
+        except Exception as exc:  # corrupt input surfaces as EOFError, ValueError, ...
+            raise UndecodablePayload(
+                f"cannot decode {len(data)}-byte payload as {reader.name} (schema id "
+                f"{reader.schema_id}): {type(exc).__name__}: {exc}; the body is corrupt or "
+                "was not written with that schema"
+            ) from exc
+        trailing = len(data) - stream.tell()
+        if trailing:
+            raise UndecodablePayload(
+                f"payload decoded as {reader.name} (schema id {reader.schema_id}) has "
+                f"{trailing} trailing bytes: it was not written with that schema"
+            )
+        return record
+
+    def _resolve(self, schema_id: int) -> _Reader:
+        if schema_id in self._missing:
+            raise UnknownSchemaId(self._missing[schema_id])
+        if self._fetch is None:
+            raise UnknownSchemaId(
+                f"schema id {schema_id} is not one of this codec's ids "
+                f"({sorted(self._readers)}): the producer used a schema version this worker "
+                "does not know; upgrade driftline or run with a schema registry"
+            )
+        try:
+            schema = self._fetch(schema_id)
+        except UnknownSchemaId as exc:
+            # Remembered, so a stream of garbage ids costs one registry call each.
+            if len(self._missing) >= _MAX_MISSING_IDS:
+                self._missing.clear()  # bounded: garbage ids must not grow memory
+            self._missing[schema_id] = str(exc)
+            raise
+        name = _short_name(schema)
+        writer = self._writers.get(name)
+        if schema.get("type") != "record" or writer is None:
+            raise UnknownSchemaId(
+                f"schema id {schema_id} is {schema.get('namespace', '')}.{schema.get('name')}, "
+                f"not a driftline record ({', '.join(self._writers)})"
+            )
+        try:
+            parsed = _parse(schema)
+        except Exception as exc:  # fastavro's SchemaParseException and friends
+            raise UnknownSchemaId(
+                f"schema id {schema_id} ({name}) from the registry does not parse: {exc}"
+            ) from exc
+        reader = _Reader(name, schema_id, parsed, writer.parsed)
+        self._readers[schema_id] = reader  # one dict store: safe without a lock
+        return reader
+
+
+def _invalid(writer: _Writer, record: Any, index: int | None, exc: Exception) -> InvalidRecord:
+    where = f"{writer.name} record" if index is None else f"{writer.name} record #{index}"
+    if not isinstance(record, Mapping):
+        detail = f"expected a dict of fields, got {type(record).__name__}"
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
+        try:
+            # Only on failure: validation names the offending field, but is slow.
+            validate(record, writer.parsed, raise_errors=True)
+        except ValidationError as error:
+            detail = "; ".join(_explain(e) for e in error.errors) or detail
+        except Exception:  # keep fastavro's own message
+            pass
+    file = f"schemas/avro/{catalog.snake_name(writer.name)}.avsc"
+    return InvalidRecord(
+        f"cannot encode {where}: {detail}. Make it match {file} "
+        "(timestamps are int epoch milliseconds, optional fields may be left out)"
+    )
+
+
+def _explain(error: Any) -> str:
+    field = str(getattr(error, "field", "") or "").removeprefix(f"{catalog.NAMESPACE}.")
+    datum = getattr(error, "datum", None)
+    schema = getattr(error, "schema", None)
+    expected = schema.get("type") if isinstance(schema, dict) else schema
+    if datum is None:
+        return f"{field} is missing or None, expected {expected}"
+    return f"{field} is {datum!r:.60} ({type(datum).__name__}), expected {expected}"
+
+
+@cache
+def default_codec() -> SchemaCodec:
+    """Return the shared codec over the pinned schema ids (built once per process)."""
+    return SchemaCodec()

@@ -1,0 +1,85 @@
+"""The Faust app: wiring only. Agents decode nothing themselves; they hand batches
+to the runtime's pipelines and acknowledge offsets after the work is durable."""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+
+from driftline.settings import Settings
+from streams.kafka import faust_credentials
+from streams.runtime import WorkerRuntime
+from streams.web import register_views
+
+
+def _faust_broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{host}" for host in bootstrap.split(","))
+
+
+def create_app(settings: Settings, bootstrap: str, *, web_port: int) -> tuple[faust.App, WorkerRuntime]:
+    runtime = WorkerRuntime.build(settings, bootstrap)
+    worker = settings.worker
+    app = faust.App(
+        f"{runtime.topics.prefix}worker",
+        broker=_faust_broker_url(bootstrap),
+        broker_credentials=faust_credentials(settings.kafka),
+        broker_session_timeout=worker.session_timeout_s,
+        store="memory://",
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_bind=worker.web_host,
+        web_host=worker.web_host,
+        web_port=web_port,
+    )
+    batch_size = worker.batch_size
+    within = worker.batch_window_ms / 1000
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_serializer="raw", value_serializer="raw")
+
+    if runtime.scoring is not None:
+        scoring, follower, delivery = runtime.scoring, runtime.follower, runtime.delivery
+
+        @app.task
+        async def follow_lifecycle() -> None:
+            await follower.run()
+
+        @app.agent(raw_topic(runtime.topics.features), name="score-features")
+        async def score_features(stream: faust.StreamT) -> None:
+            await follower.caught_up.wait()
+            async for events in stream.noack_take(batch_size, within):
+                scoring.process([event.message for event in events])
+                await delivery.drain()
+                for event in events:
+                    await stream.ack(event)
+
+    if runtime.lineage is not None:
+        lineage = runtime.lineage
+        rows, interval = settings.clickhouse.flush_rows, settings.clickhouse.flush_interval_s
+
+        def persisting(topic: str, name: str, store) -> None:
+            @app.agent(raw_topic(topic), name=name)
+            async def persist(stream: faust.StreamT) -> None:
+                async for events in stream.noack_take(rows, interval):
+                    await store([event.message for event in events])
+                    await runtime.delivery.drain()  # dead letters raised while storing
+                    for event in events:
+                        await stream.ack(event)
+
+        persisting(runtime.topics.predictions, "store-predictions", lineage.store_predictions)
+        persisting(runtime.topics.lifecycle, "store-lifecycle", lineage.store_lifecycle)
+        persisting(runtime.topics.deadletter, "store-deadletters", lineage.store_dead_letters)
+
+    register_views(app, runtime)
+
+    @app.timer(1.0)
+    async def _poll_producer() -> None:
+        # Serve delivery callbacks even when no batch is running.
+        runtime.producer.poll(0)
+        await asyncio.sleep(0)
+
+    return app, runtime

@@ -1,0 +1,54 @@
+"""`driftline audit ...`: the trail as a table, and chain verification where the store is."""
+
+from __future__ import annotations
+
+import re
+
+from driftline.settings import Settings
+from lineage import AuditReport, open_client, verify
+from streams.exceptions import StreamsError
+from streams.stack import http_json
+from streams.stackfile import running_stack
+
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def audit_trail_query(database: str, model: str | None = None) -> str:
+    if model is not None and not MODEL_NAME.match(model):
+        raise StreamsError(f"model name {model!r} is not valid: use letters, digits, '_', '.', '-'")
+    where = f"WHERE model = '{model}'" if model else ""
+    return (
+        "SELECT occurred_at, model, seq, event_type, version, actor, "
+        "substring(hash, 1, 16) AS hash_prefix "
+        f"FROM {database}.audit_log {where} ORDER BY occurred_at, model, seq"
+    )
+
+
+def verify_store(settings: Settings, model: str | None = None) -> AuditReport | RemoteReport:
+    info = running_stack(settings)
+    if settings.embedded_clickhouse and info is not None:
+        query = f"?model={model}" if model else ""
+        answer = http_json(f"{info.worker_url}/driftline/audit/verify/{query}", timeout=120)
+        if "error" in answer:
+            raise StreamsError(f"verification failed in the worker: {answer['error']}")
+        return RemoteReport(answer["ok"], answer["summary"])
+    client = open_client(settings.clickhouse_dsn)
+    try:
+        return verify(client, settings.clickhouse.database, model)
+    finally:
+        client.close()
+
+
+class RemoteReport:
+    """A verification report computed by the worker that owns the store."""
+
+    def __init__(self, ok: bool, summary: str) -> None:
+        self.ok = ok
+        self._summary = summary
+
+    def summary(self) -> str:
+        return self._summary
+
+    def __str__(self) -> str:
+        return self._summary

@@ -1,0 +1,244 @@
+"""The `driftline` command line. Each command reads settings once, then delegates."""
+
+from __future__ import annotations
+
+import getpass
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from driftline.errors import DriftlineError
+from driftline.settings import Settings, load_settings
+from driftline.telemetry import configure_telemetry, shutdown_telemetry
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class DriftlineGroup(click.Group):
+    """Turns every driftline error into one readable line and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DriftlineError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            sys.exit(2)
+        finally:
+            shutdown_telemetry()
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    configure_telemetry(settings.telemetry)
+    return settings
+
+
+def _print_table(columns: list[str], rows: list[list], title: str | None = None) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(value) for value in row))
+    console.print(table)
+
+
+@click.group(cls=DriftlineGroup)
+@click.version_option(package_name="driftline")
+def main() -> None:
+    """driftline: streaming inference, drift detection and auditable model governance."""
+
+
+@main.command()
+def up() -> None:
+    """Start the embedded stack (Tansu broker + worker owning chDB) until Ctrl-C."""
+    from streams.stack import EmbeddedStack
+
+    settings = _settings()
+    if settings.kafka.bootstrap:
+        raise click.UsageError(
+            "DRIFTLINE_KAFKA_BOOTSTRAP is set: the stack runs on that cluster; "
+            "start workers with `driftline worker` instead of `driftline up`"
+        )
+    stop = _stop_on_signals()
+    stack = EmbeddedStack(settings)
+    with console.status("starting Tansu, creating topics, starting the worker..."):
+        info = stack.start()
+    console.print(f"[green]driftline is up[/]  broker {info.bootstrap}  "
+                  f"worker {info.worker_url}/driftline/  store {info.clickhouse_dsn}")
+    console.print(f"logs in {stack.log_dir}; Ctrl-C to stop")
+    try:
+        while not stop["now"] and stack.alive():
+            time.sleep(0.2)
+        if not stop["now"]:
+            err_console.print("[red]a stack process died[/]; worker log tail:\n"
+                              + stack.worker_log_tail())
+    finally:
+        with console.status("stopping..."):
+            stack.stop()
+    console.print("stopped")
+
+
+def _stop_on_signals() -> dict:
+    stop = {"now": False}
+
+    def handler(signum, frame) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+@main.command()
+def worker() -> None:
+    """Run one Faust worker (roles from DRIFTLINE_WORKER_ROLES)."""
+    from streams.worker import run_worker
+
+    run_worker(_settings())
+
+
+@main.command()
+@click.option("--rate", type=float, default=1000.0, show_default=True,
+              help="records per second; 0 = as fast as possible")
+@click.option("--count", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--entities", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--model", "model_name", default="demo", show_default=True,
+              help="target model name")
+@click.option("--features", "n_features", type=click.IntRange(min=1), default=16,
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="same seed, same records (ids included)")
+def produce(rate: float, count: int, entities: int, model_name: str, n_features: int,
+            seed: int) -> None:
+    """Publish seeded synthetic feature records."""
+    from streams.loadgen import produce_at_rate, synthetic_records
+    from streams.producer import FeatureProducer
+    from streams.stackfile import resolve_bootstrap
+
+    settings = _settings()
+    producer = FeatureProducer(settings, resolve_bootstrap(settings))
+    records = synthetic_records(model=model_name, count=count, entities=entities, seed=seed,
+                                n_features=n_features)
+    started = time.monotonic()
+    with Progress(TextColumn("producing"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                  console=console) as progress:
+        task = progress.add_task("produce", total=count, rate="")
+
+        def advance(n: int) -> None:
+            done = progress.tasks[0].completed + n
+            elapsed = max(time.monotonic() - started, 1e-9)
+            progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} rec/s")
+
+        sent = produce_at_rate(producer, records, rate=rate, on_progress=advance)
+    elapsed = time.monotonic() - started
+    console.print(f"sent {sent:,} records in {elapsed:.1f}s ({sent / elapsed:,.0f} rec/s)")
+
+
+@main.group()
+def model() -> None:
+    """Register, promote and list models."""
+
+
+@model.command("register")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="model name, e.g. fraud")
+@click.option("--actor", default=getpass.getuser, show_default="current user")
+def model_register(path: Path, name: str, actor: str) -> None:
+    """Store an ONNX file content-addressed and publish a `registered` event."""
+    from streams.models import ModelCommands
+
+    result, created = ModelCommands.from_settings(_settings()).register(path, name, actor)
+    if created:
+        console.print(f"registered {name} v{result.version} "
+                      f"sha256:{result.attributes['digest'][:16]}...")
+    else:
+        console.print(f"{name} v{result.version} already holds this artifact "
+                      f"(sha256:{result.digest[:16]}...); nothing published")
+
+
+@model.command("promote")
+@click.argument("name")
+@click.option("--version", "version", type=click.IntRange(min=1), required=True)
+@click.option("--actor", default=getpass.getuser, show_default="current user")
+def model_promote(name: str, version: int, actor: str) -> None:
+    """Make a registered version the champion (workers swap without a restart)."""
+    from streams.models import ModelCommands
+
+    ModelCommands.from_settings(_settings()).promote(name, version, actor)
+    console.print(f"promoted {name} v{version} to champion")
+
+
+@model.command("list")
+def model_list() -> None:
+    """Every model version, from the lifecycle topic."""
+    from streams.models import ModelCommands
+
+    registry = ModelCommands.from_settings(_settings()).registry()
+    rows = [
+        [v.name, v.version, v.state, v.digest[:16], v.registered_by, v.input_shape]
+        for name in registry.models()
+        for v in registry.versions(name)
+    ]
+    _print_table(["model", "version", "state", "digest", "registered by", "input shape"], rows)
+
+
+@main.command()
+@click.argument("sql")
+def sql(sql: str) -> None:
+    """Run a read-only ClickHouse query (through the worker while the stack is up)."""
+    from streams.store_access import query
+
+    columns, rows = query(_settings(), sql)
+    _print_table(columns, rows)
+
+
+@main.group()
+def audit() -> None:
+    """Read and verify the hash-chained audit log."""
+
+
+@audit.command("show")
+@click.option("--model", "model_name", default=None)
+def audit_show(model_name: str | None) -> None:
+    """The audit trail, oldest first."""
+    from streams.audit_cli import audit_trail_query
+    from streams.store_access import query
+
+    settings = _settings()
+    sql_text = audit_trail_query(settings.clickhouse.database, model_name)
+    columns, rows = query(settings, sql_text)
+    _print_table(columns, rows, title="audit_log")
+
+
+@audit.command("verify")
+@click.option("--model", "model_name", default=None)
+def audit_verify(model_name: str | None) -> None:
+    """Walk every hash chain; exit 1 and name the first bad row if any."""
+    from streams.audit_cli import verify_store
+
+    report = verify_store(_settings(), model_name)
+    console.print(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--records", type=click.IntRange(min=100), default=20_000, show_default=True)
+@click.option("--rate", type=float, default=2000.0, show_default=True)
+def demo(records: int, rate: float) -> None:
+    """The whole loop on the embedded stack, then the audit trail; about a minute."""
+    from streams.demo import run_demo
+
+    run_demo(_settings(), console, records=records, rate=rate)
+
+
+if __name__ == "__main__":
+    main()

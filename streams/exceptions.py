@@ -1,0 +1,19 @@
+"""Errors raised by the streaming layer (broker, topics, embedded stack, CLI)."""
+
+from driftline.errors import DriftlineError
+
+
+class StreamsError(DriftlineError):
+    """Base class for errors in streams/."""
+
+
+class BrokerUnavailable(StreamsError):
+    """No Kafka broker answered at the configured or recorded address."""
+
+
+class TopicMismatch(StreamsError):
+    """A topic exists with a partition count other than the configured one."""
+
+
+class StackNotRunning(StreamsError):
+    """A command needs the embedded stack (``driftline up``) and none is recorded."""

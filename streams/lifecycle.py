@@ -1,0 +1,87 @@
+"""Publishing lifecycle events and rebuilding the registry from the lifecycle topic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from confluent_kafka import Consumer, TopicPartition
+
+from driftline.settings import Settings
+from lineage import LifecycleEvent, ModelRegistry
+from schemas import SchemaCodec
+from streams.exceptions import StreamsError
+from streams.kafka import make_producer
+from streams.tracing import trace_headers
+
+
+def cloudevent_headers(event: LifecycleEvent, source: str) -> list[tuple[str, bytes]]:
+    """CloudEvents binary-mode headers, so generic consumers can route lifecycle events."""
+    occurred = dt.datetime.fromtimestamp(event.occurred_at / 1000, tz=dt.UTC)
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event.event_id.encode()),
+        ("ce_type", f"io.driftline.lifecycle.{event.type}".encode()),
+        ("ce_source", source.encode()),
+        ("ce_time", occurred.isoformat().replace("+00:00", "Z").encode()),
+        ("ce_subject", event.model.encode()),
+        ("content-type", b"application/avro"),
+    ]
+
+
+def publish_lifecycle(
+    settings: Settings, bootstrap: str, codec: SchemaCodec, topic: str,
+    event: LifecycleEvent, *, source: str = "driftline/cli",
+) -> None:
+    """Publish one event keyed by model name (ordered per model) and wait for the ack."""
+    producer = make_producer(settings, bootstrap)
+    errors: list = []
+    producer.produce(
+        topic,
+        codec.encode("LifecycleEvent", event.to_avro()),
+        key=event.model.encode(),
+        headers=cloudevent_headers(event, source) + trace_headers(),
+        on_delivery=lambda err, _msg: errors.append(err) if err else None,
+    )
+    remaining = producer.flush(30)
+    if remaining or errors:
+        raise StreamsError(f"lifecycle event {event.event_id} was not acknowledged by "
+                           f"{bootstrap}: {errors or 'timed out'}")
+
+
+def load_registry(
+    settings: Settings, bootstrap: str, codec: SchemaCodec, topic: str, *, timeout_s: float = 15.0
+) -> ModelRegistry:
+    """Project the whole lifecycle topic, read to its current end, into a registry."""
+    consumer = Consumer(
+        settings.kafka.librdkafka_config(bootstrap)
+        | {"group.id": "driftline-cli", "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+    )
+    registry = ModelRegistry()
+    try:
+        partitions = []
+        for p in range(settings.kafka.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                partitions.append((TopicPartition(topic, p, low), high))
+        if not partitions:
+            return registry
+        consumer.assign([tp for tp, _ in partitions])
+        ends = {tp.partition: high for tp, high in partitions}
+        deadline = time.monotonic() + timeout_s
+        # A model's events share a partition (keyed by name), so offset order is its order.
+        while ends:
+            if time.monotonic() > deadline:
+                raise StreamsError(f"could not read {topic} to its end in {timeout_s:.0f}s "
+                                   f"(partitions left: {sorted(ends)})")
+            for message in consumer.consume(1000, timeout=1.0):
+                if message.error():
+                    continue
+                registry.apply(
+                    LifecycleEvent.from_avro(codec.decode_as("LifecycleEvent", message.value()))
+                )
+                if message.offset() + 1 >= ends.get(message.partition(), 0):
+                    ends.pop(message.partition(), None)
+    finally:
+        consumer.close()
+    return registry

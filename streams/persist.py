@@ -1,0 +1,124 @@
+"""The lineage consumer's work: decoded batches into ClickHouse, then (only then) ack.
+
+All store calls run on one dedicated thread: chDB is one engine per process and
+clickhouse-connect clients are not meant for concurrent use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from lineage import AuditLogWriter, DeadLetterSink, LifecycleEvent, PredictionSink
+from schemas import DecodeError, SchemaCodec
+from streams.deadletter import DeadLetterPublisher, InboundMessage
+from streams.stats import WorkerStats
+from streams.tracing import HEADER_GETTER
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StoreRunner:
+    """Runs blocking store calls on one thread and retries them until they succeed."""
+
+    def __init__(self, stats: WorkerStats) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="clickhouse")
+        self._stats = stats
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
+    async def until_stored(self, fn: Callable[[], T], what: str) -> T:
+        backoff = 0.2
+        while True:
+            future = asyncio.ensure_future(self.call(fn))
+            try:
+                # Shielded: a shutdown waits for an insert in flight rather than
+                # abandoning it half-way through.
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                await asyncio.wait_for(asyncio.shield(future), timeout=30)
+                raise
+            except Exception as exc:  # the store is down or refused the batch
+                self._stats.store_failures += 1
+                log.error("storing %s failed (%s); retrying in %.1fs, offsets stay uncommitted",
+                          what, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def _trace_id(headers: object) -> str:
+    values = HEADER_GETTER.get(headers, "traceparent")  # 00-<trace id>-<span id>-<flags>
+    parts = values[0].split("-") if values else []
+    return parts[1] if len(parts) == 4 else ""
+
+
+class LineageWriter:
+    def __init__(
+        self,
+        *,
+        codec: SchemaCodec,
+        store: StoreRunner,
+        predictions: PredictionSink,
+        audit: AuditLogWriter,
+        dead_letter_sink: DeadLetterSink,
+        dead_letters: DeadLetterPublisher,
+        stats: WorkerStats,
+    ) -> None:
+        self._codec = codec
+        self._store = store
+        self._predictions = predictions
+        self._audit = audit
+        self._dead_letter_sink = dead_letter_sink
+        self._dead = dead_letters
+        self._stats = stats
+
+    def _decode_all(self, name: str, messages: Sequence[InboundMessage]) -> list[tuple]:
+        decoded = []
+        for message in messages:
+            try:
+                decoded.append((message, self._codec.decode_as(name, message.value)))
+            except DecodeError as exc:
+                self._dead.publish(message, exc.reason, str(exc))
+        return decoded
+
+    async def store_predictions(self, messages: Sequence[InboundMessage]) -> None:
+        rows = []
+        for message, prediction in self._decode_all("Prediction", messages):
+            prediction["trace_id"] = _trace_id(message.headers)
+            rows.append(prediction)
+        self._predictions.add_many(rows)
+        stored = await self._store.until_stored(self._predictions.flush, "predictions")
+        self._stats.rows_stored["predictions"] += stored
+
+    async def store_lifecycle(self, messages: Sequence[InboundMessage]) -> None:
+        items = [
+            (LifecycleEvent.from_avro(record), m.topic, m.partition, m.offset)
+            for m, record in self._decode_all("LifecycleEvent", messages)
+        ]
+        stored = await self._store.until_stored(lambda: self._audit.write(items), "audit events")
+        self._stats.rows_stored["audit_log"] += stored
+
+    async def store_dead_letters(self, messages: Sequence[InboundMessage]) -> None:
+        records = []
+        for message in messages:
+            try:
+                records.append(self._codec.decode_as("DeadLetter", message.value))
+            except DecodeError as exc:
+                # A dead letter we cannot read is itself kept, raw, rather than re-queued forever.
+                records.append({
+                    "source_topic": message.topic, "partition": message.partition,
+                    "offset": message.offset, "key": message.key, "reason": exc.reason,
+                    "detail": str(exc), "raw": bytes(message.value or b""), "failed_at": 0,
+                })
+        self._dead_letter_sink.add_many(records)
+        stored = await self._store.until_stored(self._dead_letter_sink.flush, "dead letters")
+        self._stats.rows_stored["deadletters"] += stored

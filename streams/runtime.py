@@ -1,0 +1,108 @@
+"""Everything one worker process holds, built once from settings.
+
+The Faust app (streams/app.py) only wires agents to these objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from confluent_kafka import Producer
+
+from driftline.settings import Settings
+from inference import Router
+from lineage import (
+    ArtifactStore,
+    AuditLogWriter,
+    DeadLetterSink,
+    ModelRegistry,
+    PredictionSink,
+    create_tables,
+    open_client,
+)
+from schemas import SchemaCodec
+from streams.codecs import codec_for
+from streams.deadletter import DeadLetterPublisher
+from streams.delivery import DeliveryTracker
+from streams.follower import LifecycleFollower
+from streams.kafka import make_producer
+from streams.persist import LineageWriter, StoreRunner
+from streams.scoring import ScoringPipeline
+from streams.stats import WorkerStats
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    bootstrap: str
+    topics: Topics
+    codec: SchemaCodec
+    producer: Producer
+    delivery: DeliveryTracker
+    stats: WorkerStats
+    follower: LifecycleFollower | None = None
+    scoring: ScoringPipeline | None = None
+    lineage: LineageWriter | None = None
+    store: StoreRunner | None = None
+    store_client: object | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, bootstrap: str) -> WorkerRuntime:
+        topics = Topics(settings.kafka.topic_prefix)
+        codec = codec_for(settings)
+        producer = make_producer(settings, bootstrap)
+        delivery = DeliveryTracker(producer)
+        stats = WorkerStats()
+        dead = DeadLetterPublisher(
+            codec=codec, delivery=delivery, topic=topics.deadletter, stats=stats
+        )
+        runtime = cls(settings, bootstrap, topics, codec, producer, delivery, stats)
+        roles = settings.worker.role_set
+        if "inference" in roles:
+            router = Router()
+            runtime.follower = LifecycleFollower(
+                bootstrap=bootstrap,
+                kafka=settings.kafka,
+                topic=topics.lifecycle,
+                codec=codec,
+                registry=ModelRegistry(),
+                router=router,
+                artifacts=ArtifactStore(settings.data.artifacts),
+                stats=stats,
+                ort_threads=settings.worker.ort_threads,
+            )
+            runtime.scoring = ScoringPipeline(
+                codec=codec,
+                router=router,
+                delivery=delivery,
+                dead_letters=dead,
+                predictions_topic=topics.predictions,
+                stats=stats,
+            )
+        if "lineage" in roles:
+            client = open_client(settings.clickhouse_dsn)
+            database = settings.clickhouse.database
+            create_tables(client, database)
+            runtime.store_client = client
+            runtime.store = StoreRunner(stats)
+            runtime.lineage = LineageWriter(
+                codec=codec,
+                store=runtime.store,
+                predictions=PredictionSink(client, database),
+                audit=AuditLogWriter(client, database),
+                dead_letter_sink=DeadLetterSink(client, database),
+                dead_letters=dead,
+                stats=stats,
+            )
+        return runtime
+
+    def close(self) -> None:
+        remaining = self.producer.flush(10)
+        if remaining:
+            log.error("%d produced messages were not acknowledged before shutdown", remaining)
+        if self.store is not None:
+            self.store.close()

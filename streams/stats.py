@@ -1,0 +1,46 @@
+"""In-process counters a worker exposes on its HTTP API."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WorkerStats:
+    started_at: float = field(default_factory=time.time)
+    records_in: int = 0
+    predictions_out: int = 0
+    batches: int = 0
+    dead_letters: Counter = field(default_factory=Counter)
+    rows_stored: Counter = field(default_factory=Counter)
+    models_refused: list[dict] = field(default_factory=list)
+    store_failures: int = 0
+    first_batch_at: float | None = None
+    last_batch_at: float | None = None
+    first_batch_size: int = 0
+
+    def batch_done(self, records: int, predictions: int) -> None:
+        now = time.time()
+        if self.first_batch_at is None:
+            self.first_batch_at, self.first_batch_size = now, records
+        self.last_batch_at = now
+        self.records_in += records
+        self.predictions_out += predictions
+        self.batches += 1
+
+    def as_dict(self) -> dict:
+        return {
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "records_in": self.records_in,
+            "predictions_out": self.predictions_out,
+            "batches": self.batches,
+            "dead_letters": dict(self.dead_letters),
+            "rows_stored": dict(self.rows_stored),
+            "models_refused": self.models_refused[-20:],
+            "store_failures": self.store_failures,
+            "first_batch_at": self.first_batch_at,
+            "last_batch_at": self.last_batch_at,
+            "first_batch_size": self.first_batch_size,
+        }

@@ -1,0 +1,28 @@
+"""Reading the store from a CLI process.
+
+Embedded chDB can be opened by one process only, so while the stack runs the CLI
+asks the owning worker over HTTP; otherwise it opens the store itself.
+"""
+
+from __future__ import annotations
+
+from driftline.settings import Settings
+from lineage import open_client
+from streams.exceptions import StreamsError
+from streams.stack import http_json
+from streams.stackfile import running_stack
+
+
+def query(settings: Settings, sql: str) -> tuple[list[str], list[list]]:
+    info = running_stack(settings)
+    if settings.embedded_clickhouse and info is not None:
+        answer = http_json(info.worker_url + "/driftline/sql/", {"query": sql})
+        if "error" in answer:
+            raise StreamsError(f"query failed in the worker at {info.worker_url}: {answer['error']}")
+        return answer["columns"], answer["rows"]
+    client = open_client(settings.clickhouse_dsn)
+    try:
+        result = client.query(sql, settings={"readonly": 1})
+        return list(result.column_names), [list(row) for row in result.result_rows]
+    finally:
+        client.close()

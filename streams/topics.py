@@ -1,0 +1,114 @@
+"""Topic names and their explicit creation.
+
+The embedded broker does not auto-create topics with the partition counts Faust
+expects, and production clusters should not auto-create at all, so every topic
+is created up front with the configured partition count and checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.exceptions import BrokerUnavailable, TopicMismatch
+
+TOPIC_KINDS = (
+    "features",
+    "predictions",
+    "outcomes",
+    "drift",
+    "lifecycle",
+    "commands",
+    "deadletter",
+)
+
+# Lifecycle and commands are the system of record for the registry: never expire them.
+_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+_TOPIC_CONFIGS = {"lifecycle": _FOREVER, "commands": _FOREVER}
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+
+    def name(self, kind: str) -> str:
+        if kind not in TOPIC_KINDS:
+            raise ValueError(f"unknown topic kind {kind!r}; expected one of {TOPIC_KINDS}")
+        return f"{self.prefix}{kind}"
+
+    @property
+    def features(self) -> str:
+        return self.name("features")
+
+    @property
+    def predictions(self) -> str:
+        return self.name("predictions")
+
+    @property
+    def lifecycle(self) -> str:
+        return self.name("lifecycle")
+
+    @property
+    def deadletter(self) -> str:
+        return self.name("deadletter")
+
+    def all(self) -> list[str]:
+        return [self.name(kind) for kind in TOPIC_KINDS]
+
+    def configs(self) -> dict[str, dict[str, str]]:
+        """Per-topic configuration to create them with."""
+        return {self.name(kind): config for kind, config in _TOPIC_CONFIGS.items()}
+
+
+def ensure_topics(
+    admin_config: dict,
+    names: list[str],
+    partitions: int,
+    replication_factor: int = 1,
+    *,
+    configs: dict[str, dict[str, str]] | None = None,
+    timeout: float = 15.0,
+) -> list[str]:
+    """Create missing topics; fail if an existing one has another partition count.
+
+    Returns the names that were created by this call.
+    """
+    admin = AdminClient(admin_config)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"cannot list topics at {admin_config.get('bootstrap.servers')}: {exc}"
+        ) from exc
+    for name in names:
+        if name in existing and len(existing[name].partitions) != partitions:
+            raise TopicMismatch(
+                f"topic {name!r} has {len(existing[name].partitions)} partitions but "
+                f"DRIFTLINE_KAFKA_PARTITIONS is {partitions}; use a new DRIFTLINE_KAFKA_TOPIC_PREFIX "
+                "or set the partition count to match"
+            )
+    missing = [name for name in names if name not in existing]
+    if not missing:
+        return []
+    configs = configs or {}
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                config=configs.get(name, {}),
+            )
+            for name in missing
+        ],
+        request_timeout=timeout,
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise BrokerUnavailable(f"cannot create topic {name!r}: {exc}") from exc
+    return missing

@@ -1,0 +1,42 @@
+"""`driftline worker`: one Faust worker process."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from driftline.settings import Settings
+from streams.app import create_app
+from streams.embedded import free_port
+from streams.stackfile import resolve_bootstrap
+from streams.topics import Topics, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
+    topics = Topics(settings.kafka.topic_prefix)
+    return ensure_topics(
+        settings.kafka.librdkafka_config(bootstrap),
+        topics.all(),
+        settings.kafka.partitions,
+        settings.kafka.replication_factor,
+        configs=topics.configs(),
+    )
+
+
+def run_worker(settings: Settings) -> None:
+    bootstrap = resolve_bootstrap(settings)
+    created = prepare_topics(settings, bootstrap)
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    web_port = settings.worker.web_port or free_port(settings.worker.web_host)
+    app, runtime = create_app(settings, bootstrap, web_port=web_port)
+    log.info("worker %s: roles %s, broker %s, HTTP API http://%s:%d/driftline/",
+             app.conf.id, settings.worker.roles, bootstrap, settings.worker.web_host, web_port)
+    worker = faust.Worker(app, loglevel=settings.telemetry.log_level, override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        runtime.close()

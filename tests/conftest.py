@@ -1,0 +1,38 @@
+"""Session fixtures shared by unit and integration tests.
+
+chDB can open only one data path per process, so every test that needs the
+engine shares one session-wide client and gets its own random database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import clickhouse_connect
+import pytest
+
+
+@pytest.fixture(scope="session")
+def chdb_client(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("chdb")
+    client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fresh_database(chdb_client) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    chdb_client.command(f"CREATE DATABASE {name}")
+    yield name
+    chdb_client.command(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def telemetry() -> None:
+    """The test session is an entry point: it installs the SDK like the CLI does."""
+    from driftline.settings import TelemetrySettings
+    from driftline.telemetry import configure_telemetry
+
+    configure_telemetry(TelemetrySettings(log_level="WARNING"))

@@ -1,0 +1,35 @@
+"""A minimal Faust app with a table, run as a real worker by the compatibility suite."""
+
+import os
+
+import faust
+
+app = faust.App(
+    os.environ["APP_ID"],
+    broker=f"kafka://{os.environ['BOOTSTRAP']}",
+    store="memory://",
+    topic_partitions=2,
+    topic_disable_leader=True,
+    consumer_auto_offset_reset="earliest",
+    broker_session_timeout=6,
+    web_port=int(os.environ["WEB_PORT"]),
+    web_bind="127.0.0.1",
+)
+words = app.topic(os.environ["SOURCE"], key_serializer="raw", value_serializer="raw")
+counts = app.Table("counts", default=int, partitions=2, key_serializer="raw",
+                   value_serializer="json")
+
+
+@app.agent(words)
+async def count(stream):
+    async for event in stream.events():
+        counts[event.key] += 1
+
+
+@app.page("/counts/")
+async def show(web, request):
+    return web.json({key.decode(): value for key, value in counts.items()})
+
+
+if __name__ == "__main__":
+    app.main()

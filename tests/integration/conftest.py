@@ -1,0 +1,132 @@
+"""Fixtures that start real parts: a Tansu broker per session, workers per test.
+
+Each test gets a random topic prefix (so random topics and consumer group) and its
+own data directory; workers are real `driftline worker` processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from driftline.settings import Settings, load_settings
+from streams.embedded import TansuBroker, free_port, stop_child
+from streams.stack import http_json
+from streams.worker import prepare_topics
+
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    log_file = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with TansuBroker(log_file=log_file) as running:
+        yield running
+
+
+@dataclass
+class StackEnv:
+    """Environment for one test: where its broker, topics and data live."""
+
+    env: dict[str, str]
+    data_dir: Path
+    bootstrap: str
+
+    def settings(self, **extra_env: str) -> Settings:
+        saved = dict(os.environ)
+        os.environ.update(self.env | extra_env)
+        try:
+            return load_settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    @property
+    def prefix(self) -> str:
+        return self.env["DRIFTLINE_KAFKA_TOPIC_PREFIX"]
+
+
+@pytest.fixture
+def stack_env(broker: TansuBroker, tmp_path: Path) -> StackEnv:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    env = {
+        "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
+        "DRIFTLINE_KAFKA_PARTITIONS": "2",
+        "DRIFTLINE_DATA_DIR": str(tmp_path / "data"),
+        "DRIFTLINE_CLICKHOUSE_FLUSH_INTERVAL_S": "0.2",
+        "DRIFTLINE_WORKER_SESSION_TIMEOUT_S": "6",
+    }
+    stack = StackEnv(env=env, data_dir=tmp_path / "data", bootstrap=broker.bootstrap)
+    prepare_topics(stack.settings(), broker.bootstrap)
+    return stack
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen
+    url: str
+    log_file: Path
+
+    def get(self, path: str) -> dict:
+        return http_json(self.url + path)
+
+    def sql(self, query: str) -> list[list]:
+        answer = http_json(self.url + "/driftline/sql/", {"query": query})
+        assert "error" not in answer, answer
+        return answer["rows"]
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> int:
+        stop_child(self.proc, grace_s=30, name="worker")
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_worker(stack_env: StackEnv, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(*, data_dir: Path | None = None, ready_timeout_s: float = 60.0,
+              **extra_env: str) -> WorkerProcess:
+        port = free_port()
+        log_file = tmp_path / f"worker-{len(started)}.log"
+        env = os.environ | stack_env.env | {"DRIFTLINE_WORKER_WEB_PORT": str(port)} | extra_env
+        if data_dir is not None:
+            env["DRIFTLINE_DATA_DIR"] = str(data_dir)
+        with open(log_file, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                                    stdout=out, stderr=subprocess.STDOUT)
+        worker = WorkerProcess(proc, f"http://127.0.0.1:{port}", log_file)
+        started.append(worker)
+        deadline = time.monotonic() + ready_timeout_s
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"worker exited early:\n{worker.log_tail()}"
+            try:
+                if worker.get("/driftline/health/").get("ready"):
+                    return worker
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready in {ready_timeout_s}s:\n{worker.log_tail()}")
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

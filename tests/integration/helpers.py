@@ -1,0 +1,41 @@
+"""Small helpers for integration tests: a trained model on disk, reading a topic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from inference import train_logistic
+
+
+def write_model(directory: Path, *, seed: int, n_features: int = 16) -> Path:
+    trained = train_logistic(n_features=n_features, n_samples=2_000, seed=seed)
+    path = directory / f"model-seed{seed}.onnx"
+    path.write_bytes(trained.onnx_bytes)
+    return path
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float = 10.0) -> list:
+    """Every message currently in the topic (all partitions, from the beginning)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader",
+                         "enable.auto.commit": False})
+    messages = []
+    try:
+        ends = {}
+        for p in range(partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                ends[p] = (low, high)
+        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ends.items()])
+        remaining = {p: high for p, (_, high) in ends.items()}
+        while remaining:
+            for message in consumer.consume(500, timeout=1.0):
+                if message.error():
+                    continue
+                messages.append(message)
+                if message.offset() + 1 >= remaining.get(message.partition(), 0):
+                    remaining.pop(message.partition(), None)
+    finally:
+        consumer.close()
+    return messages

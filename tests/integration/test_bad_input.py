@@ -1,0 +1,121 @@
+"""Bad input goes to the dead-letter topic with its reason; the worker carries on."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from confluent_kafka import Producer
+
+from schemas import default_codec
+from streams.loadgen import synthetic_records
+from streams.models import ModelCommands
+from streams.topics import Topics
+from tests.integration.conftest import wait_until
+from tests.integration.helpers import read_topic, write_model
+
+pytestmark = pytest.mark.integration
+
+CODEC = default_codec()
+
+
+@pytest.fixture
+def serving_worker(stack_env, start_worker, tmp_path):
+    settings = stack_env.settings()
+    worker = start_worker()
+    commands = ModelCommands.from_settings(settings)
+    event, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
+    commands.promote("demo", event.version, actor="bob")
+    wait_until(lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == 1,
+               what="model served")
+    return worker
+
+
+def _good(i: int) -> dict:
+    record = next(synthetic_records(model="demo", count=1, entities=1, seed=100 + i,
+                                    n_features=16))
+    return dict(record, record_id=f"good-{i}")
+
+
+def _send(stack_env, values: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": stack_env.bootstrap})
+    for key, value in values:
+        # One partition keeps the good/bad interleaving in a known order.
+        producer.produce(Topics(stack_env.prefix).features, value, key=key, partition=0)
+    assert producer.flush(10) == 0
+
+
+def _dead_letters(stack_env) -> list[dict]:
+    messages = read_topic(stack_env.bootstrap, Topics(stack_env.prefix).deadletter, 2)
+    return [CODEC.decode_as("DeadLetter", m.value()) for m in messages]
+
+
+def _expect_one_dead_letter(stack_env, bad: bytes, reason: str) -> dict:
+    _send(stack_env, [(b"bad", bad)])
+    wait_until(lambda: len(_dead_letters(stack_env)) == 1, what="a dead letter")
+    (letter,) = _dead_letters(stack_env)
+    assert letter["reason"] == reason, letter
+    assert letter["raw"] == bad
+    assert letter["source_topic"] == Topics(stack_env.prefix).features
+    assert letter["partition"] == 0 and letter["offset"] == 0
+    assert letter["detail"]
+    return letter
+
+
+def _encoded_with(features: list[float]) -> bytes:
+    return CODEC.encode("FeatureRecord", dict(_good(0), features=features))
+
+
+def test_undecodable_bytes(stack_env, serving_worker):
+    body = b"\xff" * 3  # a valid header for FeatureRecord, then garbage
+    header = b"\x00" + struct.pack(">I", CODEC.schema_id("FeatureRecord"))
+    _expect_one_dead_letter(stack_env, header + body, "undecodable")
+
+
+def test_unknown_magic_byte(stack_env, serving_worker):
+    _expect_one_dead_letter(stack_env, b"\x07" + _encoded_with([0.0] * 16)[1:],
+                            "unknown_magic_byte")
+
+
+def test_unknown_schema_id(stack_env, serving_worker):
+    _expect_one_dead_letter(stack_env, b"\x00" + struct.pack(">I", 987654) + b"\x00",
+                            "unknown_schema_id")
+
+
+def test_wrong_feature_count(stack_env, serving_worker):
+    letter = _expect_one_dead_letter(stack_env, _encoded_with([0.5] * 15), "feature_count_mismatch")
+    assert "16" in letter["detail"] and "15" in letter["detail"]
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_values(stack_env, serving_worker, bad_value):
+    _expect_one_dead_letter(stack_env, _encoded_with([0.1] * 15 + [bad_value]), "non_finite")
+
+
+def test_good_records_around_bad_ones_are_all_scored(stack_env, serving_worker):
+    settings = stack_env.settings()
+    values = []
+    for i in range(300):
+        values.append((b"k", CODEC.encode("FeatureRecord", _good(i))))
+        if i % 50 == 0:
+            values += [(b"k", b"garbage"), (b"k", _encoded_with([1.0] * 3)),
+                       (b"k", _encoded_with([float("nan")] * 16))]
+    _send(stack_env, values)
+    db = settings.clickhouse.database
+    wait_until(lambda: serving_worker.sql(f"SELECT count() FROM {db}.predictions")[0][0] >= 300
+               and serving_worker.sql(f"SELECT count() FROM {db}.deadletters")[0][0] >= 18,
+               what="good records scored and bad ones stored")
+    scored = serving_worker.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0]
+    assert scored == 300
+    reasons = serving_worker.sql(
+        f"SELECT reason, count() FROM {db}.deadletters GROUP BY reason ORDER BY reason")
+    assert reasons == [["feature_count_mismatch", 6], ["non_finite", 6], ["unknown_magic_byte", 6]]
+    assert serving_worker.proc.poll() is None  # still running
+
+
+def test_records_for_a_model_without_champion_are_dead_lettered(stack_env, start_worker):
+    start_worker()
+    record = dict(_good(0), model="nobody-serves-this")
+    letter = _expect_one_dead_letter(stack_env, CODEC.encode("FeatureRecord", record),
+                                     "no_champion")
+    assert "nobody-serves-this" in letter["detail"]

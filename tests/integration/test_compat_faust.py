@@ -1,0 +1,167 @@
+"""Faust and aiokafka against the embedded broker: the compatibility suite the
+broker's own tests do not cover (design.md, "Known facts about the embedded broker")."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from streams.embedded import free_port, stop_child
+from streams.exceptions import TopicMismatch
+from streams.loadgen import produce_at_rate, synthetic_records
+from streams.models import ModelCommands
+from streams.producer import FeatureProducer
+from streams.stack import http_json
+from streams.topics import TOPIC_KINDS, Topics, ensure_topics
+from tests.integration.conftest import wait_until
+from tests.integration.helpers import write_model
+
+pytestmark = pytest.mark.integration
+
+
+def _partition_counts(bootstrap: str) -> dict[str, int]:
+    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    return {name: len(meta.partitions) for name, meta in topics.items()}
+
+
+def test_every_topic_is_created_with_the_configured_partition_count(stack_env):
+    counts = _partition_counts(stack_env.bootstrap)
+    for kind in TOPIC_KINDS:
+        assert counts[f"{stack_env.prefix}{kind}"] == 2
+    with pytest.raises(TopicMismatch, match="has 2 partitions"):
+        ensure_topics({"bootstrap.servers": stack_env.bootstrap},
+                      [f"{stack_env.prefix}features"], partitions=3)
+
+
+def test_aiokafka_group_join_commit_and_resume(broker):
+    topic, group = f"c{uuid.uuid4().hex[:8]}", f"g{uuid.uuid4().hex[:8]}"
+    ensure_topics({"bootstrap.servers": broker.bootstrap}, [topic], partitions=2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(100):
+        producer.produce(topic, str(i).encode(), key=str(i % 7).encode())
+    producer.flush(10)
+
+    async def consume(n: int) -> list[bytes]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            got: list[bytes] = []
+            deadline = time.monotonic() + 30
+            while len(got) < n and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500, max_records=n - len(got))).values():
+                    got += [r.value for r in records]
+            assert consumer.assignment() == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+            await consumer.commit()
+            return got
+        finally:
+            await consumer.stop()
+
+    first = asyncio.run(consume(60))
+    rest = asyncio.run(consume(40))
+    assert len(first) == 60 and len(rest) == 40
+    assert sorted(first + rest, key=int) == [str(i).encode() for i in range(100)]
+
+
+def _start_counter(env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.apps.counter", "worker", "-l", "warning",
+         "--web-port", str(port)],
+        env=os.environ | env | {"WEB_PORT": str(port)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return proc, f"http://127.0.0.1:{port}/counts/"
+
+
+def _counts(url: str) -> dict:
+    try:
+        return http_json(url, timeout=2)
+    except OSError:
+        return {}
+
+
+def test_faust_table_changelog_and_worker_restart_recovery(broker):
+    app_id, source = f"counter{uuid.uuid4().hex[:8]}", f"words{uuid.uuid4().hex[:8]}"
+    changelog = f"{app_id}-counts-changelog"
+    # Tansu will not auto-create these with Faust's partition counts: create them first.
+    ensure_topics({"bootstrap.servers": broker.bootstrap}, [source, changelog], partitions=2)
+    env = {"APP_ID": app_id, "BOOTSTRAP": broker.bootstrap, "SOURCE": source}
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+
+    def send(n: int) -> None:
+        for i in range(n):
+            producer.produce(source, b"x", key=f"word{i % 5}".encode())
+        producer.flush(10)
+
+    proc, url = _start_counter(env)
+    try:
+        send(100)
+        wait_until(lambda: sum(_counts(url).values()) == 100, timeout_s=60, what="100 counted")
+    finally:
+        stop_child(proc, name="counter")
+    counts = _partition_counts(broker.bootstrap)
+    assert counts[changelog] == counts[source] == 2
+
+    proc, url = _start_counter(env)  # restart: state comes back from the changelog
+    try:
+        send(50)
+        wait_until(lambda: _counts(url) == {f"word{i}": 30 for i in range(5)}, timeout_s=60,
+                   what="counts recovered and continued after restart")
+    finally:
+        stop_child(proc, name="counter")
+
+
+def test_second_worker_joins_rebalances_and_restarted_worker_resumes(
+    stack_env, start_worker, tmp_path
+):
+    settings = stack_env.settings()
+    first = start_worker()
+    commands = ModelCommands.from_settings(settings)
+    event, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
+    commands.promote("demo", event.version, actor="bob")
+    wait_until(lambda: first.get("/driftline/models/").get("demo"), what="model served")
+    # The second worker scores only; the first owns the store (one chDB per data dir).
+    second = start_worker(data_dir=stack_env.data_dir, DRIFTLINE_WORKER_ROLES="inference")
+    wait_until(lambda: second.get("/driftline/models/").get("demo"), what="second serves too")
+
+    producer = FeatureProducer(settings, stack_env.bootstrap)
+    records = synthetic_records(model="demo", count=6000, entities=200, seed=9, n_features=16)
+    db = settings.clickhouse.database
+
+    def stored() -> int:
+        return first.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0]
+
+    # Keep producing until both workers have scored some: the group rebalanced onto both.
+    sent = produce_at_rate(producer, (next(records) for _ in range(2000)), rate=0)
+    wait_until(lambda: stored() >= sent, timeout_s=60, what="first 2000 stored")
+    deadline = time.monotonic() + 60
+    while second.get("/driftline/stats/")["records_in"] == 0 and time.monotonic() < deadline:
+        sent += produce_at_rate(producer, (next(records) for _ in range(200)), rate=0)
+        time.sleep(0.5)
+    assert second.get("/driftline/stats/")["records_in"] > 0
+    assert first.get("/driftline/stats/")["records_in"] > 0
+
+    # Stop the scoring-only worker, keep producing: its partitions move back.
+    second.stop()
+    sent += produce_at_rate(producer, (next(records) for _ in range(1000)), rate=0)
+    wait_until(lambda: stored() >= sent, timeout_s=90, what="records after the second left")
+
+    # Restart the remaining worker (graceful): it resumes from committed offsets.
+    first.stop()
+    sent += produce_at_rate(producer, (next(records) for _ in range(1000)), rate=0)
+    restarted = start_worker()
+    wait_until(lambda: restarted.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0]
+               >= sent, timeout_s=90, what="records produced while it was down")
+    total, unique = restarted.sql(
+        f"SELECT count(), uniqExact(prediction_id) FROM {db}.predictions FINAL")[0]
+    assert total == unique == sent

@@ -1,0 +1,114 @@
+"""Settings: typed sections from DRIFTLINE_* variables and a TOML file; clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from driftline.settings import ConfigError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("DRIFTLINE_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_mean_the_embedded_stack():
+    settings = load_settings()
+    assert settings.kafka.bootstrap is None
+    assert settings.embedded_clickhouse
+    assert settings.clickhouse_dsn.startswith("chdb:///")
+    assert settings.kafka.topic_prefix == "driftline."
+    assert settings.worker.role_set == {"inference", "lineage"}
+
+
+def test_environment_variables_fill_each_section(monkeypatch, tmp_path):
+    monkeypatch.setenv("DRIFTLINE_KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("DRIFTLINE_CLICKHOUSE_DSN", "https://writer:pw@ch:8443")
+    monkeypatch.setenv("DRIFTLINE_SCHEMA_REGISTRY_URL", "http://registry:8081")
+    monkeypatch.setenv("DRIFTLINE_TELEMETRY_OTLP_ENDPOINT", "http://collector:4318")
+    monkeypatch.setenv("DRIFTLINE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DRIFTLINE_WORKER_ROLES", "inference")
+    settings = load_settings()
+    assert settings.kafka.bootstrap == "kafka-1:9092,kafka-2:9092"
+    assert settings.clickhouse_dsn == "https://writer:pw@ch:8443"
+    assert not settings.embedded_clickhouse
+    assert settings.schema.registry_url == "http://registry:8081"
+    assert settings.telemetry.otlp_endpoint == "http://collector:4318"
+    assert settings.data.dir == tmp_path
+    assert settings.worker.role_set == {"inference"}
+
+
+def test_config_file_is_read_and_environment_wins(monkeypatch, tmp_path):
+    config = tmp_path / "driftline.toml"
+    config.write_text('[kafka]\nbootstrap = "k:9092"\npartitions = 8\n[worker]\nbatch_size = 64\n')
+    monkeypatch.setenv("DRIFTLINE_CONFIG", str(config))
+    monkeypatch.setenv("DRIFTLINE_KAFKA_PARTITIONS", "3")
+    settings = load_settings()
+    assert (settings.kafka.bootstrap, settings.kafka.partitions) == ("k:9092", 3)
+    assert settings.worker.batch_size == 64
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("DRIFTLINE_KAFKA_SECURITY_PROTOCOL", "TLS",
+         "DRIFTLINE_KAFKA_SECURITY_PROTOCOL='TLS': Input should be 'PLAINTEXT', 'SSL', "
+         "'SASL_PLAINTEXT' or 'SASL_SSL'"),
+        ("DRIFTLINE_KAFKA_PARTITIONS", "0", "DRIFTLINE_KAFKA_PARTITIONS='0'"),
+        ("DRIFTLINE_WORKER_BATCH_SIZE", "lots", "DRIFTLINE_WORKER_BATCH_SIZE='lots'"),
+        ("DRIFTLINE_WORKER_ROLES", "inference,training",
+         "unknown role(s) ['training']; use a comma-separated subset of ['inference', 'lineage']"),
+        ("DRIFTLINE_CLICKHOUSE_DSN", "mysql://db", "unknown scheme"),
+        ("DRIFTLINE_SCHEMA_REGISTRY_URL", "registry:8081", "DRIFTLINE_SCHEMA_REGISTRY_URL"),
+        ("DRIFTLINE_TELEMETRY_LOG_LEVEL", "LOUD", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+    ],
+)
+def test_bad_values_name_the_setting_and_accepted_values(monkeypatch, name, value, expected):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings()
+    assert expected in str(excinfo.value)
+
+
+def test_sasl_needs_its_credentials(monkeypatch):
+    monkeypatch.setenv("DRIFTLINE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("DRIFTLINE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    with pytest.raises(ConfigError, match="DRIFTLINE_KAFKA_SASL_USERNAME, DRIFTLINE_KAFKA_SASL_PASSWORD"):
+        load_settings()
+
+
+def test_missing_config_file_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("DRIFTLINE_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="nope.toml"):
+        load_settings()
+
+
+def test_security_settings_reach_both_kafka_clients(monkeypatch, tmp_path):
+    monkeypatch.setenv("DRIFTLINE_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("DRIFTLINE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
+    monkeypatch.setenv("DRIFTLINE_KAFKA_SASL_USERNAME", "svc")
+    monkeypatch.setenv("DRIFTLINE_KAFKA_SASL_PASSWORD", "s3cret")
+    kafka = load_settings().kafka
+    assert "s3cret" not in repr(kafka)  # SecretStr keeps it out of logs
+    assert kafka.librdkafka_config("b:9092") == {
+        "bootstrap.servers": "b:9092",
+        "security.protocol": "sasl_plaintext",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "svc",
+        "sasl.password": "s3cret",
+    }
+    assert kafka.aiokafka_config() == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "svc",
+        "sasl_plain_password": "s3cret",
+    }
+    from streams.kafka import faust_credentials
+
+    credentials = faust_credentials(kafka)
+    assert (credentials.username, credentials.password) == ("svc", "s3cret")
+    assert credentials.ssl_context is None
