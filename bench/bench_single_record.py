@@ -38,14 +38,21 @@ PARTITIONS = 2
 def fill(settings, bootstrap: str, n: int) -> float:
     producer = FeatureProducer(settings, bootstrap)
     started = time.perf_counter()
-    produce_at_rate(producer, synthetic_records(model="bench", count=n, entities=10_000, seed=1,
-                                                n_features=16), rate=0)
+    produce_at_rate(
+        producer,
+        synthetic_records(model="bench", count=n, entities=10_000, seed=1, n_features=16),
+        rate=0,
+    )
     return n / (time.perf_counter() - started)
 
 
 async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None, max_partition_fetch_bytes=8 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=8 << 20,
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
@@ -67,11 +74,19 @@ def rate_between_batches(first: float, last: float, records: int, first_size: in
 
 def noop_faust(bootstrap: str, topic: str, n: int, workdir: Path) -> float:
     result = workdir / "noop.json"
-    env = os.environ | {"APP_ID": f"noop{uuid.uuid4().hex[:8]}", "BOOTSTRAP": bootstrap,
-                        "SOURCE": topic, "EXPECTED": str(n), "RESULT_FILE": str(result)}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.apps.noop_agent", "worker", "-l",
-                             "warning"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = os.environ | {
+        "APP_ID": f"noop{uuid.uuid4().hex[:8]}",
+        "BOOTSTRAP": bootstrap,
+        "SOURCE": topic,
+        "EXPECTED": str(n),
+        "RESULT_FILE": str(result),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.apps.noop_agent", "worker", "-l", "warn"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while not result.exists() and time.monotonic() < deadline:
@@ -88,10 +103,16 @@ def scoring_worker(env: dict, n: int, workdir: Path) -> tuple[float, dict]:
     with open(workdir / "worker.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
-            env=os.environ | env | {"DRIFTLINE_WORKER_WEB_PORT": str(port),
-                                    "DRIFTLINE_WORKER_ROLES": "inference",
-                                    "DRIFTLINE_TELEMETRY_LOG_LEVEL": "WARNING"},
-            stdout=log, stderr=subprocess.STDOUT)
+            env=os.environ
+            | env
+            | {
+                "DRIFTLINE_WORKER_WEB_PORT": str(port),
+                "DRIFTLINE_WORKER_ROLES": "inference",
+                "DRIFTLINE_TELEMETRY_LOG_LEVEL": "WARNING",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/driftline/stats/"
     try:
         deadline = time.monotonic() + 300
@@ -106,8 +127,12 @@ def scoring_worker(env: dict, n: int, workdir: Path) -> tuple[float, dict]:
             time.sleep(0.2)
     finally:
         stop_child(proc, name="worker")
-    rate = rate_between_batches(stats["first_batch_at"], stats["last_batch_at"],
-                                stats["records_in"], stats["first_batch_size"])
+    rate = rate_between_batches(
+        stats["first_batch_at"],
+        stats["last_batch_at"],
+        stats["records_in"],
+        stats["first_batch_size"],
+    )
     return rate, stats
 
 
@@ -117,10 +142,12 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
     with TansuBroker(log_file=workdir / "tansu.log") as broker:
         prefix = f"bench{uuid.uuid4().hex[:6]}."
-        env = {"DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
-               "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
-               "DRIFTLINE_KAFKA_PARTITIONS": str(PARTITIONS),
-               "DRIFTLINE_DATA_DIR": str(workdir / "data")}
+        env = {
+            "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
+            "DRIFTLINE_KAFKA_PARTITIONS": str(PARTITIONS),
+            "DRIFTLINE_DATA_DIR": str(workdir / "data"),
+        }
         os.environ.update(env)
         settings = load_settings()
         prepare_topics(settings, broker.bootstrap)
@@ -142,15 +169,21 @@ def main() -> None:
 
     print()
     print(f"{'path':<44}{'records/s':>12}{'vs ceiling':>12}{'vs no-work':>12}")
-    for label, rate in [("raw aiokafka consumer (ceiling)", ceiling),
-                        ("Faust agent, no work", noop),
-                        ("driftline worker scoring (logistic, 16 f)", scoring)]:
+    for label, rate in [
+        ("raw aiokafka consumer (ceiling)", ceiling),
+        ("Faust agent, no work", noop),
+        ("driftline worker scoring (logistic, 16 f)", scoring),
+    ]:
         print(f"{label:<44}{rate:>12,.0f}{rate / ceiling:>12.1%}{rate / noop:>12.1%}")
     print()
-    print(f"scoring worker: {stats['predictions_out']:,} predictions, {stats['batches']} batches, "
-          f"dead letters {stats['dead_letters'] or 'none'}")
-    print(f"targets: scoring >= 70% of no-work ({'met' if scoring >= 0.7 * noop else 'MISSED'}), "
-          f">= 10,000 rec/s ({'met' if scoring >= 10_000 else 'MISSED'})")
+    print(
+        f"scoring worker: {stats['predictions_out']:,} predictions, {stats['batches']} batches, "
+        f"dead letters {stats['dead_letters'] or 'none'}"
+    )
+    print(
+        f"targets: scoring >= 70% of no-work ({'met' if scoring >= 0.7 * noop else 'MISSED'}), "
+        f">= 10,000 rec/s ({'met' if scoring >= 10_000 else 'MISSED'})"
+    )
 
 
 if __name__ == "__main__":

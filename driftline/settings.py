@@ -184,7 +184,10 @@ class WorkerSettings(_Section):
     roles: str = Field("inference,lineage", description="comma-separated: inference, lineage")
     ort_threads: int = Field(1, ge=1, le=256)
     session_timeout_s: float = Field(
-        15.0, ge=3, le=300, description="consumer-group session timeout: how fast a dead worker's partitions move"
+        15.0,
+        ge=3,
+        le=300,
+        description="consumer-group session timeout: how fast a dead worker's partitions move",
     )
 
     @field_validator("roles")

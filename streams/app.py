@@ -17,7 +17,9 @@ def _faust_broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{host}" for host in bootstrap.split(","))
 
 
-def create_app(settings: Settings, bootstrap: str, *, web_port: int) -> tuple[faust.App, WorkerRuntime]:
+def create_app(
+    settings: Settings, bootstrap: str, *, web_port: int
+) -> tuple[faust.App, WorkerRuntime]:
     runtime = WorkerRuntime.build(settings, bootstrap)
     worker = settings.worker
     app = faust.App(
@@ -73,6 +75,10 @@ def create_app(settings: Settings, bootstrap: str, *, web_port: int) -> tuple[fa
         persisting(runtime.topics.predictions, "store-predictions", lineage.store_predictions)
         persisting(runtime.topics.lifecycle, "store-lifecycle", lineage.store_lifecycle)
         persisting(runtime.topics.deadletter, "store-deadletters", lineage.store_dead_letters)
+
+        @app.on_partitions_assigned.connect
+        async def _reassigned(sender, assigned, **kwargs) -> None:
+            lineage.partitions_reassigned()
 
     register_views(app, runtime)
 

@@ -10,7 +10,6 @@ from streams.exceptions import StreamsError
 from streams.stack import http_json
 from streams.stackfile import running_stack
 
-
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 

@@ -70,15 +70,18 @@ def up() -> None:
     stack = EmbeddedStack(settings)
     with console.status("starting Tansu, creating topics, starting the worker..."):
         info = stack.start()
-    console.print(f"[green]driftline is up[/]  broker {info.bootstrap}  "
-                  f"worker {info.worker_url}/driftline/  store {info.clickhouse_dsn}")
+    console.print(
+        f"[green]driftline is up[/]  broker {info.bootstrap}  "
+        f"worker {info.worker_url}/driftline/  store {info.clickhouse_dsn}"
+    )
     console.print(f"logs in {stack.log_dir}; Ctrl-C to stop")
     try:
         while not stop["now"] and stack.alive():
             time.sleep(0.2)
         if not stop["now"]:
-            err_console.print("[red]a stack process died[/]; worker log tail:\n"
-                              + stack.worker_log_tail())
+            err_console.print(
+                "[red]a stack process died[/]; worker log tail:\n" + stack.worker_log_tail()
+            )
     finally:
         with console.status("stopping..."):
             stack.stop()
@@ -105,18 +108,23 @@ def worker() -> None:
 
 
 @main.command()
-@click.option("--rate", type=float, default=1000.0, show_default=True,
-              help="records per second; 0 = as fast as possible")
+@click.option(
+    "--rate",
+    type=float,
+    default=1000.0,
+    show_default=True,
+    help="records per second; 0 = as fast as possible",
+)
 @click.option("--count", type=click.IntRange(min=1), default=10_000, show_default=True)
 @click.option("--entities", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--model", "model_name", default="demo", show_default=True,
-              help="target model name")
-@click.option("--features", "n_features", type=click.IntRange(min=1), default=16,
-              show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="same seed, same records (ids included)")
-def produce(rate: float, count: int, entities: int, model_name: str, n_features: int,
-            seed: int) -> None:
+@click.option("--model", "model_name", default="demo", show_default=True, help="target model name")
+@click.option("--features", "n_features", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="same seed, same records (ids included)"
+)
+def produce(
+    rate: float, count: int, entities: int, model_name: str, n_features: int, seed: int
+) -> None:
     """Publish seeded synthetic feature records."""
     from streams.loadgen import produce_at_rate, synthetic_records
     from streams.producer import FeatureProducer
@@ -124,12 +132,18 @@ def produce(rate: float, count: int, entities: int, model_name: str, n_features:
 
     settings = _settings()
     producer = FeatureProducer(settings, resolve_bootstrap(settings))
-    records = synthetic_records(model=model_name, count=count, entities=entities, seed=seed,
-                                n_features=n_features)
+    records = synthetic_records(
+        model=model_name, count=count, entities=entities, seed=seed, n_features=n_features
+    )
     started = time.monotonic()
-    with Progress(TextColumn("producing"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("producing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("produce", total=count, rate="")
 
         def advance(n: int) -> None:
@@ -157,11 +171,14 @@ def model_register(path: Path, name: str, actor: str) -> None:
 
     result, created = ModelCommands.from_settings(_settings()).register(path, name, actor)
     if created:
-        console.print(f"registered {name} v{result.version} "
-                      f"sha256:{result.attributes['digest'][:16]}...")
+        console.print(
+            f"registered {name} v{result.version} sha256:{result.attributes['digest'][:16]}..."
+        )
     else:
-        console.print(f"{name} v{result.version} already holds this artifact "
-                      f"(sha256:{result.digest[:16]}...); nothing published")
+        console.print(
+            f"{name} v{result.version} already holds this artifact "
+            f"(sha256:{result.digest[:16]}...); nothing published"
+        )
 
 
 @model.command("promote")

@@ -12,6 +12,8 @@ def codec_for(settings: Settings) -> SchemaCodec:
         return default_codec()
     auth = {}
     if registry.registry_username:
-        password = registry.registry_password.get_secret_value() if registry.registry_password else ""
+        password = (
+            registry.registry_password.get_secret_value() if registry.registry_password else ""
+        )
         auth["basic_auth_user_info"] = f"{registry.registry_username}:{password}"
     return codec_from_registry(registry.registry_url, **auth)

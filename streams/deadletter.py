@@ -51,5 +51,11 @@ class DeadLetterPublisher:
             on_delivery=self._delivery.on_delivery,
         )
         self._stats.dead_letters[reason] += 1
-        log.debug("dead-lettered %s[%d]@%d: %s: %s", message.topic, message.partition,
-                  message.offset, reason, detail)
+        log.debug(
+            "dead-lettered %s[%d]@%d: %s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            reason,
+            detail,
+        )

@@ -34,13 +34,22 @@ class DeliveryTracker:
                 return
             failed, self._failed = self._failed, []
             if failed:
-                log.warning("re-sending %d messages whose delivery failed: %s",
-                            len(failed), failed[0].error())
+                log.warning(
+                    "re-sending %d messages whose delivery failed: %s",
+                    len(failed),
+                    failed[0].error(),
+                )
                 for msg in failed:
-                    self.producer.produce(msg.topic(), msg.value(), key=msg.key(),
-                                          headers=msg.headers(), on_delivery=self.on_delivery)
+                    self.producer.produce(
+                        msg.topic(),
+                        msg.value(),
+                        key=msg.key(),
+                        headers=msg.headers(),
+                        on_delivery=self.on_delivery,
+                    )
             else:
-                log.warning("%d messages still in flight after %.0fs; waiting", remaining,
-                            attempt_timeout_s)
+                log.warning(
+                    "%d messages still in flight after %.0fs; waiting", remaining, attempt_timeout_s
+                )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)

@@ -87,8 +87,10 @@ def _train_and_register(commands: ModelCommands, data_dir: Path, *, seed: int, s
     path.write_bytes(trained.onnx_bytes)
     event, _ = commands.register(path, MODEL, actor="demo-trainer")
     auc = trained.metrics.get("roc_auc", float("nan"))
-    step(f"trained logistic regression (seed {seed}, holdout AUC {auc:.3f}); "
-         f"registered {MODEL} v{event.version}")
+    step(
+        f"trained logistic regression (seed {seed}, holdout AUC {auc:.3f}); "
+        f"registered {MODEL} v{event.version}"
+    )
     return event.version
 
 
@@ -113,26 +115,40 @@ def _summary_table(stack: EmbeddedStack, settings: Settings, produced: int, t0: 
     _, total = query(settings, f"SELECT count() FROM {db}.predictions FINAL")
     recent, p50, p99 = rows[0]
     table = Table(title="live", show_header=True)
-    for column in ("produced", "scored", "records/s (last 5s)", "p50 ms", "p99 ms",
-                   "rows in ClickHouse", "dead letters"):
+    for column in (
+        "produced",
+        "scored",
+        "records/s (last 5s)",
+        "p50 ms",
+        "p99 ms",
+        "rows in ClickHouse",
+        "dead letters",
+    ):
         table.add_column(column, justify="right")
     table.add_row(
-        f"{produced:,}", f"{stats['predictions_out']:,}", f"{recent / 5:,.0f}",
-        f"{p50 or 0:.1f}", f"{p99 or 0:.1f}", f"{total[0][0]:,}",
+        f"{produced:,}",
+        f"{stats['predictions_out']:,}",
+        f"{recent / 5:,.0f}",
+        f"{p50 or 0:.1f}",
+        f"{p99 or 0:.1f}",
+        f"{total[0][0]:,}",
         f"{sum(stats['dead_letters'].values())}",
     )
     return table
 
 
-def _stream_with_summary(stack, settings, producer, console, *, count: int, seed: int,
-                         rate: float) -> None:
+def _stream_with_summary(
+    stack, settings, producer, console, *, count: int, seed: int, rate: float
+) -> None:
     sent = {"n": 0}
-    records = synthetic_records(model=MODEL, count=count, entities=500, seed=seed,
-                                n_features=N_FEATURES)
+    records = synthetic_records(
+        model=MODEL, count=count, entities=500, seed=seed, n_features=N_FEATURES
+    )
 
     def run() -> None:
-        produce_at_rate(producer, records, rate=rate,
-                        on_progress=lambda n: sent.__setitem__("n", sent["n"] + n))
+        produce_at_rate(
+            producer, records, rate=rate, on_progress=lambda n: sent.__setitem__("n", sent["n"] + n)
+        )
 
     thread = threading.Thread(target=run, name="demo-producer", daemon=True)
     t0 = time.monotonic()
@@ -148,8 +164,7 @@ def _stream_with_summary(stack, settings, producer, console, *, count: int, seed
 def _send_bad_records(settings: Settings, bootstrap: str) -> None:
     topic = Topics(settings.kafka.topic_prefix).features
     producer = make_producer(settings, bootstrap)
-    good = next(synthetic_records(model=MODEL, count=1, entities=1, seed=99,
-                                  n_features=N_FEATURES))
+    good = next(synthetic_records(model=MODEL, count=1, entities=1, seed=99, n_features=N_FEATURES))
     from schemas import default_codec
 
     codec = default_codec()
@@ -161,8 +176,9 @@ def _send_bad_records(settings: Settings, bootstrap: str) -> None:
     producer.flush(10)
 
 
-def _wait_for_rows(stack, settings, expected: int, *, dead_letters: int, step,
-                   timeout_s: float = 60.0) -> None:
+def _wait_for_rows(
+    stack, settings, expected: int, *, dead_letters: int, step, timeout_s: float = 60.0
+) -> None:
     db = settings.clickhouse.database
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -172,8 +188,10 @@ def _wait_for_rows(stack, settings, expected: int, *, dead_letters: int, step,
             step(f"ClickHouse holds all {rows[0][0]:,} predictions and {dead[0][0]} dead letters")
             return
         time.sleep(0.3)
-    raise TimeoutError(f"ClickHouse has {rows[0][0]} of {expected} predictions after "
-                       f"{timeout_s:.0f}s; see {stack.log_dir / 'worker.log'}")
+    raise TimeoutError(
+        f"ClickHouse has {rows[0][0]} of {expected} predictions after "
+        f"{timeout_s:.0f}s; see {stack.log_dir / 'worker.log'}"
+    )
 
 
 def _print_results(settings: Settings, console: Console, step) -> None:

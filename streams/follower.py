@@ -15,7 +15,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftline.settings import KafkaSettings
 from inference import LoadedModel, ModelLoadError, Router
-from lineage import ArtifactStore, LifecycleEvent, LineageError, ModelRegistry, ModelVersion
+from lineage import (
+    ArtifactStore,
+    InvalidRecord,
+    LifecycleEvent,
+    LineageError,
+    ModelRegistry,
+    ModelVersion,
+)
 from schemas import DecodeError, SchemaCodec
 from streams.stats import WorkerStats
 
@@ -61,8 +68,6 @@ class LifecycleFollower:
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)
             behind = {tp: end for tp, end in ends.items() if end > 0}
-            if not behind:
-                self.caught_up.set()
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
                 for tp, records in batches.items():
@@ -70,7 +75,9 @@ class LifecycleFollower:
                         await self._apply(record.value)
                     if tp in behind and records[-1].offset + 1 >= behind[tp]:
                         del behind[tp]
-                if not behind and not self.caught_up.is_set():
+                # Caught up once past the end offsets *and* a poll comes back empty: the
+                # embedded broker under-reports end offsets after multi-record batches.
+                if not behind and not batches and not self.caught_up.is_set():
                     log.info("lifecycle caught up: serving %s", self._router.loaded())
                     self.caught_up.set()
         finally:
@@ -79,7 +86,7 @@ class LifecycleFollower:
     async def _apply(self, value: bytes) -> None:
         try:
             event = LifecycleEvent.from_avro(self._codec.decode_as("LifecycleEvent", value))
-        except DecodeError as exc:
+        except (DecodeError, InvalidRecord) as exc:
             # The lineage consumer dead-letters it; here it simply changes nothing.
             log.warning("skipping undecodable lifecycle event: %s", exc)
             return
@@ -105,10 +112,18 @@ class LifecycleFollower:
         except (ModelLoadError, LineageError) as exc:
             log.error("refusing to serve %s v%d: %s", version.name, version.version, exc)
             self._stats.models_refused.append(
-                {"model": version.name, "version": version.version, "reason": str(exc),
-                 "at": time.time()}
+                {
+                    "model": version.name,
+                    "version": version.version,
+                    "reason": str(exc),
+                    "at": time.time(),
+                }
             )
             return
         previous = self._router.set_champion(model)
-        log.info("now serving %s v%d as champion (was %s)", model.name, model.version,
-                 f"v{previous.version}" if previous else "none")
+        log.info(
+            "now serving %s v%d as champion (was %s)",
+            model.name,
+            model.version,
+            f"v{previous.version}" if previous else "none",
+        )

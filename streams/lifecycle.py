@@ -30,8 +30,13 @@ def cloudevent_headers(event: LifecycleEvent, source: str) -> list[tuple[str, by
 
 
 def publish_lifecycle(
-    settings: Settings, bootstrap: str, codec: SchemaCodec, topic: str,
-    event: LifecycleEvent, *, source: str = "driftline/cli",
+    settings: Settings,
+    bootstrap: str,
+    codec: SchemaCodec,
+    topic: str,
+    event: LifecycleEvent,
+    *,
+    source: str = "driftline/cli",
 ) -> None:
     """Publish one event keyed by model name (ordered per model) and wait for the ack."""
     producer = make_producer(settings, bootstrap)
@@ -45,8 +50,10 @@ def publish_lifecycle(
     )
     remaining = producer.flush(30)
     if remaining or errors:
-        raise StreamsError(f"lifecycle event {event.event_id} was not acknowledged by "
-                           f"{bootstrap}: {errors or 'timed out'}")
+        raise StreamsError(
+            f"lifecycle event {event.event_id} was not acknowledged by "
+            f"{bootstrap}: {errors or 'timed out'}"
+        )
 
 
 def load_registry(
@@ -55,7 +62,11 @@ def load_registry(
     """Project the whole lifecycle topic, read to its current end, into a registry."""
     consumer = Consumer(
         settings.kafka.librdkafka_config(bootstrap)
-        | {"group.id": "driftline-cli", "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+        | {
+            "group.id": "driftline-cli",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
     )
     registry = ModelRegistry()
     try:
@@ -70,11 +81,18 @@ def load_registry(
         ends = {tp.partition: high for tp, high in partitions}
         deadline = time.monotonic() + timeout_s
         # A model's events share a partition (keyed by name), so offset order is its order.
-        while ends:
+        # Past the end offsets and then one empty poll: the embedded broker under-reports
+        # end offsets after multi-record batches, so the offsets alone are not enough.
+        while True:
             if time.monotonic() > deadline:
-                raise StreamsError(f"could not read {topic} to its end in {timeout_s:.0f}s "
-                                   f"(partitions left: {sorted(ends)})")
-            for message in consumer.consume(1000, timeout=1.0):
+                raise StreamsError(
+                    f"could not read {topic} to its end in {timeout_s:.0f}s "
+                    f"(partitions left: {sorted(ends)})"
+                )
+            messages = consumer.consume(1000, timeout=0.5)
+            if not messages and not ends:
+                break
+            for message in messages:
                 if message.error():
                     continue
                 registry.apply(

@@ -31,9 +31,13 @@ class ModelCommands:
         return load_registry(self.settings, self.bootstrap, codec_for(self.settings), self._topic)
 
     def _publish(self, event: LifecycleEvent) -> None:
-        publish_lifecycle(self.settings, self.bootstrap, codec_for(self.settings), self._topic, event)
+        publish_lifecycle(
+            self.settings, self.bootstrap, codec_for(self.settings), self._topic, event
+        )
 
-    def register(self, path: Path, name: str, actor: str) -> tuple[ModelVersion | LifecycleEvent, bool]:
+    def register(
+        self, path: Path, name: str, actor: str
+    ) -> tuple[ModelVersion | LifecycleEvent, bool]:
         """Store the artifact and publish `registered`; returns (result, created)."""
         data = path.read_bytes()
         description = describe_onnx(data)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from lineage import AuditLogWriter, DeadLetterSink, LifecycleEvent, PredictionSink
+from lineage import AuditLogWriter, DeadLetterSink, InvalidRecord, LifecycleEvent, PredictionSink
 from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.stats import WorkerStats
@@ -46,8 +46,12 @@ class StoreRunner:
                 raise
             except Exception as exc:  # the store is down or refused the batch
                 self._stats.store_failures += 1
-                log.error("storing %s failed (%s); retrying in %.1fs, offsets stay uncommitted",
-                          what, exc, backoff)
+                log.error(
+                    "storing %s failed (%s); retrying in %.1fs, offsets stay uncommitted",
+                    what,
+                    exc,
+                    backoff,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
@@ -100,10 +104,14 @@ class LineageWriter:
         self._stats.rows_stored["predictions"] += stored
 
     async def store_lifecycle(self, messages: Sequence[InboundMessage]) -> None:
-        items = [
-            (LifecycleEvent.from_avro(record), m.topic, m.partition, m.offset)
-            for m, record in self._decode_all("LifecycleEvent", messages)
-        ]
+        items = []
+        for message, record in self._decode_all("LifecycleEvent", messages):
+            try:
+                event = LifecycleEvent.from_avro(record)
+            except InvalidRecord as exc:
+                self._dead.publish(message, "invalid_event", str(exc))
+                continue
+            items.append((event, message.topic, message.partition, message.offset))
         stored = await self._store.until_stored(lambda: self._audit.write(items), "audit events")
         self._stats.rows_stored["audit_log"] += stored
 
@@ -114,11 +122,22 @@ class LineageWriter:
                 records.append(self._codec.decode_as("DeadLetter", message.value))
             except DecodeError as exc:
                 # A dead letter we cannot read is itself kept, raw, rather than re-queued forever.
-                records.append({
-                    "source_topic": message.topic, "partition": message.partition,
-                    "offset": message.offset, "key": message.key, "reason": exc.reason,
-                    "detail": str(exc), "raw": bytes(message.value or b""), "failed_at": 0,
-                })
+                records.append(
+                    {
+                        "source_topic": message.topic,
+                        "partition": message.partition,
+                        "offset": message.offset,
+                        "key": message.key,
+                        "reason": exc.reason,
+                        "detail": str(exc),
+                        "raw": bytes(message.value or b""),
+                        "failed_at": 0,
+                    }
+                )
         self._dead_letter_sink.add_many(records)
         stored = await self._store.until_stored(self._dead_letter_sink.flush, "dead letters")
         self._stats.rows_stored["deadletters"] += stored
+
+    def partitions_reassigned(self) -> None:
+        """Another worker may have extended a chain meanwhile: re-read heads from the table."""
+        self._audit.reset()

@@ -1,9 +1,9 @@
 """A small producer API for feature records: encoding, keys and trace context done right.
 
-    producer = FeatureProducer(settings, bootstrap)
-    producer.send({"record_id": "r1", "entity_id": "e1", "model": "fraud",
-                   "features": [...], "feature_names": None, "event_time": now_ms})
-    producer.flush()
+producer = FeatureProducer(settings, bootstrap)
+producer.send({"record_id": "r1", "entity_id": "e1", "model": "fraud",
+               "features": [...], "feature_names": None, "event_time": now_ms})
+producer.flush()
 """
 
 from __future__ import annotations
@@ -42,8 +42,13 @@ class FeatureProducer:
         value = self._codec.encode("FeatureRecord", record)
         while True:
             try:
-                self._producer.produce(self._topic, value, key=record["entity_id"].encode(),
-                                       headers=headers, on_delivery=self._on_delivery)
+                self._producer.produce(
+                    self._topic,
+                    value,
+                    key=record["entity_id"].encode(),
+                    headers=headers,
+                    on_delivery=self._on_delivery,
+                )
                 return
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self._producer.poll(0.05)

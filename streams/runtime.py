@@ -21,10 +21,12 @@ from lineage import (
     create_tables,
     open_client,
 )
+from lineage.store import AUDIT_LOG, DEADLETTERS, PREDICTIONS, redact_dsn
 from schemas import SchemaCodec
 from streams.codecs import codec_for
 from streams.deadletter import DeadLetterPublisher
 from streams.delivery import DeliveryTracker
+from streams.exceptions import StreamsError
 from streams.follower import LifecycleFollower
 from streams.kafka import make_producer
 from streams.persist import LineageWriter, StoreRunner
@@ -33,6 +35,17 @@ from streams.stats import WorkerStats
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
+
+
+def require_tables(client, database: str, dsn: str) -> None:
+    for table in (AUDIT_LOG, PREDICTIONS, DEADLETTERS):
+        try:
+            client.query(f"SELECT 1 FROM {database}.{table} LIMIT 0")
+        except Exception as exc:
+            raise StreamsError(
+                f"table {database}.{table} is missing or unreadable on {redact_dsn(dsn)}: "
+                "apply infra/clickhouse/schema.sql as an admin"
+            ) from exc
 
 
 @dataclass
@@ -86,7 +99,11 @@ class WorkerRuntime:
         if "lineage" in roles:
             client = open_client(settings.clickhouse_dsn)
             database = settings.clickhouse.database
-            create_tables(client, database)
+            if settings.embedded_clickhouse:
+                create_tables(client, database)
+            else:
+                # A production writer holds INSERT only: the DDL is applied by an admin.
+                require_tables(client, database, settings.clickhouse_dsn)
             runtime.store_client = client
             runtime.store = StoreRunner(stats)
             runtime.lineage = LineageWriter(

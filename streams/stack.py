@@ -50,13 +50,20 @@ class EmbeddedStack:
         try:
             prepare_topics(self.settings, self.broker.bootstrap)
             port = free_port()
-            env = os.environ | self.worker_env | {
-                "DRIFTLINE_KAFKA_BOOTSTRAP": self.broker.bootstrap,
-                "DRIFTLINE_WORKER_WEB_PORT": str(port),
-                "DRIFTLINE_DATA_DIR": str(self.data_dir),
-            }
-            self.worker = spawn_child([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                                      log_file=self.log_dir / "worker.log")
+            env = (
+                os.environ
+                | self.worker_env
+                | {
+                    "DRIFTLINE_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+                    "DRIFTLINE_WORKER_WEB_PORT": str(port),
+                    "DRIFTLINE_DATA_DIR": str(self.data_dir),
+                }
+            )
+            self.worker = spawn_child(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                log_file=self.log_dir / "worker.log",
+            )
             self.info = StackInfo(
                 bootstrap=self.broker.bootstrap,
                 worker_url=f"http://127.0.0.1:{port}",
@@ -75,23 +82,35 @@ class EmbeddedStack:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.worker.poll() is not None:
-                raise StreamsError(f"the worker exited with code {self.worker.returncode} while "
-                                   f"starting:\n{self.worker_log_tail()}")
+                raise StreamsError(
+                    f"the worker exited with code {self.worker.returncode} while "
+                    f"starting:\n{self.worker_log_tail()}"
+                )
             try:
                 if http_json(self.worker_url + "/driftline/health/", timeout=2).get("ready"):
                     return
             except (OSError, ValueError):
                 pass
             time.sleep(0.2)
-        raise StreamsError(f"the worker was not ready in {timeout_s:.0f}s:\n{self.worker_log_tail()}")
+        raise StreamsError(
+            f"the worker was not ready in {timeout_s:.0f}s:\n{self.worker_log_tail()}"
+        )
 
     def worker_log_tail(self, lines: int = 30) -> str:
         path = self.log_dir / "worker.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
 
     def alive(self) -> bool:
-        return (self.worker is not None and self.worker.poll() is None
-                and self.broker is not None and self.broker.proc.poll() is None)
+        return (
+            self.worker is not None
+            and self.worker.poll() is None
+            and self.broker is not None
+            and self.broker.proc.poll() is None
+        )
 
     def stop(self) -> None:
         """Worker first (it flushes and commits through the broker), then the broker."""

@@ -18,7 +18,9 @@ def query(settings: Settings, sql: str) -> tuple[list[str], list[list]]:
     if settings.embedded_clickhouse and info is not None:
         answer = http_json(info.worker_url + "/driftline/sql/", {"query": sql})
         if "error" in answer:
-            raise StreamsError(f"query failed in the worker at {info.worker_url}: {answer['error']}")
+            raise StreamsError(
+                f"query failed in the worker at {info.worker_url}: {answer['error']}"
+            )
         return answer["columns"], answer["rows"]
     client = open_client(settings.clickhouse_dsn)
     try:

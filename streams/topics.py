@@ -86,7 +86,8 @@ def ensure_topics(
         if name in existing and len(existing[name].partitions) != partitions:
             raise TopicMismatch(
                 f"topic {name!r} has {len(existing[name].partitions)} partitions but "
-                f"DRIFTLINE_KAFKA_PARTITIONS is {partitions}; use a new DRIFTLINE_KAFKA_TOPIC_PREFIX "
+                f"DRIFTLINE_KAFKA_PARTITIONS is {partitions}; use another "
+                f"DRIFTLINE_KAFKA_TOPIC_PREFIX "
                 "or set the partition count to match"
             )
     missing = [name for name in names if name not in existing]

@@ -44,5 +44,7 @@ def trace_headers(context: Context | None = None) -> list[tuple[str, bytes]]:
 
 def link_to(headers: Headers) -> Link | None:
     """A span link to the producer's context carried in these headers, if any."""
-    span_context = get_current_span(PROPAGATOR.extract(headers, getter=HEADER_GETTER)).get_span_context()
+    span_context = get_current_span(
+        PROPAGATOR.extract(headers, getter=HEADER_GETTER)
+    ).get_span_context()
     return Link(span_context) if span_context.is_valid else None

@@ -29,8 +29,10 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
         async def get(self, request: Request) -> Response:
             follower = runtime.follower
             ready = follower is None or follower.caught_up.is_set()
-            return self.json({"ready": ready, "roles": sorted(runtime.settings.worker.role_set)},
-                             status=200 if ready else 503)
+            return self.json(
+                {"ready": ready, "roles": sorted(runtime.settings.worker.role_set)},
+                status=200 if ready else 503,
+            )
 
     @app.page("/driftline/stats/")
     class Stats(View):
@@ -75,4 +77,3 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
                 return self.json(await runtime.store.call(run))
             except Exception as exc:  # the query's own error, for the caller to read
                 return self.json({"error": str(exc)}, status=400)
-

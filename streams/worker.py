@@ -33,8 +33,14 @@ def run_worker(settings: Settings) -> None:
         log.info("created topics %s", ", ".join(created))
     web_port = settings.worker.web_port or free_port(settings.worker.web_host)
     app, runtime = create_app(settings, bootstrap, web_port=web_port)
-    log.info("worker %s: roles %s, broker %s, HTTP API http://%s:%d/driftline/",
-             app.conf.id, settings.worker.roles, bootstrap, settings.worker.web_host, web_port)
+    log.info(
+        "worker %s: roles %s, broker %s, HTTP API http://%s:%d/driftline/",
+        app.conf.id,
+        settings.worker.roles,
+        bootstrap,
+        settings.worker.web_host,
+        web_port,
+    )
     worker = faust.Worker(app, loglevel=settings.telemetry.log_level, override_logging=False)
     try:
         worker.execute_from_commandline()

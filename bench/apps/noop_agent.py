@@ -30,8 +30,15 @@ async def noop(stream):
             await stream.ack(event)
         if state["n"] >= expected:
             with open(os.environ["RESULT_FILE"], "w") as out:
-                json.dump({"records": state["n"], "first": state["first"], "last": now,
-                           "first_size": state["first_size"]}, out)
+                json.dump(
+                    {
+                        "records": state["n"],
+                        "first": state["first"],
+                        "last": now,
+                        "first_size": state["first_size"],
+                    },
+                    out,
+                )
 
 
 if __name__ == "__main__":

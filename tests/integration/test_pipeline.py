@@ -24,8 +24,11 @@ def _register_and_promote(settings, tmp_path, *, seed: int, name: str = "demo") 
 
 
 def _wait_serving(worker, name: str, version: int) -> None:
-    wait_until(lambda: worker.get("/driftline/models/").get(name, {}).get("version") == version,
-               timeout_s=30, what=f"{name} v{version} to be served")
+    wait_until(
+        lambda: worker.get("/driftline/models/").get(name, {}).get("version") == version,
+        timeout_s=30,
+        what=f"{name} v{version} to be served",
+    )
 
 
 def test_records_become_stored_predictions_and_audited_events(stack_env, start_worker, tmp_path):
@@ -41,8 +44,10 @@ def test_records_become_stored_predictions_and_audited_events(stack_env, start_w
         rate=0,
     )
     db = settings.clickhouse.database
-    wait_until(lambda: worker.sql(f"SELECT count() FROM {db}.predictions")[0][0] >= sent,
-               what="predictions in ClickHouse")
+    wait_until(
+        lambda: worker.sql(f"SELECT count() FROM {db}.predictions")[0][0] >= sent,
+        what="predictions in ClickHouse",
+    )
     count, unique, versions, arms = worker.sql(
         f"SELECT count(), uniqExact(record_id), groupUniqArray(version), groupUniqArray(arm) "
         f"FROM {db}.predictions FINAL"
@@ -54,8 +59,10 @@ def test_records_become_stored_predictions_and_audited_events(stack_env, start_w
     decoded = default_codec().decode_as("Prediction", predictions[0].value())
     assert 0.0 <= decoded["score"] <= 1.0 and decoded["model"] == "demo"
 
-    audit = worker.sql(f"SELECT event_type, version, actor, seq FROM {db}.audit_log "
-                       f"WHERE model = 'demo' ORDER BY seq")
+    audit = worker.sql(
+        f"SELECT event_type, version, actor, seq FROM {db}.audit_log "
+        f"WHERE model = 'demo' ORDER BY seq"
+    )
     assert audit == [["registered", version, "alice", 1], ["promoted", version, "bob", 2]]
     assert worker.get("/driftline/audit/verify/")["ok"] is True
 
@@ -77,8 +84,10 @@ def test_promotion_swaps_model_mid_stream_without_loss_or_double_scoring(
     total = first + second
 
     db = settings.clickhouse.database
-    wait_until(lambda: worker.sql(f"SELECT count() FROM {db}.predictions")[0][0] >= total,
-               what="all predictions stored")
+    wait_until(
+        lambda: worker.sql(f"SELECT count() FROM {db}.predictions")[0][0] >= total,
+        what="all predictions stored",
+    )
     rows, unique_records, served = worker.sql(
         f"SELECT count(), uniqExact(record_id), groupUniqArray(version) FROM {db}.predictions"
     )[0]
@@ -88,7 +97,9 @@ def test_promotion_swaps_model_mid_stream_without_loss_or_double_scoring(
     messages = read_topic(stack_env.bootstrap, Topics(stack_env.prefix).predictions, 2)
     codec = default_codec()
     for partition in (0, 1):
-        versions = [codec.decode_as("Prediction", m.value())["version"]
-                    for m in sorted(messages, key=lambda m: m.offset())
-                    if m.partition() == partition]
+        versions = [
+            codec.decode_as("Prediction", m.value())["version"]
+            for m in sorted(messages, key=lambda m: m.offset())
+            if m.partition() == partition
+        ]
         assert versions == sorted(versions)

@@ -11,8 +11,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from streams.embedded import free_port
-from streams.models import ModelCommands
 from streams.loadgen import synthetic_records
+from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from streams.topics import Topics
 from streams.tracing import HEADER_GETTER
@@ -56,8 +56,10 @@ def test_worker_batch_span_links_producer_traces_and_predictions_carry_context(
 ):
     collector = _Collector()
     try:
-        worker = start_worker(DRIFTLINE_TELEMETRY_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
-                              OTEL_BSP_SCHEDULE_DELAY="200")
+        worker = start_worker(
+            DRIFTLINE_TELEMETRY_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
+            OTEL_BSP_SCHEDULE_DELAY="200",
+        )
         settings = stack_env.settings()
         commands = ModelCommands.from_settings(settings)
         event, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
@@ -77,16 +79,23 @@ def test_worker_batch_span_links_producer_traces_and_predictions_carry_context(
         }
         assert len(producer_traces) == 20  # every record has its own trace
 
-        wait_until(lambda: any(s.name == "score features" for s in collector.spans),
-                   timeout_s=30, what="the worker's batch span at the collector")
+        wait_until(
+            lambda: any(s.name == "score features" for s in collector.spans),
+            timeout_s=30,
+            what="the worker's batch span at the collector",
+        )
         batch_spans = [s for s in collector.spans if s.name == "score features"]
         linked = {link.trace_id.hex() for span in batch_spans for link in span.links}
         assert producer_traces <= linked
 
         predictions = read_topic(stack_env.bootstrap, Topics(stack_env.prefix).predictions, 2)
         assert len(predictions) == 20
-        carried = {HEADER_GETTER.get(m.headers(), "traceparent")[0] for m in predictions}
-        batch_contexts = {f"00-{s.trace_id.hex()}-{s.span_id.hex()}-01" for s in batch_spans}
+        # traceparent = version-trace_id-parent_span_id-flags
+        carried = {
+            tuple(HEADER_GETTER.get(m.headers(), "traceparent")[0].split("-")[1:3])
+            for m in predictions
+        }
+        batch_contexts = {(s.trace_id.hex(), s.span_id.hex()) for s in batch_spans}
         assert carried <= batch_contexts
     finally:
         collector.close()

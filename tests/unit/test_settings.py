@@ -55,13 +55,20 @@ def test_config_file_is_read_and_environment_wins(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("DRIFTLINE_KAFKA_SECURITY_PROTOCOL", "TLS",
-         "DRIFTLINE_KAFKA_SECURITY_PROTOCOL='TLS': Input should be 'PLAINTEXT', 'SSL', "
-         "'SASL_PLAINTEXT' or 'SASL_SSL'"),
+        (
+            "DRIFTLINE_KAFKA_SECURITY_PROTOCOL",
+            "TLS",
+            "DRIFTLINE_KAFKA_SECURITY_PROTOCOL='TLS': Input should be 'PLAINTEXT', 'SSL', "
+            "'SASL_PLAINTEXT' or 'SASL_SSL'",
+        ),
         ("DRIFTLINE_KAFKA_PARTITIONS", "0", "DRIFTLINE_KAFKA_PARTITIONS='0'"),
         ("DRIFTLINE_WORKER_BATCH_SIZE", "lots", "DRIFTLINE_WORKER_BATCH_SIZE='lots'"),
-        ("DRIFTLINE_WORKER_ROLES", "inference,training",
-         "unknown role(s) ['training']; use a comma-separated subset of ['inference', 'lineage']"),
+        (
+            "DRIFTLINE_WORKER_ROLES",
+            "inference,training",
+            "unknown role(s) ['training']; use a comma-separated subset of "
+            "['inference', 'lineage']",
+        ),
         ("DRIFTLINE_CLICKHOUSE_DSN", "mysql://db", "unknown scheme"),
         ("DRIFTLINE_SCHEMA_REGISTRY_URL", "registry:8081", "DRIFTLINE_SCHEMA_REGISTRY_URL"),
         ("DRIFTLINE_TELEMETRY_LOG_LEVEL", "LOUD", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
@@ -77,7 +84,9 @@ def test_bad_values_name_the_setting_and_accepted_values(monkeypatch, name, valu
 def test_sasl_needs_its_credentials(monkeypatch):
     monkeypatch.setenv("DRIFTLINE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("DRIFTLINE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
-    with pytest.raises(ConfigError, match="DRIFTLINE_KAFKA_SASL_USERNAME, DRIFTLINE_KAFKA_SASL_PASSWORD"):
+    with pytest.raises(
+        ConfigError, match="DRIFTLINE_KAFKA_SASL_USERNAME, DRIFTLINE_KAFKA_SASL_PASSWORD"
+    ):
         load_settings()
 
 

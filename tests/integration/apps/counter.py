@@ -16,8 +16,7 @@ app = faust.App(
     web_bind="127.0.0.1",
 )
 words = app.topic(os.environ["SOURCE"], key_serializer="raw", value_serializer="raw")
-counts = app.Table("counts", default=int, partitions=2, key_serializer="raw",
-                   value_serializer="json")
+counts = app.Table("counts", default=int, partitions=2, key_type=bytes, value_type=int)
 
 
 @app.agent(words)
