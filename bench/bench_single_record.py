@@ -180,6 +180,7 @@ def main() -> None:
         f"scoring worker: {stats['predictions_out']:,} predictions, {stats['batches']} batches, "
         f"dead letters {stats['dead_letters'] or 'none'}"
     )
+    print(f"scoring worker seconds by stage: {stats['timing_s']}")
     print(
         f"targets: scoring >= 70% of no-work ({'met' if scoring >= 0.7 * noop else 'MISSED'}), "
         f">= 10,000 rec/s ({'met' if scoring >= 10_000 else 'MISSED'})"

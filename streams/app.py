@@ -4,10 +4,12 @@ to the runtime's pipelines and acknowledge offsets after the work is durable."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import faust
 
 from driftline.settings import Settings
+from streams.delivery import OrderedAcker
 from streams.kafka import faust_credentials
 from streams.runtime import WorkerRuntime
 from streams.web import register_views
@@ -53,11 +55,20 @@ def create_app(
         @app.agent(raw_topic(runtime.topics.features), name="score-features")
         async def score_features(stream: faust.StreamT) -> None:
             await follower.caught_up.wait()
-            async for events in stream.noack_take(batch_size, within):
-                scoring.process([event.message for event in events])
-                await delivery.drain()
-                for event in events:
-                    await stream.ack(event)
+            acker = OrderedAcker(delivery, stream.ack, max_in_flight=worker.max_in_flight)
+            acking = asyncio.ensure_future(acker.run())
+            timing = runtime.stats.timing
+            try:
+                async for events in stream.noack_take(batch_size, within):
+                    started = time.perf_counter()
+                    batch = scoring.process([event.message for event in events])
+                    submitted = time.perf_counter()
+                    # Waits only while max_in_flight earlier batches await delivery.
+                    await acker.submit(events, batch)
+                    timing["score_s"] += submitted - started
+                    timing["backpressure_s"] += time.perf_counter() - submitted
+            finally:
+                acking.cancel()
 
     if runtime.lineage is not None:
         lineage = runtime.lineage
@@ -67,8 +78,9 @@ def create_app(
             @app.agent(raw_topic(topic), name=name)
             async def persist(stream: faust.StreamT) -> None:
                 async for events in stream.noack_take(rows, interval):
-                    await store([event.message for event in events])
-                    await runtime.delivery.drain()  # dead letters raised while storing
+                    batch = runtime.delivery.batch()  # dead letters raised while storing
+                    await store([event.message for event in events], batch)
+                    await runtime.delivery.wait(batch)
                     for event in events:
                         await stream.ack(event)
 
@@ -82,10 +94,8 @@ def create_app(
 
     register_views(app, runtime)
 
-    @app.timer(1.0)
-    async def _poll_producer() -> None:
-        # Serve delivery callbacks even when no batch is running.
-        runtime.producer.poll(0)
-        await asyncio.sleep(0)
+    @app.task
+    async def serve_deliveries() -> None:
+        await runtime.delivery.serve()
 
     return app, runtime

@@ -18,8 +18,8 @@ def audit_trail_query(database: str, model: str | None = None) -> str:
         raise StreamsError(f"model name {model!r} is not valid: use letters, digits, '_', '.', '-'")
     where = f"WHERE model = '{model}'" if model else ""
     return (
-        "SELECT occurred_at, model, seq, event_type, version, actor, "
-        "substring(hash, 1, 16) AS hash_prefix "
+        "SELECT formatDateTime(occurred_at, '%F %T') AS time, model, seq, event_type AS event, "
+        "version, actor, substring(hash, 1, 12) AS hash "
         f"FROM {database}.audit_log {where} ORDER BY occurred_at, model, seq"
     )
 

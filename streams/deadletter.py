@@ -7,7 +7,7 @@ import time
 from typing import Protocol
 
 from schemas import SchemaCodec
-from streams.delivery import DeliveryTracker
+from streams.delivery import BatchDelivery, DeliveryTracker
 from streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,9 @@ class DeadLetterPublisher:
         self._topic = topic
         self._stats = stats
 
-    def publish(self, message: InboundMessage, reason: str, detail: str) -> None:
+    def publish(
+        self, message: InboundMessage, reason: str, detail: str, batch: BatchDelivery
+    ) -> None:
         record = {
             "source_topic": message.topic,
             "partition": message.partition,
@@ -44,11 +46,8 @@ class DeadLetterPublisher:
             "raw": bytes(message.value or b""),
             "failed_at": int(time.time() * 1000),
         }
-        self._delivery.producer.produce(
-            self._topic,
-            self._codec.encode("DeadLetter", record),
-            key=message.key,
-            on_delivery=self._delivery.on_delivery,
+        self._delivery.produce(
+            batch, self._topic, self._codec.encode("DeadLetter", record), key=message.key
         )
         self._stats.dead_letters[reason] += 1
         log.debug(

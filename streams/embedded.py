@@ -52,14 +52,22 @@ def spawn_child(args: list[str], *, env: dict | None = None, log_file: Path | No
     )
 
 
-def stop_child(proc: subprocess.Popen, *, grace_s: float = 20.0, name: str = "child") -> None:
+def stop_child(
+    proc: subprocess.Popen, *, grace_s: float = 20.0, name: str = "child", quiet: bool = False
+) -> None:
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(grace_s)
     except subprocess.TimeoutExpired:
-        log.warning("%s (pid %d) did not stop in %.0fs; killing it", name, proc.pid, grace_s)
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "%s (pid %d) did not stop in %.0fs; killing it",
+            name,
+            proc.pid,
+            grace_s,
+        )
         proc.kill()
         proc.wait()
 
@@ -70,7 +78,8 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 20.0) -> None:
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+            # log_level 0: refused connections are expected while the broker starts.
+            AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=2)
             return
         except KafkaException as exc:
             last_error = exc
@@ -123,7 +132,8 @@ class TansuBroker:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_child(self.proc, grace_s=5.0, name="tansu")
+            # Tansu waits for connected clients to leave; it keeps nothing, so don't wait long.
+            stop_child(self.proc, grace_s=2.0, name="tansu", quiet=True)
             self.proc = None
 
     def __enter__(self) -> TansuBroker:

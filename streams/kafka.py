@@ -19,6 +19,8 @@ def producer_config(settings: Settings, bootstrap: str, **overrides: Any) -> dic
             "linger.ms": 5,
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
+            # An idle connection closed by the broker is routine, not worth a log line.
+            "log.connection.close": False,
         }
     )
     config.update(overrides)

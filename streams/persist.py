@@ -15,6 +15,7 @@ from typing import TypeVar
 from lineage import AuditLogWriter, DeadLetterSink, InvalidRecord, LifecycleEvent, PredictionSink
 from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
+from streams.delivery import BatchDelivery
 from streams.stats import WorkerStats
 from streams.tracing import HEADER_GETTER
 
@@ -85,37 +86,45 @@ class LineageWriter:
         self._dead = dead_letters
         self._stats = stats
 
-    def _decode_all(self, name: str, messages: Sequence[InboundMessage]) -> list[tuple]:
+    def _decode_all(
+        self, name: str, messages: Sequence[InboundMessage], batch: BatchDelivery
+    ) -> list[tuple]:
         decoded = []
         for message in messages:
             try:
                 decoded.append((message, self._codec.decode_as(name, message.value)))
             except DecodeError as exc:
-                self._dead.publish(message, exc.reason, str(exc))
+                self._dead.publish(message, exc.reason, str(exc), batch)
         return decoded
 
-    async def store_predictions(self, messages: Sequence[InboundMessage]) -> None:
+    async def store_predictions(
+        self, messages: Sequence[InboundMessage], batch: BatchDelivery
+    ) -> None:
         rows = []
-        for message, prediction in self._decode_all("Prediction", messages):
+        for message, prediction in self._decode_all("Prediction", messages, batch):
             prediction["trace_id"] = _trace_id(message.headers)
             rows.append(prediction)
         self._predictions.add_many(rows)
         stored = await self._store.until_stored(self._predictions.flush, "predictions")
         self._stats.rows_stored["predictions"] += stored
 
-    async def store_lifecycle(self, messages: Sequence[InboundMessage]) -> None:
+    async def store_lifecycle(
+        self, messages: Sequence[InboundMessage], batch: BatchDelivery
+    ) -> None:
         items = []
-        for message, record in self._decode_all("LifecycleEvent", messages):
+        for message, record in self._decode_all("LifecycleEvent", messages, batch):
             try:
                 event = LifecycleEvent.from_avro(record)
             except InvalidRecord as exc:
-                self._dead.publish(message, "invalid_event", str(exc))
+                self._dead.publish(message, "invalid_event", str(exc), batch)
                 continue
             items.append((event, message.topic, message.partition, message.offset))
         stored = await self._store.until_stored(lambda: self._audit.write(items), "audit events")
         self._stats.rows_stored["audit_log"] += stored
 
-    async def store_dead_letters(self, messages: Sequence[InboundMessage]) -> None:
+    async def store_dead_letters(
+        self, messages: Sequence[InboundMessage], batch: BatchDelivery
+    ) -> None:
         records = []
         for message in messages:
             try:

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 from inference import Router, score_records
 from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
-from streams.delivery import DeliveryTracker
+from streams.delivery import BatchDelivery, DeliveryTracker
 from streams.stats import WorkerStats
 from streams.tracing import link_to, trace_headers
 
@@ -42,32 +42,33 @@ class ScoringPipeline:
         self._stats = stats
         self._max_links = max_links
 
-    def process(self, messages: Sequence[InboundMessage]) -> int:
-        """Score one batch; returns the number of predictions produced (not yet flushed)."""
+    def process(self, messages: Sequence[InboundMessage]) -> BatchDelivery:
+        """Score one batch and enqueue its output; the returned handle says when it is delivered."""
         links = [
             link
             for link in (link_to(m.headers) for m in messages[: self._max_links])
             if link is not None
         ]
+        batch = self._delivery.batch()
         with tracer.start_as_current_span(
             "score features",
             kind=SpanKind.CONSUMER,
             links=links,
             attributes={"messaging.batch.message_count": len(messages)},
         ) as span:
-            produced = self._score(messages)
+            produced = self._score(messages, batch)
             span.set_attribute("driftline.predictions", produced)
         self._stats.batch_done(len(messages), produced)
-        return produced
+        return batch
 
-    def _score(self, messages: Sequence[InboundMessage]) -> int:
+    def _score(self, messages: Sequence[InboundMessage], batch: BatchDelivery) -> int:
         by_model: dict[str, list[tuple[InboundMessage, dict]]] = defaultdict(list)
         decode = self._codec.decode_as
         for message in messages:
             try:
                 record = decode("FeatureRecord", message.value)
             except DecodeError as exc:
-                self._dead.publish(message, exc.reason, str(exc))
+                self._dead.publish(message, exc.reason, str(exc), batch)
                 continue
             by_model[record["model"]].append((message, record))
 
@@ -77,27 +78,37 @@ class ScoringPipeline:
         for model_name, items in by_model.items():
             model = self.router.champion(model_name)
             if model is None:
+                detail = (
+                    f"no champion is serving model {model_name!r}: register a version and "
+                    f"`driftline model promote {model_name} --version N`"
+                )
                 for message, _ in items:
-                    self._dead.publish(
-                        message,
-                        "no_champion",
-                        f"no champion is serving model {model_name!r}: register a version and "
-                        f"`driftline model promote {model_name} --version N`",
-                    )
+                    self._dead.publish(message, "no_champion", detail, batch)
                 continue
             scored = score_records(model, [record for _, record in items])
             for rejection in scored.rejected:
-                self._dead.publish(items[rejection.index][0], rejection.reason, rejection.detail)
+                message = items[rejection.index][0]
+                self._dead.publish(message, rejection.reason, rejection.detail, batch)
             values = self._codec.encode_many("Prediction", scored.predictions)
             produce = self._delivery.producer.produce
-            on_delivery = self._delivery.on_delivery
-            for prediction, value in zip(scored.predictions, values, strict=True):
-                produce(
-                    self._topic,
-                    value,
-                    key=prediction["entity_id"].encode(),
-                    headers=headers,
-                    on_delivery=on_delivery,
+            on_delivery = batch.on_delivery
+            sent = 0
+            try:
+                for prediction, value in zip(scored.predictions, values, strict=True):
+                    produce(
+                        self._topic,
+                        value,
+                        key=prediction["entity_id"].encode(),
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
+                    sent += 1
+            except BufferError:
+                pass  # local queue full: the rest take the slow path, which waits for room
+            batch.expect(sent)
+            for prediction, value in zip(scored.predictions[sent:], values[sent:], strict=True):
+                self._delivery.produce(
+                    batch, self._topic, value, key=prediction["entity_id"].encode(), headers=headers
                 )
             produced += len(values)
         self._delivery.producer.poll(0)

@@ -17,6 +17,7 @@ class WorkerStats:
     rows_stored: Counter = field(default_factory=Counter)
     models_refused: list[dict] = field(default_factory=list)
     store_failures: int = 0
+    timing: Counter = field(default_factory=Counter)  # seconds spent, by stage
     first_batch_at: float | None = None
     last_batch_at: float | None = None
     first_batch_size: int = 0
@@ -40,6 +41,7 @@ class WorkerStats:
             "rows_stored": dict(self.rows_stored),
             "models_refused": self.models_refused[-20:],
             "store_failures": self.store_failures,
+            "timing_s": {stage: round(seconds, 3) for stage, seconds in self.timing.items()},
             "first_batch_at": self.first_batch_at,
             "last_batch_at": self.last_batch_at,
             "first_batch_size": self.first_batch_size,

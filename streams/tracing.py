@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Link, get_current_span
+from opentelemetry.trace import Link, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -43,8 +43,22 @@ def trace_headers(context: Context | None = None) -> list[tuple[str, bytes]]:
 
 
 def link_to(headers: Headers) -> Link | None:
-    """A span link to the producer's context carried in these headers, if any."""
-    span_context = get_current_span(
-        PROPAGATOR.extract(headers, getter=HEADER_GETTER)
-    ).get_span_context()
-    return Link(span_context) if span_context.is_valid else None
+    """A span link to the producer's context carried in these headers, if any.
+
+    Runs once per record on the scoring hot path, where the propagator's extract
+    (regex, Context objects) cost ~20 us a record; a W3C traceparent is four
+    hex fields, so it is parsed here directly and validated the same way.
+    """
+    values = HEADER_GETTER.get(headers, "traceparent")
+    if not values:
+        return None
+    parts = values[0].split("-")
+    if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return Link(SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags)))

@@ -127,10 +127,14 @@ def start_worker(stack_env: StackEnv, tmp_path: Path) -> Iterator[Callable[..., 
         worker.stop()
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = "") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout_s: float = 30.0, what: str | Callable[[], str] = ""
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    raise AssertionError(
+        f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}"
+    )

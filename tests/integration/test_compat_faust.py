@@ -122,13 +122,9 @@ def test_faust_table_changelog_and_worker_restart_recovery(broker):
     producer = Producer({"bootstrap.servers": broker.bootstrap})
 
     def send(n: int) -> None:
-        # Paced, so each changelog write is its own batch: Faust recovers tables by reading
-        # changelogs up to the end offset, which Tansu under-reports after multi-record
-        # batches (pinned in test_tansu_end_offset_counts_batches_not_records).
         for i in range(n):
             producer.produce(source, b"x", key=f"word{i % 5}".encode())
-            producer.flush(10)
-            time.sleep(0.01)
+        producer.flush(10)
 
     proc, url = _start_counter(env)
     try:
@@ -147,7 +143,7 @@ def test_faust_table_changelog_and_worker_restart_recovery(broker):
         wait_until(
             lambda: _counts(url) == {f"word{i}": 20 for i in range(5)},
             timeout_s=60,
-            what="counts recovered from the changelog after restart",
+            what=lambda: f"counts recovered from the changelog after restart: {_counts(url)}",
         )
         send(50)
         wait_until(
