@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -130,6 +131,19 @@ def _json_attr(attrs: Mapping[str, str], key: str, where: str) -> Any:
         return json.loads(attrs[key])
     except json.JSONDecodeError as exc:
         raise InvalidRecord(f"{where}: attribute {key} is not JSON: {attrs[key]!r}") from exc
+
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_model_name(name: str) -> str:
+    """Model names end up in topic keys, SQL filters and paths: keep them plain."""
+    if not MODEL_NAME.match(name):
+        raise InvalidRecord(
+            f"model name {name!r} is not valid: use 1-128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 class ModelRegistry:
@@ -267,6 +281,7 @@ class ModelRegistry:
     ) -> LifecycleEvent | ModelVersion:
         """The ``registered`` event for a new version, or the existing version if
         these exact bytes (same digest) are already registered under ``name``."""
+        check_model_name(name)
         existing = self.find_by_digest(name, digest)
         if existing is not None:
             return existing

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 from driftline.settings import Settings
 from lineage import AuditReport, open_client, verify
+from lineage.registry import check_model_name
 from streams.exceptions import StreamsError
 from streams.stack import http_json
 from streams.stackfile import running_stack
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
 
 def audit_trail_query(database: str, model: str | None = None) -> str:
-    if model is not None and not MODEL_NAME.match(model):
-        raise StreamsError(f"model name {model!r} is not valid: use letters, digits, '_', '.', '-'")
+    if model is not None:
+        check_model_name(model)
     where = f"WHERE model = '{model}'" if model else ""
     return (
         "SELECT formatDateTime(occurred_at, '%F %T') AS time, model, seq, event_type AS event, "
