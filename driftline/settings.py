@@ -183,6 +183,9 @@ class WorkerSettings(_Section):
     web_port: int = Field(6066, ge=0, le=65535, description="0 picks a free port")
     roles: str = Field("inference,lineage", description="comma-separated: inference, lineage")
     ort_threads: int = Field(1, ge=1, le=256)
+    fetch_max_wait_ms: int = Field(
+        20, ge=1, le=10_000, description="longest a fetch waits at the broker for new records"
+    )
     max_in_flight: int = Field(
         4, ge=1, le=64, description="scored batches awaiting delivery before consuming pauses"
     )

@@ -10,6 +10,7 @@ import faust
 
 from driftline.settings import Settings
 from streams.delivery import OrderedAcker
+from streams.faust_transport import with_fetch_wait
 from streams.kafka import faust_credentials
 from streams.runtime import WorkerRuntime
 from streams.web import register_views
@@ -39,6 +40,7 @@ def create_app(
         web_host=worker.web_host,
         web_port=web_port,
     )
+    app.transport = with_fetch_wait(worker.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     batch_size = worker.batch_size
     within = worker.batch_window_ms / 1000
 
