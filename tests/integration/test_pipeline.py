@@ -103,3 +103,21 @@ def test_promotion_swaps_model_mid_stream_without_loss_or_double_scoring(
             if m.partition() == partition
         ]
         assert versions == sorted(versions)
+
+
+def test_worker_refuses_a_tampered_artifact_and_keeps_serving(stack_env, start_worker, tmp_path):
+    settings = stack_env.settings()
+    worker = start_worker()
+    v1 = _register_and_promote(settings, tmp_path, seed=1)
+    _wait_serving(worker, "demo", v1)
+    commands = ModelCommands.from_settings(settings)
+    event, _ = commands.register(write_model(tmp_path, seed=2), "demo", actor="alice")
+    stored = settings.data.artifacts / event.attributes["artifact"]
+    stored.write_bytes(stored.read_bytes()[:-1] + b"\x00")  # one byte changed on disk
+    commands.promote("demo", event.version, actor="bob")
+
+    wait_until(lambda: worker.get("/driftline/stats/")["models_refused"], what="a refusal")
+    (refusal,) = worker.get("/driftline/stats/")["models_refused"]
+    assert refusal["version"] == event.version
+    assert "digest" in refusal["reason"] or "sha256" in refusal["reason"]
+    assert worker.get("/driftline/models/")["demo"]["version"] == v1

@@ -1,0 +1,71 @@
+"""`driftline up`: starts Tansu + a worker, records where they are, and leaves no orphans."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from streams.stack import http_json
+from tests.integration.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped) is not running either.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _start_up(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env["DRIFTLINE_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "up"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stack_file = tmp_path / "data" / "stack.json"
+    wait_until(stack_file.exists, timeout_s=90, what="stack.json")
+    info = json.loads(stack_file.read_text())
+    assert info["supervisor_pid"] == proc.pid
+    assert info["bootstrap"].startswith("127.0.0.1:")
+    assert http_json(info["worker_url"] + "/driftline/health/")["ready"] is True
+    children = _children(proc.pid)
+    assert len(children) == 2  # tansu and the worker
+    return proc, children, stack_file
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_up_stops_everything_on_sigterm_or_ctrl_c(tmp_path, sig):
+    proc, children, stack_file = _start_up(tmp_path)
+    proc.send_signal(sig)
+    assert proc.wait(60) == 0
+    wait_until(lambda: not any(_alive(pid) for pid in children), timeout_s=10, what="children gone")
+    assert not stack_file.exists()
+
+
+def test_children_die_with_a_killed_supervisor(tmp_path):
+    proc, children, _ = _start_up(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 40
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in children)
