@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_single_record.py
+	$(BIN)/python bench/bench_audit.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,10 +66,15 @@ class AuditLogWriter:
         self.database = database
         self.table = table(database, AUDIT_LOG)
         self._heads: dict[str, tuple[int, str]] = {}  # model -> (seq, hash) of the last row
+        # (topic, partition) -> highest source offset stored. Kafka offsets only grow, so
+        # an item above it is new; only items at or below it (a redelivery) need the
+        # event-id lookup, which otherwise costs a third of a batch's time.
+        self._stored_offsets: dict[tuple[str, int], int] = {}
 
     def reset(self) -> None:
-        """Forget cached chain heads (after a rebalance); they reload from the table."""
+        """Forget cached heads and offsets (after a rebalance); they reload from the table."""
         self._heads.clear()
+        self._stored_offsets.clear()
 
     def write(self, items: Sequence[AuditItem]) -> int:
         """Append ``(event, topic, partition, offset)`` items in order; returns rows inserted.
@@ -82,7 +88,13 @@ class AuditLogWriter:
         items = list(items)
         if not items:
             return 0
-        already = self._existing_ids({event.event_id for event, *_ in items})
+        self._load_offsets({(topic, partition) for _, topic, partition, _ in items})
+        redelivered = {
+            event.event_id
+            for event, topic, partition, offset in items
+            if offset <= self._stored_offsets.get((topic, partition), -1)
+        }
+        already = self._existing_ids(redelivered) if redelivered else set()
         staged: dict[str, tuple[int, str]] = {}
         self._load_heads({event.model for event, *_ in items} - self._heads.keys())
         columns: list[list[Any]] = [[] for _ in COLUMNS]
@@ -123,18 +135,44 @@ class AuditLogWriter:
             # reload them from the table rather than guess.
             for model in staged:
                 self._heads.pop(model, None)
+            self._stored_offsets.clear()
             raise StoreError(
                 f"inserting {len(columns[0])} audit rows into {self.table} failed: {exc}; "
                 "retry the same batch (already-written events are skipped)"
             ) from exc
         self._heads.update(staged)
+        for _, topic, partition, offset in items:
+            key = (topic, partition)
+            self._stored_offsets[key] = max(self._stored_offsets.get(key, -1), offset)
         return len(columns[0])
 
-    def _existing_ids(self, event_ids: set[str]) -> set[str]:
+    def _load_offsets(self, partitions: set[tuple[str, int]]) -> None:
+        missing = partitions - self._stored_offsets.keys()
+        if not missing:
+            return
+        for topic, partition in missing:
+            self._stored_offsets[(topic, partition)] = -1
         rows = self._query(
-            f"SELECT event_id FROM {self.table} WHERE event_id IN {{ids:Array(String)}}",
-            {"ids": sorted(event_ids)},
+            f"SELECT source_topic, source_partition, max(source_offset) FROM {self.table} "
+            "WHERE source_topic IN {topics:Array(String)} GROUP BY source_topic, source_partition",
+            {"topics": sorted({topic for topic, _ in missing})},
         )
+        for topic, partition, offset in rows:
+            if (topic, partition) in missing:
+                self._stored_offsets[(topic, partition)] = int(offset)
+
+    def _existing_ids(self, event_ids: set[str]) -> set[str]:
+        if all(_PLAIN_ID.match(event_id) for event_id in event_ids):
+            # Plain ids (uuids) are inlined: the driver's generic parameter escaping
+            # costs more than the whole query for a batch of thousands.
+            listed = ",".join(f"'{event_id}'" for event_id in sorted(event_ids))
+            sql = f"SELECT event_id FROM {self.table} WHERE event_id IN ({listed})"
+            rows = self._query(sql, {})
+        else:
+            rows = self._query(
+                f"SELECT event_id FROM {self.table} WHERE event_id IN {{ids:Array(String)}}",
+                {"ids": sorted(event_ids)},
+            )
         return {row[0] for row in rows}
 
     def _load_heads(self, models: set[str]) -> None:
@@ -153,6 +191,9 @@ class AuditLogWriter:
             return self.client.query(sql, parameters=parameters).result_rows
         except Exception as exc:
             raise StoreError(f"reading {self.table} failed: {exc}") from exc
+
+
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 # -- verification ---------------------------------------------------------------
