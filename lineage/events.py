@@ -4,7 +4,8 @@ A :class:`LifecycleEvent` mirrors the Avro ``driftline.v1.LifecycleEvent`` recor
 field for field. Its :meth:`~LifecycleEvent.canonical_json` form is what the
 audit log hashes, so it must be byte-for-byte reproducible: sorted keys, no
 whitespace, UTF-8, evidence as a parsed JSON object (not the Avro string, whose
-spelling could vary between producers).
+spelling could vary between producers). :meth:`~LifecycleEvent.from_canonical`
+reads those bytes back, so the registry can be rebuilt from the audit log alone.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class EventType(StrEnum):
     REGISTERED = "registered"
     VALIDATED = "validated"
     REJECTED = "rejected"
+    CHALLENGER_ASSIGNED = "challenger_assigned"
+    CANARY_STARTED = "canary_started"
     PROMOTED = "promoted"
     ARCHIVED = "archived"
     ROLLED_BACK = "rolled_back"
@@ -160,6 +163,38 @@ class LifecycleEvent:
         body = self.to_avro()
         body["evidence"] = self.evidence
         return _dumps(body).encode("utf-8")
+
+    @classmethod
+    def from_canonical(cls, data: bytes | str) -> LifecycleEvent:
+        """The inverse of :meth:`canonical_json`: an event from the audit log's stored bytes.
+
+        Every field must be present and no other, so what is rebuilt is exactly
+        what was hashed; the registry can then be replayed from the audit log alone.
+        """
+        if isinstance(data, bytes | bytearray):
+            try:
+                data = bytes(data).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidRecord(
+                    f"canonical lifecycle event is not UTF-8 ({exc}); the audit log's "
+                    "canonical column holds UTF-8 JSON"
+                ) from exc
+        try:
+            body = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise InvalidRecord(
+                f"canonical lifecycle event is not JSON ({exc}): {data[:80]!r}"
+            ) from exc
+        if not isinstance(body, dict):
+            raise InvalidRecord(f"canonical lifecycle event must be a JSON object, got {body!r}")
+        missing = sorted(set(AVRO_FIELDS) - body.keys())
+        extra = sorted(body.keys() - set(AVRO_FIELDS))
+        if missing or extra:
+            raise InvalidRecord(
+                f"canonical lifecycle event {body.get('event_id')!r} has the wrong fields "
+                f"(missing {missing}, unexpected {extra}); expected exactly {sorted(AVRO_FIELDS)}"
+            )
+        return cls(**body)
 
 
 def _json_copy(evidence: Mapping[str, Any], event_id: str) -> dict[str, Any]:

@@ -37,3 +37,31 @@ class InvalidRecord(LineageError):
 
 class StoreError(LineageError):
     """ClickHouse (server or chDB) refused a connection, query or insert."""
+
+
+class SignatureMissing(LineageError):
+    """A signature was required but the artifact has none."""
+
+
+class SignatureInvalid(LineageError):
+    """An artifact's signature does not verify under the trusted public key."""
+
+
+class InvalidKey(LineageError):
+    """A signing, verification or encryption key is missing, malformed or of the wrong kind."""
+
+
+class DecryptionFailed(LineageError):
+    """An encrypted artifact could not be decrypted (wrong key, or the file was altered)."""
+
+
+class RegionNotAllowed(LineageError):
+    """The artifact store's region is outside the allowed data-residency regions."""
+
+
+class MetadataConflict(LineageError):
+    """An artifact already has different metadata recorded."""
+
+
+class InvalidProfile(LineageError):
+    """A reference profile cannot be built from that data, or its serialised form is malformed."""

@@ -2,28 +2,52 @@
 
 The registry holds no state of its own that is not derived from lifecycle
 events: replaying the same events in the same order rebuilds the same
-registry. Commands do not mutate it directly; ``plan_*`` checks a command
-against the current projection and returns the event to publish, and the
-registry changes only when that event comes back through :meth:`apply`.
+registry, its history and its aliases. Commands do not mutate it directly;
+:meth:`ModelRegistry.plan` checks a command against the current projection and
+returns the event to publish, and the registry changes only when that event
+comes back through :meth:`ModelRegistry.apply`.
 
-States and moves (a later issue adds validation, canary and rollback):
+The state machine (:data:`TRANSITIONS`, the one table both the planner and the
+projection read)::
 
-- ``registered``: a new version; may be promoted or archived.
-- ``champion``: the one version serving traffic; may be archived.
-- ``archived``: retired; may be promoted again (a manual rollback).
+    registered -> validated | rejected | champion (an unvalidated promotion)
+    validated  -> challenger | canary | champion
+    challenger -> canary | champion | archived
+    canary     -> champion | archived
+    champion   -> archived
+    rejected, archived: terminal
 
-Promoting a version archives the previous champion, so a model has at most one
-champion. The old champion goes to ``archived`` rather than back to
-``registered`` so the history reads as "served, then retired".
+``registered -> champion`` stays legal so a model can be served before any
+validation exists (the walking skeleton's demo does exactly that); the history
+still shows the version went straight from ``registered`` to ``champion``, and
+later gates can refuse it. The one way out of ``archived`` is a rollback, which
+returns the champion that the current one replaced.
+
+``champion``, ``challenger`` and ``canary`` are also aliases: per-model
+pointers to one version each. A version holds an alias exactly while it is in
+the state of that name. Moving an alias to a new version archives the version
+that held it (promoting archives the old champion, so a model has at most one
+champion and the history reads "served, then retired"), and a version leaving
+``challenger`` or ``canary`` for ``champion`` gives up its old alias.
+
+Time travel: every applied event leaves a :class:`HistoryEntry` with the
+aliases after it. :meth:`ModelRegistry.aliases_at` answers "which version held
+each alias at time T" from the events' ``occurred_at``. Events take effect in
+log order, so an event can never take effect before one logged ahead of it: the
+answer is the aliases after the longest run of the model's log whose events all
+occurred at or before T (with monotonic clocks, simply the last event at or
+before T). That way the registry never reports a state the log never passed
+through.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -41,26 +65,53 @@ logger = logging.getLogger(__name__)
 
 class State(StrEnum):
     REGISTERED = "registered"
+    VALIDATED = "validated"
+    REJECTED = "rejected"
+    CHALLENGER = "challenger"
+    CANARY = "canary"
     CHAMPION = "champion"
     ARCHIVED = "archived"
 
 
-# Current state -> states a command may move a version to.
+# Current state -> states a command may move a version to (see the module docstring).
 TRANSITIONS: dict[str, frozenset[str]] = {
-    State.REGISTERED: frozenset({State.CHAMPION, State.ARCHIVED}),
+    State.REGISTERED: frozenset({State.VALIDATED, State.REJECTED, State.CHAMPION}),
+    State.VALIDATED: frozenset({State.CHALLENGER, State.CANARY, State.CHAMPION}),
+    State.CHALLENGER: frozenset({State.CANARY, State.CHAMPION, State.ARCHIVED}),
+    State.CANARY: frozenset({State.CHAMPION, State.ARCHIVED}),
     State.CHAMPION: frozenset({State.ARCHIVED}),
-    State.ARCHIVED: frozenset({State.CHAMPION}),
+    State.REJECTED: frozenset(),
+    State.ARCHIVED: frozenset(),
 }
 
-# Event type -> the state its version is in afterwards. Other event types
-# (validated, rejected, command_rejected, ...) are recorded but move nothing yet.
-EVENT_STATE: dict[str, str] = {
-    EventType.PROMOTED: State.CHAMPION,
-    EventType.ARCHIVED: State.ARCHIVED,
+# Command actions, in the order error messages list them.
+ACTIONS: tuple[str, ...] = (
+    "validate",
+    "reject",
+    "challenger",
+    "canary",
+    "promote",
+    "archive",
+    "rollback",
+)
+
+# Action that moves one version -> (event type it publishes, state it moves to).
+# "rollback" is model-wide and handled on its own.
+MOVES: dict[str, tuple[str, str]] = {
+    "validate": (EventType.VALIDATED, State.VALIDATED),
+    "reject": (EventType.REJECTED, State.REJECTED),
+    "challenger": (EventType.CHALLENGER_ASSIGNED, State.CHALLENGER),
+    "canary": (EventType.CANARY_STARTED, State.CANARY),
+    "promote": (EventType.PROMOTED, State.CHAMPION),
+    "archive": (EventType.ARCHIVED, State.ARCHIVED),
 }
 
-# How people say each move (used in error messages).
-MOVE_NAMES: dict[str, str] = {State.CHAMPION: "promote", State.ARCHIVED: "archive"}
+# Event type -> the state its version is in afterwards.
+EVENT_STATE: dict[str, str] = {etype: state for etype, state in MOVES.values()}
+ACTION_FOR_STATE: dict[str, str] = {state: action for action, (_, state) in MOVES.items()}
+
+# Movable pointers; each is named after the state its holder is in.
+ALIASES: tuple[str, ...] = (State.CHAMPION, State.CHALLENGER, State.CANARY)
 
 
 @dataclass(frozen=True)
@@ -146,11 +197,45 @@ def check_model_name(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One event as the registry applied it: who moved which version from where to where.
+
+    ``aliases`` is every alias after the event (alias -> version); ``also_moved``
+    lists other versions the event moved as ``(version, from_state, to_state)``
+    (the champion a promotion archived, the champion a rollback restored).
+    Events that move nothing (``command_rejected``, types this code does not
+    know) are recorded with ``from_state == to_state``.
+    """
+
+    event_id: str
+    occurred_at: int
+    event_type: str
+    version: int | None
+    actor: str
+    from_state: str | None
+    to_state: str | None
+    aliases: dict[str, int]
+    evidence: dict[str, Any]
+    also_moved: tuple[tuple[int, str, str], ...] = ()
+
+
+@dataclass
+class _Model:
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    aliases: dict[str, int] = field(default_factory=dict)
+    # champion version -> the champion it replaced (None: there was none); rollback reads it.
+    replaced: dict[int, int | None] = field(default_factory=dict)
+    history: list[HistoryEntry] = field(default_factory=list)
+    # Running max of occurred_at over the history, so aliases_at can bisect.
+    clock: list[int] = field(default_factory=list)
+
+
 class ModelRegistry:
-    """Models and their versions, folded from lifecycle events."""
+    """Models, their versions, aliases and history, folded from lifecycle events."""
 
     def __init__(self) -> None:
-        self._models: dict[str, dict[int, ModelVersion]] = {}
+        self._models: dict[str, _Model] = {}
         self._seen: set[str] = set()
         # (event_id, reason) for events that were recorded but changed nothing.
         self.skipped: list[tuple[str, str]] = []
@@ -165,28 +250,39 @@ class ModelRegistry:
     # -- projection -----------------------------------------------------------
 
     def apply(self, event: LifecycleEvent) -> bool:
-        """Fold one event in; returns False when it was a repeat or changed nothing.
+        """Fold one event in; returns True when it moved a version or an alias.
 
-        Never raises for an event that does not fit (a replayed log is the
-        truth, and a consumer must not stall on it): the event is logged and
-        listed in :attr:`skipped`.
+        A repeat (same event_id) changes nothing. Events that move nothing by
+        design (``command_rejected``, unknown types) are recorded in the
+        history and return False. Never raises for an event that does not fit
+        (a replayed log is the truth, and a consumer must not stall on it): the
+        event is logged and listed in :attr:`skipped`. A move the state machine
+        forbids is applied anyway, with a warning: the log outranks the rule book.
         """
         if event.event_id in self._seen:
             return False
         self._seen.add(event.event_id)
         if event.type == EventType.REGISTERED:
             return self._apply_registered(event)
+        if event.type == EventType.ROLLED_BACK:
+            return self._apply_rollback(event)
         target = EVENT_STATE.get(event.type)
         if target is None:
+            # command_rejected and types from newer producers: history, not state.
+            model = self._models.setdefault(event.model, _Model())
+            current = model.versions.get(event.version) if event.version is not None else None
+            state = None if current is None else current.state
+            self._record(event, model, state, state)
             return False
-        versions = self._models.get(event.model, {})
-        current = versions.get(event.version) if event.version is not None else None
-        if current is None:
+        model = self._models.get(event.model)
+        current = None
+        if model is not None and event.version is not None:
+            current = model.versions.get(event.version)
+        if model is None or current is None:
             return self._skip(event, f"{event.type} for unknown version {event.version}")
         if current.state == target:
-            return False
-        if target not in TRANSITIONS.get(current.state, frozenset()):
-            # The log outranks the rule book: apply it, but make it visible.
+            return self._skip(event, f"{event.model} v{current.version} is already {target}")
+        if target not in TRANSITIONS[current.state]:
             logger.warning(
                 "lifecycle event %s moves %s v%s from %s to %s, which the state machine forbids",
                 event.event_id,
@@ -195,11 +291,11 @@ class ModelRegistry:
                 current.state,
                 target,
             )
+        before = model.aliases.get(State.CHAMPION)
+        also = self._move(model, current.version, target)
         if target == State.CHAMPION:
-            for number, other in versions.items():
-                if other.state == State.CHAMPION and number != current.version:
-                    versions[number] = replace(other, state=str(State.ARCHIVED))
-        versions[current.version] = replace(current, state=str(target))
+            model.replaced[current.version] = before
+        self._record(event, model, current.state, target, also)
         return True
 
     def _apply_registered(self, event: LifecycleEvent) -> bool:
@@ -207,13 +303,86 @@ class ModelRegistry:
             version = version_from_event(event)
         except InvalidRecord as exc:
             return self._skip(event, str(exc))
-        versions = self._models.setdefault(event.model, {})
-        if version.version in versions:
+        model = self._models.setdefault(event.model, _Model())
+        if version.version in model.versions:
             # First registration wins; a second one means two writers planned
             # against the same projection, which per-model ordering prevents.
             return self._skip(event, f"version {version.version} is already registered")
-        versions[version.version] = version
+        model.versions[version.version] = version
+        self._record(event, model, None, State.REGISTERED)
         return True
+
+    def _apply_rollback(self, event: LifecycleEvent) -> bool:
+        model = self._models.get(event.model)
+        champion = None if model is None else model.aliases.get(State.CHAMPION)
+        if model is None or champion is None:
+            return self._skip(event, f"rolled_back but {event.model} has no champion")
+        if event.version is not None and event.version != champion:
+            return self._skip(
+                event, f"rolled_back names v{event.version} but the champion is v{champion}"
+            )
+        restored = _int_attr(event.attributes.get("restored_champion"))
+        if restored is None:
+            restored = model.replaced.get(champion)
+        if restored is None or restored not in model.versions or restored == champion:
+            return self._skip(event, f"rolled_back but v{champion} replaced no earlier champion")
+        was = model.versions[restored].state
+        if was != State.ARCHIVED:
+            logger.warning(
+                "lifecycle event %s restores %s v%s from %s, not from archived",
+                event.event_id,
+                event.model,
+                restored,
+                was,
+            )
+        self._set_state(model, champion, State.ARCHIVED)
+        self._move(model, restored, State.CHAMPION)
+        also = ((restored, was, str(State.CHAMPION)),)
+        self._record(event, model, State.CHAMPION, State.ARCHIVED, also)
+        return True
+
+    def _move(self, model: _Model, number: int, target: str) -> tuple[tuple[int, str, str], ...]:
+        """Put version ``number`` in ``target``, moving aliases; returns other versions moved."""
+        also: tuple[tuple[int, str, str], ...] = ()
+        holder = model.aliases.get(target)
+        if holder is not None and holder != number:
+            also = (self._set_state(model, holder, State.ARCHIVED),)
+        self._set_state(model, number, target)
+        if target in ALIASES:
+            model.aliases[str(target)] = number
+        return also
+
+    @staticmethod
+    def _set_state(model: _Model, number: int, target: str) -> tuple[int, str, str]:
+        current = model.versions[number]
+        for alias in [a for a, v in model.aliases.items() if v == number and a != target]:
+            del model.aliases[alias]
+        model.versions[number] = replace(current, state=str(target))
+        return (number, current.state, str(target))
+
+    @staticmethod
+    def _record(
+        event: LifecycleEvent,
+        model: _Model,
+        from_state: str | None,
+        to_state: str | None,
+        also: tuple[tuple[int, str, str], ...] = (),
+    ) -> None:
+        model.history.append(
+            HistoryEntry(
+                event_id=event.event_id,
+                occurred_at=event.occurred_at,
+                event_type=event.type,
+                version=event.version,
+                actor=event.actor,
+                from_state=None if from_state is None else str(from_state),
+                to_state=None if to_state is None else str(to_state),
+                aliases=dict(sorted(model.aliases.items())),
+                evidence=event.evidence,
+                also_moved=also,
+            )
+        )
+        model.clock.append(max(model.clock[-1:] + [event.occurred_at]))
 
     def _skip(self, event: LifecycleEvent, reason: str) -> bool:
         logger.warning("lifecycle event %s for %s ignored: %s", event.event_id, event.model, reason)
@@ -223,14 +392,15 @@ class ModelRegistry:
     # -- queries --------------------------------------------------------------
 
     def models(self) -> list[str]:
-        return sorted(self._models)
+        """Names of models with at least one registered version, sorted."""
+        return sorted(name for name, model in self._models.items() if model.versions)
 
     def versions(self, name: str) -> list[ModelVersion]:
         """All versions of ``name``, oldest first; raises UnknownModel if none."""
-        return [v for _, v in sorted(self._require_model(name).items())]
+        return [v for _, v in sorted(self._require_model(name).versions.items())]
 
     def get(self, name: str, version: int) -> ModelVersion:
-        versions = self._require_model(name)
+        versions = self._require_model(name).versions
         try:
             return versions[version]
         except KeyError:
@@ -239,35 +409,57 @@ class ModelRegistry:
                 f"model {name!r} has no version {version!r}; known versions: {known}"
             ) from None
 
+    def aliases(self, name: str) -> dict[str, int]:
+        """Current aliases of ``name`` (alias -> version); raises UnknownModel if none."""
+        return dict(sorted(self._require_model(name).aliases.items()))
+
+    def by_alias(self, name: str, alias: str) -> ModelVersion | None:
+        """The version holding ``alias``, or None if the model is unknown or the alias unset."""
+        model = self._models.get(name)
+        number = None if model is None else model.aliases.get(alias)
+        return None if number is None else model.versions[number]
+
     def champion(self, name: str) -> ModelVersion | None:
         """The serving version, or None if the model is unknown or has no champion."""
-        for version in self._models.get(name, {}).values():
-            if version.state == State.CHAMPION:
-                return version
-        return None
+        return self.by_alias(name, State.CHAMPION)
+
+    def history(self, name: str) -> list[HistoryEntry]:
+        """Every event applied to ``name``, in log order."""
+        return list(self._require_history(name).history)
+
+    def aliases_at(self, name: str, time_ms: int) -> dict[str, int]:
+        """Which version held each alias at ``time_ms`` (see the module docstring)."""
+        model = self._require_history(name)
+        n = bisect.bisect_right(model.clock, time_ms)
+        return {} if n == 0 else dict(model.history[n - 1].aliases)
 
     def next_version(self, name: str) -> int:
         """The number the next registration of ``name`` gets (1 for a new model)."""
-        return max(self._models.get(name, {}), default=0) + 1
+        model = self._models.get(name)
+        return max(model.versions if model else (), default=0) + 1
 
     def find_by_digest(self, name: str, digest: str) -> ModelVersion | None:
-        for _, version in sorted(self._models.get(name, {}).items()):
+        model = self._models.get(name)
+        for _, version in sorted(model.versions.items() if model else ()):
             if version.digest == digest:
                 return version
         return None
 
     def snapshot(self) -> dict[str, tuple[ModelVersion, ...]]:
-        """Everything the projection knows, for comparing two registries."""
+        """Every version the projection knows, for comparing two registries."""
         return {name: tuple(self.versions(name)) for name in self.models()}
 
-    def _require_model(self, name: str) -> dict[int, ModelVersion]:
-        try:
-            return self._models[name]
-        except KeyError:
+    def _require_model(self, name: str) -> _Model:
+        model = self._models.get(name)
+        if model is None or not model.versions:
             known = ", ".join(self.models()) or "none yet"
-            raise UnknownModel(
-                f"no model named {name!r} is registered; known models: {known}"
-            ) from None
+            raise UnknownModel(f"no model named {name!r} is registered; known models: {known}")
+        return model
+
+    def _require_history(self, name: str) -> _Model:
+        # Rejected commands for a model never registered still have a history.
+        model = self._models.get(name)
+        return model if model is not None and model.history else self._require_model(name)
 
     # -- commands -------------------------------------------------------------
 
@@ -306,26 +498,104 @@ class ModelRegistry:
         evidence: Mapping[str, Any] | None = None,
     ) -> LifecycleEvent:
         """The ``promoted`` event making ``version`` the champion of ``name``."""
+        return self.plan("promote", name, version, actor, evidence=evidence)
+
+    def plan(
+        self,
+        action: str,
+        name: str,
+        version: int | None,
+        actor: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> LifecycleEvent:
+        """The event that carries out ``action`` (one of :data:`ACTIONS`) on ``name``.
+
+        ``version`` is the version to move; for ``rollback`` it may be None (the
+        champion is rolled back). Raises UnknownModel, UnknownVersion or
+        IllegalTransition (also for an unknown action or a missing version).
+        The event's ``previous_state``/``state`` are its version's before and after.
+        """
+        if action not in ACTIONS:
+            raise IllegalTransition(
+                f"unknown lifecycle action {action!r} for {name}; use one of: {', '.join(ACTIONS)}"
+            )
+        if action == "rollback":
+            return self._plan_rollback(name, version, actor, evidence)
+        if version is None:
+            self._require_model(name)
+            raise IllegalTransition(
+                f"cannot {action} {name}: no version given; say which version to {action}"
+            )
         current = self.get(name, version)
-        self._check_move(current, State.CHAMPION)
-        previous = self.champion(name)
-        return ev.promoted(
+        event_type, target = MOVES[action]
+        _check_move(action, current, target)
+        attributes = {}
+        holder = self.by_alias(name, target)
+        if holder is not None:
+            attributes[f"previous_{target}"] = str(holder.version)
+        return ev.new_event(
+            event_type,
             name,
             version,
             actor,
+            state=target,
             previous_state=current.state,
-            previous_champion=None if previous is None else previous.version,
+            attributes=attributes,
             evidence=evidence,
         )
 
-    @staticmethod
-    def _check_move(current: ModelVersion, target: str) -> None:
-        allowed = TRANSITIONS.get(current.state, frozenset())
-        if target in allowed:
-            return
-        moves = ", ".join(sorted(MOVE_NAMES[s] for s in allowed)) or "none"
-        already = "already " if current.state == target else ""
-        raise IllegalTransition(
-            f"cannot {MOVE_NAMES[target]} {current.name!r} v{current.version}: it is "
-            f"{already}{current.state}; allowed from '{current.state}': {moves}"
+    def _plan_rollback(
+        self, name: str, version: int | None, actor: str, evidence: Mapping[str, Any] | None
+    ) -> LifecycleEvent:
+        model = self._require_model(name)
+        champion = model.aliases.get(State.CHAMPION)
+        if version is not None and version != champion:
+            state = self.get(name, version).state
+            raise IllegalTransition(
+                f"cannot rollback {name} v{version}: {name} v{version} is {state}, not the "
+                "champion; rollback acts on the champion, so give no version"
+            )
+        if champion is None:
+            raise IllegalTransition(
+                f"cannot rollback {name}: {name} has no champion to roll back; promote a version"
+            )
+        restored = model.replaced.get(champion)
+        if restored is None:
+            raise IllegalTransition(
+                f"cannot rollback {name}: champion v{champion} replaced no earlier champion, "
+                "so there is nothing to return to; promote another version instead"
+            )
+        return ev.new_event(
+            EventType.ROLLED_BACK,
+            name,
+            champion,
+            actor,
+            state=State.ARCHIVED,
+            previous_state=State.CHAMPION,
+            attributes={"restored_champion": str(restored)},
+            evidence={"reason": "manual rollback"} | dict(evidence or {}),
         )
+
+
+def _check_move(action: str, current: ModelVersion, target: str) -> None:
+    allowed = TRANSITIONS[current.state]
+    if target in allowed:
+        return
+    actions = {ACTION_FOR_STATE[s] for s in allowed}
+    moves = ", ".join(a for a in ACTIONS if a in actions) or "none"
+    if current.state == State.ARCHIVED:
+        moves += " (a rollback of the model can return its previous champion)"
+    already = "already " if current.state == target else ""
+    who = f"{current.name} v{current.version}"
+    raise IllegalTransition(
+        f"cannot {action} {who}: {who} is {already}{current.state}; "
+        f"allowed moves from {current.state}: {moves}"
+    )
+
+
+def _int_attr(value: str | None) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None

@@ -189,3 +189,54 @@ def test_constructors() -> None:
     assert first.attributes == {}
     assert reg.event_id != pro.event_id
     assert abs(pro.occurred_at - ev.now_ms()) < 60_000
+
+
+# -- from_canonical: reading back what the audit log stores ------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    evidence=evidence_st,
+    attributes=attributes_st,
+    version=st.none() | st.integers(1, 2**31 - 1),
+    state=st.none() | st.sampled_from(["champion", "archived"]),
+)
+def test_from_canonical_inverts_canonical_json(evidence, attributes, version, state) -> None:
+    event = make(evidence=evidence, attributes=attributes, version=version, state=state)
+    data = event.canonical_json()
+    again = LifecycleEvent.from_canonical(data)
+    assert again == event
+    assert again.canonical_json() == data
+    assert LifecycleEvent.from_canonical(data.decode("utf-8")) == event
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"event_id": "x"}', "missing \\['actor'"),
+        (make().canonical_json()[:-1] + b',"extra":1}', "unexpected \\['extra'\\]"),
+        (make().canonical_json().replace(b'"version":3', b'"version":"3"'), "version"),
+        (make().canonical_json().replace(b'{"n":[10,20],"p_value":0.01}', b"[]"), "evidence"),
+        (make().canonical_json().replace(b'"p_value":0.01', b'"p_value":NaN'), "NaN"),
+    ],
+)
+def test_from_canonical_refuses_what_is_not_a_canonical_event(data, fragment) -> None:
+    with pytest.raises(InvalidRecord, match=fragment):
+        LifecycleEvent.from_canonical(data)
+
+
+def test_event_types_cover_the_lifecycle() -> None:
+    assert [t.value for t in EventType] == [
+        "registered",
+        "validated",
+        "rejected",
+        "challenger_assigned",
+        "canary_started",
+        "promoted",
+        "archived",
+        "rolled_back",
+        "command_rejected",
+    ]
