@@ -23,16 +23,36 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftline.settings import TelemetrySettings, load_settings
 from driftline.telemetry import configure_telemetry
-from inference import train_logistic
+from inference import describe_onnx, train_logistic
+from lineage import ArtifactStore, ModelRegistry
+from schemas import default_codec
 from streams.embedded import TansuBroker, free_port, stop_child
+from streams.lifecycle import publish_lifecycle
 from streams.loadgen import produce_at_rate, synthetic_records
-from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from streams.stack import http_json
 from streams.topics import Topics
 from streams.worker import prepare_topics
 
 PARTITIONS = 2
+
+
+def register_and_promote(settings, bootstrap: str, path: Path, name: str) -> None:
+    data = path.read_bytes()
+    artifact = ArtifactStore(settings.data.artifacts).put_bytes(data)
+    registry, topic, codec = (
+        ModelRegistry(),
+        Topics(settings.kafka.topic_prefix).lifecycle,
+        default_codec(),
+    )
+    event = registry.plan_register(
+        name, describe_onnx(data).to_attributes(), artifact.digest, artifact.relpath, "bench"
+    )
+    registry.apply(event)
+    publish_lifecycle(settings, bootstrap, codec, topic, event)
+    publish_lifecycle(
+        settings, bootstrap, codec, topic, registry.plan_promote(name, event.version, "bench")
+    )
 
 
 def fill(settings, bootstrap: str, n: int) -> float:
@@ -155,9 +175,9 @@ def main() -> None:
 
         model_path = workdir / "model.onnx"
         model_path.write_bytes(train_logistic(n_features=16, n_samples=5_000, seed=1).onnx_bytes)
-        commands = ModelCommands.from_settings(settings)
-        event, _ = commands.register(model_path, "bench", actor="bench")
-        commands.promote("bench", event.version, actor="bench")
+        # The benchmark runs no registry agent: it records the model the way an
+        # operator replaying history would, straight onto the lifecycle topic.
+        register_and_promote(settings, broker.bootstrap, model_path, "bench")
 
         print(f"filling {topic} with {n:,} single records (16 features, traceparent headers)...")
         produce_rate = fill(settings, broker.bootstrap, n)

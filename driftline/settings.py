@@ -37,7 +37,7 @@ from driftline.errors import DriftlineError
 
 ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
-WORKER_ROLES = frozenset({"inference", "lineage"})
+WORKER_ROLES = frozenset({"inference", "lineage", "registry"})
 
 
 class ConfigError(DriftlineError):
@@ -176,12 +176,25 @@ class DataSettings(_Section):
         return self.dir / "clickhouse"
 
 
+class RegistrySettings(_Section):
+    """Who may change models: the roles file the registry agent enforces, and the CLI's key."""
+
+    roles_file: Path | None = Field(
+        None, description="TOML roles file; unset = <data dir>/roles.toml kept by `keys new`"
+    )
+    key_dir: Path | None = Field(None, description="private keys; unset = <data dir>/keys")
+    actor: str | None = Field(None, description="who the CLI signs as; unset = current user")
+    command_timeout_s: float = Field(30.0, gt=0, le=600)
+
+
 class WorkerSettings(_Section):
     batch_size: int = Field(1000, ge=1, le=100_000)
     batch_window_ms: int = Field(50, ge=1, le=60_000)
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535, description="0 picks a free port")
-    roles: str = Field("inference,lineage", description="comma-separated: inference, lineage")
+    roles: str = Field(
+        "inference,lineage,registry", description="comma-separated: inference, lineage, registry"
+    )
     ort_threads: int = Field(1, ge=1, le=256)
     fetch_max_wait_ms: int = Field(
         20, ge=1, le=10_000, description="longest a fetch waits at the broker for new records"
@@ -235,6 +248,20 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     data: DataSettings = DataSettings()
     worker: WorkerSettings = WorkerSettings()
+    registry: RegistrySettings = RegistrySettings()
+
+    @property
+    def roles_file(self) -> Path:
+        return self.registry.roles_file or self.data.dir / "roles.toml"
+
+    @property
+    def key_dir(self) -> Path:
+        return self.registry.key_dir or self.data.dir / "keys"
+
+    @property
+    def development_policy(self) -> bool:
+        """No roles file configured: `keys new` maintains one in the data dir."""
+        return self.registry.roles_file is None
 
     @classmethod
     def settings_customise_sources(

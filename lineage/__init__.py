@@ -5,6 +5,7 @@ Plain Python over dataclasses and clickhouse-connect; no Faust, no Kafka client.
 
 from lineage.artifacts import Artifact, ArtifactStore, sha256_hex
 from lineage.audit import AuditLogWriter, AuditProblem, AuditReport, chain_hash, verify
+from lineage.commands import LifecycleCommand, new_command
 from lineage.events import EventType, LifecycleEvent
 from lineage.exceptions import (
     ArtifactNotFound,
@@ -16,34 +17,70 @@ from lineage.exceptions import (
     UnknownModel,
     UnknownVersion,
 )
-from lineage.registry import ModelRegistry, ModelVersion, State
+from lineage.keys import (
+    KeyPair,
+    KeyRing,
+    generate_key,
+    key_id,
+    load_keypair,
+    load_private_key,
+    parse_public_key,
+    save_keypair,
+)
+from lineage.metadata import ArtifactMetadata, InputSchema
+from lineage.openlineage import lineage_events, to_json_lines
+from lineage.policy import Policy, write_example_roles
+from lineage.profile import ReferenceProfile
+from lineage.rbac import CommandAuthority
+from lineage.registry import ACTIONS as REGISTRY_ACTIONS
+from lineage.registry import HistoryEntry, ModelRegistry, ModelVersion, State
 from lineage.sinks import DeadLetterSink, PredictionSink
 from lineage.store import create_tables, open_client
 
 __all__ = [
+    "REGISTRY_ACTIONS",
     "Artifact",
+    "ArtifactMetadata",
     "ArtifactNotFound",
     "ArtifactStore",
     "AuditLogWriter",
     "AuditProblem",
     "AuditReport",
+    "CommandAuthority",
     "DeadLetterSink",
     "DigestMismatch",
     "EventType",
+    "HistoryEntry",
     "IllegalTransition",
+    "InputSchema",
     "InvalidRecord",
+    "KeyPair",
+    "KeyRing",
+    "LifecycleCommand",
     "LifecycleEvent",
     "LineageError",
     "ModelRegistry",
     "ModelVersion",
+    "Policy",
     "PredictionSink",
+    "ReferenceProfile",
     "State",
     "StoreError",
     "UnknownModel",
     "UnknownVersion",
     "chain_hash",
     "create_tables",
+    "generate_key",
+    "key_id",
+    "lineage_events",
+    "load_keypair",
+    "load_private_key",
+    "new_command",
     "open_client",
+    "parse_public_key",
+    "save_keypair",
     "sha256_hex",
+    "to_json_lines",
     "verify",
+    "write_example_roles",
 ]

@@ -14,65 +14,76 @@ With an encryption key, the artifact and its metadata are stored as
 plaintext, so it identifies the model whether or not the store encrypts. The
 GCM associated data binds each file to its digest and kind, so swapping
 encrypted files around fails decryption.
+
+The metadata record lives in :mod:`lineage.metadata`, the digest, signature and
+encryption helpers in :mod:`lineage.artifact_crypto`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
-from lineage.events import now_ms
+from lineage.artifact_crypto import (
+    KEY_ENV_VAR,
+    SEAL_OVERHEAD,
+    as_private_key,
+    as_public_key,
+    check_digest,
+    generate_encryption_key,
+    is_digest,
+    load_encryption_key,
+    new_cipher,
+    seal,
+    sha256_hex,
+    signing_message,
+    unseal,
+    verify_artifact_signature,
+)
 from lineage.exceptions import (
     ArtifactNotFound,
     DecryptionFailed,
     DigestMismatch,
     InvalidKey,
-    InvalidProfile,
     InvalidRecord,
     LineageError,
     MetadataConflict,
     RegionNotAllowed,
-    SignatureInvalid,
     SignatureMissing,
 )
-from lineage.profile import ReferenceProfile
+from lineage.metadata import ArtifactMetadata, InputSchema
 
-_DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+__all__ = [
+    "KEY_ENV_VAR",
+    "META_SUFFIX",
+    "SIG_SUFFIX",
+    "Artifact",
+    "ArtifactMetadata",
+    "ArtifactStore",
+    "InputSchema",
+    "as_private_key",
+    "as_public_key",
+    "generate_encryption_key",
+    "is_digest",
+    "load_encryption_key",
+    "sha256_hex",
+    "signing_message",
+]
+
 _SUFFIX_RE = re.compile(r"^(\.[A-Za-z0-9_-]+)*$")
 _CHUNK = 1 << 20
 META_SUFFIX = ".meta.json"
 SIG_SUFFIX = ".sig"
 _SIDECARS = (META_SUFFIX, SIG_SUFFIX)
-_NONCE = 12
-_TAG = 16
-KEY_ENV_VAR = "DRIFTLINE_ARTIFACT_KEY"
-# Domain separation: an artifact signature can never be replayed as the
-# signature of anything else signed with the same key (e.g. a command).
-_SIGNING_PREFIX = b"driftline.artifact.v1:"
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def is_digest(value: str) -> bool:
-    """True for a 64-character lowercase hex SHA-256 digest."""
-    return bool(_DIGEST_RE.match(value))
 
 
 @dataclass(frozen=True)
@@ -82,222 +93,6 @@ class Artifact:
     digest: str
     relpath: str
     size: int
-
-
-@dataclass(frozen=True)
-class InputSchema:
-    """The model's input: tensor name, shape (None or a name for dynamic dims), features."""
-
-    name: str
-    shape: tuple[int | str | None, ...]
-    feature_names: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise InvalidRecord(f"input name must be a non-empty string, got {self.name!r}")
-        shape = tuple(self.shape)
-        if not all(d is None or isinstance(d, str) or (type(d) is int and d >= 0) for d in shape):
-            raise InvalidRecord(f"input shape dims must be ints >= 0, names or None: {shape!r}")
-        names = self.feature_names
-        if names is not None:
-            names = tuple(names)
-            if not all(isinstance(n, str) for n in names):
-                raise InvalidRecord(f"feature names must be strings, got {names!r}")
-            if shape and type(shape[-1]) is int and shape[-1] != len(names):
-                raise InvalidRecord(
-                    f"input shape {shape!r} has {shape[-1]} features but {len(names)} feature "
-                    "names were given; pass one name per feature"
-                )
-        object.__setattr__(self, "shape", shape)
-        object.__setattr__(self, "feature_names", names)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ArtifactMetadata:
-    """What a model artifact was trained on and how it scored offline (JSON sidecar)."""
-
-    training_data_fingerprint: str
-    parameters: dict[str, Any]
-    offline_metrics: dict[str, float]
-    input_schema: InputSchema
-    reference_profile: dict[str, Any] | None = None
-    created_at: int = field(default_factory=now_ms)
-
-    def __post_init__(self) -> None:
-        fingerprint = self.training_data_fingerprint
-        if not isinstance(fingerprint, str) or not fingerprint:
-            raise InvalidRecord(f"training_data_fingerprint must be non-empty, got {fingerprint!r}")
-        if not isinstance(self.created_at, int) or isinstance(self.created_at, bool):
-            raise InvalidRecord(f"created_at must be int milliseconds, got {self.created_at!r}")
-        schema = self.input_schema
-        if isinstance(schema, Mapping):
-            try:
-                schema = InputSchema(**schema)
-            except TypeError as exc:
-                raise InvalidRecord(f"input_schema has the wrong fields: {exc}") from exc
-        if not isinstance(schema, InputSchema):
-            raise InvalidRecord(f"input_schema must be an InputSchema, got {schema!r}")
-        metrics = self.offline_metrics
-        if not isinstance(metrics, Mapping) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
-        ):
-            raise InvalidRecord(
-                f"offline_metrics must map names to numbers, got {metrics!r}; put other "
-                "values in parameters"
-            )
-        profile = self.reference_profile
-        if isinstance(profile, ReferenceProfile):
-            profile = profile.to_dict()
-        elif profile is not None:
-            try:
-                ReferenceProfile.from_dict(profile)  # refuse a profile nobody could load
-            except InvalidProfile as exc:
-                raise InvalidRecord(f"reference_profile is not loadable: {exc}") from exc
-        object.__setattr__(self, "input_schema", schema)
-        # Defensive deep copies that also prove the values are plain, finite JSON.
-        for name, value in (
-            ("parameters", self.parameters),
-            ("offline_metrics", metrics),
-            ("reference_profile", profile),
-        ):
-            try:
-                copy = json.loads(_canonical(value))
-            except (TypeError, ValueError) as exc:
-                raise InvalidRecord(
-                    f"artifact metadata {name} is not plain JSON ({exc}); use str/int/float/"
-                    "bool/None, lists and string-keyed dicts, and no NaN or infinity"
-                ) from exc
-            if name != "reference_profile" and not isinstance(copy, dict):
-                raise InvalidRecord(f"artifact metadata {name} must be a JSON object")
-            object.__setattr__(self, name, copy)
-
-    def profile(self) -> ReferenceProfile | None:
-        """The training reference profile, if one was recorded."""
-        if self.reference_profile is None:
-            return None
-        return ReferenceProfile.from_dict(self.reference_profile)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": 1,
-            "training_data_fingerprint": self.training_data_fingerprint,
-            "parameters": self.parameters,
-            "offline_metrics": self.offline_metrics,
-            "input_schema": {
-                "name": self.input_schema.name,
-                "shape": list(self.input_schema.shape),
-                "feature_names": (
-                    None
-                    if self.input_schema.feature_names is None
-                    else list(self.input_schema.feature_names)
-                ),
-            },
-            "reference_profile": self.reference_profile,
-            "created_at": self.created_at,
-        }
-
-    @classmethod
-    def from_dict(cls, body: Mapping[str, Any]) -> ArtifactMetadata:
-        if not isinstance(body, Mapping) or body.get("format") != 1:
-            raise InvalidRecord("artifact metadata is not a format-1 JSON object")
-        try:
-            return cls(**{k: v for k, v in body.items() if k != "format"})
-        except TypeError as exc:
-            raise InvalidRecord(f"artifact metadata has the wrong fields: {exc}") from exc
-
-    def canonical_json(self) -> bytes:
-        """Deterministic UTF-8 JSON: what the sidecar holds and :meth:`sha256` hashes."""
-        return _canonical(self.to_dict()).encode("utf-8")
-
-    def sha256(self) -> str:
-        """Digest to record (e.g. in the ``registered`` event) so the sidecar is tamper-evident."""
-        return sha256_hex(self.canonical_json())
-
-
-def signing_message(digest: str) -> bytes:
-    """The bytes an artifact signature covers: a fixed prefix and the hex digest."""
-    _check_digest(digest)
-    return _SIGNING_PREFIX + digest.encode("ascii")
-
-
-def as_private_key(key: Ed25519PrivateKey | bytes | str | Path) -> Ed25519PrivateKey:
-    """An Ed25519 private key from a key object, raw 32 bytes, base64 of them, PEM or a file.
-
-    Encrypted PEM files: load them with ``lineage.keys.load_private_key`` and pass the key.
-    """
-    if isinstance(key, Ed25519PrivateKey):
-        return key
-    data, source = _key_material(key)
-    try:
-        loaded = (
-            Ed25519PrivateKey.from_private_bytes(data)
-            if len(data) == 32
-            else load_pem_private_key(data, password=None)
-        )
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise InvalidKey(f"{source} is not an unencrypted PEM or raw Ed25519 private key") from exc
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise InvalidKey(f"{source} holds a {type(loaded).__name__}; an Ed25519 key is needed")
-    return loaded
-
-
-def as_public_key(key: Ed25519PublicKey | bytes | str | Path) -> Ed25519PublicKey:
-    """An Ed25519 public key from a key object, raw 32 bytes, base64 of them, PEM or a file."""
-    if isinstance(key, Ed25519PublicKey):
-        return key
-    data, source = _key_material(key)
-    try:
-        loaded = (
-            Ed25519PublicKey.from_public_bytes(data)
-            if len(data) == 32
-            else load_pem_public_key(data)
-        )
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise InvalidKey(f"{source} is not a PEM, base64 or raw Ed25519 public key") from exc
-    if not isinstance(loaded, Ed25519PublicKey):
-        raise InvalidKey(f"{source} holds a {type(loaded).__name__}; an Ed25519 key is needed")
-    return loaded
-
-
-def load_encryption_key(
-    path: Path | None = None, env_var: str = KEY_ENV_VAR, *, required: bool = True
-) -> bytes | None:
-    """The AES-256 key (base64 of 32 bytes) from ``path``, else from ``$env_var``.
-
-    Returns None only when ``required`` is False and neither is set. Error
-    messages name where the key came from, never the key itself.
-    """
-    if path is not None:
-        source = f"key file {path}"
-        try:
-            text = Path(path).read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidKey(f"cannot read artifact encryption {source}: {exc}") from exc
-    else:
-        source = f"${env_var}"
-        text = os.environ.get(env_var, "")
-        if not text.strip():
-            if not required:
-                return None
-            raise InvalidKey(
-                f"no artifact encryption key: set {source} to base64 of 32 random bytes "
-                "(see generate_encryption_key) or pass a key file"
-            )
-    try:
-        key = base64.b64decode(text.strip(), validate=True)
-    except binascii.Error as exc:
-        raise InvalidKey(f"artifact encryption key in {source} is not valid base64") from exc
-    if len(key) != 32:
-        raise InvalidKey(
-            f"artifact encryption key in {source} decodes to {len(key)} bytes; AES-256-GCM "
-            "needs exactly 32 (generate one with generate_encryption_key)"
-        )
-    return key
-
-
-def generate_encryption_key() -> str:
-    """A fresh random AES-256 key, base64-encoded (the form load_encryption_key reads)."""
-    return base64.b64encode(os.urandom(32)).decode("ascii")
 
 
 class ArtifactStore:
@@ -333,15 +128,7 @@ class ArtifactStore:
         self.allowed_regions = regions
         self.public_key = None if public_key is None else as_public_key(public_key)
         self.require_signature = require_signature
-        self._aead: AESGCM | None = None
-        if encryption_key is not None:
-            if not isinstance(encryption_key, bytes | bytearray) or len(encryption_key) != 32:
-                size = len(encryption_key) if isinstance(encryption_key, bytes | bytearray) else 0
-                raise InvalidKey(
-                    f"artifact encryption key must be 32 bytes (AES-256), got {size}; "
-                    "load it with load_encryption_key"
-                )
-            self._aead = AESGCM(bytes(encryption_key))
+        self._aead: AESGCM | None = None if encryption_key is None else new_cipher(encryption_key)
 
     @property
     def encrypted(self) -> bool:
@@ -349,7 +136,7 @@ class ArtifactStore:
 
     def relpath_for(self, digest: str, suffix: str = ".onnx") -> str:
         """Where the artifact with ``digest`` lives, relative to the root (POSIX form)."""
-        _check_digest(digest)
+        check_digest(digest)
         _check_suffix(suffix)
         return f"sha256/{digest[:2]}/{digest}{suffix}"
 
@@ -454,7 +241,7 @@ class ArtifactStore:
         path = self.locate(digest_or_relpath)
         if expected_digest is None:
             expected_digest = path.name[:64]
-        _check_digest(expected_digest)
+        check_digest(expected_digest)
         if public_key is not None or self.public_key is not None or self.require_signature:
             self.verify_signature(expected_digest, public_key)
         return self._read_checked(path, expected_digest)
@@ -487,7 +274,7 @@ class ArtifactStore:
         self, digest: str, private_key: Ed25519PrivateKey | bytes | str | Path
     ) -> bytes:
         """Sign a stored, intact artifact's digest; the signature is kept as ``<digest>.sig``."""
-        _check_digest(digest)
+        check_digest(digest)
         self._check_region("store an artifact signature")
         key = as_private_key(private_key)
         self._read_checked(self.locate(digest), digest)  # vouch only for bytes that are there
@@ -503,11 +290,11 @@ class ArtifactStore:
         public_key: Ed25519PublicKey | bytes | str | Path | None = None,
     ) -> None:
         """Store a signature made elsewhere (e.g. by CI), checked first if a key is given."""
-        _check_digest(digest)
+        check_digest(digest)
         self._check_region("store an artifact signature")
         self.locate(digest)
         if public_key is not None:
-            _verify(digest, signature, as_public_key(public_key))
+            verify_artifact_signature(digest, signature, as_public_key(public_key))
         self._atomic_write(self._sidecar(digest, SIG_SUFFIX), [bytes(signature)])
 
     def verify_signature(
@@ -530,10 +317,10 @@ class ArtifactStore:
             ) from exc
         except OSError as exc:
             raise LineageError(f"cannot read signature {path}: {exc}") from exc
-        _verify(digest, signature, key)
+        verify_artifact_signature(digest, signature, key)
 
     def _sidecar(self, digest: str, suffix: str) -> Path:
-        _check_digest(digest)
+        check_digest(digest)
         return self.root / "sha256" / digest[:2] / f"{digest}{suffix}"
 
     def _put_metadata(self, digest: str, metadata: ArtifactMetadata) -> None:
@@ -581,25 +368,10 @@ class ArtifactStore:
             )
 
     def _seal(self, data: bytes, digest: str, kind: str) -> bytes:
-        if self._aead is None:
-            return data
-        nonce = os.urandom(_NONCE)
-        return nonce + self._aead.encrypt(nonce, data, f"driftline:{kind}:{digest}".encode())
+        return data if self._aead is None else seal(self._aead, data, digest, kind)
 
     def _unseal(self, blob: bytes, digest: str, kind: str, path: Path) -> bytes:
-        if self._aead is None:
-            return blob
-        try:
-            if len(blob) < _NONCE + _TAG:
-                raise InvalidTag
-            aad = f"driftline:{kind}:{digest}".encode()
-            return self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], aad)
-        except InvalidTag as exc:
-            raise DecryptionFailed(
-                f"cannot decrypt {kind} {path} (sha256 {digest}): wrong encryption key, the "
-                "file was stored unencrypted, or it was altered; check the store's key or "
-                "restore the file from a trusted copy"
-            ) from exc
+        return blob if self._aead is None else unseal(self._aead, blob, digest, kind, path)
 
     def _intact(self, target: Path, digest: str, size: int) -> bool:
         # An existing file is reused only if it still holds the right bytes;
@@ -607,7 +379,7 @@ class ArtifactStore:
         try:
             if self._aead is not None:
                 blob = target.read_bytes()
-                if len(blob) != size + _NONCE + _TAG:
+                if len(blob) != size + SEAL_OVERHEAD:
                     return False
                 return sha256_hex(self._unseal(blob, digest, "artifact", target)) == digest
             if target.stat().st_size != size:
@@ -640,54 +412,6 @@ class ArtifactStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-
-
-def _verify(digest: str, signature: bytes, key: Ed25519PublicKey) -> None:
-    try:
-        key.verify(bytes(signature), signing_message(digest))
-    except InvalidSignature as exc:
-        raise SignatureInvalid(
-            f"signature of artifact sha256 {digest} does not verify with the trusted public "
-            "key; refusing to load it. Re-sign it with the right key or restore the .sig file"
-        ) from exc
-
-
-def _key_material(key: bytes | str | Path) -> tuple[bytes, str]:
-    # Returns PEM bytes or the raw 32 key bytes. A str is PEM or base64 text if it
-    # looks like one, else a path; files may hold PEM, raw bytes or one base64 line.
-    if isinstance(key, bytes | bytearray):
-        data, source = bytes(key), "the given key bytes"
-    elif isinstance(key, str) and (key.lstrip().startswith("-----BEGIN") or _b64_key(key)):
-        data, source = key.encode("ascii"), "the given key text"
-    elif isinstance(key, str | Path):
-        try:
-            data, source = Path(key).read_bytes(), f"key file {key}"
-        except OSError as exc:
-            raise InvalidKey(f"cannot read key file {key}: {exc}") from exc
-    else:
-        raise InvalidKey(f"expected an Ed25519 key, bytes, PEM text or a path, got {type(key)}")
-    if len(data) != 32 and not data.lstrip().startswith(b"-----BEGIN"):
-        data = _b64_key(data) or data
-    return data, source
-
-
-def _b64_key(text: str | bytes) -> bytes | None:
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) == 32 else None
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _check_digest(digest: str) -> None:
-    if not isinstance(digest, str) or not is_digest(digest):
-        raise LineageError(
-            f"{digest!r} is not a SHA-256 digest; expected 64 lowercase hex characters"
-        )
 
 
 def _check_suffix(suffix: str) -> None:

@@ -128,8 +128,8 @@ def parse_public_key(text: str | bytes, source: str = "public key") -> Ed25519Pu
             raise InvalidKey(f"{source} is not a readable PEM public key: {exc}") from exc
         if not isinstance(key, Ed25519PublicKey):
             raise InvalidKey(
-                f"{source} is a {type(key).__name__}; driftline signs commands with Ed25519: "
-                "make a key pair with lineage.keys.generate_key()"
+                f"{source} is a {type(key).__name__}; driftline signs commands and artifacts "
+                "with Ed25519: make a key pair with lineage.keys.generate_key()"
             )
         return key
     try:
@@ -340,7 +340,7 @@ class KeyRing(Mapping[str, KeyEntry]):
 
     @classmethod
     def from_roles_file(cls, path: Path) -> KeyRing:
-        """The keys of every actor in a roles file (see :mod:`lineage.rbac`)."""
+        """The keys of every actor in a roles file (see :mod:`lineage.policy`)."""
         path = Path(path)
         data = read_toml(path)
         actors = data.get("actors")

@@ -7,21 +7,13 @@ registry, its history and its aliases. Commands do not mutate it directly;
 returns the event to publish, and the registry changes only when that event
 comes back through :meth:`ModelRegistry.apply`.
 
-The state machine (:data:`TRANSITIONS`, the one table both the planner and the
-projection read)::
-
-    registered -> validated | rejected | champion (an unvalidated promotion)
-    validated  -> challenger | canary | champion
-    challenger -> canary | champion | archived
-    canary     -> champion | archived
-    champion   -> archived
-    rejected, archived: terminal
-
-``registered -> champion`` stays legal so a model can be served before any
-validation exists (the walking skeleton's demo does exactly that); the history
-still shows the version went straight from ``registered`` to ``champion``, and
-later gates can refuse it. The one way out of ``archived`` is a rollback, which
-returns the champion that the current one replaced.
+The state machine (states, legal moves, aliases) lives in :mod:`lineage.lifecycle`;
+its :data:`~lineage.lifecycle.TRANSITIONS` is the one table both the planner and
+the projection read. ``registered -> champion`` stays legal so a model can be
+served before any validation exists (the walking skeleton's demo does exactly
+that); the history still shows the version went straight from ``registered`` to
+``champion``, and later gates can refuse it. The one way out of ``archived`` is a
+rollback, which returns the champion that the current one replaced.
 
 ``champion``, ``challenger`` and ``canary`` are also aliases: per-model
 pointers to one version each. A version holds an alias exactly while it is in
@@ -43,12 +35,9 @@ through.
 from __future__ import annotations
 
 import bisect
-import json
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 from lineage import events as ev
@@ -60,164 +49,39 @@ from lineage.exceptions import (
     UnknownVersion,
 )
 
-logger = logging.getLogger(__name__)
-
-
-class State(StrEnum):
-    REGISTERED = "registered"
-    VALIDATED = "validated"
-    REJECTED = "rejected"
-    CHALLENGER = "challenger"
-    CANARY = "canary"
-    CHAMPION = "champion"
-    ARCHIVED = "archived"
-
-
-# Current state -> states a command may move a version to (see the module docstring).
-TRANSITIONS: dict[str, frozenset[str]] = {
-    State.REGISTERED: frozenset({State.VALIDATED, State.REJECTED, State.CHAMPION}),
-    State.VALIDATED: frozenset({State.CHALLENGER, State.CANARY, State.CHAMPION}),
-    State.CHALLENGER: frozenset({State.CANARY, State.CHAMPION, State.ARCHIVED}),
-    State.CANARY: frozenset({State.CHAMPION, State.ARCHIVED}),
-    State.CHAMPION: frozenset({State.ARCHIVED}),
-    State.REJECTED: frozenset(),
-    State.ARCHIVED: frozenset(),
-}
-
-# Command actions, in the order error messages list them.
-ACTIONS: tuple[str, ...] = (
-    "validate",
-    "reject",
-    "challenger",
-    "canary",
-    "promote",
-    "archive",
-    "rollback",
+# The state machine and the version record live in their own modules; they are
+# re-exported here so ``from lineage.registry import State`` (etc.) keeps working.
+from lineage.lifecycle import (
+    ACTION_FOR_STATE,
+    ACTIONS,
+    ALIASES,
+    EVENT_STATE,
+    MOVES,
+    TRANSITIONS,
+    HistoryEntry,
+    State,
+    check_move,
 )
+from lineage.versions import MODEL_NAME, ModelVersion, check_model_name, version_from_event
 
-# Action that moves one version -> (event type it publishes, state it moves to).
-# "rollback" is model-wide and handled on its own.
-MOVES: dict[str, tuple[str, str]] = {
-    "validate": (EventType.VALIDATED, State.VALIDATED),
-    "reject": (EventType.REJECTED, State.REJECTED),
-    "challenger": (EventType.CHALLENGER_ASSIGNED, State.CHALLENGER),
-    "canary": (EventType.CANARY_STARTED, State.CANARY),
-    "promote": (EventType.PROMOTED, State.CHAMPION),
-    "archive": (EventType.ARCHIVED, State.ARCHIVED),
-}
+__all__ = [
+    "ACTIONS",
+    "ACTION_FOR_STATE",
+    "ALIASES",
+    "EVENT_STATE",
+    "MODEL_NAME",
+    "MOVES",
+    "TRANSITIONS",
+    "HistoryEntry",
+    "ModelRegistry",
+    "ModelVersion",
+    "State",
+    "check_model_name",
+    "check_move",
+    "version_from_event",
+]
 
-# Event type -> the state its version is in afterwards.
-EVENT_STATE: dict[str, str] = {etype: state for etype, state in MOVES.values()}
-ACTION_FOR_STATE: dict[str, str] = {state: action for action, (_, state) in MOVES.items()}
-
-# Movable pointers; each is named after the state its holder is in.
-ALIASES: tuple[str, ...] = (State.CHAMPION, State.CHALLENGER, State.CANARY)
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registered version of a model, as the lifecycle events describe it."""
-
-    name: str
-    version: int
-    digest: str
-    artifact: str
-    input_name: str
-    input_shape: tuple[int | str | None, ...]
-    feature_names: tuple[str, ...] | None
-    metadata_props: dict[str, str]
-    state: str
-    registered_by: str
-    registered_at: int
-
-
-def version_from_event(event: LifecycleEvent) -> ModelVersion:
-    """Parse a ``registered`` event's attributes into a :class:`ModelVersion`."""
-    attrs = event.attributes
-    where = f"registered event {event.event_id!r} for {event.model!r} v{event.version}"
-    if event.version is None or event.version < 1:
-        raise InvalidRecord(f"{where}: version must be an int >= 1")
-    missing = [k for k in ("digest", "artifact", "input_name", "input_shape") if not attrs.get(k)]
-    if missing:
-        raise InvalidRecord(f"{where}: attributes lack {missing}; present: {sorted(attrs)}")
-    shape = _json_attr(attrs, "input_shape", where)
-    if not isinstance(shape, list) or not all(
-        d is None or isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool))
-        for d in shape
-    ):
-        raise InvalidRecord(
-            f"{where}: input_shape must be a JSON list of ints/null, got {attrs['input_shape']!r}"
-        )
-    names = _json_attr(attrs, "feature_names", where) if "feature_names" in attrs else None
-    if names is not None and (
-        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
-    ):
-        raise InvalidRecord(
-            f"{where}: feature_names must be a JSON list of strings or absent, "
-            f"got {attrs['feature_names']!r}"
-        )
-    props = _json_attr(attrs, "metadata_props", where) if "metadata_props" in attrs else {}
-    if not isinstance(props, dict) or not all(isinstance(v, str) for v in props.values()):
-        raise InvalidRecord(
-            f"{where}: metadata_props must be a JSON object of strings, "
-            f"got {attrs['metadata_props']!r}"
-        )
-    return ModelVersion(
-        name=event.model,
-        version=event.version,
-        digest=attrs["digest"],
-        artifact=attrs["artifact"],
-        input_name=attrs["input_name"],
-        input_shape=tuple(shape),
-        feature_names=None if names is None else tuple(names),
-        metadata_props=props,
-        state=str(State.REGISTERED),
-        registered_by=event.actor,
-        registered_at=event.occurred_at,
-    )
-
-
-def _json_attr(attrs: Mapping[str, str], key: str, where: str) -> Any:
-    try:
-        return json.loads(attrs[key])
-    except json.JSONDecodeError as exc:
-        raise InvalidRecord(f"{where}: attribute {key} is not JSON: {attrs[key]!r}") from exc
-
-
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def check_model_name(name: str) -> str:
-    """Model names end up in topic keys, SQL filters and paths: keep them plain."""
-    if not MODEL_NAME.match(name):
-        raise InvalidRecord(
-            f"model name {name!r} is not valid: use 1-128 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One event as the registry applied it: who moved which version from where to where.
-
-    ``aliases`` is every alias after the event (alias -> version); ``also_moved``
-    lists other versions the event moved as ``(version, from_state, to_state)``
-    (the champion a promotion archived, the champion a rollback restored).
-    Events that move nothing (``command_rejected``, types this code does not
-    know) are recorded with ``from_state == to_state``.
-    """
-
-    event_id: str
-    occurred_at: int
-    event_type: str
-    version: int | None
-    actor: str
-    from_state: str | None
-    to_state: str | None
-    aliases: dict[str, int]
-    evidence: dict[str, Any]
-    also_moved: tuple[tuple[int, str, str], ...] = ()
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -529,7 +393,7 @@ class ModelRegistry:
             )
         current = self.get(name, version)
         event_type, target = MOVES[action]
-        _check_move(action, current, target)
+        check_move(action, current, target)
         attributes = {}
         holder = self.by_alias(name, target)
         if holder is not None:
@@ -576,22 +440,6 @@ class ModelRegistry:
             attributes={"restored_champion": str(restored)},
             evidence={"reason": "manual rollback"} | dict(evidence or {}),
         )
-
-
-def _check_move(action: str, current: ModelVersion, target: str) -> None:
-    allowed = TRANSITIONS[current.state]
-    if target in allowed:
-        return
-    actions = {ACTION_FOR_STATE[s] for s in allowed}
-    moves = ", ".join(a for a in ACTIONS if a in actions) or "none"
-    if current.state == State.ARCHIVED:
-        moves += " (a rollback of the model can return its previous champion)"
-    already = "already " if current.state == target else ""
-    who = f"{current.name} v{current.version}"
-    raise IllegalTransition(
-        f"cannot {action} {who}: {who} is {already}{current.state}; "
-        f"allowed moves from {current.state}: {moves}"
-    )
 
 
 def _int_attr(value: str | None) -> int | None:

@@ -47,12 +47,27 @@ def create_app(
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(name, key_serializer="raw", value_serializer="raw")
 
-    if runtime.scoring is not None:
-        scoring, follower, delivery = runtime.scoring, runtime.follower, runtime.delivery
+    follower, delivery = runtime.follower, runtime.delivery
+    if follower is not None:
 
         @app.task
         async def follow_lifecycle() -> None:
             await follower.run()
+
+    if runtime.registry is not None:
+        registry_agent = runtime.registry
+
+        @app.agent(raw_topic(runtime.topics.name("commands")), name="decide-commands")
+        async def decide_commands(stream: faust.StreamT) -> None:
+            await follower.caught_up.wait()  # decide against the whole history
+            async for events in stream.noack_take(100, within):
+                batch = registry_agent.process([event.message for event in events])
+                await delivery.wait(batch)
+                for event in events:
+                    await stream.ack(event)
+
+    if runtime.scoring is not None:
+        scoring = runtime.scoring
 
         @app.agent(raw_topic(runtime.topics.features), name="score-features")
         async def score_features(stream: faust.StreamT) -> None:

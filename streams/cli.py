@@ -190,7 +190,105 @@ def model_promote(name: str, version: int, actor: str) -> None:
     from streams.models import ModelCommands
 
     ModelCommands.from_settings(_settings()).promote(name, version, actor)
-    console.print(f"promoted {name} v{version} to champion")
+    console.print(f"promoted {name} v{version} to champion (approved by {actor})")
+
+
+def _model_action(action: str, help_text: str, *, needs_version: bool = True):
+    @model.command(action, help=help_text)
+    @click.argument("name")
+    @click.option(
+        "--version", "version", type=click.IntRange(min=1), required=needs_version, default=None
+    )
+    @click.option("--reason", default=None, help="recorded as evidence")
+    @click.option("--actor", default=getpass.getuser, show_default="current user")
+    def command(name: str, version: int | None, reason: str | None, actor: str) -> None:
+        from streams.models import ModelCommands
+
+        arguments = {"reason": reason} if reason else None
+        event = ModelCommands.from_settings(_settings()).send(
+            action, name, version, actor, arguments
+        )
+        console.print(
+            f"{event.type}: {name} v{event.version} ({event.previous_state} -> {event.state})"
+        )
+
+
+for _action, _help in [
+    ("validate", "Mark a registered version validated."),
+    ("reject", "Reject a registered version."),
+    ("challenger", "Make a version the challenger."),
+    ("canary", "Make a version the canary."),
+    ("archive", "Archive a version."),
+]:
+    _model_action(_action, _help)
+_model_action("rollback", "Bring back the previous champion.", needs_version=False)
+
+
+@model.command("history")
+@click.argument("name")
+def model_history(name: str) -> None:
+    """Every lifecycle event of a model, with state changes and aliases after each."""
+    from streams.models import ModelCommands
+
+    registry = ModelCommands.from_settings(_settings()).registry()
+    rows = [
+        [
+            _when(h.occurred_at),
+            h.event_type,
+            h.version,
+            h.actor,
+            f"{h.from_state} -> {h.to_state}",
+            _aliases(h.aliases),
+        ]
+        for h in registry.history(name)
+    ]
+    _print_table(["time (UTC)", "event", "version", "actor", "state", "aliases after"], rows)
+
+
+@model.command("at")
+@click.argument("name")
+@click.option(
+    "--time",
+    "when",
+    required=True,
+    help="ISO 8601 (e.g. 2026-11-22T21:53:50Z) or epoch milliseconds",
+)
+def model_at(name: str, when: str) -> None:
+    """Which version held each alias at a point in time."""
+    from streams.models import ModelCommands
+
+    time_ms = _parse_time(when)
+    registry = ModelCommands.from_settings(_settings()).registry()
+    aliases = registry.aliases_at(name, time_ms)
+    _print_table(
+        ["alias", "version"],
+        [[alias, v] for alias, v in sorted(aliases.items())],
+        title=f"{name} at {_when(time_ms)}",
+    )
+
+
+def _parse_time(text: str) -> int:
+    import datetime as dt
+
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is neither ISO 8601 nor epoch ms") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def _when(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _aliases(aliases: dict) -> str:
+    return ", ".join(f"{alias}=v{v}" for alias, v in sorted(aliases.items())) or "-"
 
 
 @model.command("list")
@@ -205,6 +303,30 @@ def model_list() -> None:
         for v in registry.versions(name)
     ]
     _print_table(["model", "version", "state", "digest", "registered by", "input shape"], rows)
+
+
+@main.group()
+def keys() -> None:
+    """Ed25519 keys that sign lifecycle commands."""
+
+
+@keys.command("new")
+@click.option("--actor", default=getpass.getuser, show_default="current user")
+@click.option(
+    "--roles",
+    default="data-scientist,approver",
+    show_default=True,
+    help="comma-separated: data-scientist, approver, ci, policy",
+)
+def keys_new(actor: str, roles: str) -> None:
+    """Create a key pair for an actor (and, in development, grant the roles)."""
+    from lineage.keys import key_id
+    from streams.identity import create_actor
+
+    settings = _settings()
+    keypair, policy = create_actor(settings, actor, [r for r in roles.split(",") if r])
+    console.print(f"key {key_id(keypair.public_key)} for {actor} in {settings.key_dir}")
+    console.print(policy)
 
 
 @main.command()

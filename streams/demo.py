@@ -19,6 +19,7 @@ from rich.table import Table
 from driftline.settings import DataSettings, Settings
 from inference import train_logistic
 from streams.audit_cli import audit_trail_query
+from streams.identity import create_actor
 from streams.kafka import make_producer
 from streams.loadgen import produce_at_rate, synthetic_records
 from streams.models import ModelCommands
@@ -43,6 +44,12 @@ def run_demo(settings: Settings, console: Console, *, records: int, rate: float)
     stack.start()
     try:
         step(f"stack up: broker {stack.info.bootstrap}, worker {stack.worker_url}/driftline/")
+        create_actor(settings, "demo-trainer", ["data-scientist"])
+        create_actor(settings, "demo-approver", ["approver"])
+        step(
+            "keys for demo-trainer (data-scientist) and demo-approver (approver); "
+            "every change below is a signed command checked against the roles file"
+        )
         commands = ModelCommands.from_settings(settings)
         v1 = _train_and_register(commands, settings.data.dir, seed=1, step=step)
         commands.promote(MODEL, v1, "demo-approver")

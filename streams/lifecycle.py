@@ -103,3 +103,41 @@ def load_registry(
     finally:
         consumer.close()
     return registry
+
+
+class LifecycleWatcher:
+    """Waits for the lifecycle event that answers a command (matched by command_id).
+
+    Positioned at the topic's end *before* the command is sent, so the answer
+    cannot be missed; an under-reported end offset only means re-reading a few.
+    """
+
+    def __init__(self, settings: Settings, bootstrap: str, topic: str) -> None:
+        self._consumer = Consumer(
+            settings.kafka.librdkafka_config(bootstrap)
+            | {"group.id": "driftline-cli", "enable.auto.commit": False}
+        )
+        self._topic = topic
+        partitions = []
+        for p in range(settings.kafka.partitions):
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            partitions.append(TopicPartition(topic, p, max(high, 0)))
+        self._consumer.assign(partitions)
+
+    def wait_for(self, codec: SchemaCodec, command_id: str, timeout_s: float) -> LifecycleEvent:
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                for message in self._consumer.consume(100, timeout=0.2):
+                    if message.error():
+                        continue
+                    record = codec.decode_as("LifecycleEvent", message.value())
+                    event = LifecycleEvent.from_avro(record)
+                    if event.evidence.get("command_id") == command_id:
+                        return event
+        finally:
+            self._consumer.close()
+        raise StreamsError(
+            f"no answer to command {command_id} in {timeout_s:.0f}s: is a worker with the "
+            "registry role running (`driftline up`, or DRIFTLINE_WORKER_ROLES includes registry)?"
+        )

@@ -1,17 +1,26 @@
-"""`driftline model ...`: register and promote, as lifecycle events over Kafka."""
+"""`driftline model ...`: signed lifecycle commands, answered by the registry agent."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from driftline.settings import Settings
 from inference import describe_onnx
 from lineage import ArtifactStore, LifecycleEvent, ModelRegistry, ModelVersion
+from lineage.commands import new_command
+from lineage.keys import load_private_key
 from streams.codecs import codec_for
-from streams.lifecycle import load_registry, publish_lifecycle
+from streams.exceptions import StreamsError
+from streams.kafka import make_producer
+from streams.lifecycle import LifecycleWatcher, load_registry
 from streams.stackfile import resolve_bootstrap
 from streams.topics import Topics
+
+
+class CommandRejected(StreamsError):
+    """The registry agent refused a command; the refusal is in the audit log too."""
 
 
 @dataclass(frozen=True)
@@ -24,33 +33,70 @@ class ModelCommands:
         return cls(settings, resolve_bootstrap(settings))
 
     @property
-    def _topic(self) -> str:
-        return Topics(self.settings.kafka.topic_prefix).lifecycle
+    def _topics(self) -> Topics:
+        return Topics(self.settings.kafka.topic_prefix)
 
     def registry(self) -> ModelRegistry:
-        return load_registry(self.settings, self.bootstrap, codec_for(self.settings), self._topic)
-
-    def _publish(self, event: LifecycleEvent) -> None:
-        publish_lifecycle(
-            self.settings, self.bootstrap, codec_for(self.settings), self._topic, event
+        return load_registry(
+            self.settings, self.bootstrap, codec_for(self.settings), self._topics.lifecycle
         )
+
+    def send(
+        self,
+        action: str,
+        name: str,
+        version: int | None,
+        actor: str,
+        arguments: dict[str, str] | None = None,
+    ) -> LifecycleEvent:
+        """Sign a command as `actor`, publish it, and return the event that answers it."""
+        key_path = self.settings.key_dir / f"{actor}.key"
+        if not key_path.exists():
+            raise StreamsError(
+                f"no private key for actor {actor!r} at {key_path}: create one "
+                f"with `driftline keys new --actor {actor}`"
+            )
+        command = new_command(action, name, version, actor, arguments).signed(
+            load_private_key(key_path)
+        )
+        codec = codec_for(self.settings)
+        watcher = LifecycleWatcher(self.settings, self.bootstrap, self._topics.lifecycle)
+        producer = make_producer(self.settings, self.bootstrap)
+        producer.produce(
+            self._topics.name("commands"),
+            codec.encode("LifecycleCommand", command.to_avro()),
+            key=name.encode(),
+        )
+        if producer.flush(30):
+            raise StreamsError(
+                f"command {command.command_id} was not acknowledged by {self.bootstrap}"
+            )
+        event = watcher.wait_for(
+            codec, command.command_id, self.settings.registry.command_timeout_s
+        )
+        if event.type == "command_rejected":
+            raise CommandRejected(
+                f"{action} {name}{f' v{version}' if version else ''} refused "
+                f"({event.evidence.get('check')}): {event.evidence.get('reason')}"
+            )
+        return event
 
     def register(
         self, path: Path, name: str, actor: str
     ) -> tuple[ModelVersion | LifecycleEvent, bool]:
-        """Store the artifact and publish `registered`; returns (result, created)."""
+        """Store the artifact, then ask the registry to record it; returns (result, created)."""
         data = path.read_bytes()
         description = describe_onnx(data)
         artifact = ArtifactStore(self.settings.data.artifacts).put_bytes(data)
-        planned = self.registry().plan_register(
-            name, description.to_attributes(), artifact.digest, artifact.relpath, actor
-        )
-        if isinstance(planned, LifecycleEvent):
-            self._publish(planned)
-            return planned, True
-        return planned, False
+        existing = self.registry().find_by_digest(name, artifact.digest)
+        if existing is not None:
+            return existing, False
+        arguments = {
+            "digest": artifact.digest,
+            "artifact": artifact.relpath,
+            "attributes": json.dumps(description.to_attributes(), sort_keys=True),
+        }
+        return self.send("register", name, None, actor, arguments), True
 
     def promote(self, name: str, version: int, actor: str) -> LifecycleEvent:
-        event = self.registry().plan_promote(name, version, actor)
-        self._publish(event)
-        return event
+        return self.send("promote", name, version, actor)

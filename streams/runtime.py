@@ -30,6 +30,7 @@ from streams.exceptions import StreamsError
 from streams.follower import LifecycleFollower
 from streams.kafka import make_producer
 from streams.persist import LineageWriter, StoreRunner
+from streams.registry_agent import PolicySource, RegistryAgent
 from streams.scoring import ScoringPipeline
 from streams.stats import WorkerStats
 from streams.topics import Topics
@@ -59,6 +60,7 @@ class WorkerRuntime:
     stats: WorkerStats
     follower: LifecycleFollower | None = None
     scoring: ScoringPipeline | None = None
+    registry: RegistryAgent | None = None
     lineage: LineageWriter | None = None
     store: StoreRunner | None = None
     store_client: object | None = None
@@ -75,7 +77,7 @@ class WorkerRuntime:
         )
         runtime = cls(settings, bootstrap, topics, codec, producer, delivery, stats)
         roles = settings.worker.role_set
-        if "inference" in roles:
+        if roles & {"inference", "registry"}:
             router = Router()
             runtime.follower = LifecycleFollower(
                 bootstrap=bootstrap,
@@ -88,6 +90,16 @@ class WorkerRuntime:
                 stats=stats,
                 ort_threads=settings.worker.ort_threads,
             )
+        if "registry" in roles:
+            runtime.registry = RegistryAgent(
+                codec=codec,
+                registry=runtime.follower.registry,
+                policy=PolicySource(settings.roles_file),
+                delivery=delivery,
+                dead_letters=dead,
+                lifecycle_topic=topics.lifecycle,
+            )
+        if "inference" in roles:
             runtime.scoring = ScoringPipeline(
                 codec=codec,
                 router=router,

@@ -19,6 +19,7 @@ import pytest
 
 from driftline.settings import Settings, load_settings
 from streams.embedded import TansuBroker, free_port, stop_child
+from streams.identity import create_actor
 from streams.stack import http_json
 from streams.worker import prepare_topics
 
@@ -64,7 +65,11 @@ def stack_env(broker: TansuBroker, tmp_path: Path) -> StackEnv:
         "DRIFTLINE_WORKER_SESSION_TIMEOUT_S": "6",
     }
     stack = StackEnv(env=env, data_dir=tmp_path / "data", bootstrap=broker.bootstrap)
-    prepare_topics(stack.settings(), broker.bootstrap)
+    settings = stack.settings()
+    prepare_topics(settings, broker.bootstrap)
+    # Two people, so promotions pass the four-eyes rule: alice registers, bob approves.
+    create_actor(settings, "alice", ["data-scientist"])
+    create_actor(settings, "bob", ["approver"])
     return stack
 
 

@@ -1,0 +1,144 @@
+"""The registry agent's work: signed commands in, lifecycle events out.
+
+Every command ends as the lifecycle event it asked for or as a
+``command_rejected`` event naming the failed check: refused commands are audited
+like everything else, never dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from lineage import LifecycleEvent, LineageError, ModelRegistry, ModelVersion
+from lineage.commands import LifecycleCommand
+from lineage.rbac import CommandAuthority, Policy, approval_evidence, rejected
+from schemas import DecodeError, SchemaCodec
+from streams.deadletter import DeadLetterPublisher, InboundMessage
+from streams.delivery import BatchDelivery, DeliveryTracker
+from streams.lifecycle import cloudevent_headers
+
+log = logging.getLogger(__name__)
+
+
+class PolicySource:
+    """The roles file, re-read when it changes, so new actors need no restart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._loaded: tuple[float, Policy] | None = None
+
+    def current(self) -> Policy | None:
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        if self._loaded is None or self._loaded[0] != mtime:
+            self._loaded = (mtime, Policy.load(self.path))
+            log.info("loaded roles file %s", self.path)
+        return self._loaded[1]
+
+
+class RegistryAgent:
+    def __init__(
+        self,
+        *,
+        codec: SchemaCodec,
+        registry: ModelRegistry,
+        policy: PolicySource,
+        delivery: DeliveryTracker,
+        dead_letters: DeadLetterPublisher,
+        lifecycle_topic: str,
+    ) -> None:
+        self._codec = codec
+        self._registry = registry
+        self._policy = policy
+        self._delivery = delivery
+        self._dead = dead_letters
+        self._topic = lifecycle_topic
+
+    def process(self, messages: Sequence[InboundMessage]) -> BatchDelivery:
+        batch = self._delivery.batch()
+        for message in messages:
+            try:
+                record = self._codec.decode_as("LifecycleCommand", message.value)
+                command = LifecycleCommand.from_avro(record)
+            except (DecodeError, LineageError) as exc:
+                self._dead.publish(
+                    message, getattr(exc, "reason", "invalid_command"), str(exc), batch
+                )
+                continue
+            event = self.decide(command)
+            # Applied now, so the next command in this batch sees the new state.
+            self._registry.apply(event)
+            log.info(
+                "command %s %s %s v%s by %s -> %s",
+                command.command_id,
+                command.action,
+                command.model,
+                command.version,
+                command.actor,
+                event.type,
+            )
+            self._delivery.produce(
+                batch,
+                self._topic,
+                self._codec.encode("LifecycleEvent", event.to_avro()),
+                key=event.model.encode(),
+                headers=cloudevent_headers(event, "driftline/registry"),
+            )
+        return batch
+
+    def decide(self, command: LifecycleCommand) -> LifecycleEvent:
+        try:
+            policy = self._policy.current()
+        except LineageError as exc:
+            return rejected(command, "policy", f"the roles file cannot be used: {exc}")
+        if policy is None:
+            return rejected(
+                command,
+                "policy",
+                f"no roles file at {self._policy.path}: create actors with "
+                "`driftline keys new` or set DRIFTLINE_REGISTRY_ROLES_FILE",
+            )
+        authority = CommandAuthority(policy)
+        if command.action != "register":
+            return authority.decide(command, self._registry)
+        refusal = authority.authorize(command, self._registry)
+        return refusal if refusal is not None else self._register(command)
+
+    def _register(self, command: LifecycleCommand) -> LifecycleEvent:
+        """Registration carries the artifact's digest, path and description as arguments."""
+        arguments = command.arguments
+        try:
+            attributes = json.loads(arguments.get("attributes", "{}"))
+            planned = self._registry.plan_register(
+                command.model,
+                attributes,
+                arguments["digest"],
+                arguments["artifact"],
+                command.actor,
+            )
+        except (KeyError, ValueError, LineageError) as exc:
+            return rejected(
+                command,
+                "invalid_command",
+                f"register needs digest, artifact and attributes arguments: {exc}",
+                signature_verified=True,
+            )
+        if isinstance(planned, ModelVersion):
+            return rejected(
+                command,
+                "already_registered",
+                f"{planned.name} v{planned.version} already holds artifact sha256:{planned.digest}",
+                signature_verified=True,
+            )
+        evidence = {
+            key: value
+            for key, value in approval_evidence(command).items()
+            if key not in ("digest", "artifact", "attributes")
+        }
+        return dataclasses.replace(planned, evidence=evidence)

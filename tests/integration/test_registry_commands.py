@@ -1,0 +1,90 @@
+"""Signed commands through the registry agent: accepted, refused, audited, replayable."""
+
+from __future__ import annotations
+
+import pytest
+
+from lineage import LifecycleEvent, ModelRegistry
+from lineage.keys import generate_key, save_keypair
+from streams.identity import create_actor
+from streams.models import CommandRejected, ModelCommands
+from tests.integration.conftest import wait_until
+from tests.integration.helpers import write_model
+
+pytestmark = pytest.mark.integration
+
+
+def _rejections(worker, db) -> list[list]:
+    return worker.sql(
+        f"SELECT actor, JSONExtractString(canonical, 'evidence', 'check') FROM {db}.audit_log "
+        "WHERE event_type = 'command_rejected' ORDER BY seq"
+    )
+
+
+def test_refused_commands_are_audited_and_the_registry_replays_from_the_audit_log(
+    stack_env, start_worker, tmp_path
+):
+    settings = stack_env.settings()
+    db = settings.clickhouse.database
+    worker = start_worker()
+    commands = ModelCommands.from_settings(settings)
+    v1, _ = commands.register(write_model(tmp_path, seed=1), "fraud", actor="alice")
+
+    with pytest.raises(CommandRejected, match="rbac"):
+        commands.promote("fraud", v1.version, actor="alice")  # a data scientist cannot approve
+
+    create_actor(settings, "carol", ["data-scientist", "approver"])
+    v2, _ = commands.register(write_model(tmp_path, seed=2), "fraud", actor="carol")
+    with pytest.raises(CommandRejected, match="four_eyes"):
+        commands.promote("fraud", v2.version, actor="carol")  # registered it herself
+
+    # mallory signs with her own key but claims to be bob
+    save_keypair(settings.key_dir, generate_key("mallory"))
+    (settings.key_dir / "mallory.key").replace(settings.key_dir / "bob.key")
+    with pytest.raises(CommandRejected, match="signature"):
+        commands.promote("fraud", v1.version, actor="bob")
+
+    wait_until(lambda: len(_rejections(worker, db)) == 3, what="three audited refusals")
+    assert _rejections(worker, db) == [
+        ["alice", "rbac"],
+        ["carol", "four_eyes"],
+        ["bob", "signature"],
+    ]
+    assert worker.get("/driftline/audit/verify/")["ok"] is True
+
+    # The registry rebuilt from the audit log alone equals the topic's projection.
+    from_topic = commands.registry()
+    rows = worker.sql(f"SELECT canonical FROM {db}.audit_log WHERE model = 'fraud' ORDER BY seq")
+    from_audit = ModelRegistry.from_events(LifecycleEvent.from_canonical(r[0]) for r in rows)
+    assert from_audit.snapshot() == from_topic.snapshot()
+    assert from_audit.history("fraud") == from_topic.history("fraud")
+    assert [v.state for v in from_topic.versions("fraud")] == ["registered", "registered"]
+
+
+def test_promote_then_rollback_and_answer_who_served_when(stack_env, start_worker, tmp_path):
+    settings = stack_env.settings()
+    worker = start_worker()
+    commands = ModelCommands.from_settings(settings)
+    v1, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
+    first = commands.promote("demo", v1.version, actor="bob")
+    v2, _ = commands.register(write_model(tmp_path, seed=2), "demo", actor="alice")
+    second = commands.promote("demo", v2.version, actor="bob")
+    rolled = commands.send("rollback", "demo", None, "bob", {"reason": "drift on v2"})
+    assert rolled.type == "rolled_back"
+    wait_until(
+        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == 1,
+        what="v1 served again after the rollback",
+    )
+
+    registry = commands.registry()
+    assert registry.aliases_at("demo", first.occurred_at) == {"champion": 1}
+    assert registry.aliases_at("demo", second.occurred_at) == {"champion": 2}
+    assert registry.aliases_at("demo", rolled.occurred_at) == {"champion": 1}
+    assert registry.aliases_at("demo", v1.occurred_at - 1) == {}
+    assert [h.event_type for h in registry.history("demo")] == [
+        "registered",
+        "promoted",
+        "registered",
+        "promoted",
+        "rolled_back",
+    ]
