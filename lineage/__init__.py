@@ -1,6 +1,8 @@
 """driftline lineage: model registry, artifact store, audit log and ClickHouse sinks.
 
 Plain Python over dataclasses and clickhouse-connect; no Faust, no Kafka client.
+OpenLineage export lives in :mod:`lineage.openlineage`, imported only where used
+(the client library is slow to import and most processes never need it).
 """
 
 from lineage.artifacts import Artifact, ArtifactStore, sha256_hex
@@ -28,7 +30,6 @@ from lineage.keys import (
     save_keypair,
 )
 from lineage.metadata import ArtifactMetadata, InputSchema
-from lineage.openlineage import lineage_events, to_json_lines
 from lineage.policy import Policy, write_example_roles
 from lineage.profile import ReferenceProfile
 from lineage.rbac import CommandAuthority
@@ -72,7 +73,6 @@ __all__ = [
     "create_tables",
     "generate_key",
     "key_id",
-    "lineage_events",
     "load_keypair",
     "load_private_key",
     "new_command",
@@ -80,7 +80,6 @@ __all__ = [
     "parse_public_key",
     "save_keypair",
     "sha256_hex",
-    "to_json_lines",
     "verify",
     "write_example_roles",
 ]

@@ -306,6 +306,47 @@ def model_list() -> None:
 
 
 @main.group()
+def lineage() -> None:
+    """OpenLineage export of the model lifecycle."""
+
+
+@lineage.command("export")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="file to write (JSON lines); default: standard output",
+)
+def lineage_export(output: Path | None) -> None:
+    """Every lifecycle event as an OpenLineage RunEvent (Kafka topics and ClickHouse tables
+    as datasets)."""
+    from lineage.openlineage import lineage_events, to_json_lines
+    from streams.codecs import codec_for
+    from streams.lifecycle import read_lifecycle
+    from streams.stackfile import resolve_bootstrap
+    from streams.topics import TOPIC_KINDS, Topics
+
+    settings = _settings()
+    bootstrap = resolve_bootstrap(settings)
+    topics = Topics(settings.kafka.topic_prefix)
+    events = read_lifecycle(settings, bootstrap, codec_for(settings), topics.lifecycle)
+    runs = lineage_events(
+        events,
+        kafka_bootstrap=bootstrap,
+        topics={kind: topics.name(kind) for kind in TOPIC_KINDS},
+        clickhouse_namespace=settings.clickhouse_dsn,
+        clickhouse_database=settings.clickhouse.database,
+        producer="https://github.com/driftline/driftline",
+    )
+    text = to_json_lines(runs)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {len(runs)} OpenLineage run events to {output}")
+
+
+@main.group()
 def keys() -> None:
     """Ed25519 keys that sign lifecycle commands."""
 

@@ -56,10 +56,10 @@ def publish_lifecycle(
         )
 
 
-def load_registry(
+def read_lifecycle(
     settings: Settings, bootstrap: str, codec: SchemaCodec, topic: str, *, timeout_s: float = 15.0
-) -> ModelRegistry:
-    """Project the whole lifecycle topic, read to its current end, into a registry."""
+) -> list[LifecycleEvent]:
+    """Every event on the lifecycle topic, read to its current end, in per-model order."""
     consumer = Consumer(
         settings.kafka.librdkafka_config(bootstrap)
         | {
@@ -68,7 +68,7 @@ def load_registry(
             "auto.offset.reset": "earliest",
         }
     )
-    registry = ModelRegistry()
+    events: list[LifecycleEvent] = []
     try:
         partitions = []
         for p in range(settings.kafka.partitions):
@@ -76,7 +76,7 @@ def load_registry(
             if high > low:
                 partitions.append((TopicPartition(topic, p, low), high))
         if not partitions:
-            return registry
+            return events
         consumer.assign([tp for tp, _ in partitions])
         ends = {tp.partition: high for tp, high in partitions}
         deadline = time.monotonic() + timeout_s
@@ -95,14 +95,23 @@ def load_registry(
             for message in messages:
                 if message.error():
                     continue
-                registry.apply(
+                events.append(
                     LifecycleEvent.from_avro(codec.decode_as("LifecycleEvent", message.value()))
                 )
                 if message.offset() + 1 >= ends.get(message.partition(), 0):
                     ends.pop(message.partition(), None)
     finally:
         consumer.close()
-    return registry
+    return events
+
+
+def load_registry(
+    settings: Settings, bootstrap: str, codec: SchemaCodec, topic: str, *, timeout_s: float = 15.0
+) -> ModelRegistry:
+    """Project the whole lifecycle topic, read to its current end, into a registry."""
+    return ModelRegistry.from_events(
+        read_lifecycle(settings, bootstrap, codec, topic, timeout_s=timeout_s)
+    )
 
 
 class LifecycleWatcher:

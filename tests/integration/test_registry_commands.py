@@ -88,3 +88,34 @@ def test_promote_then_rollback_and_answer_who_served_when(stack_env, start_worke
         "promoted",
         "rolled_back",
     ]
+
+
+def test_lineage_export_writes_openlineage_run_events(stack_env, start_worker, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    settings = stack_env.settings()
+    start_worker()
+    commands = ModelCommands.from_settings(settings)
+    v1, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
+    commands.promote("demo", v1.version, actor="bob")
+
+    output = tmp_path / "lineage.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "streams.cli", "lineage", "export", "--output", str(output)],
+        env=os.environ | stack_env.env,
+        check=True,
+    )
+    runs = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [run["job"]["name"] for run in runs] == [
+        "driftline.register.demo",
+        "driftline.score.demo",
+    ]
+    assert all(run["eventType"] == "COMPLETE" for run in runs)
+    scoring = runs[1]
+    namespaces = {d["namespace"] for d in scoring["inputs"] + scoring["outputs"]}
+    assert f"kafka://{stack_env.bootstrap}" in namespaces
+    names = {d["name"] for d in scoring["inputs"] + scoring["outputs"]}
+    assert f"{stack_env.prefix}features" in names and "driftline.predictions" in names
