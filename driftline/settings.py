@@ -199,6 +199,9 @@ class WorkerSettings(_Section):
     fetch_max_wait_ms: int = Field(
         20, ge=1, le=10_000, description="longest a fetch waits at the broker for new records"
     )
+    require_signed_artifacts: bool = Field(
+        True, description="load only artifacts signed by a key in the roles file"
+    )
     max_in_flight: int = Field(
         4, ge=1, le=64, description="scored batches awaiting delivery before consuming pauses"
     )

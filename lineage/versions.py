@@ -28,6 +28,7 @@ class ModelVersion:
     state: str
     registered_by: str
     registered_at: int
+    signed_by: str | None = None  # key id whose signature over the digest workers require
 
 
 def version_from_event(event: LifecycleEvent) -> ModelVersion:
@@ -68,6 +69,7 @@ def version_from_event(event: LifecycleEvent) -> ModelVersion:
         artifact=attrs["artifact"],
         input_name=attrs["input_name"],
         input_shape=tuple(shape),
+        signed_by=attrs.get("signed_by"),
         feature_names=None if names is None else tuple(names),
         metadata_props=props,
         state=str(State.REGISTERED),

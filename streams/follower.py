@@ -23,7 +23,9 @@ from lineage import (
     ModelRegistry,
     ModelVersion,
 )
+from lineage.exceptions import SignatureMissing
 from schemas import DecodeError, SchemaCodec
+from streams.policy_source import PolicySource
 from streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,11 @@ class LifecycleFollower:
         artifacts: ArtifactStore,
         stats: WorkerStats,
         ort_threads: int = 1,
+        policy: PolicySource | None = None,
+        require_signature: bool = True,
     ) -> None:
+        self._policy = policy
+        self._require_signature = require_signature
         self._bootstrap = bootstrap
         self._kafka = kafka
         self._topic = topic
@@ -96,9 +102,24 @@ class LifecycleFollower:
         if champion is not None and (serving is None or serving.version != champion.version):
             await self._load(champion)
 
+    def _signer_key(self, version: ModelVersion):
+        """The public key that must have signed this artifact, or None when not required."""
+        if not self._require_signature:
+            return None
+        signer = version.signed_by
+        policy = self._policy.current() if self._policy else None
+        if not signer or policy is None or signer not in policy.keyring:
+            raise SignatureMissing(
+                f"{version.name} v{version.version} has no artifact signature from a key in the "
+                f"roles file (signed_by={signer!r}); register it with `driftline model register`"
+            )
+        return policy.keyring[signer].public_key
+
     async def _load(self, version: ModelVersion) -> None:
         def load() -> LoadedModel:
-            data = self._artifacts.read_verified(version.artifact, version.digest)
+            data = self._artifacts.read_verified(
+                version.artifact, version.digest, public_key=self._signer_key(version)
+            )
             return LoadedModel.load(
                 data,
                 name=version.name,

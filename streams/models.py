@@ -6,11 +6,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from driftline.settings import Settings
 from inference import describe_onnx
 from lineage import ArtifactStore, LifecycleEvent, ModelRegistry, ModelVersion
 from lineage.commands import new_command
-from lineage.keys import load_private_key
+from lineage.keys import key_id, load_private_key
 from streams.codecs import codec_for
 from streams.exceptions import StreamsError
 from streams.kafka import make_producer
@@ -41,6 +43,15 @@ class ModelCommands:
             self.settings, self.bootstrap, codec_for(self.settings), self._topics.lifecycle
         )
 
+    def _private_key(self, actor: str) -> Ed25519PrivateKey:
+        key_path = self.settings.key_dir / f"{actor}.key"
+        if not key_path.exists():
+            raise StreamsError(
+                f"no private key for actor {actor!r} at {key_path}: create one "
+                f"with `driftline keys new --actor {actor}`"
+            )
+        return load_private_key(key_path)
+
     def send(
         self,
         action: str,
@@ -50,14 +61,8 @@ class ModelCommands:
         arguments: dict[str, str] | None = None,
     ) -> LifecycleEvent:
         """Sign a command as `actor`, publish it, and return the event that answers it."""
-        key_path = self.settings.key_dir / f"{actor}.key"
-        if not key_path.exists():
-            raise StreamsError(
-                f"no private key for actor {actor!r} at {key_path}: create one "
-                f"with `driftline keys new --actor {actor}`"
-            )
         command = new_command(action, name, version, actor, arguments).signed(
-            load_private_key(key_path)
+            self._private_key(actor)
         )
         codec = codec_for(self.settings)
         watcher = LifecycleWatcher(self.settings, self.bootstrap, self._topics.lifecycle)
@@ -87,14 +92,19 @@ class ModelCommands:
         """Store the artifact, then ask the registry to record it; returns (result, created)."""
         data = path.read_bytes()
         description = describe_onnx(data)
-        artifact = ArtifactStore(self.settings.data.artifacts).put_bytes(data)
+        private_key = self._private_key(actor)
+        store = ArtifactStore(self.settings.data.artifacts)
+        artifact = store.put_bytes(data)
         existing = self.registry().find_by_digest(name, artifact.digest)
         if existing is not None:
             return existing, False
+        # The registering actor signs the digest; workers check it before any load.
+        store.sign_artifact(artifact.digest, private_key)
+        attributes = description.to_attributes() | {"signed_by": key_id(private_key.public_key())}
         arguments = {
             "digest": artifact.digest,
             "artifact": artifact.relpath,
-            "attributes": json.dumps(description.to_attributes(), sort_keys=True),
+            "attributes": json.dumps(attributes, sort_keys=True),
         }
         return self.send("register", name, None, actor, arguments), True
 

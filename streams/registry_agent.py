@@ -11,35 +11,17 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 from lineage import LifecycleEvent, LineageError, ModelRegistry, ModelVersion
 from lineage.commands import LifecycleCommand
-from lineage.rbac import CommandAuthority, Policy, approval_evidence, rejected
+from lineage.rbac import CommandAuthority, approval_evidence, rejected
 from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
 from streams.lifecycle import cloudevent_headers
+from streams.policy_source import PolicySource
 
 log = logging.getLogger(__name__)
-
-
-class PolicySource:
-    """The roles file, re-read when it changes, so new actors need no restart."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._loaded: tuple[float, Policy] | None = None
-
-    def current(self) -> Policy | None:
-        try:
-            mtime = self.path.stat().st_mtime
-        except FileNotFoundError:
-            return None
-        if self._loaded is None or self._loaded[0] != mtime:
-            self._loaded = (mtime, Policy.load(self.path))
-            log.info("loaded roles file %s", self.path)
-        return self._loaded[1]
 
 
 class RegistryAgent:

@@ -30,7 +30,8 @@ from streams.exceptions import StreamsError
 from streams.follower import LifecycleFollower
 from streams.kafka import make_producer
 from streams.persist import LineageWriter, StoreRunner
-from streams.registry_agent import PolicySource, RegistryAgent
+from streams.policy_source import PolicySource
+from streams.registry_agent import RegistryAgent
 from streams.scoring import ScoringPipeline
 from streams.stats import WorkerStats
 from streams.topics import Topics
@@ -77,6 +78,7 @@ class WorkerRuntime:
         )
         runtime = cls(settings, bootstrap, topics, codec, producer, delivery, stats)
         roles = settings.worker.role_set
+        policy = PolicySource(settings.roles_file)
         if roles & {"inference", "registry"}:
             router = Router()
             runtime.follower = LifecycleFollower(
@@ -89,12 +91,14 @@ class WorkerRuntime:
                 artifacts=ArtifactStore(settings.data.artifacts),
                 stats=stats,
                 ort_threads=settings.worker.ort_threads,
+                policy=policy,
+                require_signature=settings.worker.require_signed_artifacts,
             )
         if "registry" in roles:
             runtime.registry = RegistryAgent(
                 codec=codec,
                 registry=runtime.follower.registry,
-                policy=PolicySource(settings.roles_file),
+                policy=policy,
                 delivery=delivery,
                 dead_letters=dead,
                 lifecycle_topic=topics.lifecycle,

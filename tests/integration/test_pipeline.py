@@ -121,3 +121,21 @@ def test_worker_refuses_a_tampered_artifact_and_keeps_serving(stack_env, start_w
     assert refusal["version"] == event.version
     assert "digest" in refusal["reason"] or "sha256" in refusal["reason"]
     assert worker.get("/driftline/models/")["demo"]["version"] == v1
+
+
+def test_worker_refuses_an_artifact_whose_signature_is_missing(stack_env, start_worker, tmp_path):
+    settings = stack_env.settings()
+    worker = start_worker()
+    v1 = _register_and_promote(settings, tmp_path, seed=1)
+    _wait_serving(worker, "demo", v1)
+    commands = ModelCommands.from_settings(settings)
+    event, _ = commands.register(write_model(tmp_path, seed=2), "demo", actor="alice")
+    assert event.attributes["signed_by"]  # the registering actor's key id
+    signature = settings.data.artifacts / event.attributes["artifact"]
+    signature.with_name(f"{event.attributes['digest']}.sig").unlink()
+    commands.promote("demo", event.version, actor="bob")
+
+    wait_until(lambda: worker.get("/driftline/stats/")["models_refused"], what="a refusal")
+    (refusal,) = worker.get("/driftline/stats/")["models_refused"]
+    assert refusal["version"] == event.version and "is not signed" in refusal["reason"]
+    assert worker.get("/driftline/models/")["demo"]["version"] == v1
