@@ -1,0 +1,77 @@
+"""Signed chain-head checkpoints catch what the chain alone cannot: truncation and rewrites."""
+
+from __future__ import annotations
+
+import pytest
+
+from lineage import events as ev
+from lineage.audit import AuditLogWriter
+from lineage.checkpoints import checkpoint_heads, create_checkpoint_table, verify_checkpoints
+from lineage.keys import generate_key
+from lineage.store import create_tables
+
+pytestmark = pytest.mark.integration  # real chDB engine
+
+
+def _event(model: str, n: int):
+    return ev.new_event("registered", model, n, "alice", attributes={"n": str(n)})
+
+
+@pytest.fixture
+def db(chdb_client, fresh_database):
+    create_tables(chdb_client, fresh_database)
+    create_checkpoint_table(chdb_client, fresh_database)
+    writer = AuditLogWriter(chdb_client, fresh_database)
+    events = [_event("fraud", n) for n in range(1, 5)] + [_event("churn", n) for n in (1, 2)]
+    writer.write([(e, "lifecycle", 0, i) for i, e in enumerate(events)])
+    return fresh_database
+
+
+@pytest.fixture
+def signer():
+    return generate_key("lineage-worker")
+
+
+def _trusted(signer):
+    return {signer.key_id: signer.public_key}
+
+
+def test_heads_are_signed_once_per_move(chdb_client, db, signer):
+    first = checkpoint_heads(chdb_client, db, signer.private_key)
+    assert sorted((c.model, c.seq) for c in first) == [("churn", 2), ("fraud", 4)]
+    assert checkpoint_heads(chdb_client, db, signer.private_key) == []  # nothing moved
+    assert verify_checkpoints(chdb_client, db, _trusted(signer)) == []
+
+
+def test_truncated_chain_is_detected(chdb_client, db, signer):
+    checkpoint_heads(chdb_client, db, signer.private_key)
+    chdb_client.command(
+        f"ALTER TABLE {db}.audit_log DELETE WHERE model = 'fraud' AND seq = 4",
+        settings={"mutations_sync": 2},
+    )
+    (problem,) = verify_checkpoints(chdb_client, db, _trusted(signer))
+    assert (problem.model, problem.seq, problem.kind) == ("fraud", 4, "truncated")
+
+
+def test_rewritten_chain_is_detected(chdb_client, db, signer):
+    checkpoint_heads(chdb_client, db, signer.private_key)
+    chdb_client.command(
+        f"ALTER TABLE {db}.audit_log UPDATE hash = repeat('0', 64) "
+        "WHERE model = 'churn' AND seq = 2",
+        settings={"mutations_sync": 2},
+    )
+    (problem,) = verify_checkpoints(chdb_client, db, _trusted(signer))
+    assert (problem.model, problem.seq, problem.kind) == ("churn", 2, "rewritten")
+
+
+def test_altered_checkpoint_and_unknown_key_are_detected(chdb_client, db, signer):
+    checkpoint_heads(chdb_client, db, signer.private_key)
+    chdb_client.command(
+        f"ALTER TABLE {db}.audit_checkpoints UPDATE hash = repeat('1', 64) WHERE model = 'fraud'",
+        settings={"mutations_sync": 2},
+    )
+    kinds = {(p.model, p.kind) for p in verify_checkpoints(chdb_client, db, _trusted(signer))}
+    assert kinds == {("fraud", "bad_signature")}
+    stranger = generate_key("someone-else")
+    kinds = {p.kind for p in verify_checkpoints(chdb_client, db, _trusted(stranger))}
+    assert kinds == {"unknown_key"}
