@@ -199,6 +199,9 @@ class WorkerSettings(_Section):
     fetch_max_wait_ms: int = Field(
         20, ge=1, le=10_000, description="longest a fetch waits at the broker for new records"
     )
+    checkpoint_interval_s: float = Field(
+        10.0, gt=0, le=86_400, description="how often the lineage role signs audit chain heads"
+    )
     require_signed_artifacts: bool = Field(
         True, description="load only artifacts signed by a key in the roles file"
     )

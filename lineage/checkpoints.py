@@ -19,23 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from lineage.events import now_ms
 from lineage.exceptions import StoreError
 from lineage.keys import key_id
-from lineage.store import AUDIT_LOG, check_identifier
-
-CHECKPOINTS = "audit_checkpoints"
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS {database}.audit_checkpoints
-(
-    model String,
-    seq UInt64,
-    hash String,
-    signed_at DateTime64(3, 'UTC'),
-    key_id String,
-    signature String
-)
-ENGINE = MergeTree
-ORDER BY (model, seq, signed_at)
-"""
+from lineage.store import AUDIT_LOG, CHECKPOINTS, check_identifier
 
 
 @dataclass(frozen=True)
@@ -65,10 +49,6 @@ class CheckpointProblem:
 def signing_bytes(model: str, seq: int, chain_hash: str, signed_at: int) -> bytes:
     # Prefixed so a checkpoint signature can never be mistaken for another signed thing.
     return f"driftline.audit.checkpoint.v1:{model}:{seq}:{chain_hash}:{signed_at}".encode()
-
-
-def create_checkpoint_table(client: Any, database: str) -> None:
-    client.command(_DDL.format(database=check_identifier(database)))
 
 
 def checkpoint_heads(

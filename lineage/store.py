@@ -18,7 +18,8 @@ from lineage.exceptions import StoreError
 AUDIT_LOG = "audit_log"
 PREDICTIONS = "predictions"
 DEADLETTERS = "deadletters"
-TABLES = (AUDIT_LOG, PREDICTIONS, DEADLETTERS)
+CHECKPOINTS = "audit_checkpoints"
+TABLES = (AUDIT_LOG, PREDICTIONS, DEADLETTERS, CHECKPOINTS)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -80,3 +80,17 @@ CREATE TABLE IF NOT EXISTS {database}.deadletters
 ENGINE = ReplacingMergeTree
 ORDER BY (source_topic, partition, offset, reason)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Signed checkpoints of each model's audit chain head (lineage/checkpoints.py):
+-- they expose rows cut off a chain's end and chains recomputed from scratch.
+CREATE TABLE IF NOT EXISTS {database}.audit_checkpoints
+(
+    model String,
+    seq UInt64,
+    hash String,
+    signed_at DateTime64(3, 'UTC'),
+    key_id String,
+    signature String
+)
+ENGINE = MergeTree
+ORDER BY (model, seq, signed_at);

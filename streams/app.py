@@ -105,6 +105,12 @@ def create_app(
         persisting(runtime.topics.lifecycle, "store-lifecycle", lineage.store_lifecycle)
         persisting(runtime.topics.deadletter, "store-deadletters", lineage.store_dead_letters)
 
+        @app.timer(worker.checkpoint_interval_s)
+        async def checkpoint_chain_heads() -> None:
+            signed = await runtime.store.call(runtime.checkpoints.checkpoint)
+            if signed:
+                runtime.stats.rows_stored["audit_checkpoints"] += signed
+
         @app.on_partitions_assigned.connect
         async def _reassigned(sender, assigned, **kwargs) -> None:
             lineage.partitions_reassigned()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from driftline.settings import Settings
-from lineage import AuditReport, open_client, verify
+from lineage import open_client
 from lineage.registry import check_model_name
+from streams.checkpointing import CheckpointKeeper
 from streams.exceptions import StreamsError
 from streams.stack import http_json
 from streams.stackfile import running_stack
@@ -21,7 +22,7 @@ def audit_trail_query(database: str, model: str | None = None) -> str:
     )
 
 
-def verify_store(settings: Settings, model: str | None = None) -> AuditReport | RemoteReport:
+def verify_store(settings: Settings, model: str | None = None) -> RemoteReport:
     info = running_stack(settings)
     if settings.embedded_clickhouse and info is not None:
         query = f"?model={model}" if model else ""
@@ -31,13 +32,14 @@ def verify_store(settings: Settings, model: str | None = None) -> AuditReport | 
         return RemoteReport(answer["ok"], answer["summary"])
     client = open_client(settings.clickhouse_dsn)
     try:
-        return verify(client, settings.clickhouse.database, model)
+        keeper = CheckpointKeeper(settings, client)
+        return RemoteReport(*keeper.verify(model))
     finally:
         client.close()
 
 
 class RemoteReport:
-    """A verification report computed by the worker that owns the store."""
+    """A verification report: chains and signed checkpoints, computed where the store is."""
 
     def __init__(self, ok: bool, summary: str) -> None:
         self.ok = ok

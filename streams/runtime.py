@@ -21,8 +21,9 @@ from lineage import (
     create_tables,
     open_client,
 )
-from lineage.store import AUDIT_LOG, DEADLETTERS, PREDICTIONS, redact_dsn
+from lineage.store import TABLES, redact_dsn
 from schemas import SchemaCodec
+from streams.checkpointing import CheckpointKeeper
 from streams.codecs import codec_for
 from streams.deadletter import DeadLetterPublisher
 from streams.delivery import DeliveryTracker
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def require_tables(client, database: str, dsn: str) -> None:
-    for table in (AUDIT_LOG, PREDICTIONS, DEADLETTERS):
+    for table in TABLES:
         try:
             client.query(f"SELECT 1 FROM {database}.{table} LIMIT 0")
         except Exception as exc:
@@ -62,6 +63,7 @@ class WorkerRuntime:
     follower: LifecycleFollower | None = None
     scoring: ScoringPipeline | None = None
     registry: RegistryAgent | None = None
+    checkpoints: CheckpointKeeper | None = None
     lineage: LineageWriter | None = None
     store: StoreRunner | None = None
     store_client: object | None = None
@@ -122,6 +124,8 @@ class WorkerRuntime:
                 require_tables(client, database, settings.clickhouse_dsn)
             runtime.store_client = client
             runtime.store = StoreRunner(stats)
+            runtime.checkpoints = CheckpointKeeper(settings, client)
+            runtime.checkpoints.prepare()
             runtime.lineage = LineageWriter(
                 codec=codec,
                 store=runtime.store,

@@ -11,7 +11,6 @@ import datetime as dt
 import faust
 from faust.web import Request, Response, View
 
-from lineage import verify
 from streams.runtime import WorkerRuntime
 
 
@@ -52,9 +51,8 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
             if runtime.store is None:
                 return self.json({"error": "this worker has no lineage role"}, status=404)
             model = request.query.get("model")
-            database = runtime.settings.clickhouse.database
-            report = await runtime.store.call(lambda: verify(runtime.store_client, database, model))
-            return self.json({"ok": report.ok, "summary": report.summary()})
+            ok, summary = await runtime.store.call(lambda: runtime.checkpoints.verify(model))
+            return self.json({"ok": ok, "summary": summary})
 
     @app.page("/driftline/sql/")
     class Sql(View):

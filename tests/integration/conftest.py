@@ -63,6 +63,7 @@ def stack_env(broker: TansuBroker, tmp_path: Path) -> StackEnv:
         "DRIFTLINE_DATA_DIR": str(tmp_path / "data"),
         "DRIFTLINE_CLICKHOUSE_FLUSH_INTERVAL_S": "0.2",
         "DRIFTLINE_WORKER_SESSION_TIMEOUT_S": "6",
+        "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "1",
     }
     stack = StackEnv(env=env, data_dir=tmp_path / "data", bootstrap=broker.bootstrap)
     settings = stack.settings()

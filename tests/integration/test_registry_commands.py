@@ -76,6 +76,18 @@ def test_promote_then_rollback_and_answer_who_served_when(stack_env, start_worke
         what="v1 served again after the rollback",
     )
 
+    # The lineage worker signs chain heads; verification checks chains and signatures.
+    db = settings.clickhouse.database
+    wait_until(
+        lambda: (
+            worker.sql(f"SELECT max(seq) FROM {db}.audit_checkpoints WHERE model = 'demo'")[0][0]
+            == 5
+        ),
+        what="a signed checkpoint",
+    )
+    report = worker.get("/driftline/audit/verify/")
+    assert report["ok"] is True and "signed checkpoints hold" in report["summary"]
+
     registry = commands.registry()
     assert registry.aliases_at("demo", first.occurred_at) == {"champion": 1}
     assert registry.aliases_at("demo", second.occurred_at) == {"champion": 2}

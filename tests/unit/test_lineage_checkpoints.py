@@ -6,7 +6,7 @@ import pytest
 
 from lineage import events as ev
 from lineage.audit import AuditLogWriter
-from lineage.checkpoints import checkpoint_heads, create_checkpoint_table, verify_checkpoints
+from lineage.checkpoints import checkpoint_heads, verify_checkpoints
 from lineage.keys import generate_key
 from lineage.store import create_tables
 
@@ -20,7 +20,6 @@ def _event(model: str, n: int):
 @pytest.fixture
 def db(chdb_client, fresh_database):
     create_tables(chdb_client, fresh_database)
-    create_checkpoint_table(chdb_client, fresh_database)
     writer = AuditLogWriter(chdb_client, fresh_database)
     events = [_event("fraud", n) for n in range(1, 5)] + [_event("churn", n) for n in (1, 2)]
     writer.write([(e, "lifecycle", 0, i) for i, e in enumerate(events)])

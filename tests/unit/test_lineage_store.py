@@ -27,6 +27,7 @@ def test_create_tables_is_idempotent(chdb_client, fresh_database) -> None:
         parameters={"db": fresh_database},
     ).result_rows
     assert got == [
+        ("audit_checkpoints", "MergeTree", "model, seq, signed_at"),
         ("audit_log", "MergeTree", "model, seq"),
         ("deadletters", "ReplacingMergeTree", "source_topic, partition, offset, reason"),
         ("predictions", "ReplacingMergeTree", "model, prediction_id"),
@@ -54,7 +55,7 @@ def test_bad_database_names_are_refused(name) -> None:
 
 def test_statements_have_no_comments_and_fill_the_database() -> None:
     statements = ddl_statements("abc")
-    assert len(statements) == 4
+    assert len(statements) == 5
     assert all("--" not in s and "{database}" not in s for s in statements)
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS abc"
 
