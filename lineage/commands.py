@@ -23,21 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from lineage import keys
+from lineage import keys, lifecycle
 from lineage.events import now_ms
 from lineage.exceptions import InvalidRecord
 
 # Every action a command may ask for; the roles file may name only these (or "*").
-ACTIONS: tuple[str, ...] = (
-    "register",
-    "validate",
-    "reject",
-    "challenger",
-    "canary",
-    "promote",
-    "archive",
-    "rollback",
-)
+# Registration creates a version; every other action moves one (lineage.lifecycle).
+ACTIONS: tuple[str, ...] = ("register", *lifecycle.ACTIONS)
 
 AVRO_FIELDS = (
     "command_id",
