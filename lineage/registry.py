@@ -100,6 +100,8 @@ class ModelRegistry:
 
     def __init__(self) -> None:
         self._models: dict[str, _Model] = {}
+        # Commands some event already answers: a redelivered command is not decided twice.
+        self._answered: set[str] = set()
         self._seen: set[str] = set()
         # (event_id, reason) for events that were recorded but changed nothing.
         self.skipped: list[tuple[str, str]] = []
@@ -126,6 +128,9 @@ class ModelRegistry:
         if event.event_id in self._seen:
             return False
         self._seen.add(event.event_id)
+        command_id = event.evidence.get("command_id")
+        if isinstance(command_id, str):
+            self._answered.add(command_id)
         if event.type == EventType.REGISTERED:
             return self._apply_registered(event)
         if event.type == EventType.ROLLED_BACK:
@@ -254,6 +259,10 @@ class ModelRegistry:
         return False
 
     # -- queries --------------------------------------------------------------
+
+    def answered(self, command_id: str) -> bool:
+        """Whether an event in the log already answers this command."""
+        return command_id in self._answered
 
     def models(self) -> list[str]:
         """Names of models with at least one registered version, sorted."""

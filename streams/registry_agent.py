@@ -53,6 +53,10 @@ class RegistryAgent:
                     message, getattr(exc, "reason", "invalid_command"), str(exc), batch
                 )
                 continue
+            if self._registry.answered(command.command_id):
+                # Redelivered after a crash between publishing the answer and committing.
+                log.info("command %s already answered; skipping", command.command_id)
+                continue
             event = self.decide(command)
             # Applied now, so the next command in this batch sees the new state.
             self._registry.apply(event)

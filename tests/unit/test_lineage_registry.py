@@ -219,3 +219,19 @@ def test_replay_rebuilds_the_same_registry(cmds, data) -> None:
     for name, versions in original.snapshot().items():
         assert sum(v.state == "champion" for v in versions) <= 1, name
         assert [v.version for v in versions] == list(range(1, len(versions) + 1))
+
+
+def test_registry_remembers_which_commands_are_answered() -> None:
+    from lineage.events import new_event
+
+    registry = ModelRegistry()
+    answer = new_event(
+        "command_rejected",
+        "fraud",
+        None,
+        "alice",
+        evidence={"command_id": "c-1", "check": "rbac", "reason": "no"},
+    )
+    assert not registry.answered("c-1")
+    registry.apply(answer)
+    assert registry.answered("c-1") and not registry.answered("c-2")
