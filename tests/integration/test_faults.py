@@ -56,3 +56,46 @@ def test_lineage_consumer_killed_mid_stream_stores_every_event_once(stack_env, s
     assert gaps == []
     report = restarted.get("/driftline/audit/verify/")
     assert report["ok"] is True, report["summary"]
+
+
+def test_registry_agent_killed_mid_stream_answers_every_command_once(stack_env, start_worker):
+    from lineage.commands import new_command
+    from lineage.keys import load_private_key
+
+    settings = stack_env.settings()
+    db = settings.clickhouse.database
+    store_owner = start_worker(DRIFTLINE_WORKER_ROLES="lineage")
+    agent_env = {"DRIFTLINE_WORKER_ROLES": "registry"}
+    agent = start_worker(**agent_env)
+
+    # alice may not promote: every command is answered by an audited command_rejected.
+    alice = load_private_key(settings.key_dir / "alice.key")
+    codec = default_codec()
+    producer = Producer({"bootstrap.servers": stack_env.bootstrap, "linger.ms": 5})
+    commands = 3000
+    for i in range(commands):
+        command = new_command("promote", f"model-{i % 10}", 1, "alice").signed(alice)
+        producer.produce(
+            Topics(stack_env.prefix).name("commands"),
+            codec.encode("LifecycleCommand", command.to_avro()),
+            key=command.model.encode(),
+        )
+    assert producer.flush(30) == 0
+
+    def answered() -> int:
+        return store_owner.sql(
+            f"SELECT count() FROM {db}.audit_log WHERE event_type = 'command_rejected'"
+        )[0][0]
+
+    wait_until(lambda: answered() >= 40, timeout_s=60, what="some commands answered")
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait(10)
+    assert answered() < commands  # the kill landed mid-stream
+    start_worker(**agent_env)
+    wait_until(lambda: answered() >= commands, timeout_s=120, what="every command answered")
+    total, unique = store_owner.sql(
+        f"SELECT count(), uniqExact(JSONExtractString(canonical, 'evidence', 'command_id')) "
+        f"FROM {db}.audit_log WHERE event_type = 'command_rejected'"
+    )[0]
+    assert (total, unique) == (commands, commands)  # each answered once, none lost
+    assert store_owner.get("/driftline/audit/verify/")["ok"] is True
