@@ -165,11 +165,20 @@ def model() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="model name, e.g. fraud")
 @click.option("--actor", default=getpass.getuser, show_default="current user")
-def model_register(path: Path, name: str, actor: str) -> None:
+@click.option(
+    "--training-data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help=".npy float matrix the model was trained on: its reference "
+    "profile (per-feature quantiles, histograms) is kept with the artifact",
+)
+def model_register(path: Path, name: str, actor: str, training_data: Path | None) -> None:
     """Store an ONNX file content-addressed and publish a `registered` event."""
     from streams.models import ModelCommands
 
-    result, created = ModelCommands.from_settings(_settings()).register(path, name, actor)
+    result, created = ModelCommands.from_settings(_settings()).register(
+        path, name, actor, training_data=training_data
+    )
     if created:
         console.print(
             f"registered {name} v{result.version} sha256:{result.attributes['digest'][:16]}..."

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from driftline.settings import Settings
@@ -13,6 +15,8 @@ from inference import describe_onnx
 from lineage import ArtifactStore, LifecycleEvent, ModelRegistry, ModelVersion
 from lineage.commands import new_command
 from lineage.keys import key_id, load_private_key
+from lineage.metadata import ArtifactMetadata, InputSchema
+from lineage.profile import ReferenceProfile
 from streams.codecs import codec_for
 from streams.exceptions import StreamsError
 from streams.kafka import make_producer
@@ -87,20 +91,25 @@ class ModelCommands:
         return event
 
     def register(
-        self, path: Path, name: str, actor: str
+        self, path: Path, name: str, actor: str, *, training_data: Path | None = None
     ) -> tuple[ModelVersion | LifecycleEvent, bool]:
         """Store the artifact, then ask the registry to record it; returns (result, created)."""
         data = path.read_bytes()
         description = describe_onnx(data)
         private_key = self._private_key(actor)
         store = ArtifactStore(self.settings.data.artifacts)
-        artifact = store.put_bytes(data)
+        metadata = artifact_metadata(description, training_data)
+        artifact = store.put_bytes(data, metadata=metadata)
         existing = self.registry().find_by_digest(name, artifact.digest)
         if existing is not None:
             return existing, False
         # The registering actor signs the digest; workers check it before any load.
         store.sign_artifact(artifact.digest, private_key)
-        attributes = description.to_attributes() | {"signed_by": key_id(private_key.public_key())}
+        attributes = description.to_attributes() | {
+            "signed_by": key_id(private_key.public_key()),
+            # Pins the metadata sidecar (profile, metrics, parameters) in the audit chain.
+            "metadata_sha256": metadata.sha256(),
+        }
         arguments = {
             "digest": artifact.digest,
             "artifact": artifact.relpath,
@@ -110,3 +119,41 @@ class ModelCommands:
 
     def promote(self, name: str, version: int, actor: str) -> LifecycleEvent:
         return self.send("promote", name, version, actor)
+
+
+def artifact_metadata(description, training_data: Path | None) -> ArtifactMetadata:
+    """What the registry keeps beside an artifact: provenance, metrics, reference profile.
+
+    ONNX metadata_props written by driftline's trainer (or any exporter) supply the
+    fingerprint and metrics; a training matrix (.npy) supplies the reference profile
+    that drift and skew checks compare serving data against.
+    """
+    props = dict(description.metadata_props)
+    fingerprint = props.pop("training_data_sha256", "")
+    try:
+        metrics = json.loads(props.pop("metrics", "{}"))
+    except ValueError:
+        metrics = {}
+    props.pop("feature_names", None)
+    profile = None
+    if training_data is not None:
+        matrix = np.load(training_data, allow_pickle=False).astype(np.float32, copy=False)
+        if matrix.ndim != 2 or matrix.shape[1] != description.n_features:
+            raise StreamsError(
+                f"training data {training_data} has shape {matrix.shape}; the model takes "
+                f"{description.n_features} features per row"
+            )
+        fingerprint = hashlib.sha256(np.ascontiguousarray(matrix).tobytes()).hexdigest()
+        names = description.feature_names or [f"f{i:02d}" for i in range(matrix.shape[1])]
+        profile = ReferenceProfile.from_matrix(matrix, names)
+    return ArtifactMetadata(
+        training_data_fingerprint=fingerprint or "unknown",
+        parameters=props,
+        offline_metrics={k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        input_schema=InputSchema(
+            description.input_name,
+            tuple(description.input_shape),
+            tuple(description.feature_names) if description.feature_names else None,
+        ),
+        reference_profile=profile,
+    )

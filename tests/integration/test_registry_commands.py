@@ -131,3 +131,28 @@ def test_lineage_export_writes_openlineage_run_events(stack_env, start_worker, t
     assert f"kafka://{stack_env.bootstrap}" in namespaces
     names = {d["name"] for d in scoring["inputs"] + scoring["outputs"]}
     assert f"{stack_env.prefix}features" in names and "driftline.predictions" in names
+
+
+def test_register_keeps_metadata_and_reference_profile_pinned_in_the_chain(
+    stack_env, start_worker, tmp_path
+):
+    import numpy as np
+
+    from inference import SyntheticFeatures
+    from lineage import ArtifactStore
+
+    settings = stack_env.settings()
+    start_worker()
+    training = tmp_path / "train.npy"
+    np.save(training, SyntheticFeatures(16, seed=1).rows(2000))
+    commands = ModelCommands.from_settings(settings)
+    event, _ = commands.register(
+        write_model(tmp_path, seed=1), "demo", actor="alice", training_data=training
+    )
+    metadata = ArtifactStore(settings.data.artifacts).metadata(
+        event.attributes["digest"], expected_sha256=event.attributes["metadata_sha256"]
+    )
+    profile = metadata.profile()
+    assert profile.n == 2000 and profile.n_features == 16
+    assert metadata.offline_metrics["roc_auc"] > 0.5
+    assert metadata.input_schema.shape == (None, 16)
