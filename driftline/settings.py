@@ -162,6 +162,20 @@ class TelemetrySettings(_Section):
 
 class DataSettings(_Section):
     dir: Path = Field(Path(".driftline"), description="artifacts, chDB store, stack file")
+    region: str | None = Field(None, description="region of this artifact store")
+    allowed_regions: str | None = Field(
+        None, description="comma-separated regions artifacts may be stored in; unset = any"
+    )
+    artifact_key_file: Path | None = Field(
+        None,
+        description="AES-256 key (base64) to encrypt artifacts at rest; or $DRIFTLINE_ARTIFACT_KEY",
+    )
+
+    @property
+    def allowed_region_set(self) -> frozenset[str] | None:
+        if self.allowed_regions is None:
+            return None
+        return frozenset(r.strip() for r in self.allowed_regions.split(",") if r.strip())
 
     @property
     def stack_file(self) -> Path:

@@ -12,11 +12,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from driftline.settings import Settings
 from inference import describe_onnx
-from lineage import ArtifactStore, LifecycleEvent, ModelRegistry, ModelVersion
+from lineage import LifecycleEvent, ModelRegistry, ModelVersion, sha256_hex
 from lineage.commands import new_command
 from lineage.keys import key_id, load_private_key
 from lineage.metadata import ArtifactMetadata, InputSchema
 from lineage.profile import ReferenceProfile
+from streams.artifact_store import artifact_store, region_refusal
 from streams.codecs import codec_for
 from streams.exceptions import StreamsError
 from streams.kafka import make_producer
@@ -97,7 +98,21 @@ class ModelCommands:
         data = path.read_bytes()
         description = describe_onnx(data)
         private_key = self._private_key(actor)
-        store = ArtifactStore(self.settings.data.artifacts)
+        refusal = region_refusal(self.settings)
+        if refusal is not None:
+            # Nothing is stored, but the attempt is audited: the agent refuses it on record.
+            self.send(
+                "register",
+                name,
+                None,
+                actor,
+                {
+                    "region": str(self.settings.data.region),
+                    "digest": sha256_hex(data),
+                    "refused": refusal,
+                },
+            )
+        store = artifact_store(self.settings)
         metadata = artifact_metadata(description, training_data)
         artifact = store.put_bytes(data, metadata=metadata)
         existing = self.registry().find_by_digest(name, artifact.digest)

@@ -99,6 +99,8 @@ class RegistryAgent:
     def _register(self, command: LifecycleCommand) -> LifecycleEvent:
         """Registration carries the artifact's digest, path and description as arguments."""
         arguments = command.arguments
+        if "refused" in arguments:
+            return rejected(command, "region", arguments["refused"], signature_verified=True)
         try:
             attributes = json.loads(arguments.get("attributes", "{}"))
             planned = self._registry.plan_register(

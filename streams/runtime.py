@@ -13,7 +13,6 @@ from confluent_kafka import Producer
 from driftline.settings import Settings
 from inference import Router
 from lineage import (
-    ArtifactStore,
     AuditLogWriter,
     DeadLetterSink,
     ModelRegistry,
@@ -23,6 +22,7 @@ from lineage import (
 )
 from lineage.store import TABLES, redact_dsn
 from schemas import SchemaCodec
+from streams.artifact_store import artifact_store
 from streams.checkpointing import CheckpointKeeper
 from streams.codecs import codec_for
 from streams.deadletter import DeadLetterPublisher
@@ -90,7 +90,7 @@ class WorkerRuntime:
                 codec=codec,
                 registry=ModelRegistry(),
                 router=router,
-                artifacts=ArtifactStore(settings.data.artifacts),
+                artifacts=artifact_store(settings),
                 stats=stats,
                 ort_threads=settings.worker.ort_threads,
                 policy=policy,

@@ -156,3 +156,39 @@ def test_register_keeps_metadata_and_reference_profile_pinned_in_the_chain(
     assert profile.n == 2000 and profile.n_features == 16
     assert metadata.offline_metrics["roc_auc"] > 0.5
     assert metadata.input_schema.shape == (None, 16)
+
+
+def test_artifacts_encrypted_at_rest_are_served(stack_env, start_worker, tmp_path):
+    from lineage.artifact_crypto import generate_encryption_key
+
+    key_file = tmp_path / "artifact.key"
+    key_file.write_text(generate_encryption_key())  # base64 of 32 random bytes
+    env = {"DRIFTLINE_DATA_ARTIFACT_KEY_FILE": str(key_file)}
+    settings = stack_env.settings(**env)
+    worker = start_worker(**env)
+    commands = ModelCommands.from_settings(settings)
+    model_path = write_model(tmp_path, seed=1)
+    event, _ = commands.register(model_path, "demo", actor="alice")
+    stored = (settings.data.artifacts / event.attributes["artifact"]).read_bytes()
+    assert model_path.read_bytes() not in stored  # ciphertext on disk
+    commands.promote("demo", event.version, actor="bob")
+    wait_until(
+        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == 1,
+        what="the encrypted model decrypted, verified and served",
+    )
+
+
+def test_register_outside_allowed_regions_is_refused_and_audited(stack_env, start_worker, tmp_path):
+    env = {"DRIFTLINE_DATA_REGION": "us-east-1", "DRIFTLINE_DATA_ALLOWED_REGIONS": "eu-west-1"}
+    settings = stack_env.settings(**env)
+    worker = start_worker()
+    with pytest.raises(CommandRejected, match="region"):
+        ModelCommands.from_settings(settings).register(
+            write_model(tmp_path, seed=1), "demo", actor="alice"
+        )
+    assert not settings.data.artifacts.exists() or not any(settings.data.artifacts.rglob("*.onnx"))
+    db = settings.clickhouse.database
+    wait_until(
+        lambda: _rejections(worker, db) == [["alice", "region"]],
+        what="the refusal in the audit log",
+    )
