@@ -111,7 +111,7 @@ def _wait_for_champion(stack: EmbeddedStack, version: int, timeout_s: float = 30
     raise TimeoutError(f"the worker did not load {MODEL} v{version} in {timeout_s:.0f}s")
 
 
-def _summary_table(stack: EmbeddedStack, settings: Settings, produced: int, t0: float) -> Table:
+def _summary_table(stack: EmbeddedStack, settings: Settings, produced: int) -> Table:
     stats = http_json(stack.worker_url + "/driftline/stats/")
     db = settings.clickhouse.database
     _, rows = query(
@@ -158,13 +158,12 @@ def _stream_with_summary(
         )
 
     thread = threading.Thread(target=run, name="demo-producer", daemon=True)
-    t0 = time.monotonic()
     thread.start()
     with Live(console=console, refresh_per_second=4) as live:
         while thread.is_alive():
-            live.update(_summary_table(stack, settings, sent["n"], t0))
+            live.update(_summary_table(stack, settings, sent["n"]))
             time.sleep(0.5)
-        live.update(_summary_table(stack, settings, sent["n"], t0))
+        live.update(_summary_table(stack, settings, sent["n"]))
     thread.join()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from schemas import default_codec
@@ -105,25 +107,22 @@ def test_promotion_swaps_model_mid_stream_without_loss_or_double_scoring(
         assert versions == sorted(versions)
 
 
-def test_worker_refuses_a_tampered_artifact_and_keeps_serving(stack_env, start_worker, tmp_path):
-    settings = stack_env.settings()
-    worker = start_worker()
-    v1 = _register_and_promote(settings, tmp_path, seed=1)
-    _wait_serving(worker, "demo", v1)
-    commands = ModelCommands.from_settings(settings)
-    event, _ = commands.register(write_model(tmp_path, seed=2), "demo", actor="alice")
-    stored = settings.data.artifacts / event.attributes["artifact"]
-    stored.write_bytes(stored.read_bytes()[:-1] + b"\x00")  # one byte changed on disk
-    commands.promote("demo", event.version, actor="bob")
-
-    wait_until(lambda: worker.get("/driftline/stats/")["models_refused"], what="a refusal")
-    (refusal,) = worker.get("/driftline/stats/")["models_refused"]
-    assert refusal["version"] == event.version
-    assert "digest" in refusal["reason"] or "sha256" in refusal["reason"]
-    assert worker.get("/driftline/models/")["demo"]["version"] == v1
+def _flip_last_byte(artifact: Path, digest: str) -> None:
+    artifact.write_bytes(artifact.read_bytes()[:-1] + b"\x00")  # one byte changed on disk
 
 
-def test_worker_refuses_an_artifact_whose_signature_is_missing(stack_env, start_worker, tmp_path):
+def _drop_signature(artifact: Path, digest: str) -> None:
+    artifact.with_name(f"{digest}.sig").unlink()
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [(_flip_last_byte, "sha256"), (_drop_signature, "is not signed")],
+    ids=["tampered-bytes", "missing-signature"],
+)
+def test_worker_refuses_a_spoiled_artifact_and_keeps_serving(
+    stack_env, start_worker, tmp_path, spoil, reason
+):
     settings = stack_env.settings()
     worker = start_worker()
     v1 = _register_and_promote(settings, tmp_path, seed=1)
@@ -131,11 +130,10 @@ def test_worker_refuses_an_artifact_whose_signature_is_missing(stack_env, start_
     commands = ModelCommands.from_settings(settings)
     event, _ = commands.register(write_model(tmp_path, seed=2), "demo", actor="alice")
     assert event.attributes["signed_by"]  # the registering actor's key id
-    signature = settings.data.artifacts / event.attributes["artifact"]
-    signature.with_name(f"{event.attributes['digest']}.sig").unlink()
+    spoil(settings.data.artifacts / event.attributes["artifact"], event.attributes["digest"])
     commands.promote("demo", event.version, actor="bob")
 
     wait_until(lambda: worker.get("/driftline/stats/")["models_refused"], what="a refusal")
     (refusal,) = worker.get("/driftline/stats/")["models_refused"]
-    assert refusal["version"] == event.version and "is not signed" in refusal["reason"]
+    assert refusal["version"] == event.version and reason in refusal["reason"]
     assert worker.get("/driftline/models/")["demo"]["version"] == v1
