@@ -191,13 +191,12 @@ class DataSettings(_Section):
 
 
 class RegistrySettings(_Section):
-    """Who may change models: the roles file the registry agent enforces, and the CLI's key."""
+    """Who may change models: the roles file the registry agent enforces, and the CLI's keys."""
 
     roles_file: Path | None = Field(
         None, description="TOML roles file; unset = <data dir>/roles.toml kept by `keys new`"
     )
     key_dir: Path | None = Field(None, description="private keys; unset = <data dir>/keys")
-    actor: str | None = Field(None, description="who the CLI signs as; unset = current user")
     command_timeout_s: float = Field(30.0, gt=0, le=600)
 
 
