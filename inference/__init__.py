@@ -24,7 +24,7 @@ from inference.signature import (
     check_batch,
 )
 from inference.synthetic import SyntheticFeatures
-from inference.training import TrainedModel, train_logistic
+from inference.training import TrainedModel, train_gbm, train_logistic
 
 __all__ = [
     "FEATURE_COUNT_MISMATCH",
@@ -49,5 +49,6 @@ __all__ = [
     "describe_onnx",
     "prediction_id",
     "score_records",
+    "train_gbm",
     "train_logistic",
 ]

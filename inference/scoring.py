@@ -17,6 +17,7 @@ from typing import Any
 
 from inference.exceptions import InferenceError
 from inference.model import LoadedModel
+from inference.routing import RoutingTable
 from inference.signature import Rejection, check_batch
 
 # uuid5(NAMESPACE_URL, "https://driftline.dev/ns/prediction"), spelled out so
@@ -36,13 +37,28 @@ def _uuid5_hex(record_id: str, suffix: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
-def prediction_id(record_id: str, model: str, arm: str) -> str:
-    """``str(uuid.uuid5(PREDICTION_NAMESPACE, f"{record_id}|{model}|{arm}"))``, computed faster.
+SERVED_KEY = "served"
 
-    The model *version* is deliberately not part of the id: a redelivered
-    record re-scored by a newer version gets the same id, so sinks dedup it.
+
+def id_key(arm: str, version: int) -> str:
+    """The arm part of a prediction id: one key for every served arm, one per shadow version.
+
+    A record has exactly one served prediction whichever arm served it, so a
+    record redelivered after the split changed collapses onto the same id
+    instead of being counted twice; each shadow version scores every record,
+    so shadows need the version to stay apart.
     """
-    return _uuid5_hex(record_id, f"|{model}|{arm}".encode())
+    return f"shadow-v{version}" if arm == "shadow" else SERVED_KEY
+
+
+def prediction_id(record_id: str, model: str, key: str) -> str:
+    """``str(uuid.uuid5(PREDICTION_NAMESPACE, f"{record_id}|{model}|{key}"))``, computed faster.
+
+    ``key`` is :func:`id_key` of the arm. The model *version* of a served arm
+    is deliberately not part of the id: a redelivered record re-scored by a
+    newer version gets the same id, so sinks dedup it.
+    """
+    return _uuid5_hex(record_id, f"|{model}|{key}".encode())
 
 
 def _wall_ms() -> int:
@@ -94,7 +110,7 @@ def score_records(
     scored_at = now_ms()
 
     version = model.version
-    suffix = f"|{name}|{arm}".encode()
+    suffix = f"|{name}|{id_key(arm, version)}".encode()
     accepted = checked.accepted
     chosen = records if len(accepted) == len(records) else [records[i] for i in accepted]
     predictions = [
@@ -118,3 +134,46 @@ def score_records(
         )
     ]
     return ScoredBatch(predictions, checked.rejected, model_latency_ms, accepted)
+
+
+@dataclass(frozen=True)
+class RoutedBatch:
+    """Predictions of every arm, rejections, and records no served arm covers.
+
+    Rejection and ``unserved`` indices refer to the input records. A record a
+    shadow cannot score but a served arm did is not rejected (it was served);
+    those are counted in ``shadow_rejected``.
+    """
+
+    predictions: list[dict[str, Any]]
+    rejected: list[Rejection]
+    unserved: list[int]
+    shadow_rejected: int = 0
+
+
+def score_routed(table: RoutingTable, records: Sequence[dict[str, Any]]) -> RoutedBatch:
+    """Split ``records`` between the table's served arms by entity, score each, then the shadows."""
+    experiment = table.experiment_id
+    if not table.is_split and not table.shadows:
+        (arm,) = table.served
+        scored = score_records(arm.model, records, arm=arm.name, experiment_id=experiment)
+        return RoutedBatch(scored.predictions, scored.rejected, [])
+    assigned = table.assign([record["entity_id"] for record in records]).tolist()
+    predictions: list[dict[str, Any]] = []
+    rejected: list[Rejection] = []
+    for index, arm in enumerate(table.served):
+        mine = [i for i, a in enumerate(assigned) if a == index]
+        if not mine:
+            continue
+        subset = records if len(mine) == len(records) else [records[i] for i in mine]
+        scored = score_records(arm.model, subset, arm=arm.name, experiment_id=experiment)
+        predictions += scored.predictions
+        rejected += [Rejection(mine[r.index], r.reason, r.detail) for r in scored.rejected]
+    unserved = [i for i, a in enumerate(assigned) if a == -1]
+    shadow_rejected = 0
+    for model in table.shadows:
+        scored = score_records(model, records, arm="shadow", experiment_id=experiment)
+        predictions += scored.predictions
+        shadow_rejected += len(scored.rejected)
+    rejected.sort(key=lambda r: r.index)
+    return RoutedBatch(predictions, rejected, unserved, shadow_rejected)

@@ -42,6 +42,8 @@ class EventType(StrEnum):
     REJECTED = "rejected"
     CHALLENGER_ASSIGNED = "challenger_assigned"
     CANARY_STARTED = "canary_started"
+    SHADOW_STARTED = "shadow_started"
+    TRAFFIC_CHANGED = "traffic_changed"
     PROMOTED = "promoted"
     ARCHIVED = "archived"
     ROLLED_BACK = "rolled_back"

@@ -4,14 +4,19 @@
 projection read (see :mod:`lineage.registry` for how events fold into state)::
 
     registered -> validated | rejected | champion (an unvalidated promotion)
-    validated  -> challenger | canary | champion
+    validated  -> shadow | challenger | canary | champion
+    shadow     -> challenger | canary | champion | archived
     challenger -> canary | champion | archived
     canary     -> champion | archived
     champion   -> archived
     rejected, archived: terminal
 
 ``champion``, ``challenger`` and ``canary`` are also aliases: per-model
-pointers to one version each, held by the version in the state of that name.
+pointers to one version each, held by the version in the state of that name
+(several versions may be challengers at once, for A/B/n; the alias names the
+latest). ``shadow`` versions are scored on every record and never served.
+``traffic`` changes a challenger's or canary's share without moving it
+(see :mod:`lineage.traffic`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class State(StrEnum):
     REGISTERED = "registered"
     VALIDATED = "validated"
     REJECTED = "rejected"
+    SHADOW = "shadow"
     CHALLENGER = "challenger"
     CANARY = "canary"
     CHAMPION = "champion"
@@ -40,7 +46,8 @@ class State(StrEnum):
 # Current state -> states a command may move a version to (see the module docstring).
 TRANSITIONS: dict[str, frozenset[str]] = {
     State.REGISTERED: frozenset({State.VALIDATED, State.REJECTED, State.CHAMPION}),
-    State.VALIDATED: frozenset({State.CHALLENGER, State.CANARY, State.CHAMPION}),
+    State.VALIDATED: frozenset({State.SHADOW, State.CHALLENGER, State.CANARY, State.CHAMPION}),
+    State.SHADOW: frozenset({State.CHALLENGER, State.CANARY, State.CHAMPION, State.ARCHIVED}),
     State.CHALLENGER: frozenset({State.CANARY, State.CHAMPION, State.ARCHIVED}),
     State.CANARY: frozenset({State.CHAMPION, State.ARCHIVED}),
     State.CHAMPION: frozenset({State.ARCHIVED}),
@@ -52,18 +59,21 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 ACTIONS: tuple[str, ...] = (
     "validate",
     "reject",
+    "shadow",
     "challenger",
     "canary",
+    "traffic",
     "promote",
     "archive",
     "rollback",
 )
 
 # Action that moves one version -> (event type it publishes, state it moves to).
-# "rollback" is model-wide and handled on its own.
+# "rollback" is model-wide and "traffic" moves no version; both are handled on their own.
 MOVES: dict[str, tuple[str, str]] = {
     "validate": (EventType.VALIDATED, State.VALIDATED),
     "reject": (EventType.REJECTED, State.REJECTED),
+    "shadow": (EventType.SHADOW_STARTED, State.SHADOW),
     "challenger": (EventType.CHALLENGER_ASSIGNED, State.CHALLENGER),
     "canary": (EventType.CANARY_STARTED, State.CANARY),
     "promote": (EventType.PROMOTED, State.CHAMPION),

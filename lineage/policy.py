@@ -200,10 +200,10 @@ def _actor_roles(spec: Mapping[str, Any], roles: Mapping[str, Role], where: str)
 
 # Roles write_example_roles() defines: action list and model patterns per role.
 EXAMPLE_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "data-scientist": (("register", "validate", "challenger", "canary"), ("*",)),
-    "approver": (("promote", "rollback", "archive", "reject"), ("*",)),
+    "data-scientist": (("register", "validate", "shadow", "challenger", "canary"), ("*",)),
+    "approver": (("promote", "rollback", "archive", "reject", "traffic"), ("*",)),
     "ci": (("register", "validate", "reject"), ("*",)),
-    "policy": (("canary", "promote", "rollback", "archive"), ("*",)),
+    "policy": (("canary", "traffic", "promote", "rollback", "archive"), ("*",)),
 }
 
 

@@ -58,6 +58,7 @@ class PlanningRegistry(Protocol):
         actor: str,
         *,
         evidence: dict[str, Any] | None = None,
+        arguments: dict[str, str] | None = None,
     ) -> LifecycleEvent: ...
 
     def get(self, name: str, version: int) -> Any: ...  # has .registered_by
@@ -111,6 +112,7 @@ class CommandAuthority:
                 command.version,
                 command.actor,
                 evidence=approval_evidence(command),
+                arguments=command.arguments,
             )
         except LineageError as exc:
             refused = _registry_refusal(exc)

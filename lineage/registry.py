@@ -62,6 +62,7 @@ from lineage.lifecycle import (
     State,
     check_move,
 )
+from lineage.traffic import TrafficBook, TrafficSplit, plan_attributes
 from lineage.versions import MODEL_NAME, ModelVersion, check_model_name, version_from_event
 
 __all__ = [
@@ -103,6 +104,7 @@ class ModelRegistry:
         # Commands some event already answers: a redelivered command is not decided twice.
         self._answered: set[str] = set()
         self._seen: set[str] = set()
+        self._traffic = TrafficBook()
         # (event_id, reason) for events that were recorded but changed nothing.
         self.skipped: list[tuple[str, str]] = []
 
@@ -135,6 +137,8 @@ class ModelRegistry:
             return self._apply_registered(event)
         if event.type == EventType.ROLLED_BACK:
             return self._apply_rollback(event)
+        if event.type == EventType.TRAFFIC_CHANGED:
+            return self._apply_traffic(event)
         target = EVENT_STATE.get(event.type)
         if target is None:
             # command_rejected and types from newer producers: history, not state.
@@ -164,7 +168,26 @@ class ModelRegistry:
         also = self._move(model, current.version, target)
         if target == State.CHAMPION:
             model.replaced[current.version] = before
+        if target in (State.CHALLENGER, State.CANARY):
+            self._traffic.set(event.model, current.version, event.attributes)
+        if not any(v.state in (State.CHALLENGER, State.CANARY) for v in model.versions.values()):
+            self._traffic.forget_experiment(event.model)
         self._record(event, model, current.state, target, also)
+        return True
+
+    def _apply_traffic(self, event: LifecycleEvent) -> bool:
+        model = self._models.get(event.model)
+        current = None
+        if model is not None and event.version is not None:
+            current = model.versions.get(event.version)
+        if model is None or current is None:
+            return self._skip(event, f"traffic_changed for unknown version {event.version}")
+        if current.state not in (State.CHALLENGER, State.CANARY):
+            return self._skip(
+                event, f"traffic_changed but {event.model} v{current.version} is {current.state}"
+            )
+        self._traffic.set(event.model, current.version, event.attributes)
+        self._record(event, model, current.state, current.state)
         return True
 
     def _apply_registered(self, event: LifecycleEvent) -> bool:
@@ -214,7 +237,8 @@ class ModelRegistry:
         """Put version ``number`` in ``target``, moving aliases; returns other versions moved."""
         also: tuple[tuple[int, str, str], ...] = ()
         holder = model.aliases.get(target)
-        if holder is not None and holder != number:
+        # Challengers share traffic (A/B/n), so a new one displaces nobody.
+        if holder is not None and holder != number and target != State.CHALLENGER:
             also = (self._set_state(model, holder, State.ARCHIVED),)
         self._set_state(model, number, target)
         if target in ALIASES:
@@ -224,9 +248,13 @@ class ModelRegistry:
     @staticmethod
     def _set_state(model: _Model, number: int, target: str) -> tuple[int, str, str]:
         current = model.versions[number]
+        model.versions[number] = replace(current, state=str(target))
         for alias in [a for a, v in model.aliases.items() if v == number and a != target]:
             del model.aliases[alias]
-        model.versions[number] = replace(current, state=str(target))
+            # Another version still in the alias's state (a second challenger) takes it.
+            others = [n for n, v in model.versions.items() if v.state == alias]
+            if others:
+                model.aliases[alias] = max(others)
         return (number, current.state, str(target))
 
     @staticmethod
@@ -291,6 +319,12 @@ class ModelRegistry:
         model = self._models.get(name)
         number = None if model is None else model.aliases.get(alias)
         return None if number is None else model.versions[number]
+
+    def traffic(self, name: str) -> TrafficSplit:
+        """The traffic split of ``name``: served arms with their shares, and shadows."""
+        model = self._models.get(name)
+        states = {} if model is None else {n: v.state for n, v in model.versions.items()}
+        return self._traffic.split(name, states)
 
     def champion(self, name: str) -> ModelVersion | None:
         """The serving version, or None if the model is unknown or has no champion."""
@@ -381,6 +415,7 @@ class ModelRegistry:
         actor: str,
         *,
         evidence: Mapping[str, Any] | None = None,
+        arguments: Mapping[str, str] | None = None,
     ) -> LifecycleEvent:
         """The event that carries out ``action`` (one of :data:`ACTIONS`) on ``name``.
 
@@ -401,18 +436,50 @@ class ModelRegistry:
                 f"cannot {action} {name}: no version given; say which version to {action}"
             )
         current = self.get(name, version)
+        if action == "traffic":
+            return self._plan_traffic(current, actor, evidence, arguments or {})
         event_type, target = MOVES[action]
         check_move(action, current, target)
         attributes = {}
         holder = self.by_alias(name, target)
-        if holder is not None:
+        if holder is not None and target != State.CHALLENGER:
             attributes[f"previous_{target}"] = str(holder.version)
+        if target in (State.CHALLENGER, State.CANARY):
+            attributes |= plan_attributes(
+                action, name, version, arguments or {}, self.traffic(name)
+            )
         return ev.new_event(
             event_type,
             name,
             version,
             actor,
             state=target,
+            previous_state=current.state,
+            attributes=attributes,
+            evidence=evidence,
+        )
+
+    def _plan_traffic(
+        self,
+        current: ModelVersion,
+        actor: str,
+        evidence: Mapping[str, Any] | None,
+        arguments: Mapping[str, str],
+    ) -> LifecycleEvent:
+        name, version = current.name, current.version
+        if current.state not in (State.CHALLENGER, State.CANARY):
+            raise IllegalTransition(
+                f"cannot traffic {name} v{version}: {name} v{version} is {current.state}; "
+                "only a challenger's or canary's share can change (promote moves the champion)"
+            )
+        attributes = plan_attributes("traffic", name, version, arguments, self.traffic(name))
+        attributes["previous_traffic_bp"] = str(self.traffic(name).share(version))
+        return ev.new_event(
+            EventType.TRAFFIC_CHANGED,
+            name,
+            version,
+            actor,
+            state=current.state,
             previous_state=current.state,
             attributes=attributes,
             evidence=evidence,

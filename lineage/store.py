@@ -19,7 +19,9 @@ AUDIT_LOG = "audit_log"
 PREDICTIONS = "predictions"
 DEADLETTERS = "deadletters"
 CHECKPOINTS = "audit_checkpoints"
-TABLES = (AUDIT_LOG, PREDICTIONS, DEADLETTERS, CHECKPOINTS)
+FEATURES = "features"
+REPLAYS = "replay_predictions"
+TABLES = (AUDIT_LOG, PREDICTIONS, DEADLETTERS, CHECKPOINTS, FEATURES, REPLAYS)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -94,3 +94,39 @@ CREATE TABLE IF NOT EXISTS {database}.audit_checkpoints
 )
 ENGINE = MergeTree
 ORDER BY (model, seq, signed_at);
+
+-- Logged feature rows (a configurable sample, chosen by entity so an entity's
+-- rows are kept or skipped together) for replay and training-serving skew
+-- checks. Frame rows have record_id frame_id:row.
+CREATE TABLE IF NOT EXISTS {database}.features
+(
+    record_id String,
+    entity_id String,
+    model LowCardinality(String),
+    event_time DateTime64(3, 'UTC'),
+    feature_names LowCardinality(String),
+    features Array(Float32),
+    recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, event_time, record_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Paired predictions from `driftline replay`: a candidate version's score for
+-- a logged feature row beside the score that was served for it.
+CREATE TABLE IF NOT EXISTS {database}.replay_predictions
+(
+    replay_id String,
+    record_id String,
+    entity_id String,
+    model LowCardinality(String),
+    candidate_version Int32,
+    candidate_score Float64,
+    served_version Nullable(Int32),
+    served_arm Nullable(String),
+    served_score Nullable(Float64),
+    event_time DateTime64(3, 'UTC'),
+    replayed_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, replay_id, record_id);

@@ -103,6 +103,23 @@ _SAMPLES: dict[str, dict[str, Any]] = {
         "raw": b'{"not": "avro"}',
         "failed_at": _T0 + 5,
     },
+    "PredictionFrame": {
+        "frame_id": "frame-1",
+        "prediction_frame_id": "0f1e2d3c-4b5a-5968-8776-a5b4c3d2e1f0",
+        "model": "fraud",
+        "version": 3,
+        "arm": "challenger",
+        "experiment_id": "fraud-exp-1",
+        "n_rows": 2,
+        "rows": struct.pack("<2i", 0, 1),
+        "entity_ids": ["customer-1", "customer-2"],
+        "event_times": [_T0, _T0 + 1],
+        "n_outputs": 2,
+        "score": struct.pack("<2d", 0.875, 0.25),
+        "scores": struct.pack("<4d", 0.125, 0.875, 0.75, 0.25),
+        "scored_at": _T0 + 12,
+        "model_latency_ms": 0.5,
+    },
 }
 
 

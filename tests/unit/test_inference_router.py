@@ -44,16 +44,17 @@ def test_models_are_routed_by_name(trained):
     router.set_champion(fraud)
     router.set_champion(churn)
     assert router.champion("fraud") is fraud and router.champion("churn") is churn
-    assert router.loaded() == {
-        "churn": {"version": 1, "digest": trained.digest, "loaded_at": churn.loaded_at},
-        "fraud": {"version": 3, "digest": trained.digest, "loaded_at": fraud.loaded_at},
-    }
+    loaded = router.loaded()
+    assert sorted(loaded) == ["churn", "fraud"]
+    assert loaded["fraud"]["version"] == 3 and loaded["fraud"]["digest"] == trained.digest
+    assert loaded["churn"]["arms"] == [{"arm": "champion", "version": 1, "traffic_bp": 10_000}]
+    assert loaded["churn"]["experiment_id"] is None
 
 
 def test_swap_does_not_disturb_a_reader_mid_batch(trained):
     router = Router()
     router.set_champion(_load(trained, "fraud", 1))
-    table_seen_by_reader = router._champions
+    table_seen_by_reader = router.table("fraud")
     router.set_champion(_load(trained, "fraud", 2))
-    assert table_seen_by_reader["fraud"].version == 1  # copy-on-write: old table untouched
+    assert table_seen_by_reader.champion.version == 1  # copy-on-write: old table untouched
     assert router.champion("fraud").version == 2

@@ -107,7 +107,7 @@ def test_predictions_follow_the_contract(model):
         assert p["scores"] == pytest.approx(expected.scores[i].tolist())
         assert type(p["score"]) is float and all(type(s) is float for s in p["scores"])
         assert p["prediction_id"] == str(
-            uuid.uuid5(PREDICTION_NAMESPACE, f"rec-{i}|fraud|champion")
+            uuid.uuid5(PREDICTION_NAMESPACE, f"rec-{i}|fraud|served")
         )
 
 

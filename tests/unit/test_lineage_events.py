@@ -235,6 +235,8 @@ def test_event_types_cover_the_lifecycle() -> None:
         "rejected",
         "challenger_assigned",
         "canary_started",
+        "shadow_started",
+        "traffic_changed",
         "promoted",
         "archived",
         "rolled_back",

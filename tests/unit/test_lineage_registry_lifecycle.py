@@ -14,7 +14,8 @@ DESCRIPTION = {"input_name": "features", "input_shape": json.dumps([None, 4])}
 # Written out by hand, not derived from TRANSITIONS, so a change to the table fails here.
 LEGAL = {
     "registered": {"validate", "reject", "promote"},
-    "validated": {"challenger", "canary", "promote"},
+    "validated": {"shadow", "challenger", "canary", "promote"},
+    "shadow": {"challenger", "canary", "promote", "archive"},
     "rejected": set(),
     "challenger": {"canary", "promote", "archive"},
     "canary": {"promote", "archive"},
@@ -23,7 +24,8 @@ LEGAL = {
 }
 ALLOWED_TEXT = {
     "registered": "validate, reject, promote",
-    "validated": "challenger, canary, promote",
+    "validated": "shadow, challenger, canary, promote",
+    "shadow": "challenger, canary, promote, archive",
     "rejected": "none",
     "challenger": "canary, promote, archive",
     "canary": "promote, archive",
@@ -33,6 +35,7 @@ ALLOWED_TEXT = {
 TARGET = {
     "validate": "validated",
     "reject": "rejected",
+    "shadow": "shadow",
     "challenger": "challenger",
     "canary": "canary",
     "promote": "champion",
@@ -41,6 +44,7 @@ TARGET = {
 EVENT_TYPE = {
     "validate": "validated",
     "reject": "rejected",
+    "shadow": "shadow_started",
     "challenger": "challenger_assigned",
     "canary": "canary_started",
     "promote": "promoted",
@@ -51,6 +55,7 @@ PATHS = {
     "registered": [],
     "validated": [("validate", 1)],
     "rejected": [("reject", 1)],
+    "shadow": [("validate", 1), ("shadow", 1)],
     "challenger": [("validate", 1), ("challenger", 1)],
     "canary": [("validate", 1), ("canary", 1)],
     "champion": [("validate", 1), ("promote", 1)],
@@ -93,8 +98,10 @@ def test_the_table_is_the_documented_one() -> None:
     assert ACTIONS == (
         "validate",
         "reject",
+        "shadow",
         "challenger",
         "canary",
+        "traffic",
         "promote",
         "archive",
         "rollback",
@@ -168,7 +175,7 @@ def test_promoting_archives_the_old_champion_and_clears_the_promoted_alias() -> 
     do(registry, "promote", 1)
     assert registry.aliases("fraud") == {"champion": 1}
     assign = do(registry, "challenger", 2)
-    assert assign.attributes == {}
+    assert assign.attributes == {"traffic_bp": "1000", "experiment_id": "fraud-v2-challenger"}
     do(registry, "canary", 3)
     assert registry.aliases("fraud") == {"canary": 3, "challenger": 2, "champion": 1}
     promote = do(registry, "promote", 2, evidence={"p_value": 0.004})
@@ -184,19 +191,22 @@ def test_promoting_archives_the_old_champion_and_clears_the_promoted_alias() -> 
     assert entry.evidence == {"p_value": 0.004}
 
 
-def test_a_new_holder_archives_the_old_one() -> None:
+def test_a_new_canary_archives_the_old_one_but_challengers_share() -> None:
     registry = fraud(4)
     for n in (1, 2, 3, 4):
         do(registry, "validate", n)
     do(registry, "challenger", 1)
     second = do(registry, "challenger", 2)
-    assert second.attributes == {"previous_challenger": "1"}
-    assert state_of(registry)[1] == "archived"
+    assert "previous_challenger" not in second.attributes
+    assert second.attributes["experiment_id"] == "fraud-v1-challenger"  # joins the experiment
+    assert state_of(registry)[1] == "challenger"  # A/B/n: both challengers serve
     do(registry, "canary", 3)
     third = do(registry, "canary", 4)
-    assert third.attributes == {"previous_canary": "3"}
-    assert state_of(registry) == {1: "archived", 2: "challenger", 3: "archived", 4: "canary"}
+    assert third.attributes["previous_canary"] == "3"
+    assert state_of(registry) == {1: "challenger", 2: "challenger", 3: "archived", 4: "canary"}
     assert registry.aliases("fraud") == {"canary": 4, "challenger": 2}
+    do(registry, "archive", 2)
+    assert registry.aliases("fraud") == {"canary": 4, "challenger": 1}
 
 
 def test_challenger_to_canary_moves_the_alias_and_archive_clears_it() -> None:

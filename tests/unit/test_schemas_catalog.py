@@ -41,6 +41,11 @@ CONTRACT_V1 = {
     "DeadLetter": [
         "source_topic", "partition", "offset", "key", "reason", "detail", "raw", "failed_at",
     ],
+    "PredictionFrame": [
+        "frame_id", "prediction_frame_id", "model", "version", "arm", "experiment_id", "n_rows",
+        "rows", "entity_ids", "event_times", "n_outputs", "score", "scores", "scored_at",
+        "model_latency_ms",
+    ],
 }  # fmt: skip
 
 TIMESTAMP_FIELDS = {
@@ -52,6 +57,7 @@ TIMESTAMP_FIELDS = {
     "LifecycleEvent": {"occurred_at"},
     "LifecycleCommand": {"issued_at"},
     "DeadLetter": {"failed_at"},
+    "PredictionFrame": {"event_times", "scored_at"},
 }
 
 
