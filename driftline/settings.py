@@ -132,6 +132,12 @@ class ClickHouseSettings(_Section):
     database: str = Field("driftline", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     flush_rows: int = Field(5000, ge=1)
     flush_interval_s: float = Field(0.5, gt=0)
+    feature_sample_rate: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of entities whose feature rows are logged to the features table",
+    )
 
     @model_validator(mode="after")
     def _known_scheme(self) -> ClickHouseSettings:
@@ -209,6 +215,10 @@ class WorkerSettings(_Section):
         "inference,lineage,registry", description="comma-separated: inference, lineage, registry"
     )
     ort_threads: int = Field(1, ge=1, le=256)
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where models run: auto = CUDA when a GPU, CuPy and the provider exist"
+    )
+    device_id: int = Field(0, ge=0, le=64, description="CUDA device ordinal")
     fetch_max_wait_ms: int = Field(
         20, ge=1, le=10_000, description="longest a fetch waits at the broker for new records"
     )

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from inference.device import Device, choose_device, make_runner
 from inference.exceptions import (
     InferenceError,
     ModelDigestMismatch,
@@ -92,6 +93,7 @@ class LoadedModel:
         session: Any,
         score_output: str,
         loaded_at: int,
+        device: Device | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -103,6 +105,10 @@ class LoadedModel:
         self._session = session
         self._run_outputs = [score_output]
         self._input_name = signature.input_name
+        self.device = device or choose_device("cpu")
+        self._runner = make_runner(
+            session, input_name=signature.input_name, output_name=score_output, device=self.device
+        )
 
     def __repr__(self) -> str:
         return (
@@ -118,15 +124,18 @@ class LoadedModel:
         name: str,
         version: int,
         expected_digest: str,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
+        providers: Sequence[str] | None = None,
         intra_op_threads: int = 1,
+        device: Device | None = None,
     ) -> LoadedModel:
         """Verify ``sha256(data)`` against ``expected_digest``, then open an ONNX Runtime session.
 
         ``expected_digest`` is hex, optionally prefixed ``sha256:``. The check
         runs before ONNX Runtime sees the bytes. ``intra_op_threads`` defaults
         to 1: the worker scores inside a single-threaded event loop on a small
-        box, where extra ORT threads only contend with it.
+        box, where extra ORT threads only contend with it. ``device`` (see
+        :func:`inference.device.choose_device`) picks the execution provider and
+        how inputs reach it; the default is the CPU.
         """
         actual = hashlib.sha256(data).hexdigest()
         expected = _normalise_digest(expected_digest)
@@ -136,7 +145,14 @@ class LoadedModel:
             raise ModelLoadError(f"intra_op_threads must be >= 1, got {intra_op_threads}")
 
         label = f"model {name!r} v{version}"
-        session = _open_session(data, label=label, providers=providers, threads=intra_op_threads)
+        device = device or choose_device("cpu")
+        session = _open_session(
+            data,
+            label=label,
+            providers=providers or device.providers,
+            provider_options=None if providers else device.provider_options(),
+            threads=intra_op_threads,
+        )
         description = _describe(session, label=label)
         if description.n_features is None:
             raise UnsupportedModel(
@@ -162,6 +178,7 @@ class LoadedModel:
             session=session,
             score_output=_pick_score_output(session.get_outputs(), label),
             loaded_at=time.time_ns() // 1_000_000,
+            device=device,
         )
 
     def predict(self, matrix: np.ndarray) -> Scores:
@@ -179,10 +196,8 @@ class LoadedModel:
                 f"model {self.name!r} v{self.version} takes a float32 [n, {k}] array, "
                 f"got {dtype} with shape {shape}; run the rows through check_batch first"
             )
-        if not matrix.flags.c_contiguous:
-            matrix = np.ascontiguousarray(matrix)
         try:
-            (raw,) = self._session.run(self._run_outputs, {self._input_name: matrix})
+            raw = self._runner.run(matrix)
         except Exception as exc:  # ORT raises several pybind types; wrap them all
             raise InferenceError(
                 f"model {self.name!r} v{self.version} failed on a batch of "
@@ -223,10 +238,20 @@ def _session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def _open_session(data: bytes, *, label: str, providers: Sequence[str], threads: int = 1) -> Any:
+def _open_session(
+    data: bytes,
+    *,
+    label: str,
+    providers: Sequence[str],
+    provider_options: list[dict[str, str]] | None = None,
+    threads: int = 1,
+) -> Any:
     try:
         return ort.InferenceSession(
-            data, sess_options=_session_options(threads), providers=list(providers)
+            data,
+            sess_options=_session_options(threads),
+            providers=list(providers),
+            provider_options=provider_options,
         )
     except Exception as exc:  # InvalidProtobuf, Fail, NoSuchFile...: all mean "cannot load"
         raise ModelLoadError(f"ONNX Runtime cannot load {label}: {exc}") from exc

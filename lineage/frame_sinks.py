@@ -175,14 +175,15 @@ class FeatureSink:
         return len(entity_ids)
 
     def add_records(self, records: Sequence[Mapping[str, Any]]) -> int:
-        """Single FeatureRecords (already checked finite and of equal width per model)."""
+        """Single FeatureRecords; rows of different widths are kept apart, not mixed."""
         keep = self._keep([r["entity_id"] for r in records])
         chosen = records if keep is None else [records[i] for i in keep.tolist()]
-        by_shape: dict[tuple[str, tuple[str, ...]], list[Mapping[str, Any]]] = {}
+        by_shape: dict[tuple[str, tuple[str, ...], int], list[Mapping[str, Any]]] = {}
         for record in chosen:
             names = tuple(record.get("feature_names") or ())
-            by_shape.setdefault((record["model"], names), []).append(record)
-        for (model, names), group in by_shape.items():
+            key = (record["model"], names, len(record["features"]))
+            by_shape.setdefault(key, []).append(record)
+        for (model, names, _), group in by_shape.items():
             matrix = np.array([r["features"] for r in group], dtype=np.float32)
             self._add(
                 [r["record_id"] for r in group],

@@ -56,7 +56,9 @@ CREATE TABLE IF NOT EXISTS {database}.predictions
     scored_at DateTime64(3, 'UTC'),
     latency_ms Float64,
     model_latency_ms Float64,
-    trace_id String DEFAULT ''
+    trace_id String DEFAULT '',
+    -- Replay looks up what was served by the replayed rows' event times.
+    INDEX event_time_idx event_time TYPE minmax GRANULARITY 1
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (model, prediction_id)
@@ -129,4 +131,5 @@ CREATE TABLE IF NOT EXISTS {database}.replay_predictions
     replayed_at DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (model, replay_id, record_id);
+ORDER BY (model, replay_id, record_id)
+SETTINGS non_replicated_deduplication_window = 1000;

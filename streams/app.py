@@ -102,6 +102,14 @@ def create_app(
                         await stream.ack(event)
 
         persisting(runtime.topics.predictions, "store-predictions", lineage.store_predictions)
+
+        @app.agent(raw_topic(runtime.topics.features), name="log-features")
+        async def log_features(stream: faust.StreamT) -> None:
+            async for events in stream.noack_take(rows, interval):
+                await lineage.store_features([event.message for event in events])
+                for event in events:
+                    await stream.ack(event)
+
         persisting(runtime.topics.lifecycle, "store-lifecycle", lineage.store_lifecycle)
         persisting(runtime.topics.deadletter, "store-deadletters", lineage.store_dead_letters)
 

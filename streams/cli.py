@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import signal
 import sys
@@ -122,19 +123,52 @@ def worker() -> None:
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="same seed, same records (ids included)"
 )
+@click.option(
+    "--frame-size",
+    type=click.IntRange(min=0, max=1_000_000),
+    default=0,
+    show_default=True,
+    help="rows per FeatureFrame message; 0 sends single records",
+)
 def produce(
-    rate: float, count: int, entities: int, model_name: str, n_features: int, seed: int
+    rate: float,
+    count: int,
+    entities: int,
+    model_name: str,
+    n_features: int,
+    seed: int,
+    frame_size: int,
 ) -> None:
-    """Publish seeded synthetic feature records."""
-    from streams.loadgen import produce_at_rate, synthetic_records
+    """Publish seeded synthetic feature records (or frames of many rows, --frame-size N).
+
+    --count and --rate are in rows, whatever the frame size.
+    """
+    from streams.loadgen import (
+        produce_at_rate,
+        produce_frames_at_rate,
+        synthetic_frames,
+        synthetic_records,
+    )
     from streams.producer import FeatureProducer
     from streams.stackfile import resolve_bootstrap
 
     settings = _settings()
     producer = FeatureProducer(settings, resolve_bootstrap(settings))
-    records = synthetic_records(
-        model=model_name, count=count, entities=entities, seed=seed, n_features=n_features
-    )
+    if frame_size:
+        frames = synthetic_frames(
+            model=model_name,
+            count=count,
+            entities=entities,
+            seed=seed,
+            n_features=n_features,
+            frame_size=frame_size,
+        )
+        send = functools.partial(produce_frames_at_rate, producer, frames, rate=rate)
+    else:
+        records = synthetic_records(
+            model=model_name, count=count, entities=entities, seed=seed, n_features=n_features
+        )
+        send = functools.partial(produce_at_rate, producer, records, rate=rate)
     started = time.monotonic()
     with Progress(
         TextColumn("producing"),
@@ -151,9 +185,51 @@ def produce(
             elapsed = max(time.monotonic() - started, 1e-9)
             progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} rec/s")
 
-        sent = produce_at_rate(producer, records, rate=rate, on_progress=advance)
+        sent = send(on_progress=advance)
     elapsed = time.monotonic() - started
-    console.print(f"sent {sent:,} records in {elapsed:.1f}s ({sent / elapsed:,.0f} rec/s)")
+    unit = f"rows in frames of {frame_size:,}" if frame_size else "records"
+    console.print(f"sent {sent:,} {unit} in {elapsed:.1f}s ({sent / elapsed:,.0f} rows/s)")
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="model name")
+@click.option("--version", type=click.IntRange(min=1), required=True, help="candidate version")
+@click.option("--from", "start", required=True, help="ISO 8601 or epoch ms (inclusive)")
+@click.option("--to", "end", required=True, help="ISO 8601 or epoch ms (exclusive)")
+def replay(model_name: str, version: int, start: str, end: str) -> None:
+    """Re-score logged features with a candidate; store it paired with what was served."""
+    from streams.replay_cli import run_replay
+
+    settings = _settings()
+    with Progress(
+        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("replay", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total or None)
+
+        summary = run_replay(
+            settings, model_name, version, _parse_time(start), _parse_time(end), advance
+        )
+    console.print(
+        f"replay {summary['replay_id']}: {summary['rows_replayed']:,} rows re-scored with "
+        f"{model_name} v{version}, {summary['rows_paired']:,} paired with the served score, "
+        f"skipped {summary['skipped'] or 'none'} in {summary['seconds']:.1f}s"
+    )
+    console.print(f"compare: driftline replay-report {summary['replay_id']}")
+
+
+@main.command("replay-report")
+@click.argument("replay_id")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="decision cut-off")
+def replay_report_command(replay_id: str, threshold: float) -> None:
+    """The paired comparison of a replay: candidate vs served scores and decisions."""
+    from streams.replay_cli import report
+
+    rows = report(_settings(), replay_id, threshold)
+    _print_table(["measure", "value"], [list(r) for r in rows], title=f"replay {replay_id}")
 
 
 @main.group()
@@ -202,34 +278,65 @@ def model_promote(name: str, version: int, actor: str) -> None:
     console.print(f"promoted {name} v{version} to champion (approved by {actor})")
 
 
-def _model_action(action: str, help_text: str, *, needs_version: bool = True):
-    @model.command(action, help=help_text)
+def _traffic_options(command):
+    command = click.option(
+        "--experiment",
+        default=None,
+        help="experiment id (salts the sticky assignment); default: the running experiment",
+    )(command)
+    return click.option(
+        "--percent",
+        default=None,
+        help="share of entities this version serves, 0-100 (challenger 10, canary 1 if unset)",
+    )(command)
+
+
+def _model_action(action: str, help_text: str, *, needs_version: bool = True, traffic=False):
     @click.argument("name")
     @click.option(
         "--version", "version", type=click.IntRange(min=1), required=needs_version, default=None
     )
     @click.option("--reason", default=None, help="recorded as evidence")
     @click.option("--actor", default=getpass.getuser, show_default="current user")
-    def command(name: str, version: int | None, reason: str | None, actor: str) -> None:
+    def command(
+        name: str,
+        version: int | None,
+        reason: str | None,
+        actor: str,
+        percent: str | None = None,
+        experiment: str | None = None,
+    ) -> None:
         from streams.models import ModelCommands
 
-        arguments = {"reason": reason} if reason else None
+        given = {"reason": reason, "percent": percent, "experiment": experiment}
+        arguments = {k: v for k, v in given.items() if v is not None} or None
         event = ModelCommands.from_settings(_settings()).send(
             action, name, version, actor, arguments
         )
+        share = event.attributes.get("traffic_bp")
+        served = f", {int(share) / 100:g}% of entities" if share is not None else ""
+        experiment_id = event.attributes.get("experiment_id")
+        in_experiment = f" in experiment {experiment_id}" if experiment_id else ""
         console.print(
             f"{event.type}: {name} v{event.version} ({event.previous_state} -> {event.state})"
+            f"{served}{in_experiment}"
         )
 
+    if traffic:
+        command = _traffic_options(command)
+    model.command(action, help=help_text)(command)
 
-for _action, _help in [
-    ("validate", "Mark a registered version validated."),
-    ("reject", "Reject a registered version."),
-    ("challenger", "Make a version the challenger."),
-    ("canary", "Make a version the canary."),
-    ("archive", "Archive a version."),
+
+for _action, _help, _traffic in [
+    ("validate", "Mark a registered version validated.", False),
+    ("reject", "Reject a registered version.", False),
+    ("shadow", "Score every record with a version too, never serving it (arm=shadow).", False),
+    ("challenger", "Make a version a challenger: an A/B/n arm with --percent of entities.", True),
+    ("canary", "Make a version the canary, serving --percent of entities.", True),
+    ("traffic", "Change a challenger's or canary's share (a canary step).", True),
+    ("archive", "Archive a version.", False),
 ]:
-    _model_action(_action, _help)
+    _model_action(_action, _help, traffic=_traffic)
 _model_action("rollback", "Bring back the previous champion.", needs_version=False)
 
 

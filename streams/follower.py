@@ -1,8 +1,12 @@
-"""Every worker follows the whole lifecycle topic to keep its routing table current.
+"""Every worker follows the whole lifecycle topic to keep its routing tables current.
 
 Not a consumer group: each worker must see every partition, from the beginning,
-because the registry is a projection of the topic. A promotion loads (and digest-
-checks) the new model off the event loop, then swaps it in between two batches.
+because the registry is a projection of the topic. After each event the worker
+compares the registry's traffic split (champion, challengers, canary, shadows)
+with the table it serves; versions it lacks are loaded (and digest- and
+signature-checked) off the event loop, then the new table is swapped in
+between two batches. A version that fails to load is left out and its share
+goes to the champion.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftline.settings import KafkaSettings
 from inference import LoadedModel, ModelLoadError, Router
+from inference.device import Device
+from inference.routing import Arm, RoutingTable
 from lineage import (
     ArtifactStore,
     InvalidRecord,
@@ -24,6 +30,7 @@ from lineage import (
     ModelVersion,
 )
 from lineage.exceptions import SignatureMissing
+from lineage.traffic import BASIS_POINTS, TrafficSplit
 from schemas import DecodeError, SchemaCodec
 from streams.policy_source import PolicySource
 from streams.stats import WorkerStats
@@ -46,7 +53,12 @@ class LifecycleFollower:
         ort_threads: int = 1,
         policy: PolicySource | None = None,
         require_signature: bool = True,
+        device: Device | None = None,
     ) -> None:
+        self._device = device
+        # (model, version) -> loaded model, for every version some table uses.
+        self._models: dict[tuple[str, int], LoadedModel] = {}
+        self._refused: set[tuple[str, int]] = set()
         self._policy = policy
         self._require_signature = require_signature
         self._bootstrap = bootstrap
@@ -97,10 +109,50 @@ class LifecycleFollower:
             log.warning("skipping undecodable lifecycle event: %s", exc)
             return
         self.registry.apply(event)
-        champion = self.registry.champion(event.model)
-        serving = self._router.champion(event.model)
-        if champion is not None and (serving is None or serving.version != champion.version):
-            await self._load(champion)
+        await self.sync_routes(event.model)
+
+    async def sync_routes(self, name: str) -> None:
+        """Make the served table of ``name`` match the registry's traffic split."""
+        split = self.registry.traffic(name)
+        current = self._router.table(name)
+        if current is None and not split.served and not split.shadows:
+            return
+        if current is not None and _describe(current) == _describe_split(split):
+            return
+        wanted = [arm.version for arm in split.served] + list(split.shadows)
+        for version in wanted:
+            key = (name, version)
+            if key not in self._models and key not in self._refused:
+                model = await self.load_version(self.registry.get(name, version))
+                if model is None:
+                    self._refused.add(key)
+                else:
+                    self._models[key] = model
+        table = self._build_table(split)
+        previous = self._router.set_table(table)
+        for key in [k for k in self._models if k[0] == name and k[1] not in wanted]:
+            del self._models[key]  # no table uses it any more
+        log.info(
+            "now serving %s: %s, experiment %s (was %s)",
+            name,
+            table.versions(),
+            table.experiment_id,
+            None if previous is None else previous.versions(),
+        )
+
+    def _build_table(self, split: TrafficSplit) -> RoutingTable:
+        name = split.model
+        arms = [
+            Arm(a.arm, self._models[(name, a.version)], a.traffic_bp)
+            for a in split.served
+            if a.arm != "champion" and (name, a.version) in self._models
+        ]
+        champion = next((a for a in split.served if a.arm == "champion"), None)
+        if champion is not None and (name, champion.version) in self._models:
+            rest = BASIS_POINTS - sum(arm.traffic_bp for arm in arms)
+            arms.append(Arm("champion", self._models[(name, champion.version)], rest))
+        shadows = tuple(self._models[(name, v)] for v in split.shadows if (name, v) in self._models)
+        return RoutingTable(name, tuple(arms), shadows, split.experiment_id)
 
     def _signer_key(self, version: ModelVersion):
         """The public key that must have signed this artifact, or None when not required."""
@@ -115,7 +167,9 @@ class LifecycleFollower:
             )
         return policy.keyring[signer].public_key
 
-    async def _load(self, version: ModelVersion) -> None:
+    async def load_version(self, version: ModelVersion) -> LoadedModel | None:
+        """Load and verify one version off the event loop; None (logged, counted) if refused."""
+
         def load() -> LoadedModel:
             data = self._artifacts.read_verified(
                 version.artifact, version.digest, public_key=self._signer_key(version)
@@ -126,6 +180,7 @@ class LifecycleFollower:
                 version=version.version,
                 expected_digest=version.digest,
                 intra_op_threads=self._ort_threads,
+                device=self._device,
             )
 
         try:
@@ -140,11 +195,15 @@ class LifecycleFollower:
                     "at": time.time(),
                 }
             )
-            return
-        previous = self._router.set_champion(model)
-        log.info(
-            "now serving %s v%d as champion (was %s)",
-            model.name,
-            model.version,
-            f"v{previous.version}" if previous else "none",
-        )
+            return None
+        return model
+
+
+def _describe(table: RoutingTable) -> tuple:
+    served = tuple((a.name, a.model.version, a.traffic_bp) for a in table.served)
+    return served, tuple(m.version for m in table.shadows), table.experiment_id
+
+
+def _describe_split(split: TrafficSplit) -> tuple:
+    served = tuple((a.arm, a.version, a.traffic_bp) for a in split.served)
+    return served, split.shadows, split.experiment_id

@@ -36,6 +36,57 @@ def synthetic_records(
             }
 
 
+def synthetic_frames(
+    *, model: str, count: int, entities: int, seed: int, n_features: int, frame_size: int
+) -> Iterator[dict]:
+    """``count`` rows in frames of ``frame_size``: frame_id, entity_ids, names and a matrix.
+
+    Same seed, same frames (ids included); event times are stamped when sent.
+    """
+    rng = np.random.default_rng(seed)
+    features = SyntheticFeatures(n_features=n_features, seed=seed)
+    for start in range(0, count, frame_size):
+        n = min(frame_size, count - start)
+        yield {
+            "frame_id": str(uuid.uuid5(_RECORD_NAMESPACE, f"{seed}:frame:{start}")),
+            "model": model,
+            "entity_ids": [f"entity-{e:06d}" for e in rng.integers(0, entities, n).tolist()],
+            "feature_names": list(features.feature_names),
+            "matrix": features.rows(n),
+        }
+
+
+def produce_frames_at_rate(
+    producer: FeatureProducer,
+    frames: Iterator[dict],
+    *,
+    rate: float,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> int:
+    """Send frames so rows go out at ``rate`` rows/s (0 = flat out); returns rows sent."""
+    sent = 0
+    started = time.monotonic()
+    for frame in frames:
+        while rate > 0 and sent >= (time.monotonic() - started) * rate:
+            producer.poll()
+            time.sleep(0.002)
+        n = len(frame["entity_ids"])
+        now = int(time.time() * 1000)
+        producer.send_frame(
+            frame["frame_id"],
+            frame["model"],
+            frame["entity_ids"],
+            [now] * n,
+            frame["feature_names"],
+            frame["matrix"],
+        )
+        sent += n
+        producer.poll()
+        on_progress(n)
+    producer.flush()
+    return sent
+
+
 def produce_at_rate(
     producer: FeatureProducer,
     records: Iterator[dict],

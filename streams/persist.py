@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from inference.frames import Frame, FrameRejected
 from lineage import AuditLogWriter, DeadLetterSink, InvalidRecord, LifecycleEvent, PredictionSink
+from lineage.frame_sinks import FeatureSink, PredictionFrameSink
 from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery
@@ -73,6 +75,8 @@ class LineageWriter:
         codec: SchemaCodec,
         store: StoreRunner,
         predictions: PredictionSink,
+        frames: PredictionFrameSink,
+        features: FeatureSink,
         audit: AuditLogWriter,
         dead_letter_sink: DeadLetterSink,
         dead_letters: DeadLetterPublisher,
@@ -81,6 +85,8 @@ class LineageWriter:
         self._codec = codec
         self._store = store
         self._predictions = predictions
+        self._frames = frames
+        self._features = features
         self._audit = audit
         self._dead_letter_sink = dead_letter_sink
         self._dead = dead_letters
@@ -100,13 +106,49 @@ class LineageWriter:
     async def store_predictions(
         self, messages: Sequence[InboundMessage], batch: BatchDelivery
     ) -> None:
+        """Predictions and PredictionFrames share the topic; both land in ``predictions``."""
         rows = []
-        for message, prediction in self._decode_all("Prediction", messages, batch):
-            prediction["trace_id"] = _trace_id(message.headers)
-            rows.append(prediction)
+        for message in messages:
+            try:
+                name, record = self._codec.decode(message.value)
+            except DecodeError as exc:
+                self._dead.publish(message, exc.reason, str(exc), batch)
+                continue
+            if name == "Prediction":
+                record["trace_id"] = _trace_id(message.headers)
+                rows.append(record)
+            elif name == "PredictionFrame":
+                self._frames.add(record, _trace_id(message.headers))
+            else:
+                detail = f"the predictions topic takes Prediction or PredictionFrame, got {name}"
+                self._dead.publish(message, "wrong_schema", detail, batch)
         self._predictions.add_many(rows)
-        stored = await self._store.until_stored(self._predictions.flush, "predictions")
+
+        def flush() -> int:
+            return self._predictions.flush() + self._frames.flush()
+
+        stored = await self._store.until_stored(flush, "predictions")
         self._stats.rows_stored["predictions"] += stored
+
+    async def store_features(self, messages: Sequence[InboundMessage]) -> None:
+        """Log a sample of feature rows for replay and skew checks.
+
+        Bad input is the scoring agent's to dead-letter; here it is only skipped.
+        """
+        records = []
+        for message in messages:
+            try:
+                name, record = self._codec.decode(message.value)
+                if name == "FeatureRecord":
+                    records.append(record)
+                elif name == "FeatureFrame":
+                    self._features.add_frame(Frame.from_avro(record))
+            except (DecodeError, FrameRejected):
+                continue
+        if records:
+            self._features.add_records(records)
+        stored = await self._store.until_stored(self._features.flush, "features")
+        self._stats.rows_stored["features"] += stored
 
     async def store_lifecycle(
         self, messages: Sequence[InboundMessage], batch: BatchDelivery

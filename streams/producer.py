@@ -1,17 +1,23 @@
-"""A small producer API for feature records: encoding, keys and trace context done right.
+"""A small producer API for feature records and frames: encoding, keys and trace context.
 
 producer = FeatureProducer(settings, bootstrap)
 producer.send({"record_id": "r1", "entity_id": "e1", "model": "fraud",
                "features": [...], "feature_names": None, "event_time": now_ms})
+# Many rows in one message: the fast path (hundreds of thousands of rows/s).
+producer.send_frame("frame-1", "fraud", entity_ids, event_times_ms, feature_names, matrix)
 producer.flush()
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from driftline.settings import Settings
+from inference.frames import pack_frame
 from schemas import SchemaCodec
 from streams.codecs import codec_for
 from streams.exceptions import StreamsError
@@ -40,14 +46,32 @@ class FeatureProducer:
         with tracer.start_as_current_span("send features", kind=SpanKind.PRODUCER):
             headers = trace_headers()
         value = self._codec.encode("FeatureRecord", record)
+        self._produce(value, record["entity_id"].encode(), headers)
+
+    def send_frame(
+        self,
+        frame_id: str,
+        model: str,
+        entity_ids: Sequence[str],
+        event_times: Sequence[int],
+        feature_names: Sequence[str],
+        matrix: np.ndarray,
+    ) -> None:
+        """Encode and enqueue one FeatureFrame: ``matrix`` is ``[len(entity_ids), n_features]``.
+
+        ``feature_names`` must be the model's input names in column order;
+        ``event_times`` are epoch milliseconds. Keyed by ``frame_id``.
+        """
+        with tracer.start_as_current_span("send feature frame", kind=SpanKind.PRODUCER):
+            headers = trace_headers()
+        record = pack_frame(frame_id, model, entity_ids, event_times, feature_names, matrix)
+        self._produce(self._codec.encode("FeatureFrame", record), frame_id.encode(), headers)
+
+    def _produce(self, value: bytes, key: bytes, headers) -> None:
         while True:
             try:
                 self._producer.produce(
-                    self._topic,
-                    value,
-                    key=record["entity_id"].encode(),
-                    headers=headers,
-                    on_delivery=self._on_delivery,
+                    self._topic, value, key=key, headers=headers, on_delivery=self._on_delivery
                 )
                 return
             except BufferError:  # local queue full: let deliveries drain, then retry

@@ -12,6 +12,7 @@ from confluent_kafka import Producer
 
 from driftline.settings import Settings
 from inference import Router
+from inference.device import choose_device
 from lineage import (
     AuditLogWriter,
     DeadLetterSink,
@@ -20,6 +21,7 @@ from lineage import (
     create_tables,
     open_client,
 )
+from lineage.frame_sinks import FeatureSink, PredictionFrameSink
 from lineage.store import TABLES, redact_dsn
 from schemas import SchemaCodec
 from streams.artifact_store import artifact_store
@@ -83,6 +85,9 @@ class WorkerRuntime:
         policy = PolicySource(settings.roles_file)
         if roles & {"inference", "registry"}:
             router = Router()
+            worker = settings.worker
+            device = choose_device(worker.device, device_id=worker.device_id)
+            log.info("models run on %s: %s", device.kind, device.reason)
             runtime.follower = LifecycleFollower(
                 bootstrap=bootstrap,
                 kafka=settings.kafka,
@@ -95,6 +100,7 @@ class WorkerRuntime:
                 ort_threads=settings.worker.ort_threads,
                 policy=policy,
                 require_signature=settings.worker.require_signed_artifacts,
+                device=device,
             )
         if "registry" in roles:
             runtime.registry = RegistryAgent(
@@ -130,6 +136,10 @@ class WorkerRuntime:
                 codec=codec,
                 store=runtime.store,
                 predictions=PredictionSink(client, database),
+                frames=PredictionFrameSink(client, database),
+                features=FeatureSink(
+                    client, database, sample_rate=settings.clickhouse.feature_sample_rate
+                ),
                 audit=AuditLogWriter(client, database),
                 dead_letter_sink=DeadLetterSink(client, database),
                 dead_letters=dead,

@@ -2,6 +2,8 @@
 
 Plain code over a list of consumed messages so it can be driven by Faust, by a
 benchmark or by a test. Every message ends as predictions or a dead letter.
+The features topic carries single FeatureRecords and many-row FeatureFrames;
+records become Predictions, frames become one PredictionFrame per arm.
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ from collections.abc import Sequence
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from inference import Router, score_records
+from inference import Router
+from inference.frames import NO_CHAMPION, Frame, FrameRejected, non_finite_detail, score_frame
+from inference.routing import RoutingTable
+from inference.scoring import score_routed
+from inference.signature import NON_FINITE
 from schemas import DecodeError, SchemaCodec
+from schemas.exceptions import WrongSchema
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
 from streams.stats import WorkerStats
@@ -63,53 +70,96 @@ class ScoringPipeline:
 
     def _score(self, messages: Sequence[InboundMessage], batch: BatchDelivery) -> int:
         by_model: dict[str, list[tuple[InboundMessage, dict]]] = defaultdict(list)
-        decode = self._codec.decode_as
+        frames: list[tuple[InboundMessage, dict]] = []
+        decode = self._codec.decode
         for message in messages:
             try:
-                record = decode("FeatureRecord", message.value)
+                name, record = decode(message.value)
             except DecodeError as exc:
                 self._dead.publish(message, exc.reason, str(exc), batch)
                 continue
-            by_model[record["model"]].append((message, record))
+            if name == "FeatureRecord":
+                by_model[record["model"]].append((message, record))
+            elif name == "FeatureFrame":
+                frames.append((message, record))
+            else:
+                detail = f"the features topic takes FeatureRecord or FeatureFrame, got {name}"
+                self._dead.publish(message, WrongSchema.reason, detail, batch)
 
         # Predictions continue the batch span's trace (OTel messaging batch pattern).
         headers = trace_headers()
         produced = 0
         for model_name, items in by_model.items():
-            model = self.router.champion(model_name)
-            if model is None:
-                detail = (
-                    f"no champion is serving model {model_name!r}: register a version and "
-                    f"`driftline model promote {model_name} --version N`"
-                )
-                for message, _ in items:
-                    self._dead.publish(message, "no_champion", detail, batch)
-                continue
-            scored = score_records(model, [record for _, record in items])
-            for rejection in scored.rejected:
-                message = items[rejection.index][0]
-                self._dead.publish(message, rejection.reason, rejection.detail, batch)
-            values = self._codec.encode_many("Prediction", scored.predictions)
-            produce = self._delivery.producer.produce
-            on_delivery = batch.on_delivery
-            sent = 0
-            try:
-                for prediction, value in zip(scored.predictions, values, strict=True):
-                    produce(
-                        self._topic,
-                        value,
-                        key=prediction["entity_id"].encode(),
-                        headers=headers,
-                        on_delivery=on_delivery,
-                    )
-                    sent += 1
-            except BufferError:
-                pass  # local queue full: the rest take the slow path, which waits for room
-            batch.expect(sent)
-            for prediction, value in zip(scored.predictions[sent:], values[sent:], strict=True):
-                self._delivery.produce(
-                    batch, self._topic, value, key=prediction["entity_id"].encode(), headers=headers
-                )
-            produced += len(values)
+            produced += self._score_records(model_name, items, batch, headers)
+        for message, record in frames:
+            produced += self._score_frame(message, record, batch, headers)
         self._delivery.producer.poll(0)
         return produced
+
+    def _table(self, model_name: str) -> RoutingTable | None:
+        table = self.router.table(model_name)
+        return None if table is None or not (table.served or table.shadows) else table
+
+    def _score_records(self, model_name, items, batch, headers) -> int:
+        table = self._table(model_name)
+        if table is None:
+            for message, _ in items:
+                self._dead.publish(message, NO_CHAMPION, _no_champion(model_name), batch)
+            return 0
+        routed = score_routed(table, [record for _, record in items])
+        for rejection in routed.rejected:
+            message = items[rejection.index][0]
+            self._dead.publish(message, rejection.reason, rejection.detail, batch)
+        for index in routed.unserved:
+            self._dead.publish(items[index][0], NO_CHAMPION, _no_champion(model_name), batch)
+        self._stats.shadow_rejected += routed.shadow_rejected
+        predictions = routed.predictions
+        values = self._codec.encode_many("Prediction", predictions)
+        self._publish(values, [p["entity_id"].encode() for p in predictions], batch, headers)
+        return len(values)
+
+    def _score_frame(self, message, record, batch, headers) -> int:
+        model_name = record["model"]
+        table = self._table(model_name)
+        if table is None:
+            self._dead.publish(message, NO_CHAMPION, _no_champion(model_name), batch)
+            return 0
+        try:
+            frame = Frame.from_avro(record)
+            scored = score_frame(table, frame)
+        except FrameRejected as exc:
+            self._dead.publish(message, exc.reason, exc.detail, batch)
+            return 0
+        if len(scored.bad_rows):
+            # The whole frame goes to the dead-letter topic so the bad rows can be fixed and
+            # replayed; the good rows are scored now, and a replay dedups on their ids.
+            detail = non_finite_detail(frame, scored.bad_rows)
+            self._dead.publish(message, NON_FINITE, detail, batch)
+        if len(scored.unserved_rows):
+            detail = f"{len(scored.unserved_rows)} rows: {_no_champion(model_name)}"
+            self._dead.publish(message, NO_CHAMPION, detail, batch)
+        values = self._codec.encode_many("PredictionFrame", scored.parts)
+        key = frame.frame_id.encode()
+        self._publish(values, [key] * len(values), batch, headers)
+        return sum(part["n_rows"] for part in scored.parts)
+
+    def _publish(self, values: list[bytes], keys: list[bytes], batch, headers) -> None:
+        produce = self._delivery.producer.produce
+        on_delivery = batch.on_delivery
+        sent = 0
+        try:
+            for value, key in zip(values, keys, strict=True):
+                produce(self._topic, value, key=key, headers=headers, on_delivery=on_delivery)
+                sent += 1
+        except BufferError:
+            pass  # local queue full: the rest take the slow path, which waits for room
+        batch.expect(sent)
+        for value, key in zip(values[sent:], keys[sent:], strict=True):
+            self._delivery.produce(batch, self._topic, value, key=key, headers=headers)
+
+
+def _no_champion(model_name: str) -> str:
+    return (
+        f"no champion is serving model {model_name!r}: register a version and "
+        f"`driftline model promote {model_name} --version N`"
+    )

@@ -17,6 +17,7 @@ class WorkerStats:
     rows_stored: Counter = field(default_factory=Counter)
     models_refused: list[dict] = field(default_factory=list)
     store_failures: int = 0
+    shadow_rejected: int = 0  # rows a shadow could not score that a served arm did
     timing: Counter = field(default_factory=Counter)  # seconds spent, by stage
     first_batch_at: float | None = None
     last_batch_at: float | None = None
@@ -41,6 +42,7 @@ class WorkerStats:
             "rows_stored": dict(self.rows_stored),
             "models_refused": self.models_refused[-20:],
             "store_failures": self.store_failures,
+            "shadow_rejected": self.shadow_rejected,
             "timing_s": {stage: round(seconds, 3) for stage, seconds in self.timing.items()},
             "first_batch_at": self.first_batch_at,
             "last_batch_at": self.last_batch_at,

@@ -1,4 +1,4 @@
-"""The worker's HTTP API (Faust's web server): health, stats, models, read-only SQL.
+"""The worker's HTTP API (Faust's web server): health, stats, models, read-only SQL, replay.
 
 In embedded mode the worker owns the chDB store, so other processes (the CLI,
 dashboards, tests) read it through ``POST /driftline/sql`` here.
@@ -11,6 +11,8 @@ import datetime as dt
 import faust
 from faust.web import Request, Response, View
 
+from driftline.errors import DriftlineError
+from streams.replay_jobs import ReplayJobs
 from streams.runtime import WorkerRuntime
 
 
@@ -53,6 +55,43 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
             model = request.query.get("model")
             ok, summary = await runtime.store.call(lambda: runtime.checkpoints.verify(model))
             return self.json({"ok": ok, "summary": summary})
+
+    jobs = ReplayJobs(runtime)
+
+    @app.page("/driftline/replay/")
+    class Replay(View):
+        async def post(self, request: Request) -> Response:
+            body = await request.json()
+            try:
+                job = jobs.start(
+                    str(body["model"]),
+                    int(body["version"]),
+                    int(body["from_ms"]),
+                    int(body["to_ms"]),
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                return self.json(
+                    {"error": f"replay needs model, version, from_ms, to_ms: {exc}"}, status=400
+                )
+            except DriftlineError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json(job.as_dict())
+
+        async def get(self, request: Request) -> Response:
+            job = jobs.status(request.query.get("id", ""))
+            if job is None:
+                return self.json({"error": "no replay with that id in this worker"}, status=404)
+            return self.json(job.as_dict())
+
+    @app.page("/driftline/replay/report/")
+    class ReplayReport(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                threshold = float(request.query.get("threshold", "0.5"))
+                report = await jobs.report(request.query.get("id", ""), threshold)
+            except (DriftlineError, ValueError) as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json(report)
 
     @app.page("/driftline/sql/")
     class Sql(View):

@@ -227,7 +227,7 @@ def test_predict_matches_sklearn(loaded, trained):
 
 def test_predict_runs_once_per_call(loaded, monkeypatch):
     calls = []
-    session = loaded._session
+    session = loaded._runner._session
     real_run = session.run
 
     class CountingSession:
@@ -235,7 +235,7 @@ def test_predict_runs_once_per_call(loaded, monkeypatch):
             calls.append(args)
             return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(loaded, "_session", CountingSession())
+    monkeypatch.setattr(loaded._runner, "_session", CountingSession())
     loaded.predict(SyntheticFeatures(16, seed=1).rows(1_000))
     assert len(calls) == 1
 

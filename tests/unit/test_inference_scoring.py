@@ -106,9 +106,7 @@ def test_predictions_follow_the_contract(model):
         assert p["score"] == pytest.approx(expected.score[i])
         assert p["scores"] == pytest.approx(expected.scores[i].tolist())
         assert type(p["score"]) is float and all(type(s) is float for s in p["scores"])
-        assert p["prediction_id"] == str(
-            uuid.uuid5(PREDICTION_NAMESPACE, f"rec-{i}|fraud|served")
-        )
+        assert p["prediction_id"] == str(uuid.uuid5(PREDICTION_NAMESPACE, f"rec-{i}|fraud|served"))
 
 
 def test_arm_and_experiment_are_carried(model):
