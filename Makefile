@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_single_record.py
 	$(BIN)/python bench/bench_audit.py
+	$(BIN)/python -m bench.bench_frames
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

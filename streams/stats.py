@@ -22,11 +22,13 @@ class WorkerStats:
     first_batch_at: float | None = None
     last_batch_at: float | None = None
     first_batch_size: int = 0
+    first_batch_predictions: int = 0
 
     def batch_done(self, records: int, predictions: int) -> None:
         now = time.time()
         if self.first_batch_at is None:
             self.first_batch_at, self.first_batch_size = now, records
+            self.first_batch_predictions = predictions
         self.last_batch_at = now
         self.records_in += records
         self.predictions_out += predictions
@@ -47,4 +49,5 @@ class WorkerStats:
             "first_batch_at": self.first_batch_at,
             "last_batch_at": self.last_batch_at,
             "first_batch_size": self.first_batch_size,
+            "first_batch_predictions": self.first_batch_predictions,
         }

@@ -1,0 +1,320 @@
+"""Frames path throughput and latency, against ceilings measured in the same run.
+
+For a 16-feature logistic regression and a 100-tree gradient-boosted model:
+
+1. compute-only ceiling: ``LoadedModel.predict`` on the same frames, no Kafka;
+2. frames end to end: a worker (inference role) scoring a pre-filled topic;
+3. for the logistic model: two workers on two partitions vs one;
+4. latency, produce to prediction on the topic: frames at 200k rows/s and
+   single records at 2k records/s, p50/p99 over every row;
+5. the predictions sink: PredictionFrames into chDB, column-wise (Arrow) vs
+   the row-wise sink as baseline.
+
+Usage: python -m bench.bench_frames [ROWS]   (default 1,000,000 logistic rows)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.bench_single_record import PARTITIONS, raw_consumer, register_and_promote
+from driftline.settings import TelemetrySettings, load_settings
+from driftline.telemetry import configure_telemetry
+from inference import LoadedModel, SyntheticFeatures, train_gbm, train_logistic
+from inference.frames import Frame, pack_frame, score_frame
+from inference.routing import RoutingTable
+from schemas import default_codec
+from streams.embedded import TansuBroker, free_port, stop_child
+from streams.loadgen import (
+    produce_at_rate,
+    produce_frames_at_rate,
+    synthetic_frames,
+    synthetic_records,
+)
+from streams.producer import FeatureProducer
+from streams.stack import http_json
+from streams.topics import Topics
+from streams.worker import prepare_topics
+
+FRAME_ROWS = 2000
+
+
+def compute_ceiling(model: LoadedModel, seconds: float = 2.0) -> tuple[float, float]:
+    """rows/s of predict alone, and of decode + route + score + encode (still no Kafka)."""
+    features = SyntheticFeatures(16, seed=2)
+    matrices = [features.rows(FRAME_ROWS) for _ in range(8)]
+    rows, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for matrix in matrices:
+            model.predict(matrix)
+            rows += FRAME_ROWS
+    predict_rate = rows / (time.perf_counter() - started)
+
+    codec, table = default_codec(), RoutingTable.champion_only(model)
+    names = list(features.feature_names)
+    payloads = [
+        codec.encode(
+            "FeatureFrame",
+            pack_frame(f"f{i}", model.name, [f"e{j}" for j in range(FRAME_ROWS)],
+                       [0] * FRAME_ROWS, names, m),
+        )
+        for i, m in enumerate(matrices)
+    ]  # fmt: skip
+    rows, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for payload in payloads:
+            frame = Frame.from_avro(codec.decode_as("FeatureFrame", payload))
+            codec.encode_many("PredictionFrame", score_frame(table, frame).parts)
+            rows += FRAME_ROWS
+    return predict_rate, rows / (time.perf_counter() - started)
+
+
+def start_worker(env: dict, workdir: Path, label: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    with open(workdir / f"{label}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=os.environ
+            | env
+            | {
+                "DRIFTLINE_WORKER_WEB_PORT": str(port),
+                "DRIFTLINE_WORKER_ROLES": "inference",
+                "DRIFTLINE_TELEMETRY_LOG_LEVEL": "WARNING",
+                "DRIFTLINE_WORKER_REQUIRE_SIGNED_ARTIFACTS": "false",
+                "DRIFTLINE_WORKER_BATCH_SIZE": "64",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return proc, f"http://127.0.0.1:{port}/driftline/stats/"
+
+
+def wait_rows(urls: list[str], rows: int, timeout_s: float = 300) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    stats: list[dict] = [{} for _ in urls]
+    while time.monotonic() < deadline:
+        for i, url in enumerate(urls):
+            with contextlib.suppress(OSError):
+                stats[i] = http_json(url, timeout=2)
+        if sum(s.get("predictions_out", 0) for s in stats) >= rows:
+            return stats
+        time.sleep(0.2)
+    raise RuntimeError(f"workers scored {[s.get('predictions_out') for s in stats]} of {rows}")
+
+
+def rows_rate(stats: list[dict]) -> float:
+    # From the end of each worker's first batch: start-up and group join excluded.
+    first = min(s["first_batch_at"] for s in stats)
+    last = max(s["last_batch_at"] for s in stats)
+    rows = sum(s["predictions_out"] - s["first_batch_predictions"] for s in stats)
+    return rows / max(last - first, 1e-9)
+
+
+def new_topics(broker: TansuBroker, workdir: Path, model_bytes: bytes) -> dict:
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    env = {
+        "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
+        "DRIFTLINE_KAFKA_PARTITIONS": str(PARTITIONS),
+        "DRIFTLINE_DATA_DIR": str(workdir / prefix),
+    }
+    os.environ.update(env)
+    settings = load_settings()
+    prepare_topics(settings, broker.bootstrap)
+    path = workdir / f"{prefix}onnx"
+    path.write_bytes(model_bytes)
+    register_and_promote(settings, broker.bootstrap, path, "bench")
+    return env
+
+
+def fill_frames(broker: TansuBroker, rows: int) -> None:
+    producer = FeatureProducer(load_settings(), broker.bootstrap)
+    frames = synthetic_frames(
+        model="bench", count=rows, entities=10_000, seed=1, n_features=16, frame_size=FRAME_ROWS
+    )
+    produce_frames_at_rate(producer, frames, rate=0)
+
+
+def end_to_end(broker, workdir, model_bytes: bytes, rows: int, workers: int) -> float:
+    env = new_topics(broker, workdir, model_bytes)
+    fill_frames(broker, rows)
+    started = [start_worker(env, workdir, f"w{i}-{uuid.uuid4().hex[:4]}") for i in range(workers)]
+    try:
+        stats = wait_rows([url for _, url in started], rows)
+    finally:
+        for proc, _ in started:
+            stop_child(proc, name="worker")
+    return rows_rate(stats)
+
+
+async def _latencies(bootstrap: str, topic: str, expected: int, timeout_s: float) -> list[float]:
+    """Receive time minus event_time for every scored row on the predictions topic."""
+    codec = default_codec()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        out: list[float] = []
+        deadline = time.monotonic() + timeout_s
+        while len(out) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=100)
+            now = time.time() * 1000
+            for records in batches.values():
+                for record in records:
+                    name, value = codec.decode(record.value)
+                    times = (
+                        value["event_times"] if name == "PredictionFrame" else [value["event_time"]]
+                    )
+                    out += [now - t for t in times]
+        return out
+    finally:
+        await consumer.stop()
+
+
+def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, seconds: float):
+    env = new_topics(broker, workdir, model_bytes)
+    proc, url = start_worker(env, workdir, f"lat-{uuid.uuid4().hex[:4]}")
+    try:
+        settings = load_settings()
+        while not http_json(url.replace("stats", "health"), timeout=2).get("ready"):
+            time.sleep(0.2)
+        count = int(rate * seconds)
+        topic = Topics(settings.kafka.topic_prefix).predictions
+        result: list[float] = []
+        reader = threading.Thread(
+            target=lambda: result.extend(
+                asyncio.run(_latencies(broker.bootstrap, topic, count, seconds + 30))
+            )
+        )
+        reader.start()
+        time.sleep(1.0)  # the reader is positioned before the first record goes out
+        producer = FeatureProducer(settings, broker.bootstrap)
+        if frames:
+            batches = synthetic_frames(
+                model="bench", count=count, entities=10_000, seed=3, n_features=16, frame_size=1000
+            )
+            produce_frames_at_rate(producer, batches, rate=rate)
+        else:
+            records = synthetic_records(
+                model="bench", count=count, entities=10_000, seed=3, n_features=16
+            )
+            produce_at_rate(producer, records, rate=rate)
+        reader.join()
+    finally:
+        stop_child(proc, name="worker")
+    # Skip the first second: connection set-up and the worker's first fetches.
+    steady = result[int(rate) :]
+    qs = statistics.quantiles(steady, n=100)
+    return qs[49], qs[98], len(result)
+
+
+def sink_rates(rows: int = 400_000) -> tuple[float, float]:
+    import clickhouse_connect
+
+    from lineage import PredictionSink, create_tables
+    from lineage.frame_sinks import PredictionFrameSink
+
+    model = LoadedModel.load(
+        (data := train_logistic(16, 3000, seed=1).onnx_bytes),
+        name="bench",
+        version=1,
+        expected_digest=__import__("hashlib").sha256(data).hexdigest(),
+    )
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tempfile.mkdtemp()}")
+    create_tables(client, "bench")
+    features = SyntheticFeatures(16, seed=4)
+    table, names = RoutingTable.champion_only(model), list(features.feature_names)
+    parts = [
+        score_frame(table, Frame.from_avro(pack_frame(
+            f"s{i}", "bench", [f"e{j}" for j in range(FRAME_ROWS)], [1] * FRAME_ROWS, names,
+            features.rows(FRAME_ROWS))), now_ms=lambda: 2).parts[0]
+        for i in range(rows // FRAME_ROWS)
+    ]  # fmt: skip
+    frame_sink = PredictionFrameSink(client, "bench")
+    started = time.perf_counter()
+    for start in range(0, len(parts), 50):  # 100k-row flushes, like the lineage agent
+        for part in parts[start : start + 50]:
+            frame_sink.add(part)
+        frame_sink.flush()
+    columnar = rows / (time.perf_counter() - started)
+
+    row_sink = PredictionSink(client, "bench", "predictions")
+    records = [
+        {"prediction_id": f"r{i}", "record_id": f"r{i}", "entity_id": "e", "model": "bench",
+         "version": 1, "arm": "champion", "experiment_id": None, "score": 0.5,
+         "scores": [0.5, 0.5], "event_time": 1, "scored_at": 2, "latency_ms": 1.0,
+         "model_latency_ms": 0.1}
+        for i in range(rows // 4)
+    ]  # fmt: skip
+    started = time.perf_counter()
+    for start in range(0, len(records), 25_000):
+        row_sink.add_many(records[start : start + 25_000])
+        row_sink.flush()
+    return columnar, len(records) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    configure_telemetry(TelemetrySettings(log_level="WARNING"))
+    workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-frames-"))
+    logistic = train_logistic(n_features=16, n_samples=5_000, seed=1).onnx_bytes
+    print("training the 100-tree GBM...")
+    gbm = train_gbm(n_features=16, n_trees=100, seed=1).onnx_bytes
+    import hashlib
+
+    def loaded(data: bytes) -> LoadedModel:
+        digest = hashlib.sha256(data).hexdigest()
+        return LoadedModel.load(data, name="bench", version=1, expected_digest=digest)
+
+    results = []
+    with TansuBroker(log_file=workdir / "tansu.log") as broker:
+        env = new_topics(broker, workdir, logistic)
+        fill_frames(broker, rows)
+        ceiling = asyncio.run(raw_consumer(broker.bootstrap, Topics(env[
+            "DRIFTLINE_KAFKA_TOPIC_PREFIX"]).features, rows // FRAME_ROWS))  # fmt: skip
+        print(f"raw consumer: {ceiling * FRAME_ROWS:,.0f} rows/s ({ceiling:,.0f} frames/s)")
+        models = [("logistic, 16 f", logistic, rows), ("GBM 100 trees", gbm, rows // 3)]
+        for label, data, n in models:
+            predict_rate, pipeline_rate = compute_ceiling(loaded(data))
+            one = end_to_end(broker, workdir, data, n, workers=1)
+            results.append((label, predict_rate, pipeline_rate, one))
+            print(f"{label}: ceiling {predict_rate:,.0f}, pipeline {pipeline_rate:,.0f}, "
+                  f"frames e2e {one:,.0f} rows/s")  # fmt: skip
+        two = end_to_end(broker, workdir, logistic, rows, workers=2)
+        frame_lat = latency(broker, workdir, logistic, frames=True, rate=200_000, seconds=10)
+        record_lat = latency(broker, workdir, logistic, frames=False, rate=2_000, seconds=15)
+    columnar, row_wise = sink_rates()
+
+    print()
+    print(f"{'model':<18}{'ceiling rows/s':>16}{'no-Kafka pipeline':>19}{'frames e2e':>13}"
+          f"{'vs ceiling':>12}")  # fmt: skip
+    for label, predict_rate, pipeline_rate, one in results:
+        print(f"{label:<18}{predict_rate:>16,.0f}{pipeline_rate:>19,.0f}{one:>13,.0f}"
+              f"{one / predict_rate:>12.1%}")  # fmt: skip
+    one_logistic = results[0][3]
+    print(f"\ntwo workers, two partitions (logistic): {two:,.0f} rows/s = "
+          f"{two / one_logistic:.2f}x one worker")  # fmt: skip
+    print(f"latency, frames at 200k rows/s: p50 {frame_lat[0]:.1f} ms, p99 {frame_lat[1]:.1f} ms "
+          f"({frame_lat[2]:,} rows)")  # fmt: skip
+    print(f"latency, single records at 2k/s: p50 {record_lat[0]:.1f} ms, "
+          f"p99 {record_lat[1]:.1f} ms ({record_lat[2]:,} records)")  # fmt: skip
+    print(f"predictions sink into chDB: frames column-wise {columnar:,.0f} rows/s, "
+          f"row-wise baseline {row_wise:,.0f} rows/s ({columnar / row_wise:.1f}x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
