@@ -114,6 +114,16 @@ def wait_rows(urls: list[str], rows: int, timeout_s: float = 300) -> list[dict]:
     raise RuntimeError(f"workers scored {[s.get('predictions_out') for s in stats]} of {rows}")
 
 
+def wait_ready(url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if http_json(url, timeout=2).get("ready"):
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"worker at {url} not ready in {timeout_s}s")
+
+
 def rows_rate(stats: list[dict]) -> float:
     # From the end of each worker's first batch: start-up and group join excluded.
     first = min(s["first_batch_at"] for s in stats)
@@ -190,8 +200,7 @@ def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, s
     proc, url = start_worker(env, workdir, f"lat-{uuid.uuid4().hex[:4]}")
     try:
         settings = load_settings()
-        while not http_json(url.replace("stats", "health"), timeout=2).get("ready"):
-            time.sleep(0.2)
+        wait_ready(url.replace("stats", "health"))
         count = int(rate * seconds)
         topic = Topics(settings.kafka.topic_prefix).predictions
         result: list[float] = []
