@@ -128,8 +128,11 @@ class LifecycleFollower:
                     self._refused.add(key)
                 else:
                     self._models[key] = model
-        table = self._build_table(split)
+        table = self._build_table(split, current)
         previous = self._router.set_table(table)
+        if table.champion is not None:
+            self._models[(name, table.champion.version)] = table.champion
+            wanted.append(table.champion.version)
         for key in [k for k in self._models if k[0] == name and k[1] not in wanted]:
             del self._models[key]  # no table uses it any more
         log.info(
@@ -140,7 +143,12 @@ class LifecycleFollower:
             None if previous is None else previous.versions(),
         )
 
-    def _build_table(self, split: TrafficSplit) -> RoutingTable:
+    def _build_table(self, split: TrafficSplit, current: RoutingTable | None) -> RoutingTable:
+        """The table for ``split`` from the loaded versions.
+
+        A champion that failed to load is not served: the champion already
+        serving (if any) keeps serving, so a bad artifact never stops traffic.
+        """
         name = split.model
         arms = [
             Arm(a.arm, self._models[(name, a.version)], a.traffic_bp)
@@ -148,9 +156,20 @@ class LifecycleFollower:
             if a.arm != "champion" and (name, a.version) in self._models
         ]
         champion = next((a for a in split.served if a.arm == "champion"), None)
+        serving = None
         if champion is not None and (name, champion.version) in self._models:
+            serving = self._models[(name, champion.version)]
+        elif champion is not None and current is not None and current.champion is not None:
+            serving = current.champion
+            log.warning(
+                "%s v%d cannot be served; v%d keeps serving as champion",
+                name,
+                champion.version,
+                serving.version,
+            )
+        if serving is not None:
             rest = BASIS_POINTS - sum(arm.traffic_bp for arm in arms)
-            arms.append(Arm("champion", self._models[(name, champion.version)], rest))
+            arms.append(Arm("champion", serving, rest))
         shadows = tuple(self._models[(name, v)] for v in split.shadows if (name, v) in self._models)
         return RoutingTable(name, tuple(arms), shadows, split.experiment_id)
 
