@@ -29,14 +29,19 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.bench_single_record import PARTITIONS, raw_consumer, register_and_promote
+from bench.bench_single_record import (
+    PARTITIONS,
+    raw_consumer,
+    register_and_promote,
+    spawn_worker,
+)
 from driftline.settings import TelemetrySettings, load_settings
 from driftline.telemetry import configure_telemetry
 from inference import LoadedModel, SyntheticFeatures, train_gbm, train_logistic
 from inference.frames import Frame, pack_frame, score_frame
 from inference.routing import RoutingTable
 from schemas import default_codec
-from streams.embedded import TansuBroker, free_port, stop_child
+from streams.embedded import TansuBroker, stop_child
 from streams.loadgen import (
     produce_at_rate,
     produce_frames_at_rate,
@@ -82,23 +87,7 @@ def compute_ceiling(model: LoadedModel, seconds: float = 2.0) -> tuple[float, fl
 
 
 def start_worker(env: dict, workdir: Path, label: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    with open(workdir / f"{label}.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=os.environ
-            | env
-            | {
-                "DRIFTLINE_WORKER_WEB_PORT": str(port),
-                "DRIFTLINE_WORKER_ROLES": "inference",
-                "DRIFTLINE_TELEMETRY_LOG_LEVEL": "WARNING",
-                "DRIFTLINE_WORKER_REQUIRE_SIGNED_ARTIFACTS": "false",
-                "DRIFTLINE_WORKER_BATCH_SIZE": "64",
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return proc, f"http://127.0.0.1:{port}/driftline/stats/"
+    return spawn_worker(env, workdir, label, DRIFTLINE_WORKER_BATCH_SIZE="64")
 
 
 def wait_rows(urls: list[str], rows: int, timeout_s: float = 300) -> list[dict]:

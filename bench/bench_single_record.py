@@ -118,9 +118,12 @@ def noop_faust(bootstrap: str, topic: str, n: int, workdir: Path) -> float:
     return rate_between_batches(data["first"], data["last"], data["records"], data["first_size"])
 
 
-def scoring_worker(env: dict, n: int, workdir: Path) -> tuple[float, dict]:
+def spawn_worker(
+    env: dict, workdir: Path, label: str = "worker", **extra_env: str
+) -> tuple[subprocess.Popen, str]:
+    """A `driftline worker` with the inference role only; returns it and its stats URL."""
     port = free_port()
-    with open(workdir / "worker.log", "ab") as log:
+    with open(workdir / f"{label}.log", "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
             env=os.environ
@@ -131,11 +134,16 @@ def scoring_worker(env: dict, n: int, workdir: Path) -> tuple[float, dict]:
                 "DRIFTLINE_TELEMETRY_LOG_LEVEL": "WARNING",
                 # The bench records its model straight onto the topic, unsigned.
                 "DRIFTLINE_WORKER_REQUIRE_SIGNED_ARTIFACTS": "false",
-            },
+            }
+            | extra_env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}/driftline/stats/"
+    return proc, f"http://127.0.0.1:{port}/driftline/stats/"
+
+
+def scoring_worker(env: dict, n: int, workdir: Path) -> tuple[float, dict]:
+    proc, url = spawn_worker(env, workdir)
     try:
         deadline = time.monotonic() + 300
         stats: dict = {}

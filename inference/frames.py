@@ -206,8 +206,9 @@ def _score_part(
     if rows is None:
         entity_ids, event_times, packed_rows = frame.entity_ids, frame.event_times, b""
     else:
-        entity_ids = [frame.entity_ids[r] for r in rows.tolist()]
-        event_times = [frame.event_times[r] for r in rows.tolist()]
+        chosen = rows.tolist()
+        entity_ids = [frame.entity_ids[r] for r in chosen]
+        event_times = [frame.event_times[r] for r in chosen]
         packed_rows = rows.astype("<i4").tobytes()
     return {
         "frame_id": frame.frame_id,

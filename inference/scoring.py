@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from inference.exceptions import InferenceError
 from inference.model import LoadedModel
 from inference.routing import RoutingTable
@@ -158,18 +160,18 @@ def score_routed(table: RoutingTable, records: Sequence[dict[str, Any]]) -> Rout
         (arm,) = table.served
         scored = score_records(arm.model, records, arm=arm.name, experiment_id=experiment)
         return RoutedBatch(scored.predictions, scored.rejected, [])
-    assigned = table.assign([record["entity_id"] for record in records]).tolist()
+    assigned = table.assign([record["entity_id"] for record in records])
     predictions: list[dict[str, Any]] = []
     rejected: list[Rejection] = []
     for index, arm in enumerate(table.served):
-        mine = [i for i, a in enumerate(assigned) if a == index]
+        mine = np.flatnonzero(assigned == index).tolist()
         if not mine:
             continue
         subset = records if len(mine) == len(records) else [records[i] for i in mine]
         scored = score_records(arm.model, subset, arm=arm.name, experiment_id=experiment)
         predictions += scored.predictions
         rejected += [Rejection(mine[r.index], r.reason, r.detail) for r in scored.rejected]
-    unserved = [i for i, a in enumerate(assigned) if a == -1]
+    unserved = np.flatnonzero(assigned == -1).tolist()
     shadow_rejected = 0
     for model in table.shadows:
         scored = score_records(model, records, arm="shadow", experiment_id=experiment)

@@ -51,12 +51,21 @@ class TrainedModel:
         return hashlib.sha256(self.onnx_bytes).hexdigest()
 
 
-def train_logistic(n_features: int = 16, n_samples: int = 20_000, seed: int = 0) -> TrainedModel:
-    """Fit a logistic regression on :class:`SyntheticFeatures` and export it to ONNX.
+def _fit_and_export(
+    estimator: Any,
+    *,
+    n_features: int,
+    n_samples: int,
+    seed: int,
+    trainer: str,
+    extra_props: dict[str, str] | None = None,
+) -> TrainedModel:
+    """Fit ``estimator`` on a seeded synthetic sample, score the holdout, export to ONNX.
 
-    The last 20 % of the sampled rows are held out for the offline metrics.
-    The ONNX graph has one input ``features`` (float32 ``[None, n_features]``)
-    and tensor outputs ``label`` and ``probabilities`` (no ZipMap).
+    The last 20 % of the sampled rows are held out for the offline metrics. The
+    ONNX graph has one input ``features`` (float32 ``[None, n_features]``) and
+    tensor outputs ``label`` and ``probabilities`` (no ZipMap); its
+    ``metadata_props`` carry the provenance, then ``extra_props``.
     """
     if n_samples < 50:
         raise InferenceError(f"n_samples must be >= 50 to train and hold out, got {n_samples}")
@@ -71,7 +80,7 @@ def train_logistic(n_features: int = 16, n_samples: int = 20_000, seed: int = 0)
             "use more samples"
         )
 
-    estimator = LogisticRegression(max_iter=1_000).fit(x_train, y_train)
+    estimator.fit(x_train, y_train)
     proba = estimator.predict_proba(x_hold)[:, 1]
     metrics = {
         "accuracy": round(float(accuracy_score(y_hold, proba >= 0.5)), 6),
@@ -95,7 +104,8 @@ def train_logistic(n_features: int = 16, n_samples: int = 20_000, seed: int = 0)
             "n_samples": str(n_samples),
             "seed": str(seed),
             "metrics": json.dumps(metrics, sort_keys=True),
-            "trainer": "inference.training.train_logistic",
+            "trainer": trainer,
+            **(extra_props or {}),
         },
     )
     return TrainedModel(
@@ -103,6 +113,22 @@ def train_logistic(n_features: int = 16, n_samples: int = 20_000, seed: int = 0)
         feature_names=feature_names,
         metrics=metrics,
         estimator=estimator,
+    )
+
+
+def train_logistic(n_features: int = 16, n_samples: int = 20_000, seed: int = 0) -> TrainedModel:
+    """Fit a logistic regression on :class:`SyntheticFeatures` and export it to ONNX.
+
+    The last 20 % of the sampled rows are held out for the offline metrics.
+    The ONNX graph has one input ``features`` (float32 ``[None, n_features]``)
+    and tensor outputs ``label`` and ``probabilities`` (no ZipMap).
+    """
+    return _fit_and_export(
+        LogisticRegression(max_iter=1_000),
+        n_features=n_features,
+        n_samples=n_samples,
+        seed=seed,
+        trainer="inference.training.train_logistic",
     )
 
 
@@ -140,65 +166,26 @@ def train_gbm(
         raise InferenceError(f"learning_rate must be > 0, got {learning_rate}")
     if not 0 < subsample <= 1:
         raise InferenceError(f"subsample must be in (0, 1], got {subsample}")
-    if n_samples < 50:
-        raise InferenceError(f"n_samples must be >= 50 to train and hold out, got {n_samples}")
-    generator = SyntheticFeatures(n_features, seed)
-    x, y = generator.sample(n_samples)
-    n_holdout = max(10, int(n_samples * HOLDOUT_FRACTION))
-    x_train, y_train = x[:-n_holdout], y[:-n_holdout]
-    x_hold, y_hold = x[-n_holdout:], y[-n_holdout:]
-    if len(np.unique(y_train)) < 2 or len(np.unique(y_hold)) < 2:
-        raise InferenceError(
-            f"synthetic sample (n_samples={n_samples}, seed={seed}) has a single class; "
-            "use more samples"
-        )
-
-    estimator = GradientBoostingClassifier(
-        n_estimators=n_trees,
-        max_depth=max_depth,
-        learning_rate=learning_rate,
-        subsample=subsample,
-        random_state=seed,
-    ).fit(x_train, y_train)
-    proba = estimator.predict_proba(x_hold)[:, 1]
-    metrics = {
-        "accuracy": round(float(accuracy_score(y_hold, proba >= 0.5)), 6),
-        "roc_auc": round(float(roc_auc_score(y_hold, proba)), 6),
-        "log_loss": round(float(log_loss(y_hold, proba)), 6),
-        "n_train": int(len(y_train)),
-        "n_holdout": int(n_holdout),
+    hyperparameters = {
+        "n_trees": n_trees,
+        "max_depth": max_depth,
+        "learning_rate": learning_rate,
+        "subsample": subsample,
     }
-
-    model = to_onnx(
-        estimator,
-        initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
-        options={"zipmap": False},  # tensor outputs: one vectorised read, no per-row dicts
-    )
-    feature_names = list(generator.feature_names)
-    onnx.helper.set_model_props(
-        model,
-        {
-            "feature_names": json.dumps(feature_names),
-            "training_data_sha256": hashlib.sha256(x_train.tobytes()).hexdigest(),
-            "n_samples": str(n_samples),
-            "seed": str(seed),
-            "metrics": json.dumps(metrics, sort_keys=True),
-            "trainer": "inference.training.train_gbm",
+    return _fit_and_export(
+        GradientBoostingClassifier(
+            n_estimators=n_trees,
+            max_depth=max_depth,
+            learning_rate=learning_rate,
+            subsample=subsample,
+            random_state=seed,
+        ),
+        n_features=n_features,
+        n_samples=n_samples,
+        seed=seed,
+        trainer="inference.training.train_gbm",
+        extra_props={
             "model_kind": "gradient_boosting",
-            "hyperparameters": json.dumps(
-                {
-                    "n_trees": n_trees,
-                    "max_depth": max_depth,
-                    "learning_rate": learning_rate,
-                    "subsample": subsample,
-                },
-                sort_keys=True,
-            ),
+            "hyperparameters": json.dumps(hyperparameters, sort_keys=True),
         },
-    )
-    return TrainedModel(
-        onnx_bytes=model.SerializeToString(),
-        feature_names=feature_names,
-        metrics=metrics,
-        estimator=estimator,
     )

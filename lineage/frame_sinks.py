@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from inference.frames import Frame, unpack_prediction_frame
+from inference.routing import entity_buckets
 from lineage.arrow_insert import insert_arrow_table
 from lineage.store import FEATURES, PREDICTIONS, table
 
@@ -149,8 +150,6 @@ class FeatureSink:
         """Row indices to keep, or None for all."""
         if self.sample_rate >= 1.0:
             return None
-        from inference.routing import entity_buckets
-
         buckets = entity_buckets(entity_ids, "features")
         return np.flatnonzero(buckets < round(self.sample_rate * 10_000))
 

@@ -472,8 +472,9 @@ class ModelRegistry:
                 f"cannot traffic {name} v{version}: {name} v{version} is {current.state}; "
                 "only a challenger's or canary's share can change (promote moves the champion)"
             )
-        attributes = plan_attributes("traffic", name, version, arguments, self.traffic(name))
-        attributes["previous_traffic_bp"] = str(self.traffic(name).share(version))
+        split = self.traffic(name)
+        attributes = plan_attributes("traffic", name, version, arguments, split)
+        attributes["previous_traffic_bp"] = str(split.share(version))
         return ev.new_event(
             EventType.TRAFFIC_CHANGED,
             name,
