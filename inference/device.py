@@ -45,7 +45,10 @@ class Device:
 
     def provider_options(self) -> list[dict[str, str]]:
         """Options aligned with ``providers``, for ``InferenceSession(provider_options=...)``."""
-        return [{"device_id": str(self.device_id)} if p == _CUDA else {} for p in self.providers]
+        # TF32 matmuls (the CUDA provider's default on Ampere and later) round
+        # inputs to 10 mantissa bits: scores would drift past SCORE_TOLERANCE.
+        cuda = {"device_id": str(self.device_id), "use_tf32": "0"}
+        return [cuda if p == _CUDA else {} for p in self.providers]
 
 
 # Detection helpers: tiny so tests can monkeypatch them.
@@ -86,7 +89,7 @@ def _cuda_problem(device_id: int) -> str | None:
         )
     count = _cupy_device_count()
     if count is None:
-        return "CuPy is not installed (package 'cupy-cuda12x')"
+        return "CuPy is not installed (package 'cupy-cuda13x')"
     if count <= 0:
         return "CuPy sees no CUDA device (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides it)"
     if device_id >= count:

@@ -1,7 +1,10 @@
 """Train the demo models on synthetic rows and export them to ONNX.
 
 :func:`train_logistic` fits a logistic regression (the default demo model);
-:func:`train_gbm` fits gradient-boosted trees on the same data.
+:func:`train_gbm` fits gradient-boosted trees on the same data;
+:func:`train_mlp` a small neural network whose graph uses only standard ONNX
+operators (so every node runs on the CUDA provider, unlike the ``ai.onnx.ml``
+linear and tree operators, which ONNX Runtime runs only on the CPU).
 
 The export carries its own provenance in ONNX ``metadata_props`` (feature
 names, a fingerprint of the training matrix, sample count, seed and holdout
@@ -14,16 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
+import onnx.utils
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+from sklearn.neural_network import MLPClassifier
 
 from inference.exceptions import InferenceError
 from inference.synthetic import SyntheticFeatures
@@ -59,6 +66,7 @@ def _fit_and_export(
     seed: int,
     trainer: str,
     extra_props: dict[str, str] | None = None,
+    probabilities_only: bool = False,
 ) -> TrainedModel:
     """Fit ``estimator`` on a seeded synthetic sample, score the holdout, export to ONNX.
 
@@ -95,6 +103,10 @@ def _fit_and_export(
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
         options={"zipmap": False},  # tensor outputs: one vectorised read, no per-row dicts
     )
+    if probabilities_only:
+        # The label branch uses ai.onnx.ml ops that only the CPU provider runs;
+        # dropping it leaves a graph every node of which has a CUDA kernel.
+        model = onnx.utils.Extractor(model).extract_model([INPUT_NAME], ["probabilities"])
     feature_names = list(generator.feature_names)
     onnx.helper.set_model_props(
         model,
@@ -188,4 +200,35 @@ def train_gbm(
             "model_kind": "gradient_boosting",
             "hyperparameters": json.dumps(hyperparameters, sort_keys=True),
         },
+    )
+
+
+def train_mlp(
+    n_features: int = 16,
+    n_samples: int = 20_000,
+    seed: int = 0,
+    *,
+    hidden: tuple[int, ...] = (256, 256),
+    max_iter: int = 30,
+) -> TrainedModel:
+    """Fit a ReLU multi-layer perceptron and export only its ``probabilities`` output.
+
+    The graph is MatMul/Add/Relu/Sigmoid/Concat, all standard ONNX operators
+    with CUDA kernels: the model the GPU path is checked and benchmarked with.
+    Same data, holdout split, metrics and provenance as :func:`train_logistic`;
+    ``max_iter`` is kept small because the data is easy and fitting is a test
+    fixture's cost.
+    """
+    if not hidden or any(width < 1 for width in hidden):
+        raise InferenceError(f"hidden layer widths must be >= 1, got {hidden!r}")
+    # A handful of epochs is enough on this data; the convergence warning is noise here.
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    return _fit_and_export(
+        MLPClassifier(hidden_layer_sizes=hidden, max_iter=max_iter, random_state=seed),
+        n_features=n_features,
+        n_samples=n_samples,
+        seed=seed,
+        trainer="inference.training.train_mlp",
+        extra_props={"model_kind": "mlp", "hidden": json.dumps(list(hidden))},
+        probabilities_only=True,
     )

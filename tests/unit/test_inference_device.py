@@ -17,7 +17,7 @@ from inference.device import (
     make_runner,
 )
 from inference.exceptions import InferenceError
-from inference.training import INPUT_NAME, train_logistic
+from inference.training import INPUT_NAME, train_logistic, train_mlp
 
 N_FEATURES = 16
 OUTPUT = "probabilities"
@@ -62,7 +62,7 @@ class TestChooseDevice:
         assert device.kind == "cuda"
         assert device.providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
         assert device.device_id == 1
-        assert device.provider_options() == [{"device_id": "1"}, {}]
+        assert device.provider_options() == [{"device_id": "1", "use_tf32": "0"}, {}]
 
     def test_setting_is_case_and_space_insensitive(self):
         assert choose_device(" CPU ").kind == "cpu"
@@ -185,6 +185,26 @@ class TestCuda:
         assert isinstance(cuda_runner, dev.CudaRunner)
         got, want = cuda_runner.run(x), cpu_runner.run(x)
         assert isinstance(got, np.ndarray)
+        assert got.shape == want.shape == (10_000, 2)
+        assert float(np.max(np.abs(got - want))) <= SCORE_TOLERANCE
+
+    def test_every_mlp_node_runs_on_cuda_and_scores_match_cpu(self):
+        # With CPU fallback disabled, ONNX Runtime refuses to build the session if
+        # any node would run on the CPU: the scores below really came from CUDA.
+        data = train_mlp(n_features=N_FEATURES, n_samples=2_000, seed=3).onnx_bytes
+        cuda = choose_device("cuda")
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        session = ort.InferenceSession(
+            data, options, providers=list(cuda.providers), provider_options=cuda.provider_options()
+        )
+        cpu = choose_device("cpu")
+        cpu_runner = make_runner(
+            _session(data, cpu), input_name=INPUT_NAME, output_name=OUTPUT, device=cpu
+        )
+        cuda_runner = make_runner(session, input_name=INPUT_NAME, output_name=OUTPUT, device=cuda)
+        x = _matrix(10_000)
+        got, want = cuda_runner.run(x), cpu_runner.run(x)
         assert got.shape == want.shape == (10_000, 2)
         assert float(np.max(np.abs(got - want))) <= SCORE_TOLERANCE
 

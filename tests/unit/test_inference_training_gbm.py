@@ -11,7 +11,7 @@ import pytest
 
 from inference import InferenceError, SyntheticFeatures
 from inference.model import LoadedModel
-from inference.training import train_gbm
+from inference.training import train_gbm, train_mlp
 
 N_SAMPLES = 3_000
 N_TREES = 20
@@ -88,3 +88,21 @@ def test_loaded_model_scores_match_sklearn(trained):
 def test_bad_arguments_raise_inference_error_naming_the_value(kwargs, named):
     with pytest.raises(InferenceError, match=named):
         train_gbm(**kwargs)
+
+
+class TestMlp:
+    def test_graph_uses_only_standard_operators_and_matches_sklearn(self):
+        trained = train_mlp(n_features=8, n_samples=1_000, seed=2, hidden=(16,))
+        graph = onnx.load_from_string(trained.onnx_bytes).graph
+        assert {node.domain for node in graph.node} == {""}
+        assert [output.name for output in graph.output] == ["probabilities"]
+        model = LoadedModel.load(
+            trained.onnx_bytes, name="m", version=1, expected_digest=trained.digest
+        )
+        x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+        want = trained.estimator.predict_proba(x)[:, 1]
+        np.testing.assert_allclose(model.predict(x).score, want, atol=1e-5)
+
+    def test_empty_hidden_layers_are_refused(self):
+        with pytest.raises(InferenceError, match="hidden"):
+            train_mlp(hidden=())
