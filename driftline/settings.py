@@ -255,6 +255,69 @@ class WorkerSettings(_Section):
         return frozenset(self.roles.split(","))
 
 
+class DriftSettings(_Section):
+    """Drift detection in the scoring worker (see README, "Drift detection")."""
+
+    enabled: bool = Field(True, description="run the drift stage after scoring")
+    window: int = Field(1000, ge=20, le=1_000_000, description="rows per tumbling window")
+    tests: str = Field("ks,psi", description="input window tests: ks, psi")
+    method: Literal["bh", "bonferroni", "none"] = Field(
+        "bh", description="multiplicity control across features"
+    )
+    alpha: float = Field(
+        0.001, gt=0, lt=1, description="false-discovery (bh) or family-wise (bonferroni) rate"
+    )
+    k: int = Field(2, ge=1, le=64, description="windows out of n that must be significant")
+    n: int = Field(3, ge=1, le=64, description="debounce span in windows; re-arm after n clean")
+    psi_min: float = Field(0.1, ge=0, description="PSI below this never alarms")
+    baseline_rows: int = Field(
+        5000, ge=20, description="served rows used as reference for scores (and unprofiled inputs)"
+    )
+    error_detectors: str = Field("ddm,adwin", description="River detectors on outcome errors")
+    decision_threshold: float = Field(0.5, gt=0, lt=1, description="score >= this is positive")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="window tests on NumPy (cpu) or CuPy (cuda); auto follows the worker"
+    )
+    outcome_wait_s: float = Field(
+        600.0, gt=0, le=30 * 86_400, description="how long a prediction waits for its outcome"
+    )
+    max_pending_predictions: int = Field(
+        1_000_000, ge=1, description="predictions held for the outcome join before the oldest go"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DriftSettings:
+        if self.k > self.n:
+            raise ValueError(
+                f"DRIFTLINE_DRIFT_K ({self.k}) must be <= DRIFTLINE_DRIFT_N ({self.n})"
+            )
+        if self.baseline_rows < self.window:
+            raise ValueError(
+                f"DRIFTLINE_DRIFT_BASELINE_ROWS ({self.baseline_rows}) must be >= "
+                f"DRIFTLINE_DRIFT_WINDOW ({self.window})"
+            )
+        return self
+
+    def config(self, worker_device: str = "cpu") -> Any:
+        """The domain configuration (:class:`drift.config.DriftConfig`)."""
+        from drift.config import DriftConfig  # settings must import without the drift stack
+
+        device = self.device if self.device != "auto" else worker_device
+        return DriftConfig(
+            window=self.window,
+            tests=tuple(t.strip() for t in self.tests.split(",") if t.strip()),
+            method=self.method,
+            alpha=self.alpha,
+            k=self.k,
+            n=self.n,
+            psi_min=self.psi_min,
+            baseline_rows=self.baseline_rows,
+            error_detectors=tuple(d.strip() for d in self.error_detectors.split(",") if d.strip()),
+            decision_threshold=self.decision_threshold,
+            device=device,
+        )
+
+
 # The section is called "schema" to match DRIFTLINE_SCHEMA_REGISTRY_URL; that
 # name shadows pydantic's deprecated BaseModel.schema(), which nothing here uses.
 warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
@@ -278,6 +341,7 @@ class Settings(BaseSettings):
     data: DataSettings = DataSettings()
     worker: WorkerSettings = WorkerSettings()
     registry: RegistrySettings = RegistrySettings()
+    drift: DriftSettings = DriftSettings()
 
     @property
     def roles_file(self) -> Path:

@@ -48,6 +48,9 @@ class EventType(StrEnum):
     ARCHIVED = "archived"
     ROLLED_BACK = "rolled_back"
     COMMAND_REJECTED = "command_rejected"
+    # A drift detector's alarm (lineage.drift_sinks.drift_audit_event): recorded in
+    # the model's audit chain and history; it moves no version or alias.
+    DRIFT_DETECTED = "drift_detected"
 
 
 def now_ms() -> int:

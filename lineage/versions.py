@@ -29,6 +29,7 @@ class ModelVersion:
     registered_by: str
     registered_at: int
     signed_by: str | None = None  # key id whose signature over the digest workers require
+    metadata_sha256: str | None = None  # pins the sidecar (reference profile, metrics)
 
 
 def version_from_event(event: LifecycleEvent) -> ModelVersion:
@@ -70,6 +71,7 @@ def version_from_event(event: LifecycleEvent) -> ModelVersion:
         input_name=attrs["input_name"],
         input_shape=tuple(shape),
         signed_by=attrs.get("signed_by"),
+        metadata_sha256=attrs.get("metadata_sha256"),
         feature_names=None if names is None else tuple(names),
         metadata_props=props,
         state=str(State.REGISTERED),

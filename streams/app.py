@@ -10,8 +10,10 @@ import faust
 
 from driftline.settings import Settings
 from streams.delivery import OrderedAcker
+from streams.drift_stage import STATE_TABLE
 from streams.faust_transport import with_fetch_wait
 from streams.kafka import faust_credentials
+from streams.outcome_join import JOIN_TABLE
 from streams.runtime import WorkerRuntime
 from streams.web import register_views
 
@@ -26,7 +28,7 @@ def create_app(
     runtime = WorkerRuntime.build(settings, bootstrap)
     worker = settings.worker
     app = faust.App(
-        f"{runtime.topics.prefix}worker",
+        runtime.topics.app_id,
         broker=_faust_broker_url(bootstrap),
         broker_credentials=faust_credentials(settings.kafka),
         broker_session_timeout=worker.session_timeout_s,
@@ -65,6 +67,59 @@ def create_app(
                 await delivery.wait(batch)
                 for event in events:
                     await stream.ack(event)
+
+    if runtime.drift is not None:
+        drift, outcomes = runtime.drift, runtime.outcomes
+
+        def state_table(name: str) -> faust.Table:
+            # Recovered from its changelog on start and rebalance; our pipelines write it.
+            return app.Table(
+                name,
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=settings.kafka.partitions,
+            )
+
+        drift.table = state_table(STATE_TABLE).data
+        outcomes.table = state_table(JOIN_TABLE).data
+
+        @app.on_partitions_assigned.connect
+        async def _drift_reassigned(sender, assigned, **kwargs) -> None:
+            drift.partitions_changed()
+            outcomes.partitions_changed()
+
+        @app.task
+        async def serve_drift_state() -> None:
+            while True:
+                drift.poll()
+                await asyncio.sleep(0.005)
+
+        @app.agent(raw_topic(runtime.topics.name("outcomes")), name="route-outcomes")
+        async def route_outcomes(stream: faust.StreamT) -> None:
+            async for events in stream.noack_take(batch_size, within):
+                batch = delivery.batch()
+                outcomes.route([event.message for event in events], batch)
+                await delivery.wait(batch)
+                for event in events:
+                    await stream.ack(event)
+
+        @app.agent(raw_topic(runtime.topics.outcome_join), name="join-outcomes")
+        async def join_outcomes(stream: faust.StreamT) -> None:
+            await follower.caught_up.wait()
+            async for events in stream.noack_take(batch_size, within):
+                batch = delivery.batch()
+                outcomes.process([event.message for event in events], batch)
+                await delivery.wait(batch)
+                for event in events:
+                    await stream.ack(event)
+
+        @app.timer(max(1.0, min(30.0, settings.drift.outcome_wait_s / 4)))
+        async def expire_outcomes() -> None:
+            batch = delivery.batch()
+            outcomes.expire(batch)
+            await delivery.wait(batch)
 
     if runtime.scoring is not None:
         scoring = runtime.scoring
@@ -112,6 +167,8 @@ def create_app(
 
         persisting(runtime.topics.lifecycle, "store-lifecycle", lineage.store_lifecycle)
         persisting(runtime.topics.deadletter, "store-deadletters", lineage.store_dead_letters)
+        persisting(runtime.topics.name("drift"), "store-drift", lineage.store_drift)
+        persisting(runtime.topics.name("outcomes"), "store-outcomes", lineage.store_outcomes)
 
         @app.timer(worker.checkpoint_interval_s)
         async def checkpoint_chain_heads() -> None:

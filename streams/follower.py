@@ -30,6 +30,7 @@ from lineage import (
     ModelVersion,
 )
 from lineage.exceptions import SignatureMissing
+from lineage.profile import ReferenceProfile
 from lineage.traffic import BASIS_POINTS, TrafficSplit
 from schemas import DecodeError, SchemaCodec
 from streams.policy_source import PolicySource
@@ -59,6 +60,8 @@ class LifecycleFollower:
         # (model, version) -> loaded model, for every version some table uses.
         self._models: dict[tuple[str, int], LoadedModel] = {}
         self._refused: set[tuple[str, int]] = set()
+        # (model, version) -> training reference profile, for the drift stage.
+        self._references: dict[tuple[str, int], ReferenceProfile | None] = {}
         self._policy = policy
         self._require_signature = require_signature
         self._bootstrap = bootstrap
@@ -193,6 +196,7 @@ class LifecycleFollower:
             data = self._artifacts.read_verified(
                 version.artifact, version.digest, public_key=self._signer_key(version)
             )
+            self._references[(version.name, version.version)] = self._read_reference(version)
             return LoadedModel.load(
                 data,
                 name=version.name,
@@ -216,6 +220,25 @@ class LifecycleFollower:
             )
             return None
         return model
+
+    def reference(self, name: str, version: int) -> ReferenceProfile | None:
+        """The training profile a version was registered with, if any (drift stage input)."""
+        return self._references.get((name, version))
+
+    def _read_reference(self, version: ModelVersion) -> ReferenceProfile | None:
+        try:
+            metadata = self._artifacts.metadata(
+                version.digest, expected_sha256=version.metadata_sha256
+            )
+        except LineageError as exc:
+            log.warning(
+                "%s v%d: no usable metadata (%s); drift compares inputs with a serving baseline",
+                version.name,
+                version.version,
+                exc,
+            )
+            return None
+        return metadata.profile()
 
 
 def _describe(table: RoutingTable) -> tuple:

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from inference.frames import Frame, FrameRejected
 from lineage import AuditLogWriter, DeadLetterSink, InvalidRecord, LifecycleEvent, PredictionSink
+from lineage.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
 from lineage.frame_sinks import FeatureSink, PredictionFrameSink
 from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
@@ -81,6 +82,8 @@ class LineageWriter:
         dead_letter_sink: DeadLetterSink,
         dead_letters: DeadLetterPublisher,
         stats: WorkerStats,
+        drift: DriftSink | None = None,
+        outcomes: OutcomeSink | None = None,
     ) -> None:
         self._codec = codec
         self._store = store
@@ -91,6 +94,9 @@ class LineageWriter:
         self._dead_letter_sink = dead_letter_sink
         self._dead = dead_letters
         self._stats = stats
+        # Default: the same client and database as the audit log.
+        self._drift = DriftSink(audit.client, audit.database) if drift is None else drift
+        self._outcomes = OutcomeSink(audit.client, audit.database) if outcomes is None else outcomes
 
     def _decode_all(
         self, name: str, messages: Sequence[InboundMessage], batch: BatchDelivery
@@ -163,6 +169,42 @@ class LineageWriter:
             items.append((event, message.topic, message.partition, message.offset))
         stored = await self._store.until_stored(lambda: self._audit.write(items), "audit events")
         self._stats.rows_stored["audit_log"] += stored
+
+    async def store_drift(self, messages: Sequence[InboundMessage], batch: BatchDelivery) -> None:
+        """DriftEvents into ``drift``, and into their model's audit chain as drift_detected.
+
+        The audit chain assumes one writer per model: the drift topic, like the
+        lifecycle topic, is keyed by model, and both go through this one writer.
+        """
+        rows, items = [], []
+        for message, record in self._decode_all("DriftEvent", messages, batch):
+            try:
+                event = drift_audit_event(record)
+            except InvalidRecord as exc:
+                self._dead.publish(message, "invalid_event", str(exc), batch)
+                continue
+            rows.append(record)
+            items.append((event, message.topic, message.partition, message.offset))
+        self._drift.add_many(rows)
+        stored = await self._store.until_stored(self._drift.flush, "drift events")
+        self._stats.rows_stored["drift"] += stored
+        # Table first, chain second: a crash between them re-delivers the batch, the
+        # table drops the repeated rows and the audit writer skips events it holds.
+        audited = await self._store.until_stored(lambda: self._audit.write(items), "audit events")
+        self._stats.rows_stored["audit_log"] += audited
+
+    async def store_outcomes(
+        self, messages: Sequence[InboundMessage], batch: BatchDelivery
+    ) -> None:
+        """Outcomes (delayed labels) into ``outcomes``, with their Kafka coordinates."""
+        rows = []
+        for message, record in self._decode_all("Outcome", messages, batch):
+            record["source_partition"] = message.partition
+            record["source_offset"] = message.offset
+            rows.append(record)
+        self._outcomes.add_many(rows)
+        stored = await self._store.until_stored(self._outcomes.flush, "outcomes")
+        self._stats.rows_stored["outcomes"] += stored
 
     async def store_dead_letters(
         self, messages: Sequence[InboundMessage], batch: BatchDelivery

@@ -29,9 +29,11 @@ from streams.checkpointing import CheckpointKeeper
 from streams.codecs import codec_for
 from streams.deadletter import DeadLetterPublisher
 from streams.delivery import DeliveryTracker
+from streams.drift_stage import STATE_TABLE, DriftStage
 from streams.exceptions import StreamsError
 from streams.follower import LifecycleFollower
 from streams.kafka import make_producer
+from streams.outcome_join import JOIN_TABLE, OutcomeJoiner
 from streams.persist import LineageWriter, StoreRunner
 from streams.policy_source import PolicySource
 from streams.registry_agent import RegistryAgent
@@ -69,6 +71,8 @@ class WorkerRuntime:
     lineage: LineageWriter | None = None
     store: StoreRunner | None = None
     store_client: object | None = None
+    drift: DriftStage | None = None
+    outcomes: OutcomeJoiner | None = None
 
     @classmethod
     def build(cls, settings: Settings, bootstrap: str) -> WorkerRuntime:
@@ -111,6 +115,37 @@ class WorkerRuntime:
                 dead_letters=dead,
                 lifecycle_topic=topics.lifecycle,
             )
+        if "inference" in roles and settings.drift.enabled:
+            config = settings.drift.config(device.kind)
+            # One message per produce request: Tansu's end offset counts batches, and
+            # Faust recovers a table only up to it (see streams/drift_stage.py).
+            state_producer = make_producer(
+                settings, bootstrap, **{"batch.num.messages": 1, "linger.ms": 0}
+            )
+            runtime.drift = DriftStage(
+                config=config,
+                codec=codec,
+                delivery=delivery,
+                drift_topic=topics.name("drift"),
+                state_topic=topics.changelog(STATE_TABLE),
+                state_producer=state_producer,
+                references=runtime.follower.reference,
+                stats=stats,
+            )
+            runtime.outcomes = OutcomeJoiner(
+                config=config,
+                wait_ms=int(settings.drift.outcome_wait_s * 1000),
+                max_pending=settings.drift.max_pending_predictions,
+                codec=codec,
+                delivery=delivery,
+                dead_letters=dead,
+                join_topic=topics.outcome_join,
+                drift_topic=topics.name("drift"),
+                outcomes_topic=topics.name("outcomes"),
+                state_topic=topics.changelog(JOIN_TABLE),
+                state_producer=state_producer,
+                stats=stats,
+            )
         if "inference" in roles:
             runtime.scoring = ScoringPipeline(
                 codec=codec,
@@ -119,6 +154,8 @@ class WorkerRuntime:
                 dead_letters=dead,
                 predictions_topic=topics.predictions,
                 stats=stats,
+                drift=runtime.drift,
+                join_topic=topics.outcome_join if runtime.outcomes is not None else None,
             )
         if "lineage" in roles:
             client = open_client(settings.clickhouse_dsn)
@@ -148,6 +185,8 @@ class WorkerRuntime:
         return runtime
 
     def close(self) -> None:
+        if self.drift is not None:
+            self.drift.flush()
         remaining = self.producer.flush(10)
         if remaining:
             log.error("%d produced messages were not acknowledged before shutdown", remaining)

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from drift.outcomes import Pending
 from inference import Router
 from inference.frames import NO_CHAMPION, Frame, FrameRejected, non_finite_detail, score_frame
 from inference.routing import RoutingTable
@@ -23,6 +25,8 @@ from schemas import DecodeError, SchemaCodec
 from schemas.exceptions import WrongSchema
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
+from streams.drift_stage import DriftStage, Observation
+from streams.outcome_join import PENDING_TAG
 from streams.stats import WorkerStats
 from streams.tracing import link_to, trace_headers
 
@@ -40,6 +44,8 @@ class ScoringPipeline:
         predictions_topic: str,
         stats: WorkerStats,
         max_links: int = 1000,
+        drift: DriftStage | None = None,
+        join_topic: str | None = None,
     ) -> None:
         self._codec = codec
         self.router = router
@@ -48,6 +54,9 @@ class ScoringPipeline:
         self._topic = predictions_topic
         self._stats = stats
         self._max_links = max_links
+        self.drift = drift
+        self._join_topic = join_topic  # pending entries for the outcomes join, when set
+        self._observations: list[Observation] = []
 
     def process(self, messages: Sequence[InboundMessage]) -> BatchDelivery:
         """Score one batch and enqueue its output; the returned handle says when it is delivered."""
@@ -65,6 +74,9 @@ class ScoringPipeline:
         ) as span:
             produced = self._score(messages, batch)
             span.set_attribute("driftline.predictions", produced)
+            if self.drift is not None and self._observations:
+                observations, self._observations = self._observations, []
+                span.set_attribute("driftline.drift_events", self.drift.fold(observations, batch))
         self._stats.batch_done(len(messages), produced)
         return batch
 
@@ -114,8 +126,13 @@ class ScoringPipeline:
             self._dead.publish(items[index][0], NO_CHAMPION, _no_champion(model_name), batch)
         self._stats.shadow_rejected += routed.shadow_rejected
         predictions = routed.predictions
+        if self.drift is not None and predictions:
+            self._observe_records(model_name, items, predictions, table)
         values = self._codec.encode_many("Prediction", predictions)
         self._publish(values, [p["entity_id"].encode() for p in predictions], batch, headers)
+        if self._join_topic is not None:
+            for p in predictions:
+                self._pend(p["prediction_id"], p, np.array([p["score"]]), batch)
         return len(values)
 
     def _score_frame(self, message, record, batch, headers) -> int:
@@ -138,10 +155,69 @@ class ScoringPipeline:
         if len(scored.unserved_rows):
             detail = f"{len(scored.unserved_rows)} rows: {_no_champion(model_name)}"
             self._dead.publish(message, NO_CHAMPION, detail, batch)
+        if self.drift is not None:
+            self._observe_frame(message, frame, scored)
         values = self._codec.encode_many("PredictionFrame", scored.parts)
         key = frame.frame_id.encode()
         self._publish(values, [key] * len(values), batch, headers)
+        if self._join_topic is not None:
+            for part in scored.parts:
+                scores = np.frombuffer(part["score"], dtype="<f8")
+                self._pend(part["prediction_frame_id"], part, scores, batch)
         return sum(part["n_rows"] for part in scored.parts)
+
+    def _pend(self, join_key: str, part: dict, scores: np.ndarray, batch) -> None:
+        entry = Pending(part["model"], part["version"], part["arm"], part["scored_at"], scores)
+        value = PENDING_TAG + entry.to_bytes()
+        self._delivery.produce(batch, self._join_topic, value, key=join_key.encode())
+
+    def _observe_records(self, model_name, items, predictions, table: RoutingTable) -> None:
+        """One observation per (version, arm, partition), rows in message order."""
+        where = {record["record_id"]: i for i, (_, record) in enumerate(items)}
+        names = _feature_names(table)
+        groups: dict[tuple[int, str, int], list[tuple[int, float]]] = defaultdict(list)
+        for prediction in predictions:
+            i = where[prediction["record_id"]]
+            message = items[i][0]
+            groups[(prediction["version"], prediction["arm"], message.partition)].append(
+                (i, prediction["score"])
+            )
+        for (version, arm, partition), members in groups.items():
+            index = [i for i, _ in members]
+            self._observations.append(
+                Observation(
+                    partition=partition,
+                    offsets=np.fromiter((items[i][0].offset for i in index), np.int64, len(index)),
+                    model=model_name,
+                    version=version,
+                    arm=arm,
+                    feature_names=names.get(version) or _default_names(items[index[0]][1]),
+                    rows=np.asarray([items[i][1]["features"] for i in index], dtype=np.float64),
+                    scores=np.fromiter((s for _, s in members), np.float64, len(members)),
+                )
+            )
+
+    def _observe_frame(self, message, frame: Frame, scored) -> None:
+        good = None
+        for part in scored.parts:
+            n = part["n_rows"]
+            rows = np.frombuffer(part["rows"], dtype="<i4") if part["rows"] else None
+            if rows is None and len(scored.bad_rows):
+                good = good if good is not None else _finite_rows(frame, scored.bad_rows)
+                rows = good
+            matrix = frame.matrix if rows is None else frame.matrix[rows]
+            self._observations.append(
+                Observation(
+                    partition=message.partition,
+                    offsets=np.full(n, message.offset, dtype=np.int64),
+                    model=part["model"],
+                    version=part["version"],
+                    arm=part["arm"],
+                    feature_names=tuple(frame.feature_names),
+                    rows=matrix,
+                    scores=np.frombuffer(part["score"], dtype="<f8"),
+                )
+            )
 
     def _publish(self, values: list[bytes], keys: list[bytes], batch, headers) -> None:
         produce = self._delivery.producer.produce
@@ -156,6 +232,26 @@ class ScoringPipeline:
         batch.expect(sent)
         for value, key in zip(values[sent:], keys[sent:], strict=True):
             self._delivery.produce(batch, self._topic, value, key=key, headers=headers)
+
+
+def _feature_names(table: RoutingTable) -> dict[int, tuple[str, ...]]:
+    models = [arm.model for arm in table.served] + list(table.shadows)
+    return {
+        m.version: tuple(m.signature.feature_names)
+        for m in models
+        if m.signature.feature_names is not None
+    }
+
+
+def _default_names(record: dict) -> tuple[str, ...]:
+    names = record.get("feature_names")
+    return tuple(names) if names else tuple(f"f{i}" for i in range(len(record["features"])))
+
+
+def _finite_rows(frame: Frame, bad_rows: np.ndarray) -> np.ndarray:
+    keep = np.ones(len(frame.entity_ids), dtype=bool)
+    keep[bad_rows] = False
+    return np.flatnonzero(keep)
 
 
 def _no_champion(model_name: str) -> str:

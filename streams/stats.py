@@ -23,6 +23,10 @@ class WorkerStats:
     last_batch_at: float | None = None
     first_batch_size: int = 0
     first_batch_predictions: int = 0
+    drift_events: int = 0  # DriftEvents published by this worker's drift stage
+    drift_redelivered: int = 0  # scored messages the drift state had already counted
+    drift_snapshot_bytes: int = 0
+    outcomes: Counter = field(default_factory=Counter)  # joined, late, unmatched, ...
 
     def batch_done(self, records: int, predictions: int) -> None:
         now = time.time()
@@ -50,4 +54,8 @@ class WorkerStats:
             "last_batch_at": self.last_batch_at,
             "first_batch_size": self.first_batch_size,
             "first_batch_predictions": self.first_batch_predictions,
+            "drift_events": self.drift_events,
+            "drift_redelivered": self.drift_redelivered,
+            "drift_snapshot_bytes": self.drift_snapshot_bytes,
+            "outcomes": dict(self.outcomes),
         }

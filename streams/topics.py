@@ -24,6 +24,9 @@ TOPIC_KINDS = (
     "deadletter",
 )
 
+# Faust tables of the worker app; their changelogs are created with the topics.
+INTERNAL_TABLES = ("drift-state", "outcome-join")
+
 # Lifecycle and commands are the system of record for the registry: never expire them.
 _FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
 _TOPIC_CONFIGS = {"lifecycle": _FOREVER, "commands": _FOREVER}
@@ -56,6 +59,24 @@ class Topics:
 
     def all(self) -> list[str]:
         return [self.name(kind) for kind in TOPIC_KINDS]
+
+    @property
+    def app_id(self) -> str:
+        """The Faust app id (consumer group) of every driftline worker."""
+        return f"{self.prefix}worker"
+
+    def changelog(self, table: str) -> str:
+        """Faust's changelog topic for a table of the worker app."""
+        return f"{self.app_id}-{table}-changelog"
+
+    @property
+    def outcome_join(self) -> str:
+        """Predictions and outcomes re-keyed by join key, so both sides share a partition."""
+        return f"{self.app_id}-outcome-join"
+
+    def internal(self) -> list[str]:
+        """Topics only workers read: table changelogs and the join topic; created up front."""
+        return [self.changelog(table) for table in INTERNAL_TABLES] + [self.outcome_join]
 
     def configs(self) -> dict[str, dict[str, str]]:
         """Per-topic configuration to create them with."""

@@ -20,7 +20,7 @@ def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
     topics = Topics(settings.kafka.topic_prefix)
     return ensure_topics(
         settings.kafka.librdkafka_config(bootstrap),
-        topics.all(),
+        topics.all() + topics.internal(),
         settings.kafka.partitions,
         settings.kafka.replication_factor,
         configs=topics.configs(),

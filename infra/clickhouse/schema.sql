@@ -10,7 +10,7 @@
 --
 -- On a replicated cluster: add ON CLUSTER <cluster> to each CREATE and use
 --   ENGINE = ReplicatedMergeTree('/clickhouse/tables/<shard>/driftline/audit_log', '<replica>')
--- (ReplicatedReplacingMergeTree for predictions and deadletters), with the
+-- (ReplicatedReplacingMergeTree for the ReplacingMergeTree tables), with the
 -- shard and replica macros of your cluster. Replicated tables deduplicate
 -- inserts by default, so the non_replicated_deduplication_window settings can
 -- then be dropped.
@@ -136,4 +136,50 @@ CREATE TABLE IF NOT EXISTS driftline.replay_predictions
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (model, replay_id, record_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- One row per DriftEvent from the drift topic (lineage/drift_sinks.py). Each
+-- alarm is also appended to its model's audit chain as a drift_detected event.
+-- Re-delivered alarms collapse on (model, event_id): query with FINAL or
+-- uniqExact(event_id). Identical retried inserts are dropped earlier by
+-- insert_deduplication_token. stream is the evidence's "stream" key (input,
+-- score or error), '' when the evidence has none.
+CREATE TABLE IF NOT EXISTS driftline.drift
+(
+    event_id String,
+    model LowCardinality(String),
+    version Nullable(Int32),
+    arm Nullable(String),
+    detector LowCardinality(String),
+    feature Nullable(String),
+    stream LowCardinality(String),
+    statistic Float64,
+    threshold Float64,
+    p_value Nullable(Float64),
+    window_size Int64,
+    evidence String,
+    detected_at DateTime64(3, 'UTC'),
+    recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, event_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- One row per Outcome (a delayed label) from the outcomes topic, with the Kafka
+-- coordinates it came from. Several outcomes for one prediction collapse to the
+-- one observed last (highest event_time, then the last inserted): query with
+-- FINAL, or argMax(value, event_time) grouped by prediction_id.
+CREATE TABLE IF NOT EXISTS driftline.outcomes
+(
+    prediction_id String,
+    entity_id Nullable(String),
+    value Float64,
+    label Nullable(String),
+    event_time DateTime64(3, 'UTC'),
+    source_partition Int32,
+    source_offset Int64,
+    recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(event_time)
+ORDER BY prediction_id
 SETTINGS non_replicated_deduplication_window = 1000;

@@ -241,4 +241,5 @@ def test_event_types_cover_the_lifecycle() -> None:
         "archived",
         "rolled_back",
         "command_rejected",
+        "drift_detected",
     ]

@@ -30,7 +30,9 @@ def test_create_tables_is_idempotent(chdb_client, fresh_database) -> None:
         ("audit_checkpoints", "MergeTree", "model, seq, signed_at"),
         ("audit_log", "MergeTree", "model, seq"),
         ("deadletters", "ReplacingMergeTree", "source_topic, partition, offset, reason"),
+        ("drift", "ReplacingMergeTree", "model, event_id"),
         ("features", "ReplacingMergeTree", "model, event_time, record_id"),
+        ("outcomes", "ReplacingMergeTree", "prediction_id"),
         ("predictions", "ReplacingMergeTree", "model, prediction_id"),
         ("replay_predictions", "ReplacingMergeTree", "model, replay_id, record_id"),
     ]
@@ -57,7 +59,7 @@ def test_bad_database_names_are_refused(name) -> None:
 
 def test_statements_have_no_comments_and_fill_the_database() -> None:
     statements = ddl_statements("abc")
-    assert len(statements) == 7
+    assert len(statements) == 9
     assert all("--" not in s and "{database}" not in s for s in statements)
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS abc"
 

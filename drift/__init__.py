@@ -1,0 +1,1 @@
+"""Drift detection: one detector protocol, River adapters, vectorised window tests."""

@@ -1,0 +1,211 @@
+"""The scoring worker's drift stage: scored rows in, DriftEvents and state snapshots out.
+
+Runs inside the inference agent, on the batch it has just scored, so the
+frames path pays for drift detection with vectorised window tests rather than
+another pass over Kafka. Per source partition it keeps a
+:class:`drift.monitor.MonitorSet` (one monitor per model version and arm).
+
+State: after each batch the touched partitions' sets are snapshotted into the
+``drift-state`` Faust table: the bytes go to the table's changelog partition
+that matches the source partition, and the batch's offsets are acknowledged
+only once that snapshot (and every DriftEvent) is delivered. A restarted or
+rebalanced worker gets the table back from the changelog (Faust's recovery)
+and resumes where the snapshot was; ``next_offset`` in the snapshot makes
+re-delivered messages count once.
+
+Tansu (the embedded broker) reports a partition's end offset as the last
+batch's base offset + 1, and Faust recovers a table up to that offset, so the
+snapshot producer sends one message per batch (``batch.num.messages=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+
+import numpy as np
+from confluent_kafka import Producer
+
+from drift.config import DriftConfig
+from drift.monitor import DriftAlarm, MonitorKey, MonitorSet
+from lineage.profile import ReferenceProfile
+from schemas import SchemaCodec
+from streams.delivery import BatchDelivery, DeliveryTracker
+from streams.stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "drift-state"
+_EVENT_NAMESPACE = uuid.UUID("5d1f3a52-8c1e-4f0e-9a57-3b2f1c0d7e11")
+
+References = Callable[[str, int], ReferenceProfile | None]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Rows one arm scored from one partition's messages, in offset order."""
+
+    partition: int
+    offsets: np.ndarray  # [n] int64: the source message of each row
+    model: str
+    version: int
+    arm: str
+    feature_names: tuple[str, ...]
+    rows: np.ndarray  # [n, k]
+    scores: np.ndarray  # [n]
+
+
+def state_key(partition: int) -> bytes:
+    return f"p{partition}".encode()
+
+
+def event_id(alarm: DriftAlarm, partition: int) -> str:
+    """Stable across redelivery and restarts: the same alarm at the same record, the same id."""
+    k = alarm.key
+    name = (
+        f"{k.model}|{k.version}|{k.arm}|{alarm.stream}|{alarm.detector}|"
+        f"{alarm.feature}|{partition}|{alarm.position}"
+    )
+    return uuid.uuid5(_EVENT_NAMESPACE, name).hex
+
+
+def drift_record(alarm: DriftAlarm, partition: int, detected_at: int) -> dict:
+    """The Avro DriftEvent for an alarm."""
+    p_value = alarm.p_value if alarm.p_value is None or np.isfinite(alarm.p_value) else None
+    evidence = dict(alarm.evidence) | {"position": alarm.position, "source_partition": partition}
+    return {
+        "event_id": event_id(alarm, partition),
+        "model": alarm.key.model,
+        "version": alarm.key.version,
+        "arm": alarm.key.arm,
+        "detector": alarm.detector,
+        "feature": alarm.feature,
+        "statistic": float(alarm.statistic),
+        "threshold": float(alarm.threshold),
+        "p_value": p_value,
+        "window_size": int(alarm.window_size),
+        "evidence": json.dumps(evidence, sort_keys=True, default=float),
+        "detected_at": detected_at,
+    }
+
+
+class DriftStage:
+    def __init__(
+        self,
+        *,
+        config: DriftConfig,
+        codec: SchemaCodec,
+        delivery: DeliveryTracker,
+        drift_topic: str,
+        state_topic: str,
+        state_producer: Producer,
+        references: References,
+        stats: WorkerStats,
+    ) -> None:
+        self.config = config
+        self._codec = codec
+        self._delivery = delivery
+        self._drift_topic = drift_topic
+        self._state_topic = state_topic
+        self._state_producer = state_producer
+        self._references = references
+        self._stats = stats
+        self._sets: dict[int, MonitorSet] = {}
+        self.table: MutableMapping[bytes, bytes] = {}  # the Faust table's local data
+
+    def partitions_changed(self) -> None:
+        """Forget in-memory sets: each is rebuilt from the (recovered) table when next used."""
+        self._sets.clear()
+
+    def _set(self, partition: int) -> MonitorSet:
+        found = self._sets.get(partition)
+        if found is None:
+            found = MonitorSet(self.config)
+            blob = self.table.get(state_key(partition))
+            if blob is not None:
+                found.restore(blob)
+                log.info(
+                    "drift state of partition %d restored: next offset %d",
+                    partition,
+                    found.next_offset,
+                )
+            self._sets[partition] = found
+        return found
+
+    def fold(self, observations: list[Observation], batch: BatchDelivery) -> int:
+        """Feed a batch's scored rows to the monitors; publish alarms; snapshot. Returns alarms."""
+        started = time.perf_counter()
+        by_partition: dict[int, list[Observation]] = defaultdict(list)
+        for item in observations:
+            by_partition[item.partition].append(item)
+        alarms = 0
+        for partition, items in by_partition.items():
+            alarms += self._fold_partition(partition, items, batch)
+        self._stats.timing["drift_s"] += time.perf_counter() - started
+        return alarms
+
+    def _fold_partition(self, partition: int, items: list[Observation], batch) -> int:
+        monitors = self._set(partition)
+        start, last = monitors.next_offset, max(int(item.offsets[-1]) for item in items)
+        if last < start:
+            self._stats.drift_redelivered += sum(len(item.offsets) for item in items)
+            return 0
+        now = time.time_ns() // 1_000_000
+        alarms: list[DriftAlarm] = []
+        for item in items:
+            rows, scores = item.rows, item.scores
+            if item.offsets[0] < start:  # redelivered rows were counted before the restart
+                fresh = item.offsets >= start
+                self._stats.drift_redelivered += int(len(fresh) - fresh.sum())
+                rows, scores = rows[fresh], scores[fresh]
+            if not len(scores):
+                continue
+            key = MonitorKey(item.model, item.version, item.arm)
+            reference = self._references(item.model, item.version)
+            monitor = monitors.monitor(key, item.feature_names, reference)
+            alarms += monitor.observe(rows, scores)
+        monitors.next_offset = last + 1
+        for alarm in alarms:
+            value = self._codec.encode("DriftEvent", drift_record(alarm, partition, now))
+            self._delivery.produce(batch, self._drift_topic, value, key=alarm.key.model.encode())
+        self._stats.drift_events += len(alarms)
+        self._snapshot(partition, monitors, batch)
+        return len(alarms)
+
+    def _snapshot(self, partition: int, monitors: MonitorSet, batch: BatchDelivery) -> None:
+        batch.expect()
+        self._send_state(partition, state_key(partition), monitors.snapshot(), batch)
+
+    def _send_state(self, partition: int, key: bytes, blob: bytes, batch: BatchDelivery) -> None:
+        def delivered(err, msg) -> None:
+            if err is not None:
+                # Re-sent here, not by the batch: it must land on this exact partition.
+                log.warning(
+                    "drift state of partition %d not delivered (%s); re-sending", partition, err
+                )
+                self._send_state(partition, key, blob, batch)
+                return
+            self.table[key] = blob
+            batch.on_delivery(None, msg)
+
+        while True:
+            try:
+                self._state_producer.produce(
+                    self._state_topic, blob, key=key, partition=partition, on_delivery=delivered
+                )
+                break
+            except BufferError:
+                self._state_producer.poll(0.05)
+        self._stats.drift_snapshot_bytes += len(blob)
+
+    def poll(self) -> None:
+        """Serve the snapshot producer's delivery callbacks (call often, on the event loop)."""
+        self._state_producer.poll(0)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        self._state_producer.flush(timeout)
