@@ -32,38 +32,74 @@ from drift.exceptions import InvalidValue
 
 @dataclass
 class Pending:
-    """Scores of one prediction frame part (or one record) awaiting outcomes."""
+    """Scores of one scored part awaiting outcomes: a frame's rows on one arm, or one record.
+
+    ``rows`` are the frame row indices the part covers (sorted), or None for
+    rows ``0..n-1``; the served arms of one frame share a join key, each
+    covering its own rows.
+    """
 
     model: str
     version: int
     arm: str
     scored_at: int  # epoch ms
     scores: np.ndarray  # [n] positive-class score per row
+    rows: np.ndarray | None = None  # [n] int32 frame row indices, None = 0..n-1
     labelled: np.ndarray = field(default=None)  # [n] bool: row already has an outcome
 
     def __post_init__(self) -> None:
         if self.labelled is None:
             self.labelled = np.zeros(len(self.scores), dtype=bool)
 
-    def to_bytes(self) -> bytes:
-        head = json.dumps(
-            [self.model, self.version, self.arm, self.scored_at, len(self.scores)]
-        ).encode()
-        return (
-            len(head).to_bytes(4, "big")
-            + head
-            + self.scores.astype("<f8").tobytes()
-            + np.packbits(self.labelled).tobytes()
+    def index_of(self, row: int) -> int | None:
+        """Position of frame row ``row`` in this part, or None if another part has it."""
+        if self.rows is None:
+            return row if row < len(self.scores) else None
+        at = int(np.searchsorted(self.rows, row))
+        return at if at < len(self.rows) and self.rows[at] == row else None
+
+    def same_part(self, other: Pending) -> bool:
+        return (self.version, self.arm, len(self.scores)) == (
+            other.version,
+            other.arm,
+            len(other.scores),
         )
 
+    def to_bytes(self) -> bytes:
+        n = len(self.scores)
+        head = json.dumps(
+            [self.model, self.version, self.arm, self.scored_at, n, self.rows is not None]
+        ).encode()
+        rows = b"" if self.rows is None else self.rows.astype("<i4").tobytes()
+        labelled = np.packbits(self.labelled).tobytes()
+        body = self.scores.astype("<f8").tobytes() + rows + labelled
+        return len(head).to_bytes(4, "big") + head + len(body).to_bytes(4, "big") + body
+
     @classmethod
-    def from_bytes(cls, blob: bytes) -> Pending:
-        size = int.from_bytes(blob[:4], "big")
-        model, version, arm, scored_at, n = json.loads(blob[4 : 4 + size])
-        start = 4 + size
-        scores = np.frombuffer(blob[start : start + 8 * n], dtype="<f8").copy()
-        labelled = np.unpackbits(np.frombuffer(blob[start + 8 * n :], dtype=np.uint8))[:n]
-        return cls(model, version, arm, scored_at, scores, labelled.astype(bool))
+    def from_bytes(cls, blob: bytes, at: int = 0) -> tuple[Pending, int]:
+        """(the part at byte ``at``, the byte after it)."""
+        size = int.from_bytes(blob[at : at + 4], "big")
+        model, version, arm, scored_at, n, has_rows = json.loads(blob[at + 4 : at + 4 + size])
+        at += 4 + size
+        body_size = int.from_bytes(blob[at : at + 4], "big")
+        body = blob[at + 4 : at + 4 + body_size]
+        scores = np.frombuffer(body[: 8 * n], dtype="<f8").copy()
+        rows = np.frombuffer(body[8 * n : 12 * n], dtype="<i4").copy() if has_rows else None
+        flags = body[12 * n :] if has_rows else body[8 * n :]
+        labelled = np.unpackbits(np.frombuffer(flags, dtype=np.uint8))[:n].astype(bool)
+        return cls(model, version, arm, scored_at, scores, rows, labelled), at + 4 + body_size
+
+
+def parts_to_bytes(parts: list[Pending]) -> bytes:
+    return b"".join(part.to_bytes() for part in parts)
+
+
+def parts_from_bytes(blob: bytes) -> list[Pending]:
+    parts, at = [], 0
+    while at < len(blob):
+        part, at = Pending.from_bytes(blob, at)
+        parts.append(part)
+    return parts
 
 
 @dataclass(frozen=True)
@@ -75,6 +111,17 @@ class JoinedOutcome:
     score: float
     value: float
     error: int  # 1 when the thresholded score disagrees with the outcome
+
+
+@dataclass(frozen=True)
+class Report:
+    """An outcome that will not feed the detectors (late or unmatched), and why."""
+
+    prediction_id: str
+    value: float
+    event_time: int
+    detail: str
+    source: int  # its offset on the input it came from, -1 if unknown
 
 
 def join_key(prediction_id: str) -> tuple[str, int | None]:
@@ -95,84 +142,105 @@ class OutcomeJoin:
     def __init__(self, *, wait_ms: int, max_pending: int, decision_threshold: float = 0.5):
         self.wait_ms, self.max_pending = wait_ms, max_pending
         self.threshold = decision_threshold
-        self.pending: OrderedDict[str, Pending] = OrderedDict()
-        self.waiting: dict[str, list[tuple[str, float, int, int]]] = {}
+        self.pending: OrderedDict[str, list[Pending]] = OrderedDict()
+        # join key -> [(prediction id, value, event time, arrived at, source offset)]
+        self.waiting: dict[str, list[tuple[str, float, int, int, int]]] = {}
         self.counts: Counter = Counter()
         self._rows = 0
-        self.late: list[tuple[str, int]] = []  # (prediction id, ms after the prediction)
-        self.unmatched: list[tuple[str, str]] = []  # (prediction id, why)
+        self.late: list[Report] = []
+        self.unmatched: list[Report] = []
         self.dirty: set[str] = set()  # pending/waiting keys changed since take_dirty()
 
     def add_pending(self, key: str, entry: Pending, now_ms: int) -> list[JoinedOutcome]:
-        """Hold a prediction; outcomes that arrived first are joined now."""
-        if key in self.pending:  # a redelivered prediction: keep the outcomes already matched
-            return []
-        self.pending[key] = entry
+        """Hold a scored part; outcomes that arrived first and fall in it are joined now."""
+        parts = self.pending.setdefault(key, [])
+        if any(part.same_part(entry) for part in parts):
+            return []  # a redelivered prediction: keep the outcomes already matched
+        parts.append(entry)
         self.dirty.add(key)
         self._rows += len(entry.scores)
         while self._rows > self.max_pending and len(self.pending) > 1:
             old_key, old = self.pending.popitem(last=False)
             self.dirty.add(old_key)
-            self._rows -= len(old.scores)
-            self.counts["evicted"] += len(old.scores)
-        joined = []
-        for prediction_id, value, event_time, _ in self.waiting.pop(key, []):
-            result = self._match(key, prediction_id, value, event_time)
-            if result is not None:
+            evicted = sum(len(part.scores) for part in old)
+            self._rows -= evicted
+            self.counts["evicted"] += evicted
+        joined, still = [], []
+        for item in self.waiting.pop(key, []):
+            prediction_id, value, event_time, _, source = item
+            found, result = self._match(key, prediction_id, value, event_time, source)
+            if not found:
+                still.append(item)  # another arm's part of the frame has this row
+            elif result is not None:
                 joined.append(result)
+        if still:
+            self.waiting[key] = still
         return joined
 
     def add_outcome(
-        self, prediction_id: str, value: float, event_time: int, now_ms: int
+        self, prediction_id: str, value: float, event_time: int, now_ms: int, source: int = -1
     ) -> JoinedOutcome | None:
-        """Join one outcome, or hold it until its prediction or the window's end."""
+        """Join one outcome, or hold it until its prediction or the window's end.
+
+        ``source`` (the outcome's offset on its input) identifies it in reports.
+        """
         key, _ = join_key(prediction_id)
         self.dirty.add(key)
-        if key not in self.pending:
-            self.waiting.setdefault(key, []).append((prediction_id, value, event_time, now_ms))
-            return None
-        return self._match(key, prediction_id, value, event_time)
+        found, result = (False, None)
+        if key in self.pending:
+            found, result = self._match(key, prediction_id, value, event_time, source)
+        if not found:
+            item = (prediction_id, value, event_time, now_ms, source)
+            self.waiting.setdefault(key, []).append(item)
+        return result
 
-    def _match(self, key: str, prediction_id: str, value: float, event_time: int):
-        entry = self.pending[key]
+    def _match(self, key, prediction_id: str, value: float, event_time: int, source: int):
+        """(whether a part holds the row, the joined outcome if it counts)."""
         _, row = join_key(prediction_id)
         row = 0 if row is None else row
-        if row >= len(entry.scores):
-            self.counts["unmatched"] += 1
-            self.unmatched.append((prediction_id, f"row {row} is not in its frame"))
-            return None
-        if entry.labelled[row]:
+        for entry in self.pending[key]:
+            index = entry.index_of(row)
+            if index is not None:
+                break
+        else:
+            return False, None
+        if entry.labelled[index]:
             self.counts["duplicate"] += 1
-            return None
-        entry.labelled[row] = True
+            return True, None
+        entry.labelled[index] = True
         if event_time - entry.scored_at > self.wait_ms:
             self.counts["late"] += 1
-            self.late.append((prediction_id, event_time - entry.scored_at))
-            return None
+            after = event_time - entry.scored_at
+            detail = f"came {after} ms after the prediction, past the {self.wait_ms} ms wait"
+            self.late.append(Report(prediction_id, value, event_time, detail, source))
+            return True, None
         self.counts["joined"] += 1
-        score = float(entry.scores[row])
+        score = float(entry.scores[index])
         error = int((score >= self.threshold) != (value >= 0.5))
-        return JoinedOutcome(
+        joined = JoinedOutcome(
             prediction_id, entry.model, entry.version, entry.arm, score, value, error
         )
+        return True, joined
 
     def expire(self, now_ms: int) -> None:
         """Drop pending predictions past the window; report outcomes that never found one."""
         while self.pending:
-            key, entry = next(iter(self.pending.items()))
-            if now_ms - entry.scored_at <= self.wait_ms:
+            key, parts = next(iter(self.pending.items()))
+            if now_ms - parts[0].scored_at <= self.wait_ms:
                 break
             self.pending.popitem(last=False)
             self.dirty.add(key)
-            self._rows -= len(entry.scores)
-            self.counts["expired_rows"] += len(entry.scores)
+            rows = sum(len(part.scores) for part in parts)
+            self._rows -= rows
+            self.counts["expired_rows"] += rows
         for key in [k for k, items in self.waiting.items() if items[0][3] + self.wait_ms < now_ms]:
             self.dirty.add(key)
-            for prediction_id, *_ in self.waiting.pop(key):
+            for prediction_id, value, event_time, _, source in self.waiting.pop(key):
                 self.counts["unmatched"] += 1
-                self.unmatched.append((prediction_id, "no prediction within the wait window"))
+                why = f"no prediction with this id within the {self.wait_ms} ms wait"
+                self.unmatched.append(Report(prediction_id, value, event_time, why, source))
 
-    def take_reports(self) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+    def take_reports(self) -> tuple[list[Report], list[Report]]:
         late, unmatched = self.late, self.unmatched
         self.late, self.unmatched = [], []
         return late, unmatched
@@ -181,9 +249,9 @@ class OutcomeJoin:
         """Changed keys -> (pending bytes or None, waiting JSON or None); None = deleted."""
         out = {}
         for key in self.dirty:
-            entry, waiting = self.pending.get(key), self.waiting.get(key)
+            parts, waiting = self.pending.get(key), self.waiting.get(key)
             out[key] = (
-                entry.to_bytes() if entry is not None else None,
+                parts_to_bytes(parts) if parts else None,
                 json.dumps(waiting).encode() if waiting else None,
             )
         self.dirty = set()
@@ -192,12 +260,12 @@ class OutcomeJoin:
     def load(self, key: str, pending: bytes | None, waiting: bytes | None) -> None:
         """Restore one key's state (from the table, after a restart or rebalance)."""
         if pending is not None:
-            entry = Pending.from_bytes(pending)
-            self.pending[key] = entry
-            self._rows += len(entry.scores)
+            parts = parts_from_bytes(pending)
+            self.pending[key] = parts
+            self._rows += sum(len(part.scores) for part in parts)
         if waiting is not None:
             self.waiting[key] = [tuple(item) for item in json.loads(waiting)]
 
     def order_pending(self) -> None:
         """After loading: oldest first, so expiry and eviction stay in time order."""
-        self.pending = OrderedDict(sorted(self.pending.items(), key=lambda kv: kv[1].scored_at))
+        self.pending = OrderedDict(sorted(self.pending.items(), key=lambda kv: kv[1][0].scored_at))

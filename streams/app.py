@@ -73,13 +73,20 @@ def create_app(
 
         def state_table(name: str) -> faust.Table:
             # Recovered from its changelog on start and rebalance; our pipelines write it.
-            return app.Table(
-                name,
+            changelog = app.topic(
+                runtime.topics.changelog(name),
                 key_type=bytes,
                 value_type=bytes,
                 key_serializer="raw",
                 value_serializer="raw",
                 partitions=settings.kafka.partitions,
+            )
+            return app.Table(
+                name,
+                key_type=bytes,
+                value_type=bytes,
+                partitions=settings.kafka.partitions,
+                changelog_topic=changelog,
             )
 
         drift.table = state_table(STATE_TABLE).data

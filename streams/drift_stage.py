@@ -129,6 +129,7 @@ class DriftStage:
             blob = self.table.get(state_key(partition))
             if blob is not None:
                 found.restore(blob)
+                self._stats.drift_restored[partition] = found.next_offset
                 log.info(
                     "drift state of partition %d restored: next offset %d",
                     partition,

@@ -32,7 +32,7 @@ from confluent_kafka import Producer
 from drift.config import DriftConfig
 from drift.exceptions import InvalidValue
 from drift.monitor import MonitorKey, MonitorSet
-from drift.outcomes import OutcomeJoin, Pending, join_key
+from drift.outcomes import OutcomeJoin, Pending, Report, join_key
 from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
@@ -157,11 +157,15 @@ class OutcomeJoiner:
             kind, body = bytes(message.value[:1]), bytes(message.value[1:])
             key = message.key.decode() if message.key else ""
             if kind == PENDING_TAG:
-                joined = join.add_pending(key, Pending.from_bytes(body), now)
+                joined = join.add_pending(key, Pending.from_bytes(body)[0], now)
             elif kind == OUTCOME_TAG:
                 record = self._codec.decode_as("Outcome", body)
                 found = join.add_outcome(
-                    record["prediction_id"], record["value"], record["event_time"], now
+                    record["prediction_id"],
+                    record["value"],
+                    record["event_time"],
+                    now,
+                    source=message.offset,
                 )
                 joined = [] if found is None else [found]
             else:
@@ -187,20 +191,25 @@ class OutcomeJoiner:
 
     def _report(self, join: OutcomeJoin, partition: int, batch) -> None:
         late, unmatched = join.take_reports()
-        for prediction_id, after_ms in late:
-            detail = (
-                f"outcome for {prediction_id} came {after_ms} ms after the prediction, past the "
-                f"{self.wait_ms} ms wait (DRIFTLINE_DRIFTOUTCOME_TAG_WAIT_S); not fed to detectors"
-            )
-            self._dead.publish(self._reported(prediction_id), "outcome_late", detail, batch)
-        for prediction_id, why in unmatched:
-            detail = f"outcome for {prediction_id} matched no prediction: {why}"
-            self._dead.publish(self._reported(prediction_id), "outcome_unmatched", detail, batch)
+        for reason, reports in (("outcome_late", late), ("outcome_unmatched", unmatched)):
+            for report in reports:
+                detail = f"outcome for {report.prediction_id} {report.detail}; not fed to detectors"
+                self._dead.publish(self._reported(report, partition), reason, detail, batch)
         self._stats.outcomes.update(join.counts)
         join.counts.clear()
 
-    def _reported(self, prediction_id: str) -> _Reported:
-        return _Reported(self._outcomes_topic, -1, -1, prediction_id.encode(), b"")
+    def _reported(self, report: Report, partition: int) -> _Reported:
+        """The outcome as it came in (re-encoded), so it can be fixed and replayed."""
+        record = {
+            "prediction_id": report.prediction_id,
+            "entity_id": None,
+            "value": report.value,
+            "label": None,
+            "event_time": report.event_time,
+        }
+        value = self._codec.encode("Outcome", record)
+        key = report.prediction_id.encode()
+        return _Reported(self.join_topic, partition, report.source, key, value)
 
     def _write(self, partition: int, join: OutcomeJoin, monitors, batch) -> None:
         prefix = f"p{partition}|"

@@ -5,11 +5,14 @@ producer.send({"record_id": "r1", "entity_id": "e1", "model": "fraud",
                "features": [...], "feature_names": None, "event_time": now_ms})
 # Many rows in one message: the fast path (hundreds of thousands of rows/s).
 producer.send_frame("frame-1", "fraud", entity_ids, event_times_ms, feature_names, matrix)
+# Later, the truth for a prediction (its id is on the Prediction / PredictionFrame):
+producer.send_outcome(prediction_id, 1.0)
 producer.flush()
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,7 +36,8 @@ class FeatureProducer:
         self, settings: Settings, bootstrap: str, *, codec: SchemaCodec | None = None
     ) -> None:
         self._codec = codec or codec_for(settings)
-        self._topic = Topics(settings.kafka.topic_prefix).features
+        topics = Topics(settings.kafka.topic_prefix)
+        self._topic, self._outcomes = topics.features, topics.name("outcomes")
         self._producer = make_producer(settings, bootstrap)
         self._errors: list = []
 
@@ -67,11 +71,40 @@ class FeatureProducer:
         record = pack_frame(frame_id, model, entity_ids, event_times, feature_names, matrix)
         self._produce(self._codec.encode("FeatureFrame", record), frame_id.encode(), headers)
 
-    def _produce(self, value: bytes, key: bytes, headers) -> None:
+    def send_outcome(
+        self,
+        prediction_id: str,
+        value: float,
+        *,
+        event_time: int | None = None,
+        entity_id: str | None = None,
+        label: str | None = None,
+    ) -> None:
+        """Enqueue the observed truth for a prediction (a delayed label), keyed by prediction id.
+
+        ``value`` is 0.0/1.0 for a binary classifier (the drift stage turns it
+        into an error against the served score); ``event_time`` defaults to now.
+        Frame rows have prediction ids ``<prediction_frame_id>:<row>``.
+        """
+        record = {
+            "prediction_id": prediction_id,
+            "entity_id": entity_id,
+            "value": float(value),
+            "label": label,
+            "event_time": event_time if event_time is not None else time.time_ns() // 1_000_000,
+        }
+        value_bytes = self._codec.encode("Outcome", record)
+        self._produce(value_bytes, prediction_id.encode(), None, topic=self._outcomes)
+
+    def _produce(self, value: bytes, key: bytes, headers, *, topic: str | None = None) -> None:
         while True:
             try:
                 self._producer.produce(
-                    self._topic, value, key=key, headers=headers, on_delivery=self._on_delivery
+                    topic or self._topic,
+                    value,
+                    key=key,
+                    headers=headers,
+                    on_delivery=self._on_delivery,
                 )
                 return
             except BufferError:  # local queue full: let deliveries drain, then retry

@@ -167,7 +167,15 @@ class ScoringPipeline:
         return sum(part["n_rows"] for part in scored.parts)
 
     def _pend(self, join_key: str, part: dict, scores: np.ndarray, batch) -> None:
-        entry = Pending(part["model"], part["version"], part["arm"], part["scored_at"], scores)
+        rows = part.get("rows")
+        entry = Pending(
+            part["model"],
+            part["version"],
+            part["arm"],
+            part["scored_at"],
+            scores,
+            np.frombuffer(rows, dtype="<i4") if rows else None,
+        )
         value = PENDING_TAG + entry.to_bytes()
         self._delivery.produce(batch, self._join_topic, value, key=join_key.encode())
 

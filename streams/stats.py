@@ -26,6 +26,7 @@ class WorkerStats:
     drift_events: int = 0  # DriftEvents published by this worker's drift stage
     drift_redelivered: int = 0  # scored messages the drift state had already counted
     drift_snapshot_bytes: int = 0
+    drift_restored: dict = field(default_factory=dict)  # partition -> next offset restored
     outcomes: Counter = field(default_factory=Counter)  # joined, late, unmatched, ...
 
     def batch_done(self, records: int, predictions: int) -> None:
@@ -57,5 +58,6 @@ class WorkerStats:
             "drift_events": self.drift_events,
             "drift_redelivered": self.drift_redelivered,
             "drift_snapshot_bytes": self.drift_snapshot_bytes,
+            "drift_restored": dict(self.drift_restored),
             "outcomes": dict(self.outcomes),
         }

@@ -139,3 +139,8 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
         ),
     )
     assert set(_alarms(settings, stack_env.bootstrap, "killed")) == expected
+    # The state really came back from the changelog: the restarted worker resumed its
+    # detectors part-way into the stream instead of recounting from the start.
+    stats = worker.get("/driftline/stats/")
+    restored = {int(p): offset for p, offset in stats["drift_restored"].items()}
+    assert restored and all(offset > 0 for offset in restored.values()), stats

@@ -29,7 +29,9 @@ class TestBenjaminiHochberg:
     def test_classic_ten_hypotheses(self):
         p = [0.001, 0.008, 0.039, 0.041, 0.042, 0.06, 0.074, 0.205, 0.212, 0.216]
         assert reject(p, 0.05, "bh").nonzero()[0].tolist() == [0, 1]
-        assert reject(p, 0.25, "bh").nonzero()[0].tolist() == [0, 1, 2, 3, 4, 5, 6]
+        # alpha 0.2: p_(7) = 0.074 <= 7 * 0.02 but p_(8..10) exceed 0.16, 0.18, 0.2
+        assert reject(p, 0.2, "bh").nonzero()[0].tolist() == [0, 1, 2, 3, 4, 5, 6]
+        assert reject(p, 0.25, "bh").all()  # p_(10) = 0.216 <= 0.25 rejects everything
 
 
 class TestOthers:

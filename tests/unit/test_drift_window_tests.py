@@ -240,23 +240,30 @@ class TestErrors:
 class TestCuda:
     @pytest.mark.parametrize("bank_type", BANKS)
     def test_cuda_matches_cpu(self, normal_profile, bank_type):
+        import cupy
+
         rng = np.random.default_rng(13)
         rows = rng.normal(size=(7300, K))
         rows[:, 3] = np.round(rows[:, 3])  # ties
         rows[:, 5] += 0.4
-        import cupy
-
         cpu = bank_type(normal_profile, window=700)
         gpu = bank_type(normal_profile, window=700, device="cuda")
         assert gpu.device == "cuda"
         expected = cpu.update(rows[:100]) + cpu.update(rows[100:])
         got = gpu.update(rows[:100]) + gpu.update(cupy.asarray(rows[100:]))  # host or device in
         assert len(got) == len(expected) == 10
-        for a, b in zip(expected, got, strict=True):
-            assert isinstance(b.statistic, np.ndarray) and isinstance(b.p_value, np.ndarray)
-            np.testing.assert_allclose(b.statistic, a.statistic, rtol=0, atol=1e-12)
-            np.testing.assert_allclose(b.p_value, a.p_value, rtol=1e-9, atol=1e-300)
+        self._close(expected, got)
         moved = bank_type(normal_profile, window=700)
         moved.restore(gpu.snapshot())  # snapshots move between devices
         assert moved.n_seen == 7300
-        _same(moved.update(rows[:700]), gpu.update(rows[:700]))
+        self._close(moved.update(rows[:700]), gpu.update(rows[:700]))
+
+    @staticmethod
+    def _close(expected: list[WindowResult], got: list[WindowResult]) -> None:
+        # Same algorithm, but CUDA's log and reduction order differ from NumPy's by ulps.
+        assert len(got) == len(expected)
+        for a, b in zip(expected, got, strict=True):
+            assert isinstance(b.statistic, np.ndarray) and isinstance(b.p_value, np.ndarray)
+            assert b.window_index == a.window_index
+            np.testing.assert_allclose(b.statistic, a.statistic, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(b.p_value, a.p_value, rtol=1e-9, atol=1e-300)

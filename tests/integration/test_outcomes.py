@@ -1,0 +1,113 @@
+"""Outcomes joined to predictions on a real worker: concept drift on one arm, late and unmatched.
+
+Champion and challenger split the traffic. Outcomes arrive for every served
+row: the champion stays right 90% of the time, the challenger drops to 50%
+half-way. The error detectors must alarm on the challenger's arm only; a late
+outcome and one for an unknown prediction must be counted and dead-lettered,
+never fed to the detectors and never lost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streams.loadgen import produce_frames_at_rate, synthetic_frames
+from streams.models import ModelCommands
+from streams.producer import FeatureProducer
+from tests.integration.conftest import wait_until
+from tests.integration.helpers import write_model
+
+pytestmark = pytest.mark.integration
+
+ROWS = 10_000
+WAIT_S = 20  # long enough to send every outcome; the unmatched wait this long
+
+
+def test_error_drift_on_one_arm_and_late_and_unmatched_outcomes(
+    stack_env, start_worker, tmp_path
+):
+    settings = stack_env.settings(DRIFTLINE_DRIFT_OUTCOME_WAIT_S=str(WAIT_S))
+    worker = start_worker(
+        DRIFTLINE_DRIFT_OUTCOME_WAIT_S=str(WAIT_S), DRIFTLINE_DRIFT_ERROR_DETECTORS="adwin"
+    )
+    commands = ModelCommands.from_settings(settings)
+    v1, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
+    v2, _ = commands.register(write_model(tmp_path, seed=2), "demo", actor="alice")
+    commands.promote("demo", v1.version, actor="bob")
+    commands.send("validate", "demo", v2.version, "alice")
+    commands.send("challenger", "demo", v2.version, "alice", {"percent": "50"})
+    wait_until(
+        lambda: len(worker.get("/driftline/models/").get("demo", {}).get("arms", [])) == 2,
+        what="champion and challenger served",
+    )
+
+    producer = FeatureProducer(settings, stack_env.bootstrap)
+    frames = synthetic_frames(
+        model="demo", count=ROWS, entities=2_000, seed=4, n_features=16, frame_size=500
+    )
+    produce_frames_at_rate(producer, frames, rate=0)
+    db = settings.clickhouse.database
+    query = (
+        f"SELECT prediction_id, arm, score, toUnixTimestamp64Milli(scored_at) "
+        f"FROM {db}.predictions FINAL ORDER BY scored_at, prediction_id"
+    )
+    wait_until(lambda: len(worker.sql(query)) >= ROWS, timeout_s=60, what="predictions stored")
+    rows = worker.sql(query)
+
+    rng = np.random.default_rng(0)
+    by_arm: dict[str, int] = {"champion": 0, "challenger": 0}
+    late_id, late_scored_at = rows[2][0], rows[2][3]
+    for prediction_id, arm, score, _ in rows:
+        if prediction_id == late_id:
+            continue
+        by_arm[arm] += 1
+        wrong_rate = 0.5 if arm == "challenger" and by_arm[arm] > 2_000 else 0.1
+        predicted = score >= 0.5
+        truth = predicted != (rng.random() < wrong_rate)
+        producer.send_outcome(prediction_id, float(truth))
+    producer.send_outcome("no-such-frame:3", 1.0)  # unmatched: no such frame
+    producer.send_outcome("no-such-prediction", 1.0)  # unmatched: no such record
+    # A second outcome for a row already labelled: counted as a duplicate, fed once.
+    producer.send_outcome(rows[1][0], 1.0)
+    # Late: observed long after its prediction was scored (the window is WAIT_S).
+    producer.send_outcome(late_id, 1.0, event_time=late_scored_at + (WAIT_S + 60) * 1000)
+    producer.flush()
+
+    def counts() -> dict:
+        return worker.get("/driftline/stats/")["outcomes"]
+
+    wait_until(
+        lambda: counts().get("joined", 0) >= ROWS - 1 and counts().get("unmatched", 0) >= 2,
+        timeout_s=WAIT_S + 60,
+        what=lambda: f"outcomes joined and the unmatched reported: {counts()}",
+    )
+    got = counts()
+    assert got["joined"] == ROWS - 1  # every row but the late one
+    assert got["late"] == 1 and got["unmatched"] == 2 and got["duplicate"] == 1
+
+    def drift_rows() -> list:
+        return worker.sql(
+            f"SELECT arm, detector, stream, version FROM {db}.drift FINAL WHERE stream = 'error'"
+        )
+
+    wait_until(lambda: drift_rows(), timeout_s=30, what="an error-stream drift event stored")
+    alarms = drift_rows()
+    assert {(arm, detector, version) for arm, detector, _, version in alarms} == {
+        ("challenger", "adwin", v2.version)
+    }
+    audited = worker.sql(
+        f"SELECT count() FROM {db}.audit_log WHERE model = 'demo' AND event_type = 'drift_detected'"
+    )[0][0]
+    assert audited >= len(alarms)
+
+    def reasons() -> dict:
+        return dict(
+            worker.sql(
+                f"SELECT reason, count() FROM {db}.deadletters FINAL "
+                "WHERE reason IN ('outcome_late', 'outcome_unmatched') GROUP BY reason"
+            )
+        )
+
+    wanted = {"outcome_late": 1, "outcome_unmatched": 2}
+    wait_until(lambda: reasons() == wanted, what=lambda: f"late/unmatched stored: {reasons()}")
