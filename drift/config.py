@@ -45,7 +45,7 @@ class DriftConfig:
     n: int = 3
     psi_min: float = 0.1
     baseline_rows: int = 5000
-    error_detectors: tuple[str, ...] = ("ddm", "adwin")
+    error_detectors: tuple[str, ...] = ("adwin", "hddm_a")
     decision_threshold: float = 0.5
     device: str = "cpu"
 

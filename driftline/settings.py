@@ -273,7 +273,7 @@ class DriftSettings(_Section):
     baseline_rows: int = Field(
         5000, ge=20, description="served rows used as reference for scores (and unprofiled inputs)"
     )
-    error_detectors: str = Field("ddm,adwin", description="River detectors on outcome errors")
+    error_detectors: str = Field("adwin,hddm_a", description="River detectors on outcome errors")
     decision_threshold: float = Field(0.5, gt=0, lt=1, description="score >= this is positive")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="window tests on NumPy (cpu) or CuPy (cuda); auto follows the worker"

@@ -33,6 +33,8 @@ def create_app(
         broker_credentials=faust_credentials(settings.kafka),
         broker_session_timeout=worker.session_timeout_s,
         store="memory://",
+        # Faust's default data dir is "<app id>-data" in the working directory.
+        datadir=str(settings.data.dir / "faust"),
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
         topic_disable_leader=True,

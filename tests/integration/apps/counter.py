@@ -8,6 +8,7 @@ app = faust.App(
     os.environ["APP_ID"],
     broker=f"kafka://{os.environ['BOOTSTRAP']}",
     store="memory://",
+    datadir=os.environ.get("DATA_DIR", "/tmp/driftline-faust-data"),
     topic_partitions=2,
     topic_disable_leader=True,
     consumer_auto_offset_reset="earliest",
