@@ -1,0 +1,19 @@
+"""The runnable examples in drift/'s docstrings stay true."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import drift
+
+MODULES = sorted(m.name for m in pkgutil.iter_modules(drift.__path__, "drift."))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.failed == 0
