@@ -64,7 +64,8 @@ def sea_errors(
     on ``position`` with sigmoid ``width`` (a share 1 / (1 + e^2) ~ 12% of records
     come from the new concept at ``position - width / 2``, 88% at ``+ width / 2``).
     """
-    old = synth.SEA(variant=before, noise=noise, seed=seed)
+    # Three River seeds per call, disjoint across calls: seeds 0, 1, 2... never share one.
+    old = synth.SEA(variant=before, noise=noise, seed=3 * seed)
     if position is None:
         stream = old
     else:
@@ -73,8 +74,10 @@ def sea_errors(
                 f"ConceptDriftStream overflows for position={position} with width={width}; "
                 f"use width >= {int(np.ceil(4 * position / _MAX_EXPONENT))}"
             )
-        new = synth.SEA(variant=after, noise=noise, seed=seed + 1)
-        stream = synth.ConceptDriftStream(old, new, position=position, width=width, seed=seed + 2)
+        new = synth.SEA(variant=after, noise=noise, seed=3 * seed + 1)
+        stream = synth.ConceptDriftStream(
+            old, new, position=position, width=width, seed=3 * seed + 2
+        )
     xy = np.fromiter(
         ((x[0] + x[1], y) for x, y in stream.take(n)), dtype=np.dtype((np.float64, 2)), count=n
     )

@@ -195,8 +195,14 @@ class TestCuda:
         cuda = choose_device("cuda")
         options = ort.SessionOptions()
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+        # Only the CUDA provider: naming the CPU one too conflicts with disabling fallback.
+        cuda_only = [(p, o) for p, o in zip(cuda.providers, cuda.provider_options(), strict=True)]
+        cuda_only = [(p, o) for p, o in cuda_only if p == "CUDAExecutionProvider"]
         session = ort.InferenceSession(
-            data, options, providers=list(cuda.providers), provider_options=cuda.provider_options()
+            data,
+            options,
+            providers=[p for p, _ in cuda_only],
+            provider_options=[o for _, o in cuda_only],
         )
         cpu = choose_device("cpu")
         cpu_runner = make_runner(
