@@ -273,6 +273,26 @@ class ArmMonitor:
             },
         )
 
+    def summary(self) -> dict[str, Any]:
+        """What this monitor has seen and which signals are in an alarm episode (for the API)."""
+        alarming = []
+        for stream in (self.inputs, self.scores):
+            for test, window_test in stream.window_tests.items():
+                names = stream.names
+                alarming += [
+                    f"{test}:{names[j]}" if stream is self.inputs else f"{test}:score"
+                    for j in np.flatnonzero(window_test.debounce.in_episode)
+                ]
+        return {
+            "model": self.key.model,
+            "version": self.key.version,
+            "arm": self.key.arm,
+            "rows_seen": self.inputs.seen,
+            "reference": self.inputs.reference_source,
+            "outcomes_seen": self.outcomes_seen,
+            "in_alarm": alarming,
+        }
+
     def snapshot(self) -> bytes:
         parts = {"inputs": self.inputs.snapshot(), "scores": self.scores.snapshot()}
         parts |= {f"error:{name}": d.snapshot() for name, d in self.errors.items()}

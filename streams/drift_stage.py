@@ -204,6 +204,19 @@ class DriftStage:
                 self._state_producer.poll(0.05)
         self._stats.drift_snapshot_bytes += len(blob)
 
+    def status(self) -> dict:
+        """Live monitors of this worker, per source partition (the /driftline/drift/ view)."""
+        return {
+            "config": self.config.params(),
+            "partitions": {
+                str(partition): {
+                    "next_offset": monitors.next_offset,
+                    "monitors": [m.summary() for m in monitors.monitors.values()],
+                }
+                for partition, monitors in sorted(self._sets.items())
+            },
+        }
+
     def poll(self) -> None:
         """Serve the snapshot producer's delivery callbacks (call often, on the event loop)."""
         self._state_producer.poll(0)

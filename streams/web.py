@@ -1,4 +1,4 @@
-"""The worker's HTTP API (Faust's web server): health, stats, models, read-only SQL, replay.
+"""The worker's HTTP API (Faust's web server): health, stats, models, drift, SQL, replay.
 
 In embedded mode the worker owns the chDB store, so other processes (the CLI,
 dashboards, tests) read it through ``POST /driftline/sql`` here.
@@ -46,6 +46,13 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
             if runtime.scoring is None:
                 return self.json({"error": "this worker has no inference role"}, status=404)
             return self.json(runtime.scoring.router.loaded())
+
+    @app.page("/driftline/drift/")
+    class Drift(View):
+        async def get(self, request: Request) -> Response:
+            if runtime.drift is None:
+                return self.json({"error": "drift detection is off on this worker"}, status=404)
+            return self.json(runtime.drift.status())
 
     @app.page("/driftline/audit/verify/")
     class AuditVerify(View):

@@ -99,6 +99,10 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
         what="drift events from the uninterrupted run",
     )
     steady = _alarms(settings, stack_env.bootstrap, "steady")
+    live = worker.get("/driftline/drift/")["partitions"]
+    monitors = [m for p in live.values() for m in p["monitors"] if m["model"] == "steady"]
+    assert monitors and all(m["reference"] == "training" for m in monitors)
+    assert sum(m["rows_seen"] for m in monitors) == ROWS
     worker.stop()
 
     inputs = [key for key in steady if key[2] == "input"]

@@ -59,6 +59,8 @@ class TestInputs:
         monitor = ArmMonitor(KEY, NAMES, reference, DriftConfig(tests=("ks",)))
         alarms = _feed(monitor, *_stream(60_000, shift_at=10_000))
         assert [a.position for a in alarms if a.stream == "input"] == [12_000]
+        summary = monitor.summary()
+        assert summary["in_alarm"] == ["ks:f03"] and summary["rows_seen"] == 60_000
 
     def test_without_a_training_profile_the_first_rows_are_the_reference(self):
         config = DriftConfig(baseline_rows=5_000)
