@@ -29,6 +29,7 @@ import numpy as np
 from drift.catalog import make_detector
 from drift.config import DriftConfig
 from drift.debounce import KOfN
+from drift.grid_bank import GridBank
 from drift.multiplicity import adjust
 from drift.packing import pack, unpack
 from drift.window_tests import KSBank, PSIBank, WindowResult
@@ -69,35 +70,70 @@ class DriftAlarm:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-class _WindowTest:
-    """One bank (KS or PSI) over some columns, plus its debouncer and multiplicity rule."""
+class _WindowTests:
+    """The window tests of one stream: a bank over its columns, and a debouncer per test.
 
-    def __init__(self, test: str, reference: ReferenceProfile, config: DriftConfig) -> None:
-        min_effect = config.psi_min if test == "psi" else 0.0
-        self.bank = _BANKS[test](
-            reference, window=config.window, min_effect=min_effect, device=config.device
-        )
-        self.debounce = KOfN(config.k, config.n, len(reference.feature_names))
-        self.config = config
+    The grid bank computes KS and PSI from one binning pass; a profile whose PSI
+    bins are off its quantile grid gets the exact banks instead.
+    """
 
-    def update(self, rows: np.ndarray) -> list[tuple[WindowResult, int, float]]:
-        """(window, feature index, adjusted p) for each feature that starts an alarm."""
+    def __init__(
+        self, tests: tuple[str, ...], reference: ReferenceProfile, config: DriftConfig
+    ) -> None:
+        self.config, self.tests = config, tests
+        if "psi" not in tests or GridBank.supports(reference):
+            self.banks = [
+                GridBank(
+                    reference,
+                    window=config.window,
+                    tests=tests,
+                    psi_min=config.psi_min,
+                    device=config.device,
+                )
+            ]
+        else:
+            self.banks = [
+                _BANKS[test](
+                    reference,
+                    window=config.window,
+                    min_effect=config.psi_min if test == "psi" else 0.0,
+                    device=config.device,
+                )
+                for test in tests
+            ]
+        self.debounce = {test: KOfN(config.k, config.n, reference.n_features) for test in tests}
+
+    def update(self, rows: np.ndarray) -> list[tuple[str, WindowResult, int, float]]:
+        """(test, window, feature index, adjusted p) for each feature that starts an alarm."""
+        results = [result for bank in self.banks for result in bank.update(rows)]
+        results.sort(key=lambda r: (r.window_index, self.tests.index(r.test)))
         fired = []
-        for result in self.bank.update(rows):
+        for result in results:
             method = self.config.method if len(result.p_value) > 1 else "none"
             adjusted = adjust(result.p_value, method)
             flags = (adjusted <= self.config.alpha) & result.effect_ok
-            for j in np.flatnonzero(self.debounce.update(flags)):
-                fired.append((result, int(j), float(adjusted[j])))
+            for j in np.flatnonzero(self.debounce[result.test].update(flags)):
+                fired.append((result.test, result, int(j), float(adjusted[j])))
         return fired
 
+    def in_alarm(self) -> list[tuple[str, int]]:
+        return [
+            (test, int(j))
+            for test, kofn in self.debounce.items()
+            for j in np.flatnonzero(kofn.in_episode)
+        ]
+
     def snapshot(self) -> bytes:
-        return pack("window-test", {"bank": self.bank.snapshot(), "kofn": self.debounce.snapshot()})
+        parts = {f"bank{i}": bank.snapshot() for i, bank in enumerate(self.banks)}
+        parts |= {f"kofn:{test}": kofn.snapshot() for test, kofn in self.debounce.items()}
+        return pack("window-tests", parts)
 
     def restore(self, blob: bytes) -> None:
-        parts, _ = unpack("window-test", blob)
-        self.bank.restore(parts["bank"])
-        self.debounce.restore(parts["kofn"])
+        parts, _ = unpack("window-tests", blob)
+        for i, bank in enumerate(self.banks):
+            bank.restore(parts[f"bank{i}"])
+        for test, kofn in self.debounce.items():
+            kofn.restore(parts[f"kofn:{test}"])
 
 
 class _Baseline:
@@ -143,11 +179,11 @@ class _Stream:
         self.reference_source = "training" if reference is not None else "serving_baseline"
         self.baseline = None if reference is not None else _Baseline(names, config.baseline_rows)
         self.reference = reference
-        self.window_tests = self._build(reference) if reference is not None else {}
+        self.window_tests = self._build(reference) if reference is not None else None
         self.seen = 0
 
-    def _build(self, reference: ReferenceProfile) -> dict[str, _WindowTest]:
-        return {test: _WindowTest(test, reference, self.config) for test in self.tests}
+    def _build(self, reference: ReferenceProfile) -> _WindowTests:
+        return _WindowTests(self.tests, reference, self.config)
 
     def update(self, values: np.ndarray) -> list[tuple[str, WindowResult, int, float, int]]:
         """(test, window, feature index, adjusted p, stream position) per alarm started."""
@@ -160,17 +196,19 @@ class _Stream:
             self.window_tests = self._build(profile)
         # Banks count only rows after the baseline; positions count the whole stream.
         before = self.baseline.rows if self.baseline is not None else 0
-        fired = []
-        for test, window_test in self.window_tests.items():
-            for result, j, adjusted in window_test.update(values):
-                position = before + result.first_row + result.rows
-                fired.append((test, result, j, adjusted, position))
-        return fired
+        return [
+            (test, result, j, adjusted, before + result.first_row + result.rows)
+            for test, result, j, adjusted in self.window_tests.update(values)
+        ]
 
     def snapshot(self) -> bytes:
-        parts = {test: wt.snapshot() for test, wt in self.window_tests.items()}
+        parts = {"tests": self.window_tests.snapshot()} if self.window_tests is not None else {}
         if self.baseline is not None:
-            parts["baseline"] = self.baseline.to_bytes()
+            # Once the baseline is a profile, the profile (a few kB) stands in for its rows.
+            built = self.reference is not None
+            parts["baseline"] = (
+                json.dumps(self.reference.to_dict()).encode() if built else self.baseline.to_bytes()
+            )
         meta = {"seen": self.seen, "built": self.reference is not None}
         return pack("stream", parts, meta)
 
@@ -178,14 +216,14 @@ class _Stream:
         parts, meta = unpack("stream", blob)
         self.seen = meta["seen"]
         if self.baseline is not None:
-            self.baseline.load(parts["baseline"])
             if meta["built"]:
-                self.reference = ReferenceProfile.from_matrix(
-                    self.baseline.buffer, list(self.names)
-                )
+                self.baseline.filled = self.baseline.rows
+                self.reference = ReferenceProfile.from_dict(json.loads(parts["baseline"]))
                 self.window_tests = self._build(self.reference)
-        for test, window_test in self.window_tests.items():
-            window_test.restore(parts[test])
+            else:
+                self.baseline.load(parts["baseline"])
+        if self.window_tests is not None:
+            self.window_tests.restore(parts["tests"])
 
 
 class ArmMonitor:
@@ -277,12 +315,8 @@ class ArmMonitor:
         """What this monitor has seen and which signals are in an alarm episode (for the API)."""
         alarming = []
         for stream in (self.inputs, self.scores):
-            for test, window_test in stream.window_tests.items():
-                names = stream.names
-                alarming += [
-                    f"{test}:{names[j]}" if stream is self.inputs else f"{test}:score"
-                    for j in np.flatnonzero(window_test.debounce.in_episode)
-                ]
+            if stream.window_tests is not None:
+                alarming += [f"{t}:{stream.names[j]}" for t, j in stream.window_tests.in_alarm()]
         return {
             "model": self.key.model,
             "version": self.key.version,
