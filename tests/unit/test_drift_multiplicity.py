@@ -72,3 +72,18 @@ class TestErrors:
             adjust([0.1, 1.2], "bonferroni")
         with pytest.raises(InvalidValue, match="1-D"):
             adjust([[0.1, 0.2]], "none")
+
+
+def test_bh_equals_scipy_on_random_p_values():
+    from scipy import stats
+
+    from drift.multiplicity import bh_adjust
+
+    rng = np.random.default_rng(11)
+    for k in (1, 2, 16, 200):
+        for _ in range(50):
+            p = rng.random(k) ** rng.uniform(0.2, 5)
+            p[rng.random(k) < 0.2] = p[0]  # ties
+            np.testing.assert_allclose(
+                bh_adjust(p), stats.false_discovery_control(p, method="bh"), rtol=1e-12
+            )
