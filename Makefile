@@ -23,6 +23,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_single_record.py
 	$(BIN)/python bench/bench_audit.py
 	$(BIN)/python -m bench.bench_frames
+	$(BIN)/python -m bench.bench_drift
+	$(BIN)/python -m bench.bench_drift_stage
+	$(BIN)/python -m bench.bench_device
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from drift.exceptions import InvalidValue
+from drift.packing import pack, unpack
 
 
 @dataclass
@@ -90,18 +91,6 @@ class Pending:
         return cls(model, version, arm, scored_at, scores, rows, labelled), at + 4 + body_size
 
 
-def parts_to_bytes(parts: list[Pending]) -> bytes:
-    return b"".join(part.to_bytes() for part in parts)
-
-
-def parts_from_bytes(blob: bytes) -> list[Pending]:
-    parts, at = [], 0
-    while at < len(blob):
-        part, at = Pending.from_bytes(blob, at)
-        parts.append(part)
-    return parts
-
-
 @dataclass(frozen=True)
 class JoinedOutcome:
     prediction_id: str
@@ -149,7 +138,7 @@ class OutcomeJoin:
         self._rows = 0
         self.late: list[Report] = []
         self.unmatched: list[Report] = []
-        self.dirty: set[str] = set()  # pending/waiting keys changed since take_dirty()
+        self._delta = _Delta()  # what changed since take_delta(): the table's unit of state
 
     def add_pending(self, key: str, entry: Pending, now_ms: int) -> list[JoinedOutcome]:
         """Hold a scored part; outcomes that arrived first and fall in it are joined now."""
@@ -157,11 +146,10 @@ class OutcomeJoin:
         if any(part.same_part(entry) for part in parts):
             return []  # a redelivered prediction: keep the outcomes already matched
         parts.append(entry)
-        self.dirty.add(key)
+        self._delta.pending.append((key, entry))
         self._rows += len(entry.scores)
         while self._rows > self.max_pending and len(self.pending) > 1:
-            old_key, old = self.pending.popitem(last=False)
-            self.dirty.add(old_key)
+            _, old = self.pending.popitem(last=False)
             evicted = sum(len(part.scores) for part in old)
             self._rows -= evicted
             self.counts["evicted"] += evicted
@@ -171,8 +159,10 @@ class OutcomeJoin:
             found, result = self._match(key, prediction_id, value, event_time, source)
             if not found:
                 still.append(item)  # another arm's part of the frame has this row
-            elif result is not None:
-                joined.append(result)
+            else:
+                self._delta.resolved.append(prediction_id)
+                if result is not None:
+                    joined.append(result)
         if still:
             self.waiting[key] = still
         return joined
@@ -185,13 +175,13 @@ class OutcomeJoin:
         ``source`` (the outcome's offset on its input) identifies it in reports.
         """
         key, _ = join_key(prediction_id)
-        self.dirty.add(key)
         found, result = (False, None)
         if key in self.pending:
             found, result = self._match(key, prediction_id, value, event_time, source)
         if not found:
             item = (prediction_id, value, event_time, now_ms, source)
             self.waiting.setdefault(key, []).append(item)
+            self._delta.waiting.append(item)
         return result
 
     def _match(self, key, prediction_id: str, value: float, event_time: int, source: int):
@@ -208,6 +198,7 @@ class OutcomeJoin:
             self.counts["duplicate"] += 1
             return True, None
         entry.labelled[index] = True
+        self._delta.labelled.append(prediction_id)
         if event_time - entry.scored_at > self.wait_ms:
             self.counts["late"] += 1
             after = event_time - entry.scored_at
@@ -229,12 +220,10 @@ class OutcomeJoin:
             if now_ms - parts[0].scored_at <= self.wait_ms:
                 break
             self.pending.popitem(last=False)
-            self.dirty.add(key)
             rows = sum(len(part.scores) for part in parts)
             self._rows -= rows
             self.counts["expired_rows"] += rows
         for key in [k for k, items in self.waiting.items() if items[0][3] + self.wait_ms < now_ms]:
-            self.dirty.add(key)
             for prediction_id, value, event_time, _, source in self.waiting.pop(key):
                 self.counts["unmatched"] += 1
                 why = f"no prediction with this id within the {self.wait_ms} ms wait"
@@ -245,27 +234,75 @@ class OutcomeJoin:
         self.late, self.unmatched = [], []
         return late, unmatched
 
-    def take_dirty(self) -> dict[str, tuple[bytes | None, bytes | None]]:
-        """Changed keys -> (pending bytes or None, waiting JSON or None); None = deleted."""
-        out = {}
-        for key in self.dirty:
-            parts, waiting = self.pending.get(key), self.waiting.get(key)
-            out[key] = (
-                parts_to_bytes(parts) if parts else None,
-                json.dumps(waiting).encode() if waiting else None,
-            )
-        self.dirty = set()
-        return out
+    def take_delta(self, now_ms: int) -> bytes | None:
+        """Everything that changed since the last call, as bytes (None if nothing did).
 
-    def load(self, key: str, pending: bytes | None, waiting: bytes | None) -> None:
-        """Restore one key's state (from the table, after a restart or rebalance)."""
-        if pending is not None:
-            parts = parts_from_bytes(pending)
-            self.pending[key] = parts
-            self._rows += sum(len(part.scores) for part in parts)
-        if waiting is not None:
-            self.waiting[key] = [tuple(item) for item in json.loads(waiting)]
+        The table keeps one delta per processed batch; replaying the live ones
+        in order (:meth:`apply_delta`) rebuilds the state. A delta older than
+        the wait window describes only expired things and can be dropped.
+        """
+        delta, self._delta = self._delta, _Delta()
+        if delta.empty():
+            return None
+        meta = {
+            "created_ms": now_ms,
+            "keys": [key for key, _ in delta.pending],
+            "labelled": delta.labelled,
+            "waiting": delta.waiting,
+            "resolved": delta.resolved,
+        }
+        parts = {str(i): part.to_bytes() for i, (_, part) in enumerate(delta.pending)}
+        return pack("outcome-delta", parts, meta)
 
-    def order_pending(self) -> None:
-        """After loading: oldest first, so expiry and eviction stay in time order."""
-        self.pending = OrderedDict(sorted(self.pending.items(), key=lambda kv: kv[1][0].scored_at))
+    def apply_delta(self, blob: bytes) -> int:
+        """Replay one :meth:`take_delta` blob (after a restart); returns its creation time."""
+        parts, meta = unpack("outcome-delta", blob)
+        for i, key in enumerate(meta["keys"]):
+            entry, _ = Pending.from_bytes(parts[str(i)])
+            existing = self.pending.setdefault(key, [])
+            if not any(part.same_part(entry) for part in existing):
+                existing.append(entry)
+                self._rows += len(entry.scores)
+        for prediction_id in meta["labelled"]:
+            key, row = join_key(prediction_id)
+            for entry in self.pending.get(key, []):
+                index = entry.index_of(0 if row is None else row)
+                if index is not None:
+                    entry.labelled[index] = True
+                    break
+        for item in meta["waiting"]:
+            self.waiting.setdefault(join_key(item[0])[0], []).append(tuple(item))
+        for prediction_id in meta["resolved"]:
+            key = join_key(prediction_id)[0]
+            left = [item for item in self.waiting.get(key, []) if item[0] != prediction_id]
+            if left:
+                self.waiting[key] = left
+            else:
+                self.waiting.pop(key, None)
+        self._delta = _Delta()
+        return int(meta["created_ms"])
+
+
+@dataclass
+class _Delta:
+    pending: list[tuple[str, Pending]] = field(default_factory=list)
+    labelled: list[str] = field(default_factory=list)
+    waiting: list[tuple] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.pending or self.labelled or self.waiting or self.resolved)
+
+
+def encode_pending(entries: list[tuple[str, Pending]]) -> bytes:
+    """Many (join key, scored part) pairs in one join-topic message."""
+    return pack(
+        "pending",
+        {str(i): part.to_bytes() for i, (_, part) in enumerate(entries)},
+        {"keys": [key for key, _ in entries]},
+    )
+
+
+def decode_pending(blob: bytes) -> list[tuple[str, Pending]]:
+    parts, meta = unpack("pending", blob)
+    return [(key, Pending.from_bytes(parts[str(i)])[0]) for i, key in enumerate(meta["keys"])]

@@ -54,11 +54,14 @@ class DeliveryTracker:
         *,
         key: bytes | None = None,
         headers: list | None = None,
+        partition: int | None = None,
     ) -> None:
+        # An explicit partition only when asked: librdkafka's partitioner otherwise.
+        where = {} if partition is None else {"partition": partition}
         while True:
             try:
                 self.producer.produce(
-                    topic, value, key=key, headers=headers, on_delivery=batch.on_delivery
+                    topic, value, key=key, headers=headers, on_delivery=batch.on_delivery, **where
                 )
                 break
             except BufferError:  # local queue full: serve deliveries, then retry
@@ -85,6 +88,7 @@ class DeliveryTracker:
                         msg.value(),
                         key=msg.key(),
                         headers=msg.headers(),
+                        partition=msg.partition(),  # where it was meant to go
                         on_delivery=batch.on_delivery,
                     )
                 continue

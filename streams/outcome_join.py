@@ -8,11 +8,17 @@ prediction id of a single record): the scoring worker publishes a compact
 each outcome. One ``join-outcomes`` agent then sees both sides of a key on one
 partition, in order, and holds the state in the ``outcome-join`` Faust table:
 
-- ``p<partition>|pending|<key>``: scores awaiting outcomes (:class:`drift.outcomes.Pending`);
-- ``p<partition>|waiting|<key>``: outcomes that overtook their prediction;
+- ``p<partition>|d|<offset>``: what one batch changed (scored parts awaiting
+  outcomes, rows labelled, outcomes that overtook their prediction), see
+  :meth:`drift.outcomes.OutcomeJoin.take_delta`; replayed in order on
+  recovery and deleted once older than the wait window;
 - ``p<partition>|monitors``: the error-stream detectors of every version and
   arm fed from that partition, with the next offset to fold (exactly-once
   folding over at-least-once delivery, as in the drift stage).
+
+Both kinds of join-topic message go to an explicit partition,
+``crc32(join key) % partitions``, so the scoring worker can send all of a
+batch's pending parts for one partition as one message.
 
 Late and unmatched outcomes go to the dead-letter topic (reasons
 ``outcome_late``, ``outcome_unmatched``) and are counted in the worker stats.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +39,14 @@ from confluent_kafka import Producer
 from drift.config import DriftConfig
 from drift.exceptions import InvalidValue
 from drift.monitor import MonitorKey, MonitorSet
-from drift.outcomes import OutcomeJoin, Pending, Report, join_key
+from drift.outcomes import (
+    OutcomeJoin,
+    Pending,
+    Report,
+    decode_pending,
+    encode_pending,
+    join_key,
+)
 from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
@@ -58,6 +72,11 @@ class _Reported:
     headers: object = None
 
 
+def join_partition(key: str, partitions: int) -> int:
+    """The join-topic partition of a join key (both sides use it, explicitly)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
 class OutcomeJoiner:
     def __init__(
         self,
@@ -65,6 +84,7 @@ class OutcomeJoiner:
         config: DriftConfig,
         wait_ms: int,
         max_pending: int,
+        partitions: int,
         codec: SchemaCodec,
         delivery: DeliveryTracker,
         dead_letters: DeadLetterPublisher,
@@ -76,6 +96,7 @@ class OutcomeJoiner:
         stats: WorkerStats,
     ) -> None:
         self.config, self.wait_ms, self.max_pending = config, wait_ms, max_pending
+        self.partitions = partitions
         self._codec, self._delivery, self._dead = codec, delivery, dead_letters
         self.join_topic, self._drift_topic = join_topic, drift_topic
         self._outcomes_topic = outcomes_topic
@@ -83,11 +104,22 @@ class OutcomeJoiner:
         self._stats = stats
         self._joins: dict[int, OutcomeJoin] = {}
         self._monitors: dict[int, MonitorSet] = {}
+        self._deltas: dict[int, dict[bytes, int]] = {}  # live delta keys -> created ms
         self.table: MutableMapping[bytes, bytes] = {}
 
-    # -- routing outcomes onto the join topic -------------------------------------------
+    # -- both sides onto the join topic ---------------------------------------------------
+
+    def publish_pending(self, entries: list[tuple[str, Pending]], batch: BatchDelivery) -> None:
+        """The scoring worker's side: one message per join partition for a batch's parts."""
+        by_partition: dict[int, list[tuple[str, Pending]]] = defaultdict(list)
+        for key, part in entries:
+            by_partition[join_partition(key, self.partitions)].append((key, part))
+        for partition, items in by_partition.items():
+            value = PENDING_TAG + encode_pending(items)
+            self._delivery.produce(batch, self.join_topic, value, partition=partition)
 
     def route(self, messages: Sequence[InboundMessage], batch: BatchDelivery) -> None:
+        """The outcomes' side: each outcome forwarded to its join key's partition."""
         for message in messages:
             try:
                 record = self._codec.decode_as("Outcome", message.value)
@@ -99,13 +131,17 @@ class OutcomeJoiner:
                 self._dead.publish(message, "invalid_outcome", str(exc), batch)
                 continue
             value = OUTCOME_TAG + bytes(message.value)
-            self._delivery.produce(batch, self.join_topic, value, key=key.encode())
+            partition = join_partition(key, self.partitions)
+            self._delivery.produce(
+                batch, self.join_topic, value, key=key.encode(), partition=partition
+            )
 
     # -- the join -----------------------------------------------------------------------
 
     def partitions_changed(self) -> None:
         self._joins.clear()
         self._monitors.clear()
+        self._deltas.clear()
 
     def process(self, messages: Sequence[InboundMessage], batch: BatchDelivery) -> None:
         by_partition: dict[int, list[InboundMessage]] = defaultdict(list)
@@ -116,12 +152,17 @@ class OutcomeJoiner:
             self._process_partition(partition, items, now, batch)
 
     def expire(self, batch: BatchDelivery) -> None:
-        """Timer: end the wait of old pending predictions and of outcomes with none."""
+        """Timer: end the wait of old pending predictions and of outcomes with none;
+        drop the deltas that describe only expired things."""
         now = time.time_ns() // 1_000_000
         for partition, join in self._joins.items():
             join.expire(now)
             self._report(join, partition, batch)
-            self._write(partition, join, None, batch)
+            live = self._deltas.setdefault(partition, {})
+            for key in [k for k, created in live.items() if created + self.wait_ms < now]:
+                del live[key]
+                batch.expect()
+                self._send_state(partition, key, None, batch)
 
     def _state(self, partition: int) -> tuple[OutcomeJoin, MonitorSet]:
         if partition not in self._joins:
@@ -131,33 +172,26 @@ class OutcomeJoiner:
                 decision_threshold=self.config.decision_threshold,
             )
             monitors = MonitorSet(self.config)
+            live = self._deltas[partition] = {}
             prefix = f"p{partition}|".encode()
-            for raw_key, value in list(self.table.items()):
-                if not raw_key.startswith(prefix):
-                    continue
-                kind, _, key = raw_key[len(prefix) :].decode().partition("|")
-                if kind == "pending":
-                    join.load(key, value, None)
-                elif kind == "waiting":
-                    join.load(key, None, value)
-                elif kind == "monitors":
-                    monitors.restore(value)
-            join.order_pending()
+            for raw_key in sorted(k for k in self.table if k.startswith(prefix + b"d|")):
+                live[raw_key] = join.apply_delta(self.table[raw_key])
+            if prefix + b"monitors" in self.table:
+                monitors.restore(self.table[prefix + b"monitors"])
+            join.counts.clear()  # replay re-counts nothing: those were reported before
             self._joins[partition], self._monitors[partition] = join, monitors
         return self._joins[partition], self._monitors[partition]
 
     def _process_partition(self, partition: int, items, now: int, batch) -> None:
         join, monitors = self._state(partition)
         errors: dict[MonitorKey, list[int]] = defaultdict(list)
-        folded = False
-        for message in items:
-            if message.offset < monitors.next_offset:
-                continue  # counted before a restart
-            folded = True
+        fresh = [message for message in items if message.offset >= monitors.next_offset]
+        for message in fresh:
             kind, body = bytes(message.value[:1]), bytes(message.value[1:])
-            key = message.key.decode() if message.key else ""
+            joined = []
             if kind == PENDING_TAG:
-                joined = join.add_pending(key, Pending.from_bytes(body)[0], now)
+                for key, part in decode_pending(body):
+                    joined += join.add_pending(key, part, now)
             elif kind == OUTCOME_TAG:
                 record = self._codec.decode_as("Outcome", body)
                 found = join.add_outcome(
@@ -170,14 +204,12 @@ class OutcomeJoiner:
                 joined = [] if found is None else [found]
             else:
                 self._dead.publish(message, "invalid_join_message", f"kind {kind!r}", batch)
-                continue
             for outcome in joined:
-                errors[MonitorKey(outcome.model, outcome.version, outcome.arm)].append(
-                    outcome.error
-                )
-        if not folded:
-            return
-        monitors.next_offset = items[-1].offset + 1
+                key = MonitorKey(outcome.model, outcome.version, outcome.arm)
+                errors[key].append(outcome.error)
+        if not fresh:
+            return  # counted before a restart
+        monitors.next_offset = fresh[-1].offset + 1
         alarms = []
         for key, values in errors.items():
             monitor = monitors.monitor(key, (), None)
@@ -187,7 +219,14 @@ class OutcomeJoiner:
             self._delivery.produce(batch, self._drift_topic, value, key=alarm.key.model.encode())
         self._stats.drift_events += len(alarms)
         self._report(join, partition, batch)
-        self._write(partition, join, monitors, batch)
+        delta = join.take_delta(now)
+        if delta is not None:
+            key = f"p{partition}|d|{fresh[0].offset:020d}".encode()
+            self._deltas.setdefault(partition, {})[key] = now
+            batch.expect()
+            self._send_state(partition, key, delta, batch)
+        batch.expect()
+        self._send_state(partition, f"p{partition}|monitors".encode(), monitors.snapshot(), batch)
 
     def _report(self, join: OutcomeJoin, partition: int, batch) -> None:
         late, unmatched = join.take_reports()
@@ -210,20 +249,6 @@ class OutcomeJoiner:
         value = self._codec.encode("Outcome", record)
         key = report.prediction_id.encode()
         return _Reported(self.join_topic, partition, report.source, key, value)
-
-    def _write(self, partition: int, join: OutcomeJoin, monitors, batch) -> None:
-        prefix = f"p{partition}|"
-        writes: list[tuple[bytes, bytes | None]] = []
-        for key, (pending, waiting) in join.take_dirty().items():
-            writes.append(((prefix + "pending|" + key).encode(), pending))
-            waiting_key = (prefix + "waiting|" + key).encode()
-            if waiting is not None or waiting_key in self.table:
-                writes.append((waiting_key, waiting))
-        if monitors is not None:
-            writes.append(((prefix + "monitors").encode(), monitors.snapshot()))
-        for table_key, value in writes:
-            batch.expect()
-            self._send_state(partition, table_key, value, batch)
 
     def _send_state(self, partition: int, key: bytes, value: bytes | None, batch) -> None:
         def delivered(err, msg) -> None:

@@ -136,6 +136,7 @@ class WorkerRuntime:
                 config=config,
                 wait_ms=int(settings.drift.outcome_wait_s * 1000),
                 max_pending=settings.drift.max_pending_predictions,
+                partitions=settings.kafka.partitions,
                 codec=codec,
                 delivery=delivery,
                 dead_letters=dead,
@@ -155,7 +156,7 @@ class WorkerRuntime:
                 predictions_topic=topics.predictions,
                 stats=stats,
                 drift=runtime.drift,
-                join_topic=topics.outcome_join if runtime.outcomes is not None else None,
+                outcomes=runtime.outcomes,
             )
         if "lineage" in roles:
             client = open_client(settings.clickhouse_dsn)

@@ -26,7 +26,7 @@ from schemas.exceptions import WrongSchema
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
 from streams.drift_stage import DriftStage, Observation
-from streams.outcome_join import PENDING_TAG
+from streams.outcome_join import OutcomeJoiner
 from streams.stats import WorkerStats
 from streams.tracing import link_to, trace_headers
 
@@ -45,7 +45,7 @@ class ScoringPipeline:
         stats: WorkerStats,
         max_links: int = 1000,
         drift: DriftStage | None = None,
-        join_topic: str | None = None,
+        outcomes: OutcomeJoiner | None = None,
     ) -> None:
         self._codec = codec
         self.router = router
@@ -55,7 +55,8 @@ class ScoringPipeline:
         self._stats = stats
         self._max_links = max_links
         self.drift = drift
-        self._join_topic = join_topic  # pending entries for the outcomes join, when set
+        self.outcomes = outcomes  # pending entries for the outcomes join, when set
+        self._pending: list[tuple[str, Pending]] = []
         self._observations: list[Observation] = []
 
     def process(self, messages: Sequence[InboundMessage]) -> BatchDelivery:
@@ -77,6 +78,9 @@ class ScoringPipeline:
             if self.drift is not None and self._observations:
                 observations, self._observations = self._observations, []
                 span.set_attribute("driftline.drift_events", self.drift.fold(observations, batch))
+            if self.outcomes is not None and self._pending:
+                pending, self._pending = self._pending, []
+                self.outcomes.publish_pending(pending, batch)
         self._stats.batch_done(len(messages), produced)
         return batch
 
@@ -130,7 +134,7 @@ class ScoringPipeline:
             self._observe_records(model_name, items, predictions, table)
         values = self._codec.encode_many("Prediction", predictions)
         self._publish(values, [p["entity_id"].encode() for p in predictions], batch, headers)
-        if self._join_topic is not None:
+        if self.outcomes is not None:
             for p in predictions:
                 self._pend(p["prediction_id"], p, np.array([p["score"]]), batch)
         return len(values)
@@ -160,13 +164,13 @@ class ScoringPipeline:
         values = self._codec.encode_many("PredictionFrame", scored.parts)
         key = frame.frame_id.encode()
         self._publish(values, [key] * len(values), batch, headers)
-        if self._join_topic is not None:
+        if self.outcomes is not None:
             for part in scored.parts:
                 scores = np.frombuffer(part["score"], dtype="<f8")
                 self._pend(part["prediction_frame_id"], part, scores, batch)
         return sum(part["n_rows"] for part in scored.parts)
 
-    def _pend(self, join_key: str, part: dict, scores: np.ndarray, batch) -> None:
+    def _pend(self, join_key: str, part: dict, scores: np.ndarray, _batch) -> None:
         rows = part.get("rows")
         entry = Pending(
             part["model"],
@@ -176,8 +180,7 @@ class ScoringPipeline:
             scores,
             np.frombuffer(rows, dtype="<i4") if rows else None,
         )
-        value = PENDING_TAG + entry.to_bytes()
-        self._delivery.produce(batch, self._join_topic, value, key=join_key.encode())
+        self._pending.append((join_key, entry))
 
     def _observe_records(self, model_name, items, predictions, table: RoutingTable) -> None:
         """One observation per (version, arm, partition), rows in message order."""

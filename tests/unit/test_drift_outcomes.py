@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from drift.exceptions import InvalidValue
-from drift.outcomes import OutcomeJoin, Pending, join_key, parts_from_bytes, parts_to_bytes
+from drift.outcomes import OutcomeJoin, Pending, decode_pending, encode_pending, join_key
 
 WAIT = 10_000
 
@@ -101,36 +101,51 @@ class TestJoin:
 
 
 class TestState:
-    def test_dirty_keys_round_trip_through_bytes(self):
+    def test_replaying_the_deltas_rebuilds_the_state(self):
         join = _join()
         champion, challenger = _frame_parts()
         join.add_pending("pf", champion, now_ms=1_000)
         join.add_pending("pf", challenger, now_ms=1_000)
         join.add_outcome("pf:2", 0.0, 1_100, 1_100)
-        join.add_outcome("other:0", 1.0, 1_100, 1_100, source=9)
-        dirty = join.take_dirty()
-        assert set(dirty) == {"pf", "other"} and join.take_dirty() == {}
+        first = join.take_delta(now_ms=1_100)
+        join.add_outcome("other:0", 1.0, 1_200, 1_200, source=9)
+        join.add_outcome("late:0", 1.0, 1_200, 1_200, source=10)
+        join.add_pending("late", Pending("m", 1, "champion", 1_250, np.array([0.4])), 1_250)
+        second = join.take_delta(now_ms=1_300)
+        assert join.take_delta(now_ms=1_400) is None  # nothing changed since
 
         restored = _join()
-        for key, (pending, waiting) in dirty.items():
-            restored.load(key, pending, waiting)
-        restored.order_pending()
-        # The labelled row stays labelled; the waiting outcome is still waiting.
-        assert restored.add_outcome("pf:2", 0.0, 1_200, 1_200) is None
-        assert restored.counts == {"duplicate": 1}
-        assert restored.waiting["other"][0][0] == "other:0"
+        assert [restored.apply_delta(d) for d in (first, second)] == [1_100, 1_300]
+        # The labelled rows stay labelled; the matched waiting outcome is gone; one still waits.
+        assert restored.add_outcome("pf:2", 0.0, 1_500, 1_500) is None
+        assert restored.add_outcome("late:0", 1.0, 1_500, 1_500) is None
+        assert restored.counts == {"duplicate": 2}
+        assert list(restored.waiting) == ["other"]
+        assert restored.add_outcome("pf:1", 1.0, 1_500, 1_500).error == 0
 
-    def test_parts_bytes_round_trip(self):
+    def test_replaying_a_delta_twice_changes_nothing(self):
+        join = _join()
+        champion, _ = _frame_parts()
+        join.add_pending("pf", champion, now_ms=1_000)
+        join.add_outcome("pf:0", 1.0, 1_100, 1_100)
+        delta = join.take_delta(now_ms=1_100)
+        restored = _join()
+        restored.apply_delta(delta)
+        restored.apply_delta(delta)
+        assert len(restored.pending["pf"]) == 1 and restored.pending["pf"][0].labelled[0]
+
+    def test_pending_message_round_trip(self):
         champion, challenger = _frame_parts()
         champion.labelled[1] = True
-        back = parts_from_bytes(parts_to_bytes([champion, challenger]))
-        assert [(p.arm, p.version, p.scored_at) for p in back] == [
-            ("champion", 1, 1_000),
-            ("challenger", 2, 1_000),
-        ]
-        np.testing.assert_array_equal(back[0].rows, [0, 2, 4])
-        np.testing.assert_array_equal(back[0].labelled, [False, True, False])
-        np.testing.assert_array_equal(back[1].scores, [0.6, 0.1])
         single = Pending("m", 1, "champion", 5, np.array([0.3]))
-        (again,) = parts_from_bytes(parts_to_bytes([single]))
+        back = decode_pending(encode_pending([("pf", champion), ("pf", challenger), ("r", single)]))
+        assert [(key, p.arm, p.version, p.scored_at) for key, p in back] == [
+            ("pf", "champion", 1, 1_000),
+            ("pf", "challenger", 2, 1_000),
+            ("r", "champion", 1, 5),
+        ]
+        np.testing.assert_array_equal(back[0][1].rows, [0, 2, 4])
+        np.testing.assert_array_equal(back[0][1].labelled, [False, True, False])
+        np.testing.assert_array_equal(back[1][1].scores, [0.6, 0.1])
+        again = back[2][1]
         assert again.rows is None and again.index_of(0) == 0 and again.index_of(1) is None
