@@ -1,6 +1,7 @@
 """CPU vs CUDA scoring on the same batches: throughput and the largest score difference.
 
-Run: ``python -m bench.bench_device [ROWS]``. Where no GPU exists it prints the
+Run: ``python -m bench.bench_device [ROWS]`` (or ``--drift-only`` for the drift
+window banks alone, which need CuPy but not onnxruntime-gpu). Where no GPU exists it prints the
 CPU figures and says why CUDA was not measured. Both models of the frames
 benchmark are measured: a 16-feature logistic regression and a 100-tree
 gradient-boosted classifier (ONNX ``TreeEnsembleClassifier``; ONNX Runtime's
@@ -47,8 +48,18 @@ def _rows_per_second(model: LoadedModel, batches: list[np.ndarray]) -> tuple[flo
     return sum(len(b) for b in batches) / elapsed, np.concatenate(scores)
 
 
+def _cupy_device() -> bool:
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # not installed, or no driver
+        return False
+
+
 def drift_bank_rates(rows: int = 1_048_576, update_rows: int = 65_536) -> None:
     """Feature-values/s of the KS and PSI window banks, NumPy vs CuPy, on the same matrix."""
+    from drift.grid_bank import GridBank
     from drift.window_tests import KSBank, PSIBank
     from lineage.profile import ReferenceProfile
 
@@ -56,9 +67,10 @@ def drift_bank_rates(rows: int = 1_048_576, update_rows: int = 65_536) -> None:
     names = [f"f{j:02d}" for j in range(N_FEATURES)]
     reference = ReferenceProfile.from_matrix(rng.normal(size=(100_000, N_FEATURES)), names)
     matrix = rng.normal(size=(rows, N_FEATURES))
-    devices = ["cpu"] + (["cuda"] if choose_device("auto").kind == "cuda" else [])
-    for bank_type in (KSBank, PSIBank):
-        line = f"{bank_type.name:>9}: "
+    devices = ["cpu"] + (["cuda"] if _cupy_device() else [])
+    banks = {"grid KS+PSI": GridBank, "exact KS": KSBank, "exact PSI": PSIBank}
+    for label, bank_type in banks.items():
+        line = f"{label:>12}: "
         for device in devices:
             bank = bank_type(reference, window=1000, device=device)
             bank.update(matrix[:update_rows])  # warm-up (CuPy compiles its kernels)
@@ -98,4 +110,7 @@ def main(rows: int = 1_000_000) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)
+    if sys.argv[1:] == ["--drift-only"]:
+        drift_bank_rates()
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)

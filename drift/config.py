@@ -44,7 +44,7 @@ class DriftConfig:
     k: int = 2
     n: int = 3
     psi_min: float = 0.1
-    baseline_rows: int = 5000
+    baseline_rows: int = 2000
     error_detectors: tuple[str, ...] = ("adwin", "hddm_a")
     decision_threshold: float = 0.5
     device: str = "cpu"

@@ -496,6 +496,21 @@ def sql(sql: str) -> None:
     _print_table(columns, rows)
 
 
+@main.command()
+@click.option("--model", "model_name", default=None)
+@click.option("--limit", default=20, show_default=True, help="most recent events to show")
+def drift(model_name: str | None, limit: int) -> None:
+    """The latest drift events (detector, arm, feature, statistic, p-value), newest first."""
+    from streams.drift_cli import drift_events_query
+    from streams.store_access import query
+
+    settings = _settings()
+    columns, rows = query(
+        settings, drift_events_query(settings.clickhouse.database, model_name, limit)
+    )
+    _print_table(columns, rows, title="drift")
+
+
 @main.group()
 def audit() -> None:
     """Read and verify the hash-chained audit log."""

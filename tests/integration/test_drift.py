@@ -18,6 +18,7 @@ import pytest
 
 from inference.synthetic import SyntheticFeatures
 from schemas import default_codec
+from streams.drift_cli import drift_events_query
 from streams.loadgen import produce_frames_at_rate, synthetic_frames
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
@@ -103,6 +104,12 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
     monitors = [m for p in live.values() for m in p["monitors"] if m["model"] == "steady"]
     assert monitors and all(m["reference"] == "training" for m in monitors)
     assert sum(m["rows_seen"] for m in monitors) == ROWS
+    # What `driftline drift` lists: the stored events, one row per event, in the audit log too.
+    db = settings.clickhouse.database
+    query = drift_events_query(db, "steady", limit=1000)
+    wait_until(lambda: len(worker.sql(query)) == len(steady), what="drift events stored")
+    audited = f"SELECT count() FROM {db}.audit_log WHERE event_type = 'drift_detected'"
+    assert worker.sql(audited + " AND model = 'steady'")[0][0] == len(steady)
     worker.stop()
 
     inputs = [key for key in steady if key[2] == "input"]
