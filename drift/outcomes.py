@@ -234,6 +234,10 @@ class OutcomeJoin:
         self.late, self.unmatched = [], []
         return late, unmatched
 
+    def delta_size(self) -> int:
+        """Roughly how many bytes :meth:`take_delta` would return now."""
+        return self._delta.size()
+
     def take_delta(self, now_ms: int) -> bytes | None:
         """Everything that changed since the last call, as bytes (None if nothing did).
 
@@ -292,6 +296,11 @@ class _Delta:
 
     def empty(self) -> bool:
         return not (self.pending or self.labelled or self.waiting or self.resolved)
+
+    def size(self) -> int:
+        rows = sum(len(part.scores) for _, part in self.pending)
+        entries = len(self.pending) + len(self.labelled) + len(self.waiting) + len(self.resolved)
+        return 13 * rows + 80 * entries
 
 
 def encode_pending(entries: list[tuple[str, Pending]]) -> bytes:

@@ -5,13 +5,13 @@ frames path pays for drift detection with vectorised window tests rather than
 another pass over Kafka. Per source partition it keeps a
 :class:`drift.monitor.MonitorSet` (one monitor per model version and arm).
 
-State: after each batch the touched partitions' sets are snapshotted into the
-``drift-state`` Faust table: the bytes go to the table's changelog partition
-that matches the source partition, and the batch's offsets are acknowledged
-only once that snapshot (and every DriftEvent) is delivered. A restarted or
-rebalanced worker gets the table back from the changelog (Faust's recovery)
-and resumes where the snapshot was; ``next_offset`` in the snapshot makes
-re-delivered messages count once.
+State: after each batch every monitor it fed is snapshotted into the
+``drift-state`` Faust table, one record per monitor, written to the table's
+changelog partition that matches the source partition; the batch's offsets are
+acknowledged only once those records (and every DriftEvent) are delivered. A
+restarted or rebalanced worker gets the table back from the changelog (Faust's
+recovery) and resumes where each snapshot was; the next offset in each record
+makes re-delivered messages count once.
 
 Tansu (the embedded broker) reports a partition's end offset as the last
 batch's base offset + 1, and Faust recovers a table up to that offset, so the
@@ -32,7 +32,8 @@ import numpy as np
 from confluent_kafka import Producer
 
 from drift.config import DriftConfig
-from drift.monitor import DriftAlarm, MonitorKey, MonitorSet
+from drift.monitor import ArmMonitor, DriftAlarm, MonitorKey
+from drift.packing import pack, unpack
 from lineage.profile import ReferenceProfile
 from schemas import SchemaCodec
 from streams.delivery import BatchDelivery, DeliveryTracker
@@ -58,10 +59,6 @@ class Observation:
     feature_names: tuple[str, ...]
     rows: np.ndarray  # [n, k]
     scores: np.ndarray  # [n]
-
-
-def state_key(partition: int) -> bytes:
-    return f"p{partition}".encode()
 
 
 def event_id(alarm: DriftAlarm, partition: int) -> str:
@@ -94,6 +91,41 @@ def drift_record(alarm: DriftAlarm, partition: int, detected_at: int) -> dict:
     }
 
 
+class _PartitionMonitors:
+    """The monitors fed from one source partition, each with the next offset it will fold.
+
+    Each monitor is its own table record (``p<partition>|<model, version, arm>``),
+    so a record stays small however many versions and arms a partition feeds, and
+    a crash between two records' writes leaves each monitor consistent with its
+    own offset. Stored records are restored lazily, when their monitor is next fed.
+    """
+
+    def __init__(self, config: DriftConfig, stored: dict[str, bytes]) -> None:
+        self.config = config
+        self.monitors: dict[MonitorKey, ArmMonitor] = {}
+        self.next_offset: dict[MonitorKey, int] = {}
+        self._stored = stored
+
+    def get(self, key: MonitorKey, names: tuple[str, ...], reference) -> ArmMonitor:
+        found = self.monitors.get(key)
+        if found is None:
+            found = self.monitors[key] = ArmMonitor(key, names, reference, self.config)
+            blob = self._stored.pop(monitor_key_text(key), None)
+            if blob is not None:
+                parts, meta = unpack("drift-monitor", blob)
+                found.restore(parts["state"])
+                self.next_offset[key] = int(meta["next_offset"])
+        return found
+
+    def record(self, key: MonitorKey) -> bytes:
+        state = {"state": self.monitors[key].snapshot()}
+        return pack("drift-monitor", state, {"next_offset": self.next_offset.get(key, 0)})
+
+
+def monitor_key_text(key: MonitorKey) -> str:
+    return json.dumps([key.model, key.version, key.arm])
+
+
 class DriftStage:
     def __init__(
         self,
@@ -115,27 +147,27 @@ class DriftStage:
         self._state_producer = state_producer
         self._references = references
         self._stats = stats
-        self._sets: dict[int, MonitorSet] = {}
+        self._sets: dict[int, _PartitionMonitors] = {}
         self.table: MutableMapping[bytes, bytes] = {}  # the Faust table's local data
 
     def partitions_changed(self) -> None:
-        """Forget in-memory sets: each is rebuilt from the (recovered) table when next used."""
+        """Forget in-memory monitors: each is rebuilt from the (recovered) table when next fed."""
         self._sets.clear()
 
-    def _set(self, partition: int) -> MonitorSet:
+    def _set(self, partition: int) -> _PartitionMonitors:
         found = self._sets.get(partition)
         if found is None:
-            found = MonitorSet(self.config)
-            blob = self.table.get(state_key(partition))
-            if blob is not None:
-                found.restore(blob)
-                self._stats.drift_restored[partition] = found.next_offset
+            prefix = f"p{partition}|".encode()
+            stored = {
+                key[len(prefix) :].decode(): value
+                for key, value in list(self.table.items())
+                if key.startswith(prefix)
+            }
+            if stored:
                 log.info(
-                    "drift state of partition %d restored: next offset %d",
-                    partition,
-                    found.next_offset,
+                    "drift state of partition %d: %d monitors to restore", partition, len(stored)
                 )
-            self._sets[partition] = found
+            found = self._sets[partition] = _PartitionMonitors(self.config, stored)
         return found
 
     def fold(self, observations: list[Observation], batch: BatchDelivery) -> int:
@@ -152,35 +184,37 @@ class DriftStage:
 
     def _fold_partition(self, partition: int, items: list[Observation], batch) -> int:
         monitors = self._set(partition)
-        start, last = monitors.next_offset, max(int(item.offsets[-1]) for item in items)
-        if last < start:
-            self._stats.drift_redelivered += sum(len(item.offsets) for item in items)
-            return 0
         now = time.time_ns() // 1_000_000
         alarms: list[DriftAlarm] = []
+        touched: dict[MonitorKey, None] = {}
         for item in items:
+            key = MonitorKey(item.model, item.version, item.arm)
+            reference = self._references(item.model, item.version)
+            restored = key not in monitors.monitors
+            monitor = monitors.get(key, item.feature_names, reference)
+            start = monitors.next_offset.get(key, 0)
+            if restored and start:
+                self._stats.drift_restored[f"{partition}:{key.label()}"] = start
+            if item.offsets[-1] < start:  # counted before a restart
+                self._stats.drift_redelivered += len(item.offsets)
+                continue
             rows, scores = item.rows, item.scores
-            if item.offsets[0] < start:  # redelivered rows were counted before the restart
+            if item.offsets[0] < start:
                 fresh = item.offsets >= start
                 self._stats.drift_redelivered += int(len(fresh) - fresh.sum())
                 rows, scores = rows[fresh], scores[fresh]
-            if not len(scores):
-                continue
-            key = MonitorKey(item.model, item.version, item.arm)
-            reference = self._references(item.model, item.version)
-            monitor = monitors.monitor(key, item.feature_names, reference)
             alarms += monitor.observe(rows, scores)
-        monitors.next_offset = last + 1
+            monitors.next_offset[key] = int(item.offsets[-1]) + 1
+            touched[key] = None
         for alarm in alarms:
             value = self._codec.encode("DriftEvent", drift_record(alarm, partition, now))
             self._delivery.produce(batch, self._drift_topic, value, key=alarm.key.model.encode())
         self._stats.drift_events += len(alarms)
-        self._snapshot(partition, monitors, batch)
+        for key in touched:
+            batch.expect()
+            table_key = f"p{partition}|{monitor_key_text(key)}".encode()
+            self._send_state(partition, table_key, monitors.record(key), batch)
         return len(alarms)
-
-    def _snapshot(self, partition: int, monitors: MonitorSet, batch: BatchDelivery) -> None:
-        batch.expect()
-        self._send_state(partition, state_key(partition), monitors.snapshot(), batch)
 
     def _send_state(self, partition: int, key: bytes, blob: bytes, batch: BatchDelivery) -> None:
         def delivered(err, msg) -> None:
@@ -210,8 +244,10 @@ class DriftStage:
             "config": self.config.params(),
             "partitions": {
                 str(partition): {
-                    "next_offset": monitors.next_offset,
-                    "monitors": [m.summary() for m in monitors.monitors.values()],
+                    "monitors": [
+                        m.summary() | {"next_offset": monitors.next_offset.get(key, 0)}
+                        for key, m in monitors.monitors.items()
+                    ],
                 }
                 for partition, monitors in sorted(self._sets.items())
             },

@@ -37,7 +37,7 @@ import numpy as np
 from confluent_kafka import Producer
 
 from drift.config import DriftConfig
-from drift.exceptions import InvalidValue
+from drift.exceptions import InvalidValue, SnapshotError
 from drift.monitor import MonitorKey, MonitorSet
 from drift.outcomes import (
     OutcomeJoin,
@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 JOIN_TABLE = "outcome-join"
 JOIN_TOPIC_SUFFIX = "outcome-join"
 PENDING_TAG, OUTCOME_TAG = b"P", b"O"  # first byte of a join-topic value
+# Brokers refuse messages over 1 MB by default (Tansu too): state records and
+# pending messages are cut below that.
+MAX_RECORD_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,19 @@ class OutcomeJoiner:
         for key, part in entries:
             by_partition[join_partition(key, self.partitions)].append((key, part))
         for partition, items in by_partition.items():
-            value = PENDING_TAG + encode_pending(items)
-            self._delivery.produce(batch, self.join_topic, value, partition=partition)
+            chunk, size = [], 0
+            for key, part in items:
+                chunk.append((key, part))
+                size += 13 * len(part.scores) + 80
+                if size >= MAX_RECORD_BYTES // 2:
+                    self._send_pending(chunk, partition, batch)
+                    chunk, size = [], 0
+            if chunk:
+                self._send_pending(chunk, partition, batch)
+
+    def _send_pending(self, entries, partition: int, batch: BatchDelivery) -> None:
+        value = PENDING_TAG + encode_pending(entries)
+        self._delivery.produce(batch, self.join_topic, value, partition=partition)
 
     def route(self, messages: Sequence[InboundMessage], batch: BatchDelivery) -> None:
         """The outcomes' side: each outcome forwarded to its join key's partition."""
@@ -186,24 +200,17 @@ class OutcomeJoiner:
         join, monitors = self._state(partition)
         errors: dict[MonitorKey, list[int]] = defaultdict(list)
         fresh = [message for message in items if message.offset >= monitors.next_offset]
+        delta_from = fresh[0].offset if fresh else 0
         for message in fresh:
-            kind, body = bytes(message.value[:1]), bytes(message.value[1:])
-            joined = []
-            if kind == PENDING_TAG:
-                for key, part in decode_pending(body):
-                    joined += join.add_pending(key, part, now)
-            elif kind == OUTCOME_TAG:
-                record = self._codec.decode_as("Outcome", body)
-                found = join.add_outcome(
-                    record["prediction_id"],
-                    record["value"],
-                    record["event_time"],
-                    now,
-                    source=message.offset,
-                )
-                joined = [] if found is None else [found]
-            else:
-                self._dead.publish(message, "invalid_join_message", f"kind {kind!r}", batch)
+            if join.delta_size() >= MAX_RECORD_BYTES // 2:
+                self._write_delta(partition, join, delta_from, now, batch)
+                delta_from = message.offset
+            try:
+                joined = self._join_one(join, message, now)
+            except (DecodeError, SnapshotError, InvalidValue) as exc:
+                # Only driftline writes this topic, so this is a bug or corruption: keep it.
+                self._dead.publish(message, "invalid_join_message", str(exc), batch)
+                continue
             for outcome in joined:
                 key = MonitorKey(outcome.model, outcome.version, outcome.arm)
                 errors[key].append(outcome.error)
@@ -219,14 +226,38 @@ class OutcomeJoiner:
             self._delivery.produce(batch, self._drift_topic, value, key=alarm.key.model.encode())
         self._stats.drift_events += len(alarms)
         self._report(join, partition, batch)
-        delta = join.take_delta(now)
-        if delta is not None:
-            key = f"p{partition}|d|{fresh[0].offset:020d}".encode()
-            self._deltas.setdefault(partition, {})[key] = now
-            batch.expect()
-            self._send_state(partition, key, delta, batch)
+        self._write_delta(partition, join, delta_from, now, batch)
         batch.expect()
         self._send_state(partition, f"p{partition}|monitors".encode(), monitors.snapshot(), batch)
+
+    def _join_one(self, join: OutcomeJoin, message, now: int) -> list:
+        kind, body = bytes(message.value[:1]), bytes(message.value[1:])
+        if kind == PENDING_TAG:
+            joined = []
+            for key, part in decode_pending(body):
+                joined += join.add_pending(key, part, now)
+            return joined
+        if kind == OUTCOME_TAG:
+            record = self._codec.decode_as("Outcome", body)
+            found = join.add_outcome(
+                record["prediction_id"],
+                record["value"],
+                record["event_time"],
+                now,
+                source=message.offset,
+            )
+            return [] if found is None else [found]
+        raise InvalidValue(f"join-topic message of unknown kind {kind!r}")
+
+    def _write_delta(self, partition: int, join: OutcomeJoin, first: int, now: int, batch) -> None:
+        """One state record for what changed from offset ``first`` on (keys sort by offset)."""
+        delta = join.take_delta(now)
+        if delta is None:
+            return
+        key = f"p{partition}|d|{first:020d}".encode()
+        self._deltas.setdefault(partition, {})[key] = now
+        batch.expect()
+        self._send_state(partition, key, delta, batch)
 
     def _report(self, join: OutcomeJoin, partition: int, batch) -> None:
         late, unmatched = join.take_reports()

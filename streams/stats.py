@@ -26,7 +26,7 @@ class WorkerStats:
     drift_events: int = 0  # DriftEvents published by this worker's drift stage
     drift_redelivered: int = 0  # scored messages the drift state had already counted
     drift_snapshot_bytes: int = 0
-    drift_restored: dict = field(default_factory=dict)  # partition -> next offset restored
+    drift_restored: dict = field(default_factory=dict)  # 'partition:monitor' -> next offset
     outcomes: Counter = field(default_factory=Counter)  # joined, late, unmatched, ...
 
     def batch_done(self, records: int, predictions: int) -> None:

@@ -153,5 +153,5 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
     # The state really came back from the changelog: the restarted worker resumed its
     # detectors part-way into the stream instead of recounting from the start.
     stats = worker.get("/driftline/stats/")
-    restored = {int(p): offset for p, offset in stats["drift_restored"].items()}
+    restored = stats["drift_restored"]  # "<partition>:<model>/v<n>/<arm>" -> next offset
     assert restored and all(offset > 0 for offset in restored.values()), stats
