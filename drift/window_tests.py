@@ -36,7 +36,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 from lineage.profile import ReferenceProfile
@@ -282,7 +282,8 @@ def ks_p_values(statistic: np.ndarray, m: int, n: int) -> np.ndarray:
 
 def psi_p_values(statistic: np.ndarray, m: int, n: int, dof: np.ndarray) -> np.ndarray:
     """PSI p-values from the asymptotic null ``PSI / (1/m + 1/n) ~ chi2(dof)``."""
-    return stats.chi2.sf(statistic / (1 / m + 1 / n), dof)
+    # special.chdtrc is chi2.sf without scipy.stats' per-call dispatch (~100 us).
+    return special.chdtrc(dof, statistic / (1 / m + 1 / n))
 
 
 def _real(value: Any) -> bool:
