@@ -235,7 +235,9 @@ def test_second_worker_joins_rebalances_and_restarted_worker_resumes(
     wait_until(
         lambda: restarted.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0] >= sent,
         timeout_s=90,
-        what="records produced while it was down",
+        what=lambda: (
+            f"records produced while it was down; stats {restarted.get('/driftline/stats/')}"
+        ),
     )
     total, unique = restarted.sql(
         f"SELECT count(), uniqExact(prediction_id) FROM {db}.predictions FINAL"

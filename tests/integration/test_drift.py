@@ -89,7 +89,7 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
     producer = FeatureProducer(settings, stack_env.bootstrap)
 
     # Run 1: uninterrupted.
-    worker = start_worker()
+    worker = start_worker(DRIFTLINE_DRIFT_ENABLED="true")
     _register(settings, tmp_path, "steady")
     wait_until(lambda: worker.get("/driftline/models/").get("steady"), what="steady served")
     produce_frames_at_rate(producer, iter(_frames("steady")), rate=0)
@@ -121,7 +121,7 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
         assert SHIFT_AT // 2 - 3_000 < key[6] < SHIFT_AT // 2 + 5_000, key
 
     # Run 2: the same frames under another name; the worker is killed mid-stream.
-    worker = start_worker()
+    worker = start_worker(DRIFTLINE_DRIFT_ENABLED="true")
     _register(settings, tmp_path, "killed")
     wait_until(lambda: worker.get("/driftline/models/").get("killed"), what="killed served")
     frames = _frames("killed")
@@ -133,7 +133,7 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
     worker.proc.send_signal(signal.SIGKILL)
     worker.proc.wait(10)
 
-    worker = start_worker()
+    worker = start_worker(DRIFTLINE_DRIFT_ENABLED="true")
     produce_frames_at_rate(producer, iter(frames[half:]), rate=0)
     wait_until(
         lambda: _scored(worker, "killed") >= (len(frames) - half) * FRAME,

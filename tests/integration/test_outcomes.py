@@ -27,7 +27,9 @@ WAIT_S = 20  # long enough to send every outcome; the unmatched wait this long
 def test_error_drift_on_one_arm_and_late_and_unmatched_outcomes(stack_env, start_worker, tmp_path):
     settings = stack_env.settings(DRIFTLINE_DRIFT_OUTCOME_WAIT_S=str(WAIT_S))
     worker = start_worker(
-        DRIFTLINE_DRIFT_OUTCOME_WAIT_S=str(WAIT_S), DRIFTLINE_DRIFT_ERROR_DETECTORS="adwin"
+        DRIFTLINE_DRIFT_ENABLED="true",
+        DRIFTLINE_DRIFT_OUTCOME_WAIT_S=str(WAIT_S),
+        DRIFTLINE_DRIFT_ERROR_DETECTORS="adwin",
     )
     commands = ModelCommands.from_settings(settings)
     v1, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
