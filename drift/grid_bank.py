@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from drift.exceptions import InvalidDetectorConfig, SnapshotError
 from drift.window_tests import (
     DEVICES,
     MIN_WINDOW,
@@ -48,6 +48,7 @@ from drift.window_tests import (
     _host,
     _real,
     _sorted_rows,
+    check_rows,
     ks_p_values,
     psi_p_values,
 )
@@ -210,7 +211,7 @@ class GridBank:
     def update(self, rows: Any) -> list[WindowResult]:
         """Fold rows ``[n, k]`` in; per completed window one result per test, in order."""
         xp = self._xp
-        x = self._check(rows)
+        x = check_rows(xp, rows, self.feature_names, self.device)
         n, k = x.shape
         if n == 0:
             return []
@@ -229,18 +230,6 @@ class GridBank:
             return []
         first, self._windows = self._windows, self._windows + complete
         return self._results(counts[:complete], first)
-
-    def _check(self, rows: Any) -> Any:
-        xp, k = self._xp, self.reference.n_features
-        x = xp.asarray(rows, dtype=xp.float64)
-        if x.ndim != 2 or x.shape[1] != k:
-            raise InvalidValue(
-                f"rows have shape {tuple(x.shape)}; the reference profile has {k} features "
-                f"({list(self.feature_names)})"
-            )
-        if not bool(xp.isfinite(x).all()):
-            raise InvalidValue("rows have NaN or infinite values; drop them before update")
-        return x
 
     def _bin(self, x: Any) -> Any:
         """Fine bin (number of knots <= value) of every value, [n, k]."""

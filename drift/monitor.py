@@ -48,6 +48,10 @@ class MonitorKey:
     def label(self) -> str:
         return f"{self.model}/v{self.version}/{self.arm}"
 
+    def text(self) -> str:
+        """The key as a JSON list: how state records name their monitor."""
+        return json.dumps([self.model, self.version, self.arm])
+
 
 @dataclass(frozen=True)
 class DriftAlarm:
@@ -366,14 +370,14 @@ class MonitorSet:
         found = self.monitors.get(key)
         if found is None:
             found = ArmMonitor(key, feature_names, reference, self.config)
-            blob = self._restored.pop(_key_text(key), None)
+            blob = self._restored.pop(key.text(), None)
             if blob is not None:
                 found.restore(blob)
             self.monitors[key] = found
         return found
 
     def snapshot(self) -> bytes:
-        parts = {_key_text(k): m.snapshot() for k, m in self.monitors.items()}
+        parts = {k.text(): m.snapshot() for k, m in self.monitors.items()}
         parts |= self._restored  # monitors not rebuilt since restore keep their state
         return pack("monitor-set", parts, {"next_offset": self.next_offset})
 
@@ -383,7 +387,3 @@ class MonitorSet:
         self.monitors.clear()
         self._restored = dict(parts)
         self.next_offset = int(meta["next_offset"])
-
-
-def _key_text(key: MonitorKey) -> str:
-    return json.dumps([key.model, key.version, key.arm])

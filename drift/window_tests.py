@@ -229,26 +229,7 @@ class _WindowBank:
         self._fill, self._windows = fill, windows
 
     def _check(self, rows: Any) -> Any:
-        xp, k = self._xp, self.reference.n_features
-        try:
-            x = xp.asarray(rows, dtype=xp.float64)
-        except (TypeError, ValueError) as exc:
-            raise InvalidValue(
-                f"rows must be a numeric [n, {k}] array on device {self.device!r}: {exc}"
-            ) from exc
-        if x.ndim != 2 or x.shape[1] != k:
-            got = x.shape[1] if x.ndim == 2 else f"shape {tuple(x.shape)}"
-            raise InvalidValue(
-                f"rows have {got} feature columns; the reference profile has {k} "
-                f"({list(self.feature_names)})"
-            )
-        bad = int((~xp.isfinite(x).all(axis=1)).sum())
-        if bad:
-            raise InvalidValue(
-                f"{bad} of {x.shape[0]} rows have NaN or infinite values; drop them before "
-                "update (see inference.device.finite_rows)"
-            )
-        return x
+        return check_rows(self._xp, rows, self.feature_names, self.device)
 
     def _result(self, index: int, statistic: np.ndarray, p_value: np.ndarray) -> WindowResult:
         return WindowResult(
@@ -269,6 +250,30 @@ class _WindowBank:
 
     def _p_values(self, statistic: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+
+def check_rows(xp: ModuleType, rows: Any, names: tuple[str, ...], device: str) -> Any:
+    """``rows`` as a finite float64 ``[n, len(names)]`` array of ``xp``, or InvalidValue."""
+    k = len(names)
+    try:
+        x = xp.asarray(rows, dtype=xp.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValue(
+            f"rows must be a numeric [n, {k}] array on device {device!r}: {exc}"
+        ) from exc
+    if x.ndim != 2 or x.shape[1] != k:
+        got = x.shape[1] if x.ndim == 2 else f"shape {tuple(x.shape)}"
+        raise InvalidValue(
+            f"rows have {got} feature columns; the reference profile has {k} features "
+            f"({list(names)})"
+        )
+    bad = int((~xp.isfinite(x).all(axis=1)).sum())
+    if bad:
+        raise InvalidValue(
+            f"{bad} of {x.shape[0]} rows have NaN or infinite values; drop them before "
+            "update (see inference.device.finite_rows)"
+        )
+    return x
 
 
 def ks_p_values(statistic: np.ndarray, m: int, n: int) -> np.ndarray:

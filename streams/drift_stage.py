@@ -110,7 +110,7 @@ class _PartitionMonitors:
         found = self.monitors.get(key)
         if found is None:
             found = self.monitors[key] = ArmMonitor(key, names, reference, self.config)
-            blob = self._stored.pop(monitor_key_text(key), None)
+            blob = self._stored.pop(key.text(), None)
             if blob is not None:
                 parts, meta = unpack("drift-monitor", blob)
                 found.restore(parts["state"])
@@ -120,10 +120,6 @@ class _PartitionMonitors:
     def record(self, key: MonitorKey) -> bytes:
         state = {"state": self.monitors[key].snapshot()}
         return pack("drift-monitor", state, {"next_offset": self.next_offset.get(key, 0)})
-
-
-def monitor_key_text(key: MonitorKey) -> str:
-    return json.dumps([key.model, key.version, key.arm])
 
 
 class DriftStage:
@@ -212,7 +208,7 @@ class DriftStage:
         self._stats.drift_events += len(alarms)
         for key in touched:
             batch.expect()
-            table_key = f"p{partition}|{monitor_key_text(key)}".encode()
+            table_key = f"p{partition}|{key.text()}".encode()
             self._send_state(partition, table_key, monitors.record(key), batch)
         return len(alarms)
 

@@ -93,7 +93,6 @@ class OutcomeJoiner:
         dead_letters: DeadLetterPublisher,
         join_topic: str,
         drift_topic: str,
-        outcomes_topic: str,
         state_topic: str,
         state_producer: Producer,
         stats: WorkerStats,
@@ -102,7 +101,6 @@ class OutcomeJoiner:
         self.partitions = partitions
         self._codec, self._delivery, self._dead = codec, delivery, dead_letters
         self.join_topic, self._drift_topic = join_topic, drift_topic
-        self._outcomes_topic = outcomes_topic
         self._state_topic, self._state_producer = state_topic, state_producer
         self._stats = stats
         self._joins: dict[int, OutcomeJoin] = {}

@@ -142,7 +142,6 @@ class WorkerRuntime:
                 dead_letters=dead,
                 join_topic=topics.outcome_join,
                 drift_topic=topics.name("drift"),
-                outcomes_topic=topics.name("outcomes"),
                 state_topic=topics.changelog(JOIN_TABLE),
                 state_producer=state_producer,
                 stats=stats,

@@ -136,7 +136,7 @@ class ScoringPipeline:
         self._publish(values, [p["entity_id"].encode() for p in predictions], batch, headers)
         if self.outcomes is not None:
             for p in predictions:
-                self._pend(p["prediction_id"], p, np.array([p["score"]]), batch)
+                self._pend(p["prediction_id"], p, np.array([p["score"]]))
         return len(values)
 
     def _score_frame(self, message, record, batch, headers) -> int:
@@ -167,10 +167,10 @@ class ScoringPipeline:
         if self.outcomes is not None:
             for part in scored.parts:
                 scores = np.frombuffer(part["score"], dtype="<f8")
-                self._pend(part["prediction_frame_id"], part, scores, batch)
+                self._pend(part["prediction_frame_id"], part, scores)
         return sum(part["n_rows"] for part in scored.parts)
 
-    def _pend(self, join_key: str, part: dict, scores: np.ndarray, _batch) -> None:
+    def _pend(self, join_key: str, part: dict, scores: np.ndarray) -> None:
         rows = part.get("rows")
         entry = Pending(
             part["model"],
@@ -209,13 +209,10 @@ class ScoringPipeline:
             )
 
     def _observe_frame(self, message, frame: Frame, scored) -> None:
-        good = None
         for part in scored.parts:
             n = part["n_rows"]
+            # Empty "rows" means every row of the frame (score_frame names them otherwise).
             rows = np.frombuffer(part["rows"], dtype="<i4") if part["rows"] else None
-            if rows is None and len(scored.bad_rows):
-                good = good if good is not None else _finite_rows(frame, scored.bad_rows)
-                rows = good
             matrix = frame.matrix if rows is None else frame.matrix[rows]
             self._observations.append(
                 Observation(
@@ -257,12 +254,6 @@ def _feature_names(table: RoutingTable) -> dict[int, tuple[str, ...]]:
 def _default_names(record: dict) -> tuple[str, ...]:
     names = record.get("feature_names")
     return tuple(names) if names else tuple(f"f{i}" for i in range(len(record["features"])))
-
-
-def _finite_rows(frame: Frame, bad_rows: np.ndarray) -> np.ndarray:
-    keep = np.ones(len(frame.entity_ids), dtype=bool)
-    keep[bad_rows] = False
-    return np.flatnonzero(keep)
 
 
 def _no_champion(model_name: str) -> str:
