@@ -498,7 +498,13 @@ def sql(sql: str) -> None:
 
 @main.command()
 @click.option("--model", "model_name", default=None)
-@click.option("--limit", default=20, show_default=True, help="most recent events to show")
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="most recent events to show",
+)
 def drift(model_name: str | None, limit: int) -> None:
     """The latest drift events (detector, arm, feature, statistic, p-value), newest first."""
     from streams.drift_cli import drift_events_query

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from driftline.settings import Settings
 from lineage import open_client
+from lineage.store import redact_dsn
 from streams.exceptions import StreamsError
 from streams.stack import http_json
 from streams.stackfile import running_stack
@@ -25,6 +26,12 @@ def query(settings: Settings, sql: str) -> tuple[list[str], list[list]]:
     client = open_client(settings.clickhouse_dsn)
     try:
         result = client.query(sql, settings={"readonly": 1})
-        return list(result.column_names), [list(row) for row in result.result_rows]
+    except Exception as exc:  # clickhouse_connect raises several unrelated types
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise StreamsError(
+            f"query failed on {redact_dsn(settings.clickhouse_dsn)}: {first_line}; is the stack "
+            "up (`driftline up`), or has a worker with the lineage role created the tables?"
+        ) from exc
     finally:
         client.close()
+    return list(result.column_names), [list(row) for row in result.result_rows]
