@@ -121,7 +121,7 @@ def noop_faust(bootstrap: str, topic: str, n: int, workdir: Path) -> float:
 def spawn_worker(
     env: dict, workdir: Path, label: str = "worker", **extra_env: str
 ) -> tuple[subprocess.Popen, str]:
-    """A `driftline worker` with the inference role only; returns it and its stats URL."""
+    """A `driftline worker`: inference role only, drift off. Returns it and its stats URL."""
     port = free_port()
     with open(workdir / f"{label}.log", "ab") as log:
         proc = subprocess.Popen(
@@ -134,6 +134,8 @@ def spawn_worker(
                 "DRIFTLINE_TELEMETRY_LOG_LEVEL": "WARNING",
                 # The bench records its model straight onto the topic, unsigned.
                 "DRIFTLINE_WORKER_REQUIRE_SIGNED_ARTIFACTS": "false",
+                # The serving path alone; bench_drift_stage turns drift on to measure its cost.
+                "DRIFTLINE_DRIFT_ENABLED": "false",
             }
             | extra_env,
             stdout=log,

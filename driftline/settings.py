@@ -260,7 +260,7 @@ class DriftSettings(_Section):
 
     # Off by default for now: with the drift tables, a worker restarted after a
     # two-worker rebalance sometimes stalls on one message (Faust table recovery).
-    enabled: bool = Field(False, description="run the drift stage and outcomes join after scoring")
+    enabled: bool = Field(True, description="run the drift stage and outcomes join after scoring")
     window: int = Field(1000, ge=20, le=1_000_000, description="rows per tumbling window")
     tests: str = Field("ks,psi", description="input window tests: ks, psi")
     method: Literal["bh", "bonferroni", "none"] = Field(

@@ -9,6 +9,7 @@ import time
 import faust
 
 from driftline.settings import Settings
+from streams import faust_flow
 from streams.delivery import OrderedAcker
 from streams.drift_stage import STATE_TABLE
 from streams.faust_transport import with_fetch_wait
@@ -27,7 +28,7 @@ def create_app(
 ) -> tuple[faust.App, WorkerRuntime]:
     runtime = WorkerRuntime.build(settings, bootstrap)
     worker = settings.worker
-    app = faust.App(
+    app = faust_flow.App(
         runtime.topics.app_id,
         broker=_faust_broker_url(bootstrap),
         broker_credentials=faust_credentials(settings.kafka),
