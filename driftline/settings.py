@@ -37,7 +37,7 @@ from driftline.errors import DriftlineError
 
 ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
-WORKER_ROLES = frozenset({"inference", "lineage", "registry"})
+WORKER_ROLES = frozenset({"inference", "lineage", "registry", "policy"})
 
 
 class ConfigError(DriftlineError):
@@ -212,7 +212,8 @@ class WorkerSettings(_Section):
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535, description="0 picks a free port")
     roles: str = Field(
-        "inference,lineage,registry", description="comma-separated: inference, lineage, registry"
+        "inference,lineage,registry,policy",
+        description="comma-separated: inference, lineage, registry, policy",
     )
     ort_threads: int = Field(1, ge=1, le=256)
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -258,8 +259,6 @@ class WorkerSettings(_Section):
 class DriftSettings(_Section):
     """Drift detection in the scoring worker (see README, "Drift detection")."""
 
-    # Off by default for now: with the drift tables, a worker restarted after a
-    # two-worker rebalance sometimes stalls on one message (Faust table recovery).
     enabled: bool = Field(True, description="run the drift stage and outcomes join after scoring")
     window: int = Field(1000, ge=20, le=1_000_000, description="rows per tumbling window")
     tests: str = Field("ks,psi", description="input window tests: ks, psi")
@@ -327,6 +326,15 @@ class DriftSettings(_Section):
 warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
 
 
+class PolicySettings(_Section):
+    """The promotion and rollback policy (see README, "Promotion and rollback")."""
+
+    file: Path | None = Field(
+        None, description="policy TOML (gates, drift rules); unset = <data dir>/policy.toml"
+    )
+    actor: str = Field("policy", description="actor whose key signs the policy's commands")
+
+
 class Settings(BaseSettings):
     """All of driftline's configuration; build it with :func:`load_settings`."""
 
@@ -346,10 +354,15 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     registry: RegistrySettings = RegistrySettings()
     drift: DriftSettings = DriftSettings()
+    policy: PolicySettings = PolicySettings()
 
     @property
     def roles_file(self) -> Path:
         return self.registry.roles_file or self.data.dir / "roles.toml"
+
+    @property
+    def policy_file(self) -> Path:
+        return self.policy.file or self.data.dir / "policy.toml"
 
     @property
     def key_dir(self) -> Path:

@@ -203,7 +203,10 @@ EXAMPLE_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "data-scientist": (("register", "validate", "shadow", "challenger", "canary"), ("*",)),
     "approver": (("promote", "rollback", "archive", "reject", "traffic"), ("*",)),
     "ci": (("register", "validate", "reject"), ("*",)),
-    "policy": (("canary", "traffic", "promote", "rollback", "archive"), ("*",)),
+    "policy": (
+        ("validate", "reject", "canary", "traffic", "promote", "rollback", "archive"),
+        ("*",),
+    ),
 }
 
 

@@ -10,6 +10,7 @@ like an accepted one. What each actor may do comes from the roles file, a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -45,6 +46,9 @@ __all__ = [
 
 # Evidence keys the authority sets itself; a command's arguments may not override them.
 RESERVED_ARGUMENTS = ("command_id", "key_id", "approved_by")
+# An argument holding a JSON object: its keys become structured evidence in the event
+# (gate results, test statistics, triggering drift events), signed with the command.
+EVIDENCE_ARGUMENT = "evidence"
 
 
 class PlanningRegistry(Protocol):
@@ -203,7 +207,8 @@ class CommandAuthority:
         )
 
     def _check_arguments(self, command: LifecycleCommand) -> None:
-        clash = sorted(set(command.arguments) & set(RESERVED_ARGUMENTS))
+        structured = _structured_evidence(command)
+        clash = sorted((set(command.arguments) | set(structured)) & set(RESERVED_ARGUMENTS))
         if clash:
             raise _Refused(
                 "arguments",
@@ -232,10 +237,31 @@ class CommandAuthority:
             )
 
 
+def _structured_evidence(command: LifecycleCommand) -> dict[str, Any]:
+    text = command.arguments.get(EVIDENCE_ARGUMENT)
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise _Refused(
+            "arguments", f"argument {EVIDENCE_ARGUMENT!r} is not JSON ({exc}); send a JSON object"
+        ) from None
+    if not isinstance(value, dict):
+        raise _Refused(
+            "arguments",
+            f"argument {EVIDENCE_ARGUMENT!r} must be a JSON object, got {type(value).__name__}",
+        )
+    return value
+
+
 def approval_evidence(command: LifecycleCommand) -> dict[str, Any]:
-    """What an accepted command's event records: its arguments, id, key and approver."""
+    """What an accepted command's event records: its arguments (the ``evidence`` argument as
+    structured JSON), id, key and approver."""
+    plain = {k: v for k, v in command.arguments.items() if k != EVIDENCE_ARGUMENT}
     return {
-        **command.arguments,
+        **plain,
+        **_structured_evidence(command),
         "command_id": command.command_id,
         "key_id": command.key_id,
         "approved_by": command.actor,

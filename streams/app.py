@@ -71,6 +71,18 @@ def create_app(
                 for event in events:
                     await stream.ack(event)
 
+    if runtime.policy is not None:
+        policy_agent = runtime.policy
+
+        @app.agent(raw_topic(runtime.topics.name("drift")), name="policy-drift")
+        async def policy_drift(stream: faust.StreamT) -> None:
+            # Small batches, no wait: a drift rollback should take well under 2 s.
+            async for events in stream.noack_take(100, 0.01):
+                batch = policy_agent.process([event.message for event in events])
+                await delivery.wait(batch)
+                for event in events:
+                    await stream.ack(event)
+
     if runtime.drift is not None:
         drift, outcomes = runtime.drift, runtime.outcomes
 

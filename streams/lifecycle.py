@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -133,7 +134,10 @@ class LifecycleWatcher:
             partitions.append(TopicPartition(topic, p, max(high, 0)))
         self._consumer.assign(partitions)
 
-    def wait_for(self, codec: SchemaCodec, command_id: str, timeout_s: float) -> LifecycleEvent:
+    def wait_until(
+        self, codec: SchemaCodec, matches: Callable[[LifecycleEvent], bool], timeout_s: float
+    ) -> LifecycleEvent | None:
+        """The first event from the start position on that ``matches``; None on timeout."""
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
@@ -142,10 +146,18 @@ class LifecycleWatcher:
                         continue
                     record = codec.decode_as("LifecycleEvent", message.value())
                     event = LifecycleEvent.from_avro(record)
-                    if event.evidence.get("command_id") == command_id:
+                    if matches(event):
                         return event
         finally:
             self._consumer.close()
+        return None
+
+    def wait_for(self, codec: SchemaCodec, command_id: str, timeout_s: float) -> LifecycleEvent:
+        found = self.wait_until(
+            codec, lambda event: event.evidence.get("command_id") == command_id, timeout_s
+        )
+        if found is not None:
+            return found
         raise StreamsError(
             f"no answer to command {command_id} in {timeout_s:.0f}s: is a worker with the "
             "registry role running (`driftline up`, or DRIFTLINE_WORKER_ROLES includes registry)?"

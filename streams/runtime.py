@@ -22,6 +22,7 @@ from lineage import (
     open_client,
 )
 from lineage.frame_sinks import FeatureSink, PredictionFrameSink
+from lineage.promotion_policy import PromotionPolicy
 from lineage.store import TABLES, redact_dsn
 from schemas import SchemaCodec
 from streams.artifact_store import artifact_store
@@ -35,6 +36,7 @@ from streams.follower import LifecycleFollower
 from streams.kafka import make_producer
 from streams.outcome_join import JOIN_TABLE, OutcomeJoiner
 from streams.persist import LineageWriter, StoreRunner
+from streams.policy_agent import DriftPolicyAgent
 from streams.policy_source import PolicySource
 from streams.registry_agent import RegistryAgent
 from streams.scoring import ScoringPipeline
@@ -73,6 +75,7 @@ class WorkerRuntime:
     store_client: object | None = None
     drift: DriftStage | None = None
     outcomes: OutcomeJoiner | None = None
+    policy: DriftPolicyAgent | None = None
 
     @classmethod
     def build(cls, settings: Settings, bootstrap: str) -> WorkerRuntime:
@@ -182,6 +185,19 @@ class WorkerRuntime:
                 dead_letters=dead,
                 stats=stats,
             )
+        if "policy" in roles:
+            policy_file = settings.policy_file
+            runtime.policy = DriftPolicyAgent(
+                policy=PromotionPolicy.load(policy_file),
+                actor=settings.policy.actor,
+                key_path=settings.key_dir / f"{settings.policy.actor}.key",
+                codec=codec,
+                delivery=delivery,
+                dead_letters=dead,
+                commands_topic=topics.name("commands"),
+                stats=stats,
+            )
+            log.info("policy role: %s", runtime.policy.policy.source)
         return runtime
 
     def close(self) -> None:

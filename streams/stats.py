@@ -28,6 +28,8 @@ class WorkerStats:
     drift_snapshot_bytes: int = 0
     drift_restored: dict = field(default_factory=dict)  # 'partition:monitor' -> next offset
     outcomes: Counter = field(default_factory=Counter)  # joined, late, unmatched, ...
+    policy_actions: int = 0  # signed commands the policy role published
+    policy_actions_unsigned: int = 0  # actions not taken: no key for the policy actor
 
     def batch_done(self, records: int, predictions: int) -> None:
         now = time.time()
@@ -60,4 +62,6 @@ class WorkerStats:
             "drift_snapshot_bytes": self.drift_snapshot_bytes,
             "drift_restored": dict(self.drift_restored),
             "outcomes": dict(self.outcomes),
+            "policy_actions": self.policy_actions,
+            "policy_actions_unsigned": self.policy_actions_unsigned,
         }

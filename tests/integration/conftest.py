@@ -71,6 +71,7 @@ def stack_env(broker: TansuBroker, tmp_path: Path) -> StackEnv:
     # Two people, so promotions pass the four-eyes rule: alice registers, bob approves.
     create_actor(settings, "alice", ["data-scientist"])
     create_actor(settings, "bob", ["approver"])
+    create_actor(settings, "policy", ["policy"])
     return stack
 
 

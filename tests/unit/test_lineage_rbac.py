@@ -1,5 +1,6 @@
 import dataclasses
 import hashlib
+import json
 
 import pytest
 
@@ -218,6 +219,26 @@ def test_reserved_arguments_are_rejected(authority, registry) -> None:
     command = signed("validate", "fraud", 1, "alice", {"approved_by": "carol"})
     reason = assert_rejected(authority.decide(command, registry), command, "arguments")
     assert "approved_by" in reason
+
+
+def test_evidence_argument_becomes_structured_evidence(authority, registry) -> None:
+    evidence = {"gates": {"auc": 0.91, "passed": True}, "holdout_rows": 5000}
+    command = signed("validate", "fraud", 1, "alice", {"evidence": json.dumps(evidence)})
+    event = authority.decide(command, registry)
+    assert event.type == "validated"
+    assert event.evidence["gates"] == {"auc": 0.91, "passed": True}
+    assert event.evidence["holdout_rows"] == 5000
+    assert "evidence" not in event.evidence  # merged, not kept as a string
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("not json", "is not JSON"), ("[1, 2]", "JSON object"), ('{"approved_by": "x"}', "reserved")],
+)
+def test_bad_evidence_argument_is_rejected(authority, registry, text, words) -> None:
+    command = signed("validate", "fraud", 1, "alice", {"evidence": text})
+    reason = assert_rejected(authority.decide(command, registry), command, "arguments")
+    assert words in reason
 
 
 # -- four eyes ----------------------------------------------------------------

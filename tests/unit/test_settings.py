@@ -22,7 +22,7 @@ def test_defaults_mean_the_embedded_stack():
     assert settings.embedded_clickhouse
     assert settings.clickhouse_dsn.startswith("chdb:///")
     assert settings.kafka.topic_prefix == "driftline."
-    assert settings.worker.role_set == {"inference", "lineage", "registry"}
+    assert settings.worker.role_set == {"inference", "lineage", "registry", "policy"}
 
 
 def test_environment_variables_fill_each_section(monkeypatch, tmp_path):
@@ -67,7 +67,7 @@ def test_config_file_is_read_and_environment_wins(monkeypatch, tmp_path):
             "DRIFTLINE_WORKER_ROLES",
             "inference,training",
             "unknown role(s) ['training']; use a comma-separated subset of "
-            "['inference', 'lineage', 'registry']",
+            "['inference', 'lineage', 'policy', 'registry']",
         ),
         ("DRIFTLINE_CLICKHOUSE_DSN", "mysql://db", "unknown scheme"),
         ("DRIFTLINE_SCHEMA_REGISTRY_URL", "registry:8081", "DRIFTLINE_SCHEMA_REGISTRY_URL"),

@@ -1,0 +1,102 @@
+"""The policy role's drift reflex: drift events in, signed lifecycle commands out.
+
+The policy acts only as an actor: each action is a ``LifecycleCommand`` signed
+with the policy actor's key (``DRIFTLINE_POLICY_ACTOR``, default ``policy``) and
+published to the commands topic, where the registry agent checks it like anyone
+else's (signature, RBAC, lifecycle rules) and answers with the lifecycle event,
+which carries the drift events that triggered it as evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from lineage.commands import new_command
+from lineage.drift_rules import DriftAction, DriftResponder, DriftSignal
+from lineage.keys import load_private_key
+from lineage.promotion_policy import PromotionPolicy
+from lineage.rbac import EVIDENCE_ARGUMENT
+from schemas import DecodeError, SchemaCodec
+from streams.deadletter import DeadLetterPublisher, InboundMessage
+from streams.delivery import BatchDelivery, DeliveryTracker
+from streams.stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+
+class DriftPolicyAgent:
+    def __init__(
+        self,
+        *,
+        policy: PromotionPolicy,
+        actor: str,
+        key_path: Path,
+        codec: SchemaCodec,
+        delivery: DeliveryTracker,
+        dead_letters: DeadLetterPublisher,
+        commands_topic: str,
+        stats: WorkerStats,
+    ) -> None:
+        self.policy = policy
+        self.responder = DriftResponder(policy.drift_rules)
+        self._actor = actor
+        self._key_path = key_path
+        self._key: Ed25519PrivateKey | None = None
+        self._codec = codec
+        self._delivery = delivery
+        self._dead = dead_letters
+        self._topic = commands_topic
+        self._stats = stats
+
+    def _signing_key(self) -> Ed25519PrivateKey | None:
+        if self._key is None and self._key_path.exists():
+            self._key = load_private_key(self._key_path)
+        return self._key
+
+    def process(self, messages: Sequence[InboundMessage]) -> BatchDelivery:
+        batch = self._delivery.batch()
+        now = time.time_ns() // 1_000_000
+        for message in messages:
+            try:
+                signal = DriftSignal.from_record(self._codec.decode_as("DriftEvent", message.value))
+            except (DecodeError, KeyError, TypeError, ValueError) as exc:
+                self._dead.publish(
+                    message, getattr(exc, "reason", "invalid_drift_event"), str(exc), batch
+                )
+                continue
+            for action in self.responder.observe(signal, now):
+                self._act(action, batch)
+        return batch
+
+    def _act(self, action: DriftAction, batch: BatchDelivery) -> None:
+        name, version, arguments = action.command()
+        key = self._signing_key()
+        described = f"{name} {action.model} v{version or action.version} ({action.rule.name})"
+        if key is None:
+            # Not dropped silently: logged loudly and counted in /driftline/stats/.
+            self._stats.policy_actions_unsigned += 1
+            log.error(
+                "policy would %s but has no key at %s: create it with "
+                "`driftline keys new --actor %s --role policy`",
+                described,
+                self._key_path,
+                self._actor,
+            )
+            return
+        evidence = action.evidence() | {"policy_source": self.policy.source}
+        arguments = arguments | {EVIDENCE_ARGUMENT: json.dumps(evidence, sort_keys=True)}
+        command = new_command(name, action.model, version, self._actor, arguments).signed(key)
+        self._delivery.produce(
+            batch,
+            self._topic,
+            self._codec.encode("LifecycleCommand", command.to_avro()),
+            key=action.model.encode(),
+        )
+        self._stats.policy_actions += 1
+        log.warning("policy: %s after drift events %s", described, evidence["drift_event_ids"])

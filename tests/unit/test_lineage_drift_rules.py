@@ -1,0 +1,146 @@
+"""Drift rules: which drift events make the policy act, and the command it sends."""
+
+import itertools
+import json
+
+import pytest
+
+from lineage.drift_rules import (
+    DEFAULT_RULES,
+    DriftResponder,
+    DriftRule,
+    DriftRuleError,
+    DriftSignal,
+)
+from lineage.promotion_policy import PolicyFileError, PromotionPolicy
+
+NOW = 1_800_000_000_000
+
+
+_ids = itertools.count()
+
+
+def signal(version=2, arm="champion", stream="error", detector="adwin", at=NOW):
+    event_id = f"e{next(_ids)}"
+    return DriftSignal(event_id, "fraud", version, arm, detector, "", stream, 0.2, None, at)
+
+
+def test_champion_error_drift_rolls_back_once():
+    responder = DriftResponder(DEFAULT_RULES)
+    first = signal()
+    [action] = responder.observe(first, NOW)
+    assert action.command() == ("rollback", None, {})
+    evidence = action.evidence()
+    assert evidence["drift_event_ids"] == [first.event_id]
+    assert evidence["policy_rule"]["name"] == "champion-errors"
+    json.dumps(evidence, allow_nan=False)
+    assert responder.observe(signal(), NOW) == []  # fired already for this version
+
+
+def test_input_drift_on_the_champion_alone_does_nothing_by_default():
+    assert DriftResponder(DEFAULT_RULES).observe(signal(stream="input", detector="ks"), NOW) == []
+
+
+def test_canary_error_drift_pauses_it():
+    [action] = DriftResponder(DEFAULT_RULES).observe(signal(arm="canary"), NOW)
+    assert action.command() == ("traffic", 2, {"percent": "0"})
+
+
+def test_world_shift_on_every_arm_is_not_the_canarys_fault():
+    responder = DriftResponder(DEFAULT_RULES)
+    assert responder.observe(signal(version=1, stream="score", detector="ks"), NOW) == []
+    assert responder.observe(signal(arm="canary", stream="score", detector="ks"), NOW) == []
+    # ...but its own errors are.
+    [action] = responder.observe(signal(arm="canary", stream="error"), NOW)
+    assert [t.stream for t in action.triggers] == ["error"]
+
+
+def test_min_events_within_the_window():
+    rule = DriftRule("two", "rollback", arms=("canary",), min_events=2, within_s=60)
+    responder = DriftResponder([rule])
+    assert responder.observe(signal(arm="canary", at=NOW - 120_000), NOW) == []
+    assert responder.observe(signal(arm="canary"), NOW) == []  # the first one is too old
+    [action] = responder.observe(signal(arm="canary"), NOW)
+    assert action.command() == ("archive", 2, {})
+    assert len(action.triggers) == 2
+
+
+def test_detector_patterns_and_shadow():
+    rule = DriftRule("hddm", "rollback", arms=("any",), detectors=("hddm_*",))
+    responder = DriftResponder([rule])
+    assert responder.observe(signal(detector="adwin"), NOW) == []
+    assert responder.observe(signal(arm="shadow", detector="hddm_a"), NOW) == []
+    assert len(responder.observe(signal(detector="hddm_a"), NOW)) == 1
+
+
+def test_pause_never_applies_to_a_champion():
+    rule = DriftRule("p", "pause_canary", arms=("any",))
+    assert DriftResponder([rule]).observe(signal(arm="champion"), NOW) == []
+
+
+def test_signal_from_a_drift_event_record():
+    record = {
+        "event_id": "x1", "model": "m", "version": 3, "arm": "canary", "detector": "ks",
+        "feature": "f01", "statistic": 0.3, "p_value": 1e-9, "detected_at": NOW,
+        "evidence": json.dumps({"stream": "input"}),
+    }  # fmt: skip
+    parsed = DriftSignal.from_record(record)
+    assert (parsed.stream, parsed.version, parsed.feature) == ("input", 3, "f01")
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ({"name": "r", "action": "explode"}, "action 'explode'"),
+        ({"name": "r", "action": "rollback", "arms": ["boss"]}, "arms ['boss']"),
+        ({"name": "r", "action": "rollback", "streams": ["errors"]}, "streams ['errors']"),
+        ({"name": "r", "action": "rollback", "min_events": 0}, "min_events 0"),
+        ({"name": "r", "action": "rollback", "scope": "galaxy"}, "scope 'galaxy'"),
+        ({"name": "r", "action": "rollback", "colour": "red"}, "unknown key(s) ['colour']"),
+    ],
+)
+def test_bad_rules_name_the_value(raw, words):
+    with pytest.raises(DriftRuleError, match=None) as excinfo:
+        DriftRule.from_mapping(raw)
+    assert words in str(excinfo.value)
+
+
+def test_policy_file_round_trip(tmp_path):
+    (tmp_path / "policy.toml").write_text(
+        """
+[gates]
+holdout = "holdout.csv"
+latency_budget_ms = 20
+thresholds = { auc = 0.7 }
+
+[[drift_rules]]
+name = "only-canary"
+action = "pause_canary"
+arms = ["canary"]
+"""
+    )
+    policy = PromotionPolicy.load(tmp_path / "policy.toml")
+    assert policy.holdout == tmp_path / "holdout.csv"
+    assert policy.gates.latency_budget_ms == 20
+    assert policy.gates.thresholds == {"auc": 0.7}
+    assert policy.gates.max_regression == {"auc": 0.02}  # default kept
+    assert [r.name for r in policy.drift_rules] == ["only-canary"]
+    assert PromotionPolicy.load(tmp_path / "missing.toml").source == "built-in defaults"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[gatez]\n", "unknown section(s) ['gatez']"),
+        ("[gates]\nlatency_budget_ms = -1\n", "latency_budget_ms"),
+        ("[[drift_rules]]\nname='a'\naction='rollback'\n[[drift_rules]]\nname='a'\naction='rollback'\n",
+         "repeat"),
+        ("not toml [", "cannot read policy file"),
+    ],
+)  # fmt: skip
+def test_bad_policy_files_say_what_is_wrong(tmp_path, text, words):
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    with pytest.raises(PolicyFileError) as excinfo:
+        PromotionPolicy.load(path)
+    assert words in str(excinfo.value)
