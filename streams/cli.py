@@ -328,7 +328,6 @@ def _model_action(action: str, help_text: str, *, needs_version: bool = True, tr
 
 
 for _action, _help, _traffic in [
-    ("validate", "Mark a registered version validated.", False),
     ("reject", "Reject a registered version.", False),
     ("shadow", "Score every record with a version too, never serving it (arm=shadow).", False),
     ("challenger", "Make a version a challenger: an A/B/n arm with --percent of entities.", True),
@@ -338,6 +337,53 @@ for _action, _help, _traffic in [
 ]:
     _model_action(_action, _help, traffic=_traffic)
 _model_action("rollback", "Bring back the previous champion.", needs_version=False)
+
+
+@model.command("validate")
+@click.argument("name")
+@click.option("--version", "version", type=click.IntRange(min=1), required=True)
+@click.option(
+    "--holdout",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="labelled rows, CSV or Parquet (default: [gates] holdout in the policy file)",
+)
+@click.option("--label-column", default=None, help="the holdout's 0/1 label column [label]")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="policy TOML with the [gates] thresholds (default: DRIFTLINE_POLICY_FILE)",
+)
+@click.option("--dry-run", is_flag=True, help="print the gates' results; publish nothing")
+@click.option("--actor", default=getpass.getuser, show_default="current user")
+def model_validate(
+    name: str,
+    version: int,
+    holdout: Path | None,
+    label_column: str | None,
+    policy_file: Path | None,
+    dry_run: bool,
+    actor: str,
+) -> None:
+    """Run the quality gates; publish `validated` or `rejected` with every number.
+
+    Exit status 0 when the gates pass, 3 when they fail (so a CI job fails too).
+    """
+    from streams.validate_cli import publish, run_gates
+
+    settings = _settings()
+    validation = run_gates(
+        settings, name, version, holdout=holdout, label_column=label_column, policy_file=policy_file
+    )
+    for line in validation.report.summary_lines():
+        console.print(line, markup=False, highlight=False)
+    if not dry_run:
+        event = publish(settings, validation, actor)
+        console.print(f"{event.type}: {name} v{version} ({event.previous_state} -> {event.state})")
+    if not validation.report.passed:
+        sys.exit(3)
 
 
 @model.command("history")
