@@ -26,6 +26,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_drift
 	$(BIN)/python -m bench.bench_drift_stage
 	$(BIN)/python -m bench.bench_device
+	$(BIN)/python -m bench.bench_ab_simulation
+	$(BIN)/python -m bench.bench_policy
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
