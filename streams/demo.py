@@ -46,8 +46,9 @@ def run_demo(settings: Settings, console: Console, *, records: int, rate: float)
         step(f"stack up: broker {stack.info.bootstrap}, worker {stack.worker_url}/driftline/")
         create_actor(settings, "demo-trainer", ["data-scientist"])
         create_actor(settings, "demo-approver", ["approver"])
+        create_actor(settings, "policy", ["policy"])
         step(
-            "keys for demo-trainer (data-scientist) and demo-approver (approver); "
+            "keys for demo-trainer (data-scientist), demo-approver (approver) and policy; "
             "every change below is a signed command checked against the roles file"
         )
         commands = ModelCommands.from_settings(settings)

@@ -83,7 +83,7 @@ class DriftPolicyAgent:
             self._stats.policy_actions_unsigned += 1
             log.error(
                 "policy would %s but has no key at %s: create it with "
-                "`driftline keys new --actor %s --role policy`",
+                "`driftline keys new --actor %s --roles policy`",
                 described,
                 self._key_path,
                 self._actor,
