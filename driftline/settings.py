@@ -333,6 +333,9 @@ class PolicySettings(_Section):
         None, description="policy TOML (gates, drift rules); unset = <data dir>/policy.toml"
     )
     actor: str = Field("policy", description="actor whose key signs the policy's commands")
+    interval_s: float = Field(
+        5.0, gt=0, le=3600, description="how often canaries and experiments are evaluated"
+    )
 
 
 class Settings(BaseSettings):

@@ -232,6 +232,11 @@ class DriftResponder:
             )
         return actions
 
+    @property
+    def fired(self) -> frozenset[tuple[str, str, int]]:
+        """(rule, model, version) pairs that have acted."""
+        return frozenset(self._fired)
+
     def forget(self, model: str, versions: Iterable[int]) -> None:
         """Let rules fire again for versions that came back (promoted or resumed anew)."""
         for version in versions:

@@ -10,6 +10,15 @@
     thresholds = { auc = 0.6 }     # floors (auc, accuracy) or ceilings (log_loss, brier)
     max_regression = { auc = 0.02 }  # how much worse than the champion, absolute
 
+    [canary]                       # see lineage.canary
+    steps = [1, 5, 25, 50, 100]    # percent of entities; 100 = promote
+    bake_s = 60
+    min_samples = 500
+
+    [experiment]                   # see lineage.experiments
+    metric = "error_rate"
+    mode = "auto"                  # or "manual": recommend only
+
     [[drift_rules]]                # see lineage.drift_rules
     name = "champion-errors"
     action = "rollback"
@@ -28,8 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lineage.canary import CanaryConfig
 from lineage.drift_rules import DEFAULT_RULES, DriftRule
 from lineage.exceptions import LineageError
+from lineage.experiments import ExperimentConfig
 from lineage.gates import GateConfig
 
 DEFAULT_GATES = {
@@ -37,7 +48,7 @@ DEFAULT_GATES = {
     "thresholds": {"auc": 0.6},
     "max_regression": {"auc": 0.02},
 }
-SECTIONS = ("gates", "drift_rules")
+SECTIONS = ("gates", "drift_rules", "canary", "experiment")
 
 
 class PolicyFileError(LineageError, ValueError):
@@ -51,6 +62,8 @@ class PromotionPolicy:
     label_column: str
     drift_rules: tuple[DriftRule, ...]
     source: str
+    canary: CanaryConfig = CanaryConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> PromotionPolicy:
@@ -81,6 +94,8 @@ class PromotionPolicy:
             drift_rules = (
                 DEFAULT_RULES if rules is None else tuple(DriftRule.from_mapping(r) for r in rules)
             )
+            canary = CanaryConfig.from_mapping(data.get("canary", {}))
+            experiment = ExperimentConfig.from_mapping(data.get("experiment", {}))
         except (ValueError, TypeError) as exc:
             raise PolicyFileError(f"{source}: {exc}") from exc
         names = [r.name for r in drift_rules]
@@ -90,7 +105,7 @@ class PromotionPolicy:
             holdout = Path(holdout)
             if base is not None and not holdout.is_absolute():
                 holdout = base / holdout
-        return cls(gate_config, holdout, label_column, drift_rules, source)
+        return cls(gate_config, holdout, label_column, drift_rules, source, canary, experiment)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -98,4 +113,6 @@ class PromotionPolicy:
             "gates": self.gates.as_dict(),
             "holdout": None if self.holdout is None else str(self.holdout),
             "drift_rules": [r.as_dict() for r in self.drift_rules],
+            "canary": self.canary.as_dict(),
+            "experiment": self.experiment.as_dict(),
         }

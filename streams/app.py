@@ -4,6 +4,7 @@ to the runtime's pipelines and acknowledge offsets after the work is durable."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import faust
@@ -17,6 +18,8 @@ from streams.kafka import faust_credentials
 from streams.outcome_join import JOIN_TABLE
 from streams.runtime import WorkerRuntime
 from streams.web import register_views
+
+log = logging.getLogger(__name__)
 
 
 def _faust_broker_url(bootstrap: str) -> str:
@@ -82,6 +85,20 @@ def create_app(
                 await delivery.wait(batch)
                 for event in events:
                     await stream.ack(event)
+
+    if runtime.policy_loop is not None:
+        policy_loop = runtime.policy_loop
+
+        @app.timer(settings.policy.interval_s)
+        async def evaluate_policy() -> None:
+            if not follower.caught_up.is_set():
+                return
+            batch = delivery.batch()
+            try:
+                await policy_loop.evaluate(batch)
+            except Exception:  # the store is down: try again next tick, keep scoring
+                log.exception("policy evaluation failed; trying again next tick")
+            await delivery.wait(batch)
 
     if runtime.drift is not None:
         drift, outcomes = runtime.drift, runtime.outcomes

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -30,34 +31,89 @@ from streams.stats import WorkerStats
 log = logging.getLogger(__name__)
 
 
-class DriftPolicyAgent:
+class PolicySigner:
+    """Signs the policy's commands with its actor's key and publishes them."""
+
     def __init__(
         self,
         *,
-        policy: PromotionPolicy,
         actor: str,
         key_path: Path,
         codec: SchemaCodec,
         delivery: DeliveryTracker,
-        dead_letters: DeadLetterPublisher,
         commands_topic: str,
         stats: WorkerStats,
+        source: str,
     ) -> None:
-        self.policy = policy
-        self.responder = DriftResponder(policy.drift_rules)
-        self._actor = actor
+        self.actor = actor
         self._key_path = key_path
         self._key: Ed25519PrivateKey | None = None
         self._codec = codec
         self._delivery = delivery
-        self._dead = dead_letters
         self._topic = commands_topic
         self._stats = stats
+        self._source = source
 
     def _signing_key(self) -> Ed25519PrivateKey | None:
         if self._key is None and self._key_path.exists():
             self._key = load_private_key(self._key_path)
         return self._key
+
+    def send(
+        self,
+        batch: BatchDelivery,
+        action: str,
+        model: str,
+        version: int | None,
+        arguments: dict[str, str],
+        evidence: dict[str, Any],
+    ) -> bool:
+        """Publish the signed command into ``batch``; False (logged, counted) without a key."""
+        key = self._signing_key()
+        if key is None:
+            # Not dropped silently: logged loudly and counted in /driftline/stats/.
+            self._stats.policy_actions_unsigned += 1
+            log.error(
+                "policy would %s %s v%s but has no key at %s: create it with "
+                "`driftline keys new --actor %s --roles policy`",
+                action,
+                model,
+                version,
+                self._key_path,
+                self.actor,
+            )
+            return False
+        evidence = evidence | {"policy_source": self._source}
+        arguments = arguments | {EVIDENCE_ARGUMENT: json.dumps(evidence, sort_keys=True)}
+        command = new_command(action, model, version, self.actor, arguments).signed(key)
+        self._delivery.produce(
+            batch,
+            self._topic,
+            self._codec.encode("LifecycleCommand", command.to_avro()),
+            key=model.encode(),
+        )
+        self._stats.policy_actions += 1
+        return True
+
+
+class DriftPolicyAgent:
+    """Drift events in; rollback or pause commands out, by the policy file's rules."""
+
+    def __init__(
+        self,
+        *,
+        policy: PromotionPolicy,
+        signer: PolicySigner,
+        codec: SchemaCodec,
+        delivery: DeliveryTracker,
+        dead_letters: DeadLetterPublisher,
+    ) -> None:
+        self.policy = policy
+        self.responder = DriftResponder(policy.drift_rules)
+        self.signer = signer
+        self._codec = codec
+        self._delivery = delivery
+        self._dead = dead_letters
 
     def process(self, messages: Sequence[InboundMessage]) -> BatchDelivery:
         batch = self._delivery.batch()
@@ -76,27 +132,13 @@ class DriftPolicyAgent:
 
     def _act(self, action: DriftAction, batch: BatchDelivery) -> None:
         name, version, arguments = action.command()
-        key = self._signing_key()
-        described = f"{name} {action.model} v{version or action.version} ({action.rule.name})"
-        if key is None:
-            # Not dropped silently: logged loudly and counted in /driftline/stats/.
-            self._stats.policy_actions_unsigned += 1
-            log.error(
-                "policy would %s but has no key at %s: create it with "
-                "`driftline keys new --actor %s --roles policy`",
-                described,
-                self._key_path,
-                self._actor,
+        evidence = action.evidence()
+        if self.signer.send(batch, name, action.model, version, arguments, evidence):
+            log.warning(
+                "policy: %s %s v%s (%s) after drift events %s",
+                name,
+                action.model,
+                version or action.version,
+                action.rule.name,
+                evidence["drift_event_ids"],
             )
-            return
-        evidence = action.evidence() | {"policy_source": self.policy.source}
-        arguments = arguments | {EVIDENCE_ARGUMENT: json.dumps(evidence, sort_keys=True)}
-        command = new_command(name, action.model, version, self._actor, arguments).signed(key)
-        self._delivery.produce(
-            batch,
-            self._topic,
-            self._codec.encode("LifecycleCommand", command.to_avro()),
-            key=action.model.encode(),
-        )
-        self._stats.policy_actions += 1
-        log.warning("policy: %s after drift events %s", described, evidence["drift_event_ids"])

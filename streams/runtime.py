@@ -5,7 +5,9 @@ The Faust app (streams/app.py) only wires agents to these objects.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import Producer
@@ -36,7 +38,8 @@ from streams.follower import LifecycleFollower
 from streams.kafka import make_producer
 from streams.outcome_join import JOIN_TABLE, OutcomeJoiner
 from streams.persist import LineageWriter, StoreRunner
-from streams.policy_agent import DriftPolicyAgent
+from streams.policy_agent import DriftPolicyAgent, PolicySigner
+from streams.policy_loop import PolicyLoop
 from streams.policy_source import PolicySource
 from streams.registry_agent import RegistryAgent
 from streams.scoring import ScoringPipeline
@@ -76,6 +79,8 @@ class WorkerRuntime:
     drift: DriftStage | None = None
     outcomes: OutcomeJoiner | None = None
     policy: DriftPolicyAgent | None = None
+    signer: PolicySigner | None = None
+    policy_loop: PolicyLoop | None = None
 
     @classmethod
     def build(cls, settings: Settings, bootstrap: str) -> WorkerRuntime:
@@ -186,18 +191,25 @@ class WorkerRuntime:
                 stats=stats,
             )
         if "policy" in roles:
-            policy_file = settings.policy_file
-            runtime.policy = DriftPolicyAgent(
-                policy=PromotionPolicy.load(policy_file),
+            promotion = PromotionPolicy.load(settings.policy_file)
+            runtime.signer = PolicySigner(
                 actor=settings.policy.actor,
                 key_path=settings.key_dir / f"{settings.policy.actor}.key",
                 codec=codec,
                 delivery=delivery,
-                dead_letters=dead,
                 commands_topic=topics.name("commands"),
                 stats=stats,
+                source=promotion.source,
             )
-            log.info("policy role: %s", runtime.policy.policy.source)
+            runtime.policy = DriftPolicyAgent(
+                policy=promotion,
+                signer=runtime.signer,
+                codec=codec,
+                delivery=delivery,
+                dead_letters=dead,
+            )
+            log.info("policy role: %s", promotion.source)
+            runtime.policy_loop = _policy_loop(runtime, promotion)
         return runtime
 
     def close(self) -> None:
@@ -208,3 +220,41 @@ class WorkerRuntime:
             log.error("%d produced messages were not acknowledged before shutdown", remaining)
         if self.store is not None:
             self.store.close()
+
+
+def _policy_loop(runtime: WorkerRuntime, promotion: PromotionPolicy) -> PolicyLoop | None:
+    """Canary steps and experiments read ClickHouse: the embedded store only in its owner."""
+    settings = runtime.settings
+    if runtime.follower is None:
+        log.warning("policy role: no lifecycle follower (add the inference or registry role)")
+        return None
+    if runtime.store_client is not None:
+        client, store = runtime.store_client, runtime.store
+
+        async def query(sql: str) -> list[tuple]:
+            return await store.call(lambda: list(client.query(sql).result_rows))
+
+    elif not settings.embedded_clickhouse:
+        client = open_client(settings.clickhouse_dsn)
+        executor = ThreadPoolExecutor(1, thread_name_prefix="policy-clickhouse")
+
+        async def query(sql: str) -> list[tuple]:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                executor, lambda: list(client.query(sql, settings={"readonly": 1}).result_rows)
+            )
+
+    else:
+        log.warning(
+            "policy role: canaries and experiments are evaluated where the embedded store is "
+            "(the worker with the lineage role); this worker only reacts to drift events"
+        )
+        return None
+    return PolicyLoop(
+        policy=promotion,
+        registry=runtime.follower.registry,
+        query=query,
+        send=runtime.signer.send,
+        database=settings.clickhouse.database,
+        threshold=settings.drift.decision_threshold,
+    )

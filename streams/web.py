@@ -1,4 +1,4 @@
-"""The worker's HTTP API (Faust's web server): health, stats, models, drift, SQL, replay.
+"""The worker's HTTP API (Faust's web server): health, stats, models, drift, policy, SQL, replay.
 
 In embedded mode the worker owns the chDB store, so other processes (the CLI,
 dashboards, tests) read it through ``POST /driftline/sql`` here.
@@ -46,6 +46,23 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
             if runtime.scoring is None:
                 return self.json({"error": "this worker has no inference role"}, status=404)
             return self.json(runtime.scoring.router.loaded())
+
+    @app.page("/driftline/policy/")
+    class PolicyView(View):
+        async def get(self, request: Request) -> Response:
+            if runtime.policy is None:
+                return self.json({"error": "the policy role is off on this worker"}, status=404)
+            loop = runtime.policy_loop
+            return self.json(
+                {
+                    "policy": runtime.policy.policy.as_dict(),
+                    "evaluating": loop is not None,
+                    "decisions": loop.last if loop is not None else {},
+                    "drift_rules_fired": sorted(
+                        "/".join(map(str, key)) for key in runtime.policy.responder.fired
+                    ),
+                }
+            )
 
     @app.page("/driftline/drift/")
     class Drift(View):

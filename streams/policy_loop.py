@@ -1,0 +1,166 @@
+"""The policy role's periodic decisions: canary steps and A/B experiments.
+
+Every ``DRIFTLINE_POLICY_INTERVAL_S`` the loop looks at each model's routing
+table (the lifecycle projection, i.e. the audit log), reads per-arm statistics
+from ClickHouse (predictions joined with outcomes) since the canary or the
+challenger started, and asks the domain code what to do:
+
+* a canary advances to its next step, is promoted at the last one, waits, or is
+  archived on a guardrail breach (``lineage.canary``);
+* a challenger's experiment continues, promotes the challenger, or archives it
+  when the champion wins or the test stops for futility (``lineage.experiments``);
+  in ``manual`` mode the decision is only recommended (``/driftline/policy/``).
+
+Each action is a signed command through :class:`streams.policy_agent.PolicySigner`
+carrying the decision's evidence. A command is sent once per decision: until the
+registry reflects it, the same decision is not sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from lineage import ModelRegistry
+from lineage.canary import ArmStats, decide_canary
+from lineage.experiments import decide_experiment
+from lineage.policy_queries import arm_stats_from_rows, arm_stats_sql
+from lineage.promotion_policy import PromotionPolicy
+from lineage.sequential import SequentialTest
+from streams.delivery import BatchDelivery
+
+log = logging.getLogger(__name__)
+
+Query = Callable[[str], Awaitable[list[tuple]]]
+Send = Callable[[BatchDelivery, str, str, int | None, dict[str, str], dict[str, Any]], bool]
+
+# Events after which a version's share is what it is now: the current step began then.
+START_EVENTS = ("canary_started", "challenger_assigned")
+STEP_EVENTS = (*START_EVENTS, "traffic_changed")
+
+
+class PolicyLoop:
+    def __init__(
+        self,
+        *,
+        policy: PromotionPolicy,
+        registry: ModelRegistry,
+        query: Query,
+        send: Send,
+        database: str,
+        threshold: float,
+    ) -> None:
+        self.policy = policy
+        self._registry = registry
+        self._query = query
+        self._send = send
+        self._database = database
+        self._threshold = threshold
+        self._tests: dict[tuple, SequentialTest] = {}
+        self._sent: dict[tuple[str, int], tuple[str, float]] = {}
+        self.last: dict[str, Any] = {}  # model -> the latest decisions, for /driftline/policy/
+        self.failures = 0
+
+    async def evaluate(self, batch: BatchDelivery, now_ms: int | None = None) -> list[dict]:
+        """One pass over every model; returns the decisions acted on (commands in ``batch``)."""
+        now_ms = now_ms or time.time_ns() // 1_000_000
+        decided = []
+        for name in self._registry.models():
+            split = self._registry.traffic(name)
+            champion = next((a for a in split.served if a.arm == "champion"), None)
+            if champion is None:
+                continue
+            for arm in split.served:
+                if arm.arm not in ("canary", "challenger"):
+                    continue
+                try:
+                    decision = await self._decide(name, champion.version, arm, now_ms, batch)
+                except Exception as exc:  # one model's bad data must not stop the others
+                    log.exception("policy: evaluating %s v%d failed: %s", name, arm.version, exc)
+                    self.last.setdefault(name, {})[f"v{arm.version}"] = {"error": str(exc)}
+                    self.failures += 1
+                    continue
+                if decision is not None:
+                    decided.append(decision)
+        return decided
+
+    def _started(self, name: str, version: int) -> tuple[int, int]:
+        """(when the version started taking traffic, when its current share began)."""
+        entries = [h for h in self._registry.history(name) if h.version == version]
+        starts = [h.occurred_at for h in entries if h.event_type in START_EVENTS]
+        started = max(starts, default=entries[0].occurred_at if entries else 0)
+        step = max((h.occurred_at for h in entries if h.event_type in STEP_EVENTS), default=started)
+        return started, step
+
+    async def _decide(
+        self, name: str, champion_version: int, arm, now_ms: int, batch: BatchDelivery
+    ) -> dict | None:
+        started, step_started = self._started(name, arm.version)
+        sql = arm_stats_sql(self._database, name, started, step_started, self._threshold)
+        stats = arm_stats_from_rows(await self._query(sql))
+        candidate, step_n = stats.get((arm.version, arm.arm), (_empty(arm.version, arm.arm), 0))
+        champion, _ = stats.get(
+            (champion_version, "champion"), (_empty(champion_version, "champion"), 0)
+        )
+        key = (name, arm.version, arm.arm, started)
+        if arm.arm == "canary":
+            config = self.policy.canary
+            test = self._tests.setdefault(key, SequentialTest(config.sequential_config()))
+            decision = decide_canary(
+                config,
+                percent_now=arm.traffic_bp / 100,
+                step_started_ms=step_started,
+                now_ms=now_ms,
+                step_samples=step_n,
+                canary=candidate,
+                champion=champion,
+                test=test,
+            )
+            command = None
+            if decision.action == "advance":
+                command = ("traffic", {"percent": f"{decision.next_percent:g}"})
+            elif decision.action in ("promote", "rollback"):
+                command = ("promote" if decision.action == "promote" else "archive", {})
+            summary = {"model": name, "version": arm.version, "arm": "canary",
+                       "action": decision.action, "reasons": list(decision.reasons)}  # fmt: skip
+            evidence = decision.evidence()
+        else:
+            config = self.policy.experiment
+            test = self._tests.setdefault(key, SequentialTest(config.sequential_config()))
+            decision = decide_experiment(config, champion=champion, challenger=candidate, test=test)
+            command = None
+            if decision.actionable:
+                command = {
+                    "promote": ("promote", {}),
+                    "keep_champion": ("archive", {}),
+                }.get(decision.outcome)
+            summary = {"model": name, "version": arm.version, "arm": "challenger",
+                       "action": decision.outcome, "actionable": decision.actionable}  # fmt: skip
+            evidence = decision.evidence()
+        self.last.setdefault(name, {})[f"v{arm.version}"] = summary | {"evidence": evidence}
+        if command is None:
+            return None
+        action, arguments = command
+        if self._already_sent(name, arm.version, action, arm.traffic_bp):
+            return None
+        if not self._send(batch, action, name, arm.version, arguments, evidence):
+            return None
+        log.warning("policy: %s %s v%d (%s)", action, name, arm.version, summary["action"])
+        return summary
+
+    def _already_sent(self, name: str, version: int, action: str, traffic_bp: int) -> bool:
+        # The registry has not applied our last command yet if the share is unchanged.
+        marker = f"{action}@{traffic_bp}"
+        previous = self._sent.get((name, version))
+        now = time.monotonic()
+        if previous is not None and previous[0] == marker and now - previous[1] < 30:
+            return True
+        self._sent[(name, version)] = (marker, now)
+        return False
+
+
+def _empty(version: int, arm: str) -> ArmStats:
+    nan = float("nan")
+    return ArmStats(version, arm, 0, nan, nan, nan, 0, 0)
