@@ -594,10 +594,16 @@ def audit_verify(model_name: str | None) -> None:
 
 
 @main.command()
-@click.option("--records", type=click.IntRange(min=100), default=20_000, show_default=True)
-@click.option("--rate", type=float, default=2000.0, show_default=True)
+@click.option(
+    "--records",
+    type=click.IntRange(min=100),
+    default=8_000,
+    show_default=True,
+    help="v1 serves a quarter of these before v2 is trained; traffic runs until the end",
+)
+@click.option("--rate", type=click.FloatRange(min=10), default=500.0, show_default=True)
 def demo(records: int, rate: float) -> None:
-    """The whole loop on the embedded stack, then the audit trail; about a minute."""
+    """Gates, a canary on live traffic, drift and an automatic rollback; about two minutes."""
     from streams.demo import run_demo
 
     run_demo(_settings(), console, records=records, rate=rate)

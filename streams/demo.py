@@ -1,14 +1,15 @@
 """`driftline demo`: the whole loop on the embedded stack, told as a timeline.
 
-Starts Tansu and a worker, trains and registers v1, promotes it, streams traffic,
-hot-swaps to v2 mid-stream, sends a few bad records, waits until ClickHouse
-holds every prediction, prints the audit trail and verifies the hash chains.
+Starts Tansu and a worker; v1 is champion on live traffic with outcomes; v2 is
+trained, registered and passes the quality gates; the policy walks its canary
+through the steps and promotes it; an injected concept drift hurts v2, the
+error detectors fire and the policy rolls back to v1. Then a few bad records,
+the audit trail as a timeline, who served when, and the hash chains verified.
 """
 
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -19,14 +20,21 @@ from rich.table import Table
 from driftline.settings import DataSettings, Settings
 from inference import train_logistic
 from streams.audit_cli import audit_trail_query
+from streams.demo_story import (
+    LiveTraffic,
+    print_timeline,
+    wait_for_state,
+    write_demo_policy,
+    write_holdout,
+)
 from streams.identity import create_actor
 from streams.kafka import make_producer
-from streams.loadgen import produce_at_rate, synthetic_records
+from streams.loadgen import synthetic_records
 from streams.models import ModelCommands
-from streams.producer import FeatureProducer
 from streams.stack import EmbeddedStack, http_json
 from streams.store_access import query
 from streams.topics import Topics
+from streams.validate_cli import publish, run_gates
 
 MODEL = "demo"
 N_FEATURES = 16
@@ -34,46 +42,113 @@ N_FEATURES = 16
 
 def run_demo(settings: Settings, console: Console, *, records: int, rate: float) -> None:
     started = time.monotonic()
+    started_ms = time.time_ns() // 1_000_000
 
     def step(text: str) -> None:
         console.print(f"[dim]{time.monotonic() - started:6.1f}s[/]  {text}")
 
     settings = _demo_settings(settings)
-    stack = EmbeddedStack(settings)
+    write_demo_policy(settings.data.dir)
+    stack = EmbeddedStack(settings, worker_env={"DRIFTLINE_POLICY_INTERVAL_S": "1"})
     step(f"starting Tansu + a worker (data in {settings.data.dir})")
     stack.start()
+    traffic = None
     try:
         step(f"stack up: broker {stack.info.bootstrap}, worker {stack.worker_url}/driftline/")
         create_actor(settings, "demo-trainer", ["data-scientist"])
         create_actor(settings, "demo-approver", ["approver"])
+        create_actor(settings, "demo-ci", ["ci"])
         create_actor(settings, "policy", ["policy"])
         step(
-            "keys for demo-trainer (data-scientist), demo-approver (approver) and policy; "
-            "every change below is a signed command checked against the roles file"
+            "keys for demo-trainer, demo-approver, demo-ci and policy; every change below is a "
+            "signed command checked against the roles file"
         )
         commands = ModelCommands.from_settings(settings)
-        v1 = _train_and_register(commands, settings.data.dir, seed=1, step=step)
+        v1 = _train_and_register(commands, settings.data.dir, n_samples=20_000, step=step)
         commands.promote(MODEL, v1, "demo-approver")
         _wait_for_champion(stack, v1)
-        step(f"worker serving {MODEL} v{v1}; streaming {records:,} records at {rate:,.0f}/s")
+        traffic = LiveTraffic(
+            settings, stack.info.bootstrap, model=MODEL, n_features=N_FEATURES, rate=rate
+        ).start()
+        step(
+            f"v{v1} is champion; live traffic at {rate:,.0f} records/s, and every prediction "
+            "gets its outcome back (wrong 10% of the time)"
+        )
+        _show_live(stack, settings, console, traffic, until=lambda: traffic.sent >= records // 4)
 
-        producer = FeatureProducer(settings, stack.info.bootstrap)
-        first, second = records // 2, records - records // 2
-        _stream_with_summary(stack, settings, producer, console, count=first, seed=10, rate=rate)
-        v2 = _train_and_register(commands, settings.data.dir, seed=2, step=step)
-        commands.promote(MODEL, v2, "demo-approver")
-        step(f"promoted v{v2} mid-stream: the worker swaps without a restart")
-        _stream_with_summary(stack, settings, producer, console, count=second, seed=11, rate=rate)
+        v2 = _train_and_register(commands, settings.data.dir, n_samples=30_000, step=step)
+        holdout = write_holdout(settings.data.dir / "holdout.csv", seed=1, n_features=N_FEATURES)
+        validation = run_gates(settings, MODEL, v2, holdout=holdout)
+        event = publish(settings, validation, "demo-ci")
+        failed = [c.name for c in validation.report.failures()]
+        step(f"quality gates on 5,000 holdout rows: {event.type}{f' ({failed})' if failed else ''}")
+        commands.send("canary", MODEL, v2, "demo-trainer", {"percent": "5"})
+        step(f"canary v{v2} at 5%; the policy steps it 5 -> 25 -> 50 -> 100% on live outcomes")
+        shares = _share_reporter(commands, v2, step)
+        state = wait_for_state(commands, MODEL, v2, {"champion", "archived"}, 180, on_tick=shares)
+        step(f"v{v2} is {state} (decided by the policy from its guardrails and its test)")
+
+        if state == "champion":
+            traffic.wrong_rate[v2] = 0.6
+            step(f"injecting concept drift: v{v2}'s outcomes are now wrong 60% of the time")
+            wait_for_state(commands, MODEL, v2, {"archived"}, 180)
+            step(f"the error detectors fired; the policy rolled back to v{v1}")
+        traffic.stop()
         _send_bad_records(settings, stack.info.bootstrap)
         step("sent 3 bad records (garbage bytes, 15 features, a NaN): expect 3 dead letters")
-        _wait_for_rows(stack, settings, records, dead_letters=3, step=step)
+        _wait_for_rows(stack, settings, traffic.sent, dead_letters=3, step=step)
         _print_results(settings, console, step)
+        print_timeline(settings, console, MODEL, started_ms)
+        _print_model_at(commands, console)
         report = http_json(f"{stack.worker_url}/driftline/audit/verify/", timeout=60)
         step(f"audit verify: {report['summary']}")
     finally:
+        if traffic is not None:
+            traffic.stop()
         step("shutting down")
         stack.stop()
     step("[green]done[/]")
+
+
+def _share_reporter(commands: ModelCommands, version: int, step):
+    last = {"bp": None}
+
+    def report() -> None:
+        split = commands.registry().traffic(MODEL)
+        bp = next((a.traffic_bp for a in split.served if a.version == version), None)
+        if bp is not None and bp != last["bp"]:
+            last["bp"] = bp
+            step(f"  canary v{version} serves {bp / 100:g}% of entities")
+
+    return report
+
+
+def _print_model_at(commands: ModelCommands, console: Console) -> None:
+    """`driftline model at`: who served when, at each change of champion."""
+    registry = commands.registry()
+    table = Table(title="driftline model at: who served when")
+    for column in ("time", "event", "champion", "canary"):
+        table.add_column(column)
+    for entry in registry.history(MODEL):
+        if entry.event_type not in ("promoted", "canary_started", "rolled_back", "archived"):
+            continue
+        aliases = registry.aliases_at(MODEL, entry.occurred_at)
+        when = time.strftime("%H:%M:%S", time.gmtime(entry.occurred_at / 1000))
+        table.add_row(
+            when,
+            f"{entry.event_type} v{entry.version} by {entry.actor}",
+            f"v{aliases['champion']}" if "champion" in aliases else "",
+            f"v{aliases['canary']}" if "canary" in aliases else "",
+        )
+    console.print(table)
+
+
+def _show_live(stack, settings, console, traffic, *, until) -> None:
+    with Live(console=console, refresh_per_second=4) as live:
+        while not until():
+            live.update(_summary_table(stack, settings, traffic.sent))
+            time.sleep(0.5)
+        live.update(_summary_table(stack, settings, traffic.sent))
 
 
 def _demo_settings(settings: Settings) -> Settings:
@@ -89,14 +164,16 @@ def _demo_settings(settings: Settings) -> Settings:
     )
 
 
-def _train_and_register(commands: ModelCommands, data_dir: Path, *, seed: int, step) -> int:
-    trained = train_logistic(n_features=N_FEATURES, n_samples=20_000, seed=seed)
-    path = data_dir / f"{MODEL}-seed{seed}.onnx"
+def _train_and_register(commands: ModelCommands, data_dir: Path, *, n_samples: int, step) -> int:
+    # Both versions learn the same population (seed 1); v2 from more rows.
+    seed = 1
+    trained = train_logistic(n_features=N_FEATURES, n_samples=n_samples, seed=seed)
+    path = data_dir / f"{MODEL}-{n_samples}.onnx"
     path.write_bytes(trained.onnx_bytes)
     event, _ = commands.register(path, MODEL, actor="demo-trainer")
     auc = trained.metrics.get("roc_auc", float("nan"))
     step(
-        f"trained logistic regression (seed {seed}, holdout AUC {auc:.3f}); "
+        f"trained logistic regression ({n_samples:,} rows, holdout AUC {auc:.3f}); "
         f"registered {MODEL} v{event.version}"
     )
     return event.version
@@ -143,29 +220,6 @@ def _summary_table(stack: EmbeddedStack, settings: Settings, produced: int) -> T
         f"{sum(stats['dead_letters'].values())}",
     )
     return table
-
-
-def _stream_with_summary(
-    stack, settings, producer, console, *, count: int, seed: int, rate: float
-) -> None:
-    sent = {"n": 0}
-    records = synthetic_records(
-        model=MODEL, count=count, entities=500, seed=seed, n_features=N_FEATURES
-    )
-
-    def run() -> None:
-        produce_at_rate(
-            producer, records, rate=rate, on_progress=lambda n: sent.__setitem__("n", sent["n"] + n)
-        )
-
-    thread = threading.Thread(target=run, name="demo-producer", daemon=True)
-    thread.start()
-    with Live(console=console, refresh_per_second=4) as live:
-        while thread.is_alive():
-            live.update(_summary_table(stack, settings, sent["n"]))
-            time.sleep(0.5)
-        live.update(_summary_table(stack, settings, sent["n"]))
-    thread.join()
 
 
 def _send_bad_records(settings: Settings, bootstrap: str) -> None:

@@ -34,6 +34,8 @@ from streams.delivery import BatchDelivery
 log = logging.getLogger(__name__)
 
 Query = Callable[[str], Awaitable[list[tuple]]]
+# Runs the quality gates on a registered version; returns (passed, evidence).
+Gate = Callable[[str, int], Awaitable[tuple[bool, dict[str, Any]]]]
 Send = Callable[[BatchDelivery, str, str, int | None, dict[str, str], dict[str, Any]], bool]
 
 # Events after which a version's share is what it is now: the current step began then.
@@ -51,6 +53,7 @@ class PolicyLoop:
         send: Send,
         database: str,
         threshold: float,
+        gate: Gate | None = None,
     ) -> None:
         self.policy = policy
         self._registry = registry
@@ -58,6 +61,8 @@ class PolicyLoop:
         self._send = send
         self._database = database
         self._threshold = threshold
+        self._gate = gate
+        self._gated: set[tuple[str, int]] = set()
         self._tests: dict[tuple, SequentialTest] = {}
         self._sent: dict[tuple[str, int], tuple[str, float]] = {}
         self.last: dict[str, Any] = {}  # model -> the latest decisions, for /driftline/policy/
@@ -68,6 +73,8 @@ class PolicyLoop:
         now_ms = now_ms or time.time_ns() // 1_000_000
         decided = []
         for name in self._registry.models():
+            if self._gate is not None:
+                decided += await self._gate_registered(name, batch)
             split = self._registry.traffic(name)
             champion = next((a for a in split.served if a.arm == "champion"), None)
             if champion is None:
@@ -84,6 +91,25 @@ class PolicyLoop:
                     continue
                 if decision is not None:
                     decided.append(decision)
+        return decided
+
+    async def _gate_registered(self, name: str, batch: BatchDelivery) -> list[dict]:
+        """Quality gates on every newly registered version (the policy file's holdout)."""
+        decided = []
+        for version in self._registry.versions(name):
+            key = (name, version.version)
+            if version.state != "registered" or key in self._gated:
+                continue
+            self._gated.add(key)  # once: a failure is logged, not retried every tick
+            try:
+                passed, evidence = await self._gate(name, version.version)
+            except Exception as exc:
+                log.exception("policy: gates on %s v%d failed to run: %s", *key, exc)
+                self.failures += 1
+                continue
+            action = "validate" if passed else "reject"
+            if self._send(batch, action, name, version.version, {}, evidence):
+                decided.append({"model": name, "version": version.version, "action": action})
         return decided
 
     def _started(self, name: str, version: int) -> tuple[int, int]:

@@ -250,7 +250,21 @@ def _policy_loop(runtime: WorkerRuntime, promotion: PromotionPolicy) -> PolicyLo
             "(the worker with the lineage role); this worker only reacts to drift events"
         )
         return None
+    gate = None
+    if promotion.holdout is not None:
+        gate_executor = ThreadPoolExecutor(1, thread_name_prefix="policy-gates")
+
+        async def gate(name: str, version: int) -> tuple[bool, dict]:
+            from streams.validate_cli import gate_evidence, run_gates
+
+            def run() -> tuple[bool, dict]:
+                validation = run_gates(settings, name, version)
+                return validation.report.passed, gate_evidence(validation)
+
+            return await asyncio.get_running_loop().run_in_executor(gate_executor, run)
+
     return PolicyLoop(
+        gate=gate,
         policy=promotion,
         registry=runtime.follower.registry,
         query=query,

@@ -96,17 +96,21 @@ def run_gates(
     return Validation(candidate_version, champion_version, report, policy)
 
 
-def publish(settings: Settings, validation: Validation, actor: str):
-    """Send `validate` or `reject` with the gate evidence; returns the lifecycle event."""
+def gate_evidence(validation: Validation) -> dict:
     report = validation.report
-    action = "validate" if report.passed else "reject"
     failed = ", ".join(c.name for c in report.failures())
-    evidence = {
+    return {
         "reason": "quality gates passed" if report.passed else f"quality gates failed: {failed}",
         "gates": report.evidence(),
         "champion_version": validation.champion.version if validation.champion else None,
         "policy_source": validation.policy.source,
     }
+
+
+def publish(settings: Settings, validation: Validation, actor: str):
+    """Send `validate` or `reject` with the gate evidence; returns the lifecycle event."""
+    action = "validate" if validation.report.passed else "reject"
+    evidence = gate_evidence(validation)
     arguments = {EVIDENCE_ARGUMENT: json.dumps(evidence, sort_keys=True, allow_nan=False)}
     commands = ModelCommands.from_settings(settings)
     version = validation.version

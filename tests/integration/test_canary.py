@@ -21,6 +21,14 @@ min_samples = 100
 min_outcomes = 100
 max_latency_p99_ms = 60000
 max_error_rate_increase = 0.1
+
+# Only the champion rule: here the canary's fate is decided by its guardrails, not by
+# the drift reflex (which would pause a canary whose errors drift: test_policy.py).
+[[drift_rules]]
+name = "champion-errors"
+action = "rollback"
+arms = ["champion"]
+streams = ["error"]
 """
 
 
@@ -40,8 +48,11 @@ def start(stack_env, start_worker, tmp_path):
     return settings, worker, commands, v2.version
 
 
-def serve_with_outcomes(settings, stack_env, worker, until, canary_wrong=0.1, seconds=120):
-    """Frames in, outcomes back (wrong at 10%, the canary's at ``canary_wrong``) until done."""
+def serve_with_outcomes(
+    settings, stack_env, worker, until, canary_wrong=0.1, seconds=120, arm_wrong=None
+):
+    """Frames in, outcomes back until ``until()``: wrong at 10%, the canary's and the
+    challenger's at ``canary_wrong``, other arms as ``arm_wrong`` says."""
     producer = FeatureProducer(settings, stack_env.bootstrap)
     db = settings.clickhouse.database
     rng = np.random.default_rng(0)
@@ -60,7 +71,8 @@ def serve_with_outcomes(settings, stack_env, worker, until, canary_wrong=0.1, se
             if prediction_id in labelled:
                 continue
             labelled.add(prediction_id)
-            wrong = canary_wrong if arm == "canary" else 0.1
+            rates = {"canary": canary_wrong, "challenger": canary_wrong} | (arm_wrong or {})
+            wrong = rates.get(arm, 0.1)
             producer.send_outcome(prediction_id, float((score >= 0.5) != (rng.random() < wrong)))
         producer.flush()
     return until()

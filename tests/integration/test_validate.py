@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 
 from inference import SyntheticFeatures, train_logistic
 from lineage import LifecycleEvent
@@ -84,3 +85,27 @@ def test_validate_without_a_holdout_says_how_to_give_one(stack_env, tmp_path):
     result = validate(stack_env, "demo", "--version", "1")
     assert result.returncode != 0
     assert "--holdout FILE" in result.stdout + result.stderr
+
+
+def test_the_policy_gates_each_registered_version_itself(stack_env, start_worker, tmp_path):
+    settings = stack_env.settings()
+    write_holdout(tmp_path / "holdout.csv", seed=1)
+    (stack_env.data_dir / "policy.toml").write_text(
+        f'[gates]\nholdout = "{tmp_path / "holdout.csv"}"\nlatency_budget_ms = 1000\n'
+    )
+    start_worker(DRIFTLINE_POLICY_INTERVAL_S="0.5")
+    commands = ModelCommands.from_settings(settings)
+    champion, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
+    commands.promote("demo", champion.version, actor="bob")
+    worse, _ = commands.register(write_model(tmp_path, seed=2), "demo", actor="alice")
+
+    def state() -> str:
+        return commands.registry().get("demo", worse.version).state
+
+    deadline = time.monotonic() + 60
+    while state() == "registered" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert state() == "rejected"
+    [entry] = [h for h in commands.registry().history("demo") if h.event_type == "rejected"]
+    assert entry.actor == "policy"
+    assert "regression.auc" in entry.evidence["gates"]["failed"]
