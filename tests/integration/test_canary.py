@@ -32,9 +32,10 @@ streams = ["error"]
 """
 
 
-def start(stack_env, start_worker, tmp_path):
+def deploy_candidate(stack_env, start_worker, tmp_path, policy: str, action: str, percent: str):
+    """A worker with ``policy``; v1 champion; v2 (same population) as canary or challenger."""
     settings = stack_env.settings()
-    (stack_env.data_dir / "policy.toml").write_text(POLICY)
+    (stack_env.data_dir / "policy.toml").write_text(policy)
     worker = start_worker(DRIFTLINE_POLICY_INTERVAL_S="0.5")
     commands = ModelCommands.from_settings(settings)
     v1, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
@@ -44,8 +45,12 @@ def start(stack_env, start_worker, tmp_path):
     path.write_bytes(train_logistic(n_features=16, n_samples=3_000, seed=1).onnx_bytes)
     v2, _ = commands.register(path, "demo", actor="alice")
     commands.send("validate", "demo", v2.version, "alice")
-    commands.send("canary", "demo", v2.version, "alice", {"percent": "20"})
+    commands.send(action, "demo", v2.version, "alice", {"percent": percent})
     return settings, worker, commands, v2.version
+
+
+def start(stack_env, start_worker, tmp_path):
+    return deploy_candidate(stack_env, start_worker, tmp_path, POLICY, "canary", "20")
 
 
 def serve_with_outcomes(

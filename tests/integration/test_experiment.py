@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from inference import train_logistic
-from streams.models import ModelCommands
-from tests.integration.helpers import write_model
-from tests.integration.test_canary import policy_events, serve_with_outcomes
+from tests.integration.test_canary import deploy_candidate, policy_events, serve_with_outcomes
 
 POLICY = """
 [experiment]
@@ -18,18 +15,8 @@ mode = "{mode}"
 
 
 def start(stack_env, start_worker, tmp_path, mode: str):
-    settings = stack_env.settings()
-    (stack_env.data_dir / "policy.toml").write_text(POLICY.format(mode=mode))
-    worker = start_worker(DRIFTLINE_POLICY_INTERVAL_S="0.5")
-    commands = ModelCommands.from_settings(settings)
-    v1, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
-    commands.promote("demo", v1.version, actor="bob")
-    path = tmp_path / "v2.onnx"
-    path.write_bytes(train_logistic(n_features=16, n_samples=3_000, seed=1).onnx_bytes)
-    v2, _ = commands.register(path, "demo", actor="alice")
-    commands.send("validate", "demo", v2.version, "alice")
-    commands.send("challenger", "demo", v2.version, "alice", {"percent": "50"})
-    return settings, worker, commands, v2.version
+    policy = POLICY.format(mode=mode)
+    return deploy_candidate(stack_env, start_worker, tmp_path, policy, "challenger", "50")
 
 
 def test_a_better_challenger_is_promoted_with_its_evidence(stack_env, start_worker, tmp_path):
