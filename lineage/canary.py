@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from numbers import Integral, Real
 from typing import Any
 
+from lineage.config_tables import table_arguments
 from lineage.exceptions import LineageError
 from lineage.sequential import ArmSummary, SequentialConfig, SequentialConfigError, SequentialTest
 from lineage.sequential_stats import is_finite_real, is_int
@@ -167,12 +168,7 @@ class CanaryConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> CanaryConfig:
         """From a policy-file table; unknown keys are an error (a typo must not go unnoticed)."""
-        mapping = {} if mapping is None else mapping
-        _need(isinstance(mapping, Mapping), f"canary settings must be a table, got {mapping!r}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(mapping) - set(known))
-        _need(not unknown, f"canary: unknown key(s) {unknown}; known: {known}")
-        values = dict(mapping)
+        values = table_arguments(cls, mapping, what="canary", error=CanaryConfigError)
         if isinstance(values.get("steps"), list):
             values["steps"] = tuple(values["steps"])
         return cls(**values)

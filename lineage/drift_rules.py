@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
+from lineage.config_tables import table_arguments
 from lineage.exceptions import LineageError
 
 ACTIONS = ("rollback", "pause_canary")
@@ -75,13 +76,8 @@ class DriftRule:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> DriftRule:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise DriftRuleError(
-                f"drift rule {raw.get('name')!r}: unknown key(s) {unknown}; known: {sorted(known)}"
-            )
-        values = dict(raw)
+        name = raw.get("name") if isinstance(raw, Mapping) else None
+        values = table_arguments(cls, raw, what=f"drift rule {name!r}", error=DriftRuleError)
         for key in ("arms", "detectors", "streams"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -236,11 +232,6 @@ class DriftResponder:
     def fired(self) -> frozenset[tuple[str, str, int]]:
         """(rule, model, version) pairs that have acted."""
         return frozenset(self._fired)
-
-    def forget(self, model: str, versions: Iterable[int]) -> None:
-        """Let rules fire again for versions that came back (promoted or resumed anew)."""
-        for version in versions:
-            self._fired = {k for k in self._fired if not (k[1] == model and k[2] == version)}
 
     @staticmethod
     def _seen_on_other_arm(signal: DriftSignal, seen: deque[DriftSignal], horizon: float) -> bool:

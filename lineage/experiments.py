@@ -23,10 +23,11 @@ Kafka or ClickHouse.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from lineage.canary import ArmStats, json_safe
+from lineage.config_tables import table_arguments
 from lineage.exceptions import LineageError
 from lineage.sequential import SequentialConfig, SequentialConfigError, SequentialTest
 
@@ -69,14 +70,7 @@ class ExperimentConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> ExperimentConfig:
         """From a policy-file table; unknown keys are an error (a typo must not go unnoticed)."""
-        mapping = {} if mapping is None else mapping
-        if not isinstance(mapping, Mapping):
-            raise ExperimentConfigError(f"experiment settings must be a table, got {mapping!r}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(mapping) - set(known))
-        if unknown:
-            raise ExperimentConfigError(f"experiment: unknown key(s) {unknown}; known: {known}")
-        return cls(**mapping)
+        return cls(**table_arguments(cls, mapping, what="experiment", error=ExperimentConfigError))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from inference.exceptions import InferenceError
 from inference.model import LoadedModel
+from lineage.config_tables import table_arguments
 from lineage.gate_metrics import (
     METRICS,
     GateConfigError,
@@ -109,15 +110,12 @@ class GateConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> GateConfig:
         """Build from a parsed TOML/JSON section; unknown or missing keys are errors."""
-        if not isinstance(mapping, Mapping):
-            raise GateConfigError(f"gate config must be a table/mapping, got {mapping!r}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(mapping) - set(known))
-        if unknown:
-            raise GateConfigError(f"unknown gate setting(s) {unknown}; known settings: {known}")
-        if "latency_budget_ms" not in mapping:
+        values = table_arguments(
+            cls, mapping, what="gate config", error=GateConfigError, noun="gate setting"
+        )
+        if "latency_budget_ms" not in values:
             raise GateConfigError("latency_budget_ms is required: the p99 budget in milliseconds")
-        return cls(**dict(mapping))
+        return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values; ``GateConfig.from_mapping(c.as_dict()) == c``."""

@@ -11,7 +11,7 @@ import faust
 
 from driftline.settings import Settings
 from streams import faust_flow
-from streams.delivery import OrderedAcker
+from streams.delivery import DeliveryTracker, OrderedAcker
 from streams.drift_stage import STATE_TABLE
 from streams.faust_transport import with_fetch_wait
 from streams.kafka import faust_credentials
@@ -68,11 +68,7 @@ def create_app(
         @app.agent(raw_topic(runtime.topics.name("commands")), name="decide-commands")
         async def decide_commands(stream: faust.StreamT) -> None:
             await follower.caught_up.wait()  # decide against the whole history
-            async for events in stream.noack_take(100, within):
-                batch = registry_agent.process([event.message for event in events])
-                await delivery.wait(batch)
-                for event in events:
-                    await stream.ack(event)
+            await deliver_then_ack(stream, delivery, registry_agent.process, 100, within)
 
     if runtime.policy is not None:
         policy_agent = runtime.policy
@@ -80,11 +76,7 @@ def create_app(
         @app.agent(raw_topic(runtime.topics.name("drift")), name="policy-drift")
         async def policy_drift(stream: faust.StreamT) -> None:
             # Small batches, no wait: a drift rollback should take well under 2 s.
-            async for events in stream.noack_take(100, 0.01):
-                batch = policy_agent.process([event.message for event in events])
-                await delivery.wait(batch)
-                for event in events:
-                    await stream.ack(event)
+            await deliver_then_ack(stream, delivery, policy_agent.process, 100, 0.01)
 
     if runtime.policy_loop is not None:
         policy_loop = runtime.policy_loop
@@ -137,22 +129,14 @@ def create_app(
 
         @app.agent(raw_topic(runtime.topics.name("outcomes")), name="route-outcomes")
         async def route_outcomes(stream: faust.StreamT) -> None:
-            async for events in stream.noack_take(batch_size, within):
-                batch = delivery.batch()
-                outcomes.route([event.message for event in events], batch)
-                await delivery.wait(batch)
-                for event in events:
-                    await stream.ack(event)
+            route = in_new_batch(delivery, outcomes.route)
+            await deliver_then_ack(stream, delivery, route, batch_size, within)
 
         @app.agent(raw_topic(runtime.topics.outcome_join), name="join-outcomes")
         async def join_outcomes(stream: faust.StreamT) -> None:
             await follower.caught_up.wait()
-            async for events in stream.noack_take(batch_size, within):
-                batch = delivery.batch()
-                outcomes.process([event.message for event in events], batch)
-                await delivery.wait(batch)
-                for event in events:
-                    await stream.ack(event)
+            join = in_new_batch(delivery, outcomes.process)
+            await deliver_then_ack(stream, delivery, join, batch_size, within)
 
         @app.timer(max(1.0, min(30.0, settings.drift.outcome_wait_s / 4)))
         async def expire_outcomes() -> None:
@@ -226,3 +210,24 @@ def create_app(
         await runtime.delivery.serve()
 
     return app, runtime
+
+
+async def deliver_then_ack(stream, delivery: DeliveryTracker, handle, size: int, within: float):
+    """Feed batches to ``handle`` (messages -> BatchDelivery); ack each batch's messages only
+    once everything it produced is delivered, so a crash re-delivers instead of losing."""
+    async for events in stream.noack_take(size, within):
+        batch = handle([event.message for event in events])
+        await delivery.wait(batch)
+        for event in events:
+            await stream.ack(event)
+
+
+def in_new_batch(delivery: DeliveryTracker, fill):
+    """Adapts ``fill(messages, batch)`` to ``handle(messages) -> batch``."""
+
+    def handle(messages):
+        batch = delivery.batch()
+        fill(messages, batch)
+        return batch
+
+    return handle

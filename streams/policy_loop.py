@@ -64,6 +64,7 @@ class PolicyLoop:
         self._gate = gate
         self._gated: set[tuple[str, int]] = set()
         self._tests: dict[tuple, SequentialTest] = {}
+        self._live_tests: set[tuple] = set()
         self._sent: dict[tuple[str, int], tuple[str, float]] = {}
         self.last: dict[str, Any] = {}  # model -> the latest decisions, for /driftline/policy/
         self.failures = 0
@@ -72,6 +73,7 @@ class PolicyLoop:
         """One pass over every model; returns the decisions acted on (commands in ``batch``)."""
         now_ms = now_ms or time.time_ns() // 1_000_000
         decided = []
+        self._live_tests = set()
         for name in self._registry.models():
             if self._gate is not None:
                 decided += await self._gate_registered(name, batch)
@@ -91,6 +93,8 @@ class PolicyLoop:
                     continue
                 if decision is not None:
                     decided.append(decision)
+        # Tests of canaries and challengers that ended (promoted, archived) are dropped.
+        self._tests = {k: t for k, t in self._tests.items() if k in self._live_tests}
         return decided
 
     async def _gate_registered(self, name: str, batch: BatchDelivery) -> list[dict]:
@@ -131,6 +135,7 @@ class PolicyLoop:
             (champion_version, "champion"), (_empty(champion_version, "champion"), 0)
         )
         key = (name, arm.version, arm.arm, started)
+        self._live_tests.add(key)
         if arm.arm == "canary":
             config = self.policy.canary
             test = self._tests.setdefault(key, SequentialTest(config.sequential_config()))
@@ -144,27 +149,16 @@ class PolicyLoop:
                 champion=champion,
                 test=test,
             )
-            command = None
-            if decision.action == "advance":
-                command = ("traffic", {"percent": f"{decision.next_percent:g}"})
-            elif decision.action in ("promote", "rollback"):
-                command = ("promote" if decision.action == "promote" else "archive", {})
-            summary = {"model": name, "version": arm.version, "arm": "canary",
-                       "action": decision.action, "reasons": list(decision.reasons)}  # fmt: skip
-            evidence = decision.evidence()
+            command = _canary_command(decision)
+            summary = {"action": decision.action, "reasons": list(decision.reasons)}
         else:
             config = self.policy.experiment
             test = self._tests.setdefault(key, SequentialTest(config.sequential_config()))
             decision = decide_experiment(config, champion=champion, challenger=candidate, test=test)
-            command = None
-            if decision.actionable:
-                command = {
-                    "promote": ("promote", {}),
-                    "keep_champion": ("archive", {}),
-                }.get(decision.outcome)
-            summary = {"model": name, "version": arm.version, "arm": "challenger",
-                       "action": decision.outcome, "actionable": decision.actionable}  # fmt: skip
-            evidence = decision.evidence()
+            command = EXPERIMENT_COMMANDS.get(decision.outcome) if decision.actionable else None
+            summary = {"action": decision.outcome, "actionable": decision.actionable}
+        summary = {"model": name, "version": arm.version, "arm": arm.arm} | summary
+        evidence = decision.evidence()
         self.last.setdefault(name, {})[f"v{arm.version}"] = summary | {"evidence": evidence}
         if command is None:
             return None
@@ -185,6 +179,20 @@ class PolicyLoop:
             return True
         self._sent[(name, version)] = (marker, now)
         return False
+
+
+# Experiment outcome -> the command that carries it out (the challenger's version).
+EXPERIMENT_COMMANDS = {"promote": ("promote", {}), "keep_champion": ("archive", {})}
+
+
+def _canary_command(decision) -> tuple[str, dict[str, str]] | None:
+    if decision.action == "advance":
+        return "traffic", {"percent": f"{decision.next_percent:g}"}
+    if decision.action == "promote":
+        return "promote", {}
+    if decision.action == "rollback":
+        return "archive", {}
+    return None
 
 
 def _empty(version: int, arm: str) -> ArmStats:
