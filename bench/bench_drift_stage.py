@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_frames import FRAME_ROWS, fill_frames, new_topics, rows_rate, wait_rows
+from bench.bench_frames import FRAME_ROWS, fill_frames, new_topics, steady_rate
 from bench.bench_single_record import spawn_worker
 from drift.config import DriftConfig
 from drift.monitor import ArmMonitor, MonitorKey
@@ -38,6 +38,7 @@ from inference.routing import RoutingTable
 from lineage.profile import ReferenceProfile
 from schemas import default_codec
 from streams.embedded import TansuBroker, stop_child
+from streams.stack import http_json
 
 ROUNDS = 3  # drift off and on, alternated: runs on a 2-core machine vary by +-30%
 
@@ -90,14 +91,15 @@ def end_to_end(broker, workdir: Path, data: bytes, rows: int, drift: bool) -> tu
         DRIFTLINE_DRIFT_ENABLED="true" if drift else "false",
     )
     try:
-        stats = wait_rows([url], rows)
+        rate = steady_rate([url], rows)
+        stats = http_json(url, timeout=5)
     finally:
         stop_child(proc, name="worker")
-    return rows_rate(stats), stats[0]
+    return rate, stats
 
 
 def main() -> None:
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 600_000
+    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-drift-"))
     data = train_logistic(n_features=16, n_samples=5_000, seed=1).onnx_bytes

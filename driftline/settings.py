@@ -223,6 +223,12 @@ class WorkerSettings(_Section):
     fetch_max_wait_ms: int = Field(
         20, ge=1, le=10_000, description="longest a fetch waits at the broker for new records"
     )
+    fetch_max_bytes: int = Field(
+        1024**2,
+        ge=1024,
+        le=256 * 1024**2,
+        description="most bytes one fetch returns per partition (Faust consumer_max_fetch_size)",
+    )
     checkpoint_interval_s: float = Field(
         10.0, gt=0, le=86_400, description="how often the lineage role signs audit chain heads"
     )

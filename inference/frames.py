@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from inference.columns import PackedStrings, pack_times, unpack_times
 from inference.routing import RoutingTable
 from inference.scoring import _uuid5_hex, id_key
 from inference.signature import FEATURE_COUNT_MISMATCH, FEATURE_NAMES_MISMATCH
@@ -40,12 +41,15 @@ class FrameRejected(Exception):
 
 @dataclass(frozen=True)
 class Frame:
-    """A decoded FeatureFrame; ``matrix`` is a read-only float32 ``[n_rows, n_features]`` view."""
+    """A decoded FeatureFrame; ``matrix`` is a read-only float32 ``[n_rows, n_features]`` view.
+
+    ``entity_ids`` and ``event_times`` stay packed (see :mod:`inference.columns`).
+    """
 
     frame_id: str
     model: str
-    entity_ids: list[str]
-    event_times: list[int]
+    entity_ids: PackedStrings
+    event_times: np.ndarray  # int64 epoch milliseconds
     feature_names: list[str]
     matrix: np.ndarray
 
@@ -60,12 +64,7 @@ class Frame:
         where = f"frame {record['frame_id']!r}"
         if n < 0 or k < 1:
             raise FrameRejected(INVALID_FRAME, f"{where}: n_rows={n}, n_features={k}")
-        if len(record["entity_ids"]) != n or len(record["event_times"]) != n:
-            raise FrameRejected(
-                INVALID_FRAME,
-                f"{where}: n_rows={n} but {len(record['entity_ids'])} entity_ids and "
-                f"{len(record['event_times'])} event_times; every row needs both",
-            )
+        entity_ids, event_times = _row_columns(record, n, where)
         if len(record["feature_names"]) != k:
             raise FrameRejected(
                 INVALID_FRAME,
@@ -78,21 +77,36 @@ class Frame:
                 f"{where}: matrix has {len(data)} bytes, expected {n * k * 4} (4 * n_rows * k)",
             )
         matrix = np.frombuffer(data, dtype="<f4").reshape(n, k)
-        return cls(
-            record["frame_id"],
-            record["model"],
-            record["entity_ids"],
-            record["event_times"],
-            record["feature_names"],
-            matrix,
+        names = record["feature_names"]
+        return cls(record["frame_id"], record["model"], entity_ids, event_times, names, matrix)
+
+
+def _row_columns(record: Mapping[str, Any], n: int, where: str) -> tuple[PackedStrings, np.ndarray]:
+    """Entity ids and event times of a frame, packed (v2) or as Avro arrays (v1)."""
+    if record.get("packed_entity_offsets"):
+        try:
+            ids = PackedStrings.from_buffers(
+                n, record["packed_entity_offsets"], record["packed_entity_ids"], where
+            )
+            return ids, unpack_times(record["packed_event_times"], n, where)
+        except ValueError as exc:
+            raise FrameRejected(INVALID_FRAME, str(exc)) from None
+    if len(record["entity_ids"]) != n or len(record["event_times"]) != n:
+        raise FrameRejected(
+            INVALID_FRAME,
+            f"{where}: n_rows={n} but {len(record['entity_ids'])} entity_ids and "
+            f"{len(record['event_times'])} event_times; every row needs both",
         )
+    return PackedStrings.from_strings(record["entity_ids"]), np.asarray(
+        record["event_times"], dtype=np.int64
+    )
 
 
 def pack_frame(
     frame_id: str,
     model: str,
     entity_ids: Sequence[str],
-    event_times: Sequence[int],
+    event_times: Sequence[int] | np.ndarray,
     feature_names: Sequence[str],
     matrix: np.ndarray,
 ) -> dict[str, Any]:
@@ -106,15 +120,19 @@ def pack_frame(
             f"frame {frame_id!r}: matrix is {n}x{k} but got {len(entity_ids)} entity_ids, "
             f"{len(event_times)} event_times and {len(feature_names)} feature_names"
         )
+    ids = PackedStrings.from_strings(entity_ids)
     return {
         "frame_id": frame_id,
         "model": model,
-        "entity_ids": list(entity_ids),
-        "event_times": [int(t) for t in event_times],
+        "entity_ids": [],
+        "event_times": [],
         "feature_names": list(feature_names),
         "n_rows": n,
         "n_features": k,
         "matrix": np.ascontiguousarray(matrix, dtype="<f4").tobytes(),
+        "packed_entity_offsets": ids.offsets_bytes(),
+        "packed_entity_ids": ids.data_bytes(),
+        "packed_event_times": pack_times(event_times),
     }
 
 
@@ -206,9 +224,7 @@ def _score_part(
     if rows is None:
         entity_ids, event_times, packed_rows = frame.entity_ids, frame.event_times, b""
     else:
-        chosen = rows.tolist()
-        entity_ids = [frame.entity_ids[r] for r in chosen]
-        event_times = [frame.event_times[r] for r in chosen]
+        entity_ids, event_times = frame.entity_ids.take(rows), frame.event_times[rows]
         packed_rows = rows.astype("<i4").tobytes()
     return {
         "frame_id": frame.frame_id,
@@ -219,26 +235,36 @@ def _score_part(
         "experiment_id": table.experiment_id,
         "n_rows": len(entity_ids),
         "rows": packed_rows,
-        "entity_ids": entity_ids,
-        "event_times": event_times,
+        "entity_ids": [],
+        "event_times": [],
         "n_outputs": result.scores.shape[1],
         "score": result.score.astype("<f8").tobytes(),
         "scores": result.scores.astype("<f8").tobytes(),
         "scored_at": now_ms(),
         "model_latency_ms": latency_ms,
+        "packed_entity_offsets": entity_ids.offsets_bytes(),
+        "packed_entity_ids": entity_ids.data_bytes(),
+        "packed_event_times": pack_times(event_times),
     }
 
 
 def unpack_prediction_frame(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Column arrays of a decoded PredictionFrame: rows, score, scores (for sinks and tests)."""
+    """Column arrays of a decoded PredictionFrame (v1 or v2), for sinks and consumers.
+
+    ``rows``, ``score``, ``scores`` and ``event_times`` are NumPy arrays;
+    ``entity_ids`` is a :class:`PackedStrings` (``.to_list()`` for Python strings).
+    """
     n, c = record["n_rows"], record["n_outputs"]
     rows = (
         np.arange(n, dtype=np.int32)
         if not record["rows"]
         else np.frombuffer(record["rows"], dtype="<i4")
     )
+    entity_ids, event_times = _row_columns(record, n, f"prediction frame {record['frame_id']!r}")
     return {
         "rows": rows,
         "score": np.frombuffer(record["score"], dtype="<f8"),
         "scores": np.frombuffer(record["scores"], dtype="<f8").reshape(n, c),
+        "entity_ids": entity_ids,
+        "event_times": event_times,
     }

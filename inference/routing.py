@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from inference.columns import PackedStrings
 from inference.model import LoadedModel
 
 BUCKETS = 10_000
@@ -45,23 +46,28 @@ def _as_byte_matrix(entity_ids: Sequence[str]) -> np.ndarray:
     return fixed.view(np.uint8).reshape(len(entity_ids), width)
 
 
-def entity_buckets(entity_ids: Sequence[str], salt: str) -> np.ndarray:
+def entity_buckets(entity_ids: Sequence[str] | PackedStrings, salt: str) -> np.ndarray:
     """Bucket ``0..9999`` of each entity id under ``salt`` (see the module docstring).
 
-    Ids must not contain NUL: NumPy pads fixed-width bytes with NUL, so a NUL
-    byte is read as the end of the id.
+    Ids given as strings must not contain NUL: NumPy pads fixed-width bytes
+    with NUL, so a NUL byte is read as the end of the id. Packed ids carry
+    their lengths and have no such limit.
     """
     n = len(entity_ids)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     start = fnv1a64((salt + SALT_SEPARATOR).encode())
-    matrix = _as_byte_matrix(entity_ids)
+    if isinstance(entity_ids, PackedStrings):
+        matrix, lengths = entity_ids.byte_matrix(), entity_ids.lengths
+    else:
+        matrix, lengths = _as_byte_matrix(entity_ids), None
     h = np.full(n, start, dtype=np.uint64)
     prime = np.uint64(FNV_PRIME)
-    for column in np.ascontiguousarray(matrix.T):
+    for index, column in enumerate(np.ascontiguousarray(matrix.T)):
         byte = column.astype(np.uint64)
-        # Rows whose id has ended (NUL padding) keep their hash.
-        np.copyto(h, (h ^ byte) * prime, where=column != 0)
+        # Rows whose id has ended keep their hash.
+        inside = column != 0 if lengths is None else lengths > index
+        np.copyto(h, (h ^ byte) * prime, where=inside)
     return (h % np.uint64(BUCKETS)).astype(np.int64)
 
 
@@ -116,7 +122,7 @@ class RoutingTable:
         """True when entities must be hashed: more than one arm, or a gap with no arm."""
         return not (len(self.served) == 1 and self.served[0].traffic_bp == BUCKETS)
 
-    def assign(self, entity_ids: Sequence[str]) -> np.ndarray:
+    def assign(self, entity_ids: Sequence[str] | PackedStrings) -> np.ndarray:
         """Index into :attr:`served` for each entity, or -1 where no arm covers its bucket."""
         n = len(entity_ids)
         if not self.is_split:

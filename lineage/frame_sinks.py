@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from inference.columns import PackedStrings
 from inference.frames import Frame, unpack_prediction_frame
 from inference.routing import entity_buckets
 from lineage.arrow_insert import insert_arrow_table
@@ -31,6 +33,12 @@ def _repeat(values: list[Any], counts: list[int], kind: pa.DataType) -> pa.Array
     """One value per part, repeated over the part's rows, as a dictionary-free Arrow array."""
     indices = np.repeat(np.arange(len(values), dtype=np.int32), counts)
     return pa.array(values, kind).take(pa.array(indices))
+
+
+def _row_ids(prefixes: list[str], counts: list[int], rows: np.ndarray) -> pa.Array:
+    """``<prefix>:<row>`` for every row, built in Arrow rather than one f-string per row."""
+    row_text = pa.array(rows.astype(np.int64)).cast(pa.string())
+    return pc.binary_join_element_wise(_repeat(prefixes, counts, pa.string()), row_text, ":")
 
 
 class PredictionFrameSink:
@@ -62,28 +70,19 @@ class PredictionFrameSink:
 
     def to_arrow(self) -> pa.Table:
         parts, counts = self._parts, self._counts
-        prediction_ids: list[str] = []
-        record_ids: list[str] = []
-        entity_ids: list[str] = []
-        event_times: list[int] = []
-        for part, arrays in zip(parts, self._arrays, strict=True):
-            rows = arrays["rows"].tolist()
-            pid, fid = part["prediction_frame_id"], part["frame_id"]
-            prediction_ids += [f"{pid}:{r}" for r in rows]
-            record_ids += [f"{fid}:{r}" for r in rows]
-            entity_ids += part["entity_ids"]
-            event_times += part["event_times"]
+        rows = np.concatenate([a["rows"] for a in self._arrays])
+        entity_ids = PackedStrings.concat([a["entity_ids"] for a in self._arrays])
+        events = np.concatenate([a["event_times"] for a in self._arrays]).astype(np.int64)
         score = np.concatenate([a["score"] for a in self._arrays])
         flat = np.concatenate([a["scores"].ravel() for a in self._arrays])
         widths = np.repeat([a["scores"].shape[1] for a in self._arrays], counts)
         offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int32)
-        events = np.asarray(event_times, dtype=np.int64)
         scored = np.repeat([p["scored_at"] for p in parts], counts).astype(np.int64)
         return pa.table(
             {
-                "prediction_id": pa.array(prediction_ids, pa.string()),
-                "record_id": pa.array(record_ids, pa.string()),
-                "entity_id": pa.array(entity_ids, pa.string()),
+                "prediction_id": _row_ids([p["prediction_frame_id"] for p in parts], counts, rows),
+                "record_id": _row_ids([p["frame_id"] for p in parts], counts, rows),
+                "entity_id": entity_ids.to_arrow(),
                 "model": _repeat([p["model"] for p in parts], counts, pa.string()),
                 "version": pa.array(np.repeat([p["version"] for p in parts], counts), pa.int32()),
                 "arm": _repeat([p["arm"] for p in parts], counts, pa.string()),
@@ -133,20 +132,20 @@ class FeatureSink:
         self.clear()
 
     def clear(self) -> None:
-        self._record_ids: list[str] = []
-        self._entity_ids: list[str] = []
+        self._record_ids: list[pa.Array] = []
+        self._entity_ids: list[PackedStrings] = []
         self._models: list[str] = []
         self._names: list[str] = []
         self._counts: list[int] = []
-        self._event_times: list[int] = []
+        self._event_times: list[np.ndarray] = []
         self._matrices: list[np.ndarray] = []
         self._keys: list[str] = []
 
     @property
     def pending(self) -> int:
-        return len(self._record_ids)
+        return sum(self._counts)
 
-    def _keep(self, entity_ids: Sequence[str]) -> np.ndarray | None:
+    def _keep(self, entity_ids: Sequence[str] | PackedStrings) -> np.ndarray | None:
         """Row indices to keep, or None for all."""
         if self.sample_rate >= 1.0:
             return None
@@ -156,20 +155,13 @@ class FeatureSink:
     def add_frame(self, frame: Frame) -> int:
         keep = self._keep(frame.entity_ids)
         if keep is None:
-            rows, matrix = range(frame.n_rows), frame.matrix
+            rows, matrix = np.arange(frame.n_rows), frame.matrix
             entity_ids, event_times = frame.entity_ids, frame.event_times
         else:
-            rows, matrix = keep.tolist(), frame.matrix[keep]
-            entity_ids = [frame.entity_ids[r] for r in rows]
-            event_times = [frame.event_times[r] for r in rows]
-        self._add(
-            [f"{frame.frame_id}:{r}" for r in rows],
-            entity_ids,
-            frame.model,
-            frame.feature_names,
-            event_times,
-            matrix,
-        )
+            rows, matrix = keep, frame.matrix[keep]
+            entity_ids, event_times = frame.entity_ids.take(keep), frame.event_times[keep]
+        record_ids = _row_ids([frame.frame_id], [len(rows)], rows)
+        self._add(record_ids, entity_ids, frame.model, frame.feature_names, event_times, matrix)
         self._keys.append(frame.frame_id)
         return len(entity_ids)
 
@@ -185,20 +177,20 @@ class FeatureSink:
         for (model, names, _), group in by_shape.items():
             matrix = np.array([r["features"] for r in group], dtype=np.float32)
             self._add(
-                [r["record_id"] for r in group],
-                [r["entity_id"] for r in group],
+                pa.array([r["record_id"] for r in group], pa.string()),
+                PackedStrings.from_strings([r["entity_id"] for r in group]),
                 model,
                 list(names),
-                [r["event_time"] for r in group],
+                np.array([r["event_time"] for r in group], dtype=np.int64),
                 matrix,
             )
             self._keys += [r["record_id"] for r in group]
         return len(chosen)
 
     def _add(self, record_ids, entity_ids, model, names, event_times, matrix) -> None:
-        self._record_ids += record_ids
-        self._entity_ids += entity_ids
-        self._event_times += event_times
+        self._record_ids.append(record_ids)
+        self._entity_ids.append(entity_ids)
+        self._event_times.append(np.asarray(event_times, dtype=np.int64))
         self._models.append(model)
         self._names.append(",".join(names))
         self._counts.append(len(record_ids))
@@ -211,17 +203,17 @@ class FeatureSink:
         offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int32)
         return pa.table(
             {
-                "record_id": pa.array(self._record_ids, pa.string()),
-                "entity_id": pa.array(self._entity_ids, pa.string()),
+                "record_id": pa.concat_arrays(self._record_ids),
+                "entity_id": PackedStrings.concat(self._entity_ids).to_arrow(),
                 "model": _repeat(self._models, counts, pa.string()),
-                "event_time": pa.array(np.asarray(self._event_times, dtype=np.int64)),
+                "event_time": pa.array(np.concatenate(self._event_times)),
                 "feature_names": _repeat(self._names, counts, pa.string()),
                 "features": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)),
             }
         )
 
     def flush(self) -> int:
-        if not self._record_ids:
+        if not self.pending:
             self.clear()
             return 0
         written = insert_arrow_table(

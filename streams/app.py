@@ -43,6 +43,7 @@ def create_app(
         topic_replication_factor=settings.kafka.replication_factor,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=worker.fetch_max_bytes,
         web_enabled=True,
         web_bind=worker.web_host,
         web_host=worker.web_host,

@@ -9,7 +9,7 @@ from inference import LoadedModel, SyntheticFeatures, train_logistic
 from inference.frames import Frame, FrameRejected, pack_frame, score_frame, unpack_prediction_frame
 from inference.routing import Arm, RoutingTable
 from inference.scoring import prediction_id, score_routed
-from schemas import SchemaCodec
+from schemas import SchemaCodec, catalog
 from schemas.codec import default_codec
 
 
@@ -74,7 +74,9 @@ def test_split_frame_covers_each_row_once_and_shadow_scores_all(trained, models)
     for part in served:
         mine = unpack_prediction_frame(part)["rows"]
         assert (assigned[mine] == (0 if part["arm"] == "challenger" else 1)).all()
-        assert part["entity_ids"] == [frame.entity_ids[r] for r in mine]
+        ids = frame.entity_ids.to_list()
+        assert unpack_prediction_frame(part)["entity_ids"].to_list() == [ids[r] for r in mine]
+        assert (unpack_prediction_frame(part)["event_times"] == frame.event_times[mine]).all()
     # Served parts share the served id key; the shadow's differs.
     assert served[0]["prediction_frame_id"] == served[1]["prediction_frame_id"]
     assert shadow["prediction_frame_id"] != served[0]["prediction_frame_id"]
@@ -98,6 +100,10 @@ def test_non_finite_rows_are_reported_and_the_rest_scored(trained, models) -> No
         ({"n_rows": 5}, "invalid_frame"),
         ({"matrix": b"\x00" * 12}, "invalid_frame"),
         ({"n_features": 3}, "invalid_frame"),
+        ({"packed_entity_offsets": b"\x00" * 8}, "invalid_frame"),
+        ({"packed_entity_offsets": np.array([0, 5, 1], "<i4").tobytes()}, "invalid_frame"),
+        ({"packed_entity_ids": b"ab\xff"}, "invalid_frame"),
+        ({"packed_event_times": b"\x00" * 8}, "invalid_frame"),
     ],
 )
 def test_inconsistent_frames_are_rejected_with_a_reason(trained, change, reason) -> None:
@@ -140,3 +146,24 @@ def test_routed_records_serve_each_record_once_with_stable_ids(trained, models) 
     by_record = {p["record_id"]: p for p in served}
     assert by_record["r0"]["prediction_id"] == prediction_id("r0", "fraud", "served")
     assert len({p["prediction_id"] for p in routed.predictions}) == 1200
+
+
+def test_v1_frames_with_avro_arrays_still_score(trained, models) -> None:
+    """A FeatureFrame v1 (ids and times as Avro arrays) reads as the same frame."""
+    codec = default_codec()
+    packed = _frame(trained, 50)
+    v1 = {
+        "frame_id": "frame-0", "model": "fraud", "entity_ids": packed.entity_ids.to_list(),
+        "event_times": packed.event_times.tolist(), "feature_names": packed.feature_names,
+        "n_rows": 50, "n_features": 16, "matrix": packed.matrix.tobytes(),
+    }  # fmt: skip
+    old = [e for e in catalog.entries() if (e.name, e.version) != ("FeatureFrame", 2)]
+    payload = SchemaCodec.from_entries(old).encode("FeatureFrame", v1)
+    assert payload[1:5] == b"\x00\x00\x00\x02"  # written as v1
+    frame = Frame.from_avro(codec.decode_as("FeatureFrame", payload))
+    assert frame.entity_ids.to_list() == [f"user-{i}" for i in range(50)]
+    assert (frame.event_times == packed.event_times).all()
+    table = RoutingTable.champion_only(models[1])
+    (old_part,) = score_frame(table, frame, now_ms=lambda: 1).parts
+    (new_part,) = score_frame(table, packed, now_ms=lambda: 1).parts
+    assert old_part | {"model_latency_ms": 0} == new_part | {"model_latency_ms": 0}

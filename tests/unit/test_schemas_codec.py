@@ -140,8 +140,11 @@ def test_timestamps_stay_int_millis():
     got = codec.decode_as("Prediction", codec.encode("Prediction", sample("Prediction")))
     assert type(got["event_time"]) is int and got["event_time"] == 1_700_000_000_000
     assert type(got["scored_at"]) is int
-    frame = codec.decode_as("FeatureFrame", codec.encode("FeatureFrame", sample("FeatureFrame")))
-    assert all(type(t) is int for t in frame["event_times"])
+    # The v1 layout's array of timestamp-millis, still in v2, reads as ints too.
+    times = [1_700_000_000_000, 1_700_000_000_001]
+    v1_layout = sample("FeatureFrame", entity_ids=["a", "b"], event_times=times)
+    frame = codec.decode_as("FeatureFrame", codec.encode("FeatureFrame", v1_layout))
+    assert frame["event_times"] == times and all(type(t) is int for t in frame["event_times"])
 
 
 def test_datetimes_are_rejected_naming_the_field():
