@@ -99,7 +99,7 @@ def steady_rate(urls: list[str], rows: int, timeout_s: float = 300, every_s: flo
     Start-up, the consumer-group join and any rebalance while the workers find
     their partitions are left out, and so is the tail after one worker ran dry.
     """
-    samples: list[tuple[float, int, list[int]]] = []
+    samples: list[tuple[float, list[int]]] = []
     deadline = time.monotonic() + timeout_s
     counts = [0] * len(urls)
     while sum(counts) < rows:
@@ -108,16 +108,22 @@ def steady_rate(urls: list[str], rows: int, timeout_s: float = 300, every_s: flo
         for i, url in enumerate(urls):
             with contextlib.suppress(OSError):
                 counts[i] = http_json(url, timeout=2).get("predictions_out", 0)
-        samples.append((time.monotonic(), sum(counts), list(counts)))
+        samples.append((time.monotonic(), list(counts)))
         time.sleep(every_s)
+    return rate_while_all_rising(samples)
+
+
+def rate_while_all_rising(samples: list[tuple[float, list[int]]]) -> float:
+    """Total rate over the longest run of samples ``(time, per-worker counts)`` in which
+    every worker's count rose from each sample to the next."""
     best, run_start = (0.0, 0.0), 0
     for i in range(1, len(samples)):
-        rising = all(b > a for a, b in zip(samples[i - 1][2], samples[i][2], strict=True))
+        rising = all(b > a for a, b in zip(samples[i - 1][1], samples[i][1], strict=True))
         if not rising:
             run_start = i
             continue
-        (t0, n0, _), (t1, n1, _) = samples[run_start], samples[i]
-        best = max(best, (t1 - t0, (n1 - n0) / (t1 - t0)))
+        (t0, c0), (t1, c1) = samples[run_start], samples[i]
+        best = max(best, (t1 - t0, (sum(c1) - sum(c0)) / (t1 - t0)))
     if best[0] == 0:
         raise RuntimeError("no interval with every worker scoring: too few rows to measure")
     return best[1]
