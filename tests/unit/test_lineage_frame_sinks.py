@@ -46,7 +46,7 @@ def test_prediction_frames_land_row_by_row_with_ids_and_scores(chdb_client, db, 
     assert sink.flush() == 500
     rows = chdb_client.query(
         f"SELECT record_id, prediction_id, arm, version, experiment_id, score, "
-        f"toUnixTimestamp64Milli(event_time), latency_ms, trace_id, length(scores) "
+        f"toUnixTimestamp64Milli(event_time), latency_ms, trace_id, length(scores), entity_id "
         f"FROM {db}.predictions ORDER BY toUInt32(splitByChar(':', record_id)[2])"
     ).result_rows
     assert len(rows) == 500
@@ -56,6 +56,9 @@ def test_prediction_frames_land_row_by_row_with_ids_and_scores(chdb_client, db, 
     assert {r[2] for r in rows} == {"challenger", "champion"} and {r[4] for r in rows} == {"exp-1"}
     assert rows[0][6] == 1_700_000_000_000 and rows[0][7] == 1000.0
     assert rows[0][8] == "ab" * 16 and rows[0][9] == 2
+    # Packed entity ids and event times land beside their own rows, across both arms.
+    assert [r[10] for r in rows] == [f"u{i}" for i in range(500)]
+    assert [r[6] for r in rows] == [1_700_000_000_000 + i for i in range(500)]
 
 
 def test_a_retried_flush_is_deduplicated(chdb_client, db, setup) -> None:
@@ -81,6 +84,10 @@ def test_features_sample_by_entity(chdb_client, db, setup) -> None:
     sampled = FeatureSink(chdb_client, db, sample_rate=0.2, table_name="features")
     kept = sampled.add_frame(frame)
     assert 50 < kept < 150  # about 20% of 500 entities
+    table = sampled.to_arrow()
+    rows = [int(r.split(":")[1]) for r in table.column("record_id").to_pylist()]
+    assert table.column("entity_id").to_pylist() == [f"u{r}" for r in rows]
+    assert table.column("event_time").to_pylist() == [1_700_000_000_000 + r for r in rows]
     with pytest.raises(ValueError, match="1.5"):
         FeatureSink(chdb_client, db, sample_rate=1.5)
 
@@ -97,3 +104,18 @@ def test_single_records_are_logged_too(chdb_client, db) -> None:
     assert chdb_client.query(
         f"SELECT feature_names, features FROM {db}.features WHERE record_id = 'r1'"
     ).result_rows == [("a,b", [1.0, 2.0])]
+
+
+def test_non_ascii_entity_ids_are_stored_as_sent(chdb_client, db, setup) -> None:
+    trained, (v1, _), _ = setup
+    ids = ["zoë", "ü-7", "plain", "日本"]
+    record = pack_frame("frame-u", "fraud", ids, [1, 2, 3, 4], trained.feature_names,
+                        np.zeros((4, 16), np.float32))  # fmt: skip
+    sink = PredictionFrameSink(chdb_client, db)
+    sink.add(score_frame(RoutingTable.champion_only(v1), Frame.from_avro(record)).parts[0])
+    sink.flush()
+    stored = chdb_client.query(
+        f"SELECT entity_id FROM {db}.predictions WHERE record_id LIKE 'frame-u:%' "
+        "ORDER BY record_id"
+    ).result_rows
+    assert [r[0] for r in stored] == ids
