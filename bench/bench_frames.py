@@ -7,7 +7,8 @@ For a 16-feature logistic regression and a 100-tree gradient-boosted model:
 3. two workers on two partitions vs one, for each model;
 4. latency, produce to prediction on the topic: frames at 200k rows/s and
    single records at 2k records/s, p50/p99 over every row after a 2 s warm-up,
-   measured first, on the fresh broker;
+   measured first, on the fresh broker, beside the floor the broker sets: one
+   producer-to-consumer hop at the same rate (``bench.broker_hop``);
 5. the predictions sink: PredictionFrames into chDB, column-wise (Arrow) vs
    the row-wise sink as baseline.
 
@@ -36,6 +37,7 @@ from bench.bench_single_record import (
     register_and_promote,
     spawn_worker,
 )
+from bench.broker_hop import broker_hop
 from driftline.settings import TelemetrySettings, load_settings
 from driftline.telemetry import configure_telemetry
 from inference import LoadedModel, SyntheticFeatures, train_gbm, train_logistic
@@ -301,6 +303,7 @@ def main() -> None:
     with TansuBroker(log_file=workdir / "tansu.log") as broker:
         # Latency first, while the in-memory broker holds little: Tansu's fetches slow
         # down as a partition's stored batches grow (see README, embedded broker).
+        hop = broker_hop(broker.bootstrap)
         frame_lat = latency(broker, workdir, logistic, frames=True, rate=200_000, seconds=10)
         record_lat = latency(broker, workdir, logistic, frames=False, rate=2_000, seconds=15)
         quick = latency(broker, workdir, logistic, frames=False, rate=2_000, seconds=15,
@@ -330,6 +333,8 @@ def main() -> None:
         print(f"two workers, two partitions ({label}): {two:,.0f} rows/s = "
               f"{two / one:.2f}x one worker")  # fmt: skip
     print()
+    print(f"one broker hop, producer to consumer at 2k messages/s (the floor; a prediction "
+          f"crosses the broker twice): p50 {hop[0]:.1f} ms, p99 {hop[1]:.1f} ms")  # fmt: skip
     print(f"latency, frames at 200k rows/s: p50 {frame_lat[0]:.1f} ms, p99 {frame_lat[1]:.1f} ms "
           f"({frame_lat[2]:,} rows)")  # fmt: skip
     print(f"latency, single records at 2k/s: p50 {record_lat[0]:.1f} ms, "
