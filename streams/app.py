@@ -11,6 +11,7 @@ import faust
 
 from driftline.settings import Settings
 from streams import faust_flow
+from streams.batching import gather
 from streams.delivery import DeliveryTracker, OrderedAcker
 from streams.drift_stage import STATE_TABLE
 from streams.faust_transport import with_fetch_wait
@@ -155,7 +156,7 @@ def create_app(
             acking = asyncio.ensure_future(acker.run())
             timing = runtime.stats.timing
             try:
-                async for events in stream.noack_take(batch_size, within):
+                async for events in gather(stream, batch_size, within):
                     started = time.perf_counter()
                     batch = scoring.process([event.message for event in events])
                     submitted = time.perf_counter()
