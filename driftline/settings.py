@@ -208,7 +208,12 @@ class RegistrySettings(_Section):
 
 class WorkerSettings(_Section):
     batch_size: int = Field(1000, ge=1, le=100_000)
-    batch_window_ms: int = Field(50, ge=1, le=60_000)
+    batch_window_ms: int = Field(
+        50,
+        ge=1,
+        le=60_000,
+        description="longest a batch keeps gathering while more events are queued",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=0, le=65535, description="0 picks a free port")
     roles: str = Field(
