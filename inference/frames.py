@@ -253,14 +253,21 @@ def unpack_prediction_frame(record: Mapping[str, Any]) -> dict[str, Any]:
 
     ``rows``, ``score``, ``scores`` and ``event_times`` are NumPy arrays;
     ``entity_ids`` is a :class:`PackedStrings` (``.to_list()`` for Python strings).
+    Buffers whose sizes disagree raise FrameRejected naming them.
     """
     n, c = record["n_rows"], record["n_outputs"]
+    where = f"prediction frame {record['frame_id']!r}"
+    sizes = {"score": 8 * n, "scores": 8 * n * c, "rows": 4 * n if record["rows"] else 0}
+    wrong = [f"{field} has {len(record[field])} bytes, expected {size}"
+             for field, size in sizes.items() if len(record[field]) != size]  # fmt: skip
+    if n < 0 or c < 1 or wrong:
+        raise FrameRejected(INVALID_FRAME, f"{where}: n_rows={n}, n_outputs={c}; {wrong}")
     rows = (
         np.arange(n, dtype=np.int32)
         if not record["rows"]
         else np.frombuffer(record["rows"], dtype="<i4")
     )
-    entity_ids, event_times = _row_columns(record, n, f"prediction frame {record['frame_id']!r}")
+    entity_ids, event_times = _row_columns(record, n, where)
     return {
         "rows": rows,
         "score": np.frombuffer(record["score"], dtype="<f8"),

@@ -124,7 +124,10 @@ class LineageWriter:
                 record["trace_id"] = _trace_id(message.headers)
                 rows.append(record)
             elif name == "PredictionFrame":
-                self._frames.add(record, _trace_id(message.headers))
+                try:
+                    self._frames.add(record, _trace_id(message.headers))
+                except FrameRejected as exc:
+                    self._dead.publish(message, exc.reason, exc.detail, batch)
             else:
                 detail = f"the predictions topic takes Prediction or PredictionFrame, got {name}"
                 self._dead.publish(message, "wrong_schema", detail, batch)

@@ -237,7 +237,7 @@ class Dead:
         self.published.append((message.offset, reason))
 
 
-def lineage_writer(client, db):
+def lineage_writer(client, db, frames=None):
     from streams.delivery import BatchDelivery
     from streams.persist import LineageWriter, StoreRunner
     from streams.stats import WorkerStats
@@ -247,7 +247,7 @@ def lineage_writer(client, db):
         codec=default_codec(),
         store=StoreRunner(stats),
         predictions=PredictionSink(client, db),
-        frames=None,
+        frames=frames,
         features=None,
         audit=AuditLogWriter(client, db),
         dead_letter_sink=DeadLetterSink(client, db),
@@ -301,3 +301,22 @@ def test_store_outcomes_records_kafka_coordinates(chdb_client, db) -> None:
         f"SELECT prediction_id, source_partition, source_offset FROM {db}.outcomes ORDER BY 1"
     ).result_rows
     assert got == [("p-0", 2, 40), ("p-1", 2, 41), ("p-2", 2, 42)]
+
+
+def test_a_prediction_frame_with_inconsistent_buffers_is_dead_lettered(chdb_client, db) -> None:
+    from lineage.frame_sinks import PredictionFrameSink
+
+    writer, stats, dead, batch = lineage_writer(
+        chdb_client, db, frames=PredictionFrameSink(chdb_client, db)
+    )
+    codec = default_codec()
+    good = sample("PredictionFrame")
+    short_scores = sample("PredictionFrame", frame_id="frame-2", score=b"\x00" * 8)
+    messages = [
+        Message("driftline.predictions", 0, 1, codec.encode("PredictionFrame", good)),
+        Message("driftline.predictions", 0, 2, codec.encode("PredictionFrame", short_scores)),
+    ]
+    asyncio.run(writer.store_predictions(messages, batch))
+    writer._store.close()
+    assert dead.published == [(2, "invalid_frame")]
+    assert stats.rows_stored["predictions"] == 2  # the good frame's two rows
