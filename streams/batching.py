@@ -34,9 +34,7 @@ async def gather(
     ``backlog()`` says whether more events are already waiting; by default,
     whether the stream's channel queue is non-empty.
     """
-    if backlog is None:
-        channel = stream.channel
-        backlog = lambda: not channel.empty()  # noqa: E731
+    queued = backlog or (lambda: not stream.channel.empty())
     pending: list[Any] = []
     first = 0.0
     async for events in stream.noack_take(size, min(tick_s, window_s)):
@@ -47,7 +45,7 @@ async def gather(
             yield pending[:size]
             pending = pending[size:]
             first = clock()
-        if pending and (not backlog() or clock() - first >= window_s):
+        if pending and (not queued() or clock() - first >= window_s):
             yield pending
             pending = []
     if pending:
