@@ -6,13 +6,18 @@ like driftline's (``streams.kafka.producer_config``, 5 ms linger) and the
 consumer like the latency benchmark's reader (5 ms fetch wait), on a topic of
 its own with one partition.
 
-Usage: python -m bench.broker_hop   (starts its own Tansu broker)
+Run alone, it also prints the hop per stretch of the run: on the embedded
+Tansu every fetch lists all of a partition's stored batches, so the hop grows
+as the topic does (see README, "Known facts about the embedded broker").
+
+Usage: python -m bench.broker_hop [SECONDS]   (default 40; starts its own Tansu)
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -29,32 +34,34 @@ from streams.kafka import make_producer
 PAYLOAD = b"x" * 200  # about a FeatureRecord of 16 features
 
 
-async def _receive(bootstrap: str, topic: str, expected: int, out: list[float]) -> None:
+async def _receive(
+    bootstrap: str, topic: str, expected: int, out: list[tuple[float, float]]
+) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5)
     await consumer.start()
     try:
         partition = TopicPartition(topic, 0)
         consumer.assign([partition])
         await consumer.seek_to_end(partition)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 120 + expected / 1_000
         while len(out) < expected and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=100)
             now = time.time() * 1000
             for records in batches.values():
-                out += [now - record.timestamp for record in records]
+                out += [(record.timestamp, now - record.timestamp) for record in records]
     finally:
         await consumer.stop()
 
 
-def broker_hop(
-    bootstrap: str, *, rate: float = 2_000, seconds: float = 15, warmup_s: float = 2
-) -> tuple[float, float, int]:
-    """p50 and p99 ms from produce() to receipt, and how many were measured."""
+def hop_latencies(
+    bootstrap: str, *, rate: float = 2_000, seconds: float = 15
+) -> list[tuple[float, float]]:
+    """(seconds since the first send, ms from produce() to receipt) per message."""
     topic = f"hop-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
-    expected = int(rate * (seconds + warmup_s))
-    received: list[float] = []
+    expected = int(rate * seconds)
+    received: list[tuple[float, float]] = []
     reader = threading.Thread(
         target=lambda: asyncio.run(_receive(bootstrap, topic, expected, received))
     )
@@ -70,17 +77,61 @@ def broker_hop(
         sent += 1
     producer.flush()
     reader.join()
-    steady = received[int(rate * warmup_s) :]
-    if len(steady) < 100:
-        raise RuntimeError(f"only {len(received)} of {expected} messages came back")
-    quantiles = statistics.quantiles(steady, n=100)
-    return quantiles[49], quantiles[98], len(steady)
+    if not received:
+        raise RuntimeError(f"none of {expected} messages came back from topic {topic}")
+    first = min(sent_at for sent_at, _ in received)
+    return [((sent_at - first) / 1000, ms) for sent_at, ms in received]
+
+
+def quantiles(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p99 of at least 100 values."""
+    if len(latencies) < 100:
+        raise ValueError(f"need at least 100 latencies for a p99, got {len(latencies)}")
+    cuts = statistics.quantiles(latencies, n=100)
+    return cuts[49], cuts[98]
+
+
+def by_stretch(
+    hops: list[tuple[float, float]], stretch_s: float
+) -> list[tuple[float, float, float, int]]:
+    """(start s, p50 ms, p99 ms, count) for each ``stretch_s`` of the run with 100+ messages."""
+    groups: dict[int, list[float]] = {}
+    for at, ms in hops:
+        groups.setdefault(int(at // stretch_s), []).append(ms)
+    return [
+        (index * stretch_s, *quantiles(values), len(values))
+        for index, values in sorted(groups.items())
+        if len(values) >= 100
+    ]
+
+
+def broker_hop(
+    bootstrap: str, *, rate: float = 2_000, seconds: float = 15, warmup_s: float = 2
+) -> tuple[float, float, int]:
+    """p50 and p99 ms from produce() to receipt after the warm-up, and how many were measured."""
+    hops = hop_latencies(bootstrap, rate=rate, seconds=seconds + warmup_s)
+    steady = [ms for at, ms in hops if at >= warmup_s]
+    return (*quantiles(steady), len(steady))
 
 
 def main() -> None:
-    with TansuBroker(log_file=Path(tempfile.mkdtemp(prefix="driftline-hop-")) / "tansu.log") as b:
-        p50, p99, n = broker_hop(b.bootstrap)
-    print(f"one broker hop at 2k messages/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({n:,} messages)")
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 40.0
+    log_file = Path(tempfile.mkdtemp(prefix="driftline-hop-")) / "tansu.log"
+    with TansuBroker(log_file=log_file) as broker:
+        hops = hop_latencies(broker.bootstrap, seconds=seconds)
+        resident = _resident_mib(broker.proc.pid)
+    print(f"one broker hop at 2k messages/s on one partition, {len(hops):,} messages:")
+    for start, p50, p99, count in by_stretch(hops, 5.0):
+        stretch = f"{start:.0f}-{start + 5:.0f} s"
+        print(f"  {stretch:>9}: p50 {p50:5.1f} ms  p99 {p99:5.1f} ms  ({count:,})")
+    print(f"Tansu's resident memory at the end: {resident:,.0f} MiB (it never deletes a batch)")
+
+
+def _resident_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 if __name__ == "__main__":
