@@ -3,9 +3,10 @@
 The registry holds no state of its own that is not derived from lifecycle
 events: replaying the same events in the same order rebuilds the same
 registry, its history and its aliases. Commands do not mutate it directly;
-:meth:`ModelRegistry.plan` checks a command against the current projection and
-returns the event to publish, and the registry changes only when that event
-comes back through :meth:`ModelRegistry.apply`.
+:meth:`ModelRegistry.plan` (from :mod:`lineage.planning`) checks a command
+against the current projection and returns the event to publish, and the
+registry changes only when that event comes back through
+:meth:`ModelRegistry.apply`.
 
 The state machine (states, legal moves, aliases) lives in :mod:`lineage.lifecycle`;
 its :data:`~lineage.lifecycle.TRANSITIONS` is the one table both the planner and
@@ -36,14 +37,11 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-from lineage import events as ev
 from lineage.events import EventType, LifecycleEvent
 from lineage.exceptions import (
-    IllegalTransition,
     InvalidRecord,
     UnknownModel,
     UnknownVersion,
@@ -62,7 +60,8 @@ from lineage.lifecycle import (
     State,
     check_move,
 )
-from lineage.traffic import TrafficBook, TrafficSplit, plan_attributes
+from lineage.planning import CommandPlanning
+from lineage.traffic import TrafficBook, TrafficSplit
 from lineage.versions import MODEL_NAME, ModelVersion, check_model_name, version_from_event
 
 __all__ = [
@@ -96,7 +95,7 @@ class _Model:
     clock: list[int] = field(default_factory=list)
 
 
-class ModelRegistry:
+class ModelRegistry(CommandPlanning):
     """Models, their versions, aliases and history, folded from lifecycle events."""
 
     def __init__(self) -> None:
@@ -352,6 +351,10 @@ class ModelRegistry:
                 return version
         return None
 
+    def replaced_champion(self, name: str, champion: int) -> int | None:
+        """The champion that ``champion`` replaced when promoted (None: there was none)."""
+        return self._require_model(name).replaced.get(champion)
+
     def snapshot(self) -> dict[str, tuple[ModelVersion, ...]]:
         """Every version the projection knows, for comparing two registries."""
         return {name: tuple(self.versions(name)) for name in self.models()}
@@ -367,156 +370,6 @@ class ModelRegistry:
         # Rejected commands for a model never registered still have a history.
         model = self._models.get(name)
         return model if model is not None and model.history else self._require_model(name)
-
-    # -- commands -------------------------------------------------------------
-
-    def plan_register(
-        self,
-        name: str,
-        description_attributes: Mapping[str, str],
-        digest: str,
-        artifact: str,
-        actor: str,
-    ) -> LifecycleEvent | ModelVersion:
-        """The ``registered`` event for a new version, or the existing version if
-        these exact bytes (same digest) are already registered under ``name``."""
-        check_model_name(name)
-        existing = self.find_by_digest(name, digest)
-        if existing is not None:
-            return existing
-        attributes = dict(description_attributes)
-        for key, value in (("digest", digest), ("artifact", artifact)):
-            if attributes.get(key, value) != value:
-                raise InvalidRecord(
-                    f"description attributes say {key}={attributes[key]!r} but the artifact "
-                    f"being registered has {key}={value!r}; describe the stored artifact"
-                )
-            attributes[key] = value
-        event = ev.registered(name, self.next_version(name), actor, attributes)
-        version_from_event(event)  # refuse now what the projection would skip later
-        return event
-
-    def plan_promote(
-        self,
-        name: str,
-        version: int,
-        actor: str,
-        *,
-        evidence: Mapping[str, Any] | None = None,
-    ) -> LifecycleEvent:
-        """The ``promoted`` event making ``version`` the champion of ``name``."""
-        return self.plan("promote", name, version, actor, evidence=evidence)
-
-    def plan(
-        self,
-        action: str,
-        name: str,
-        version: int | None,
-        actor: str,
-        *,
-        evidence: Mapping[str, Any] | None = None,
-        arguments: Mapping[str, str] | None = None,
-    ) -> LifecycleEvent:
-        """The event that carries out ``action`` (one of :data:`ACTIONS`) on ``name``.
-
-        ``version`` is the version to move; for ``rollback`` it may be None (the
-        champion is rolled back). Raises UnknownModel, UnknownVersion or
-        IllegalTransition (also for an unknown action or a missing version).
-        The event's ``previous_state``/``state`` are its version's before and after.
-        """
-        if action not in ACTIONS:
-            raise IllegalTransition(
-                f"unknown lifecycle action {action!r} for {name}; use one of: {', '.join(ACTIONS)}"
-            )
-        if action == "rollback":
-            return self._plan_rollback(name, version, actor, evidence)
-        if version is None:
-            self._require_model(name)
-            raise IllegalTransition(
-                f"cannot {action} {name}: no version given; say which version to {action}"
-            )
-        current = self.get(name, version)
-        if action == "traffic":
-            return self._plan_traffic(current, actor, evidence, arguments or {})
-        event_type, target = MOVES[action]
-        check_move(action, current, target)
-        attributes = {}
-        holder = self.by_alias(name, target)
-        if holder is not None and target != State.CHALLENGER:
-            attributes[f"previous_{target}"] = str(holder.version)
-        if target in (State.CHALLENGER, State.CANARY):
-            attributes |= plan_attributes(
-                action, name, version, arguments or {}, self.traffic(name)
-            )
-        return ev.new_event(
-            event_type,
-            name,
-            version,
-            actor,
-            state=target,
-            previous_state=current.state,
-            attributes=attributes,
-            evidence=evidence,
-        )
-
-    def _plan_traffic(
-        self,
-        current: ModelVersion,
-        actor: str,
-        evidence: Mapping[str, Any] | None,
-        arguments: Mapping[str, str],
-    ) -> LifecycleEvent:
-        name, version = current.name, current.version
-        if current.state not in (State.CHALLENGER, State.CANARY):
-            raise IllegalTransition(
-                f"cannot traffic {name} v{version}: {name} v{version} is {current.state}; "
-                "only a challenger's or canary's share can change (promote moves the champion)"
-            )
-        split = self.traffic(name)
-        attributes = plan_attributes("traffic", name, version, arguments, split)
-        attributes["previous_traffic_bp"] = str(split.share(version))
-        return ev.new_event(
-            EventType.TRAFFIC_CHANGED,
-            name,
-            version,
-            actor,
-            state=current.state,
-            previous_state=current.state,
-            attributes=attributes,
-            evidence=evidence,
-        )
-
-    def _plan_rollback(
-        self, name: str, version: int | None, actor: str, evidence: Mapping[str, Any] | None
-    ) -> LifecycleEvent:
-        model = self._require_model(name)
-        champion = model.aliases.get(State.CHAMPION)
-        if version is not None and version != champion:
-            state = self.get(name, version).state
-            raise IllegalTransition(
-                f"cannot rollback {name} v{version}: {name} v{version} is {state}, not the "
-                "champion; rollback acts on the champion, so give no version"
-            )
-        if champion is None:
-            raise IllegalTransition(
-                f"cannot rollback {name}: {name} has no champion to roll back; promote a version"
-            )
-        restored = model.replaced.get(champion)
-        if restored is None:
-            raise IllegalTransition(
-                f"cannot rollback {name}: champion v{champion} replaced no earlier champion, "
-                "so there is nothing to return to; promote another version instead"
-            )
-        return ev.new_event(
-            EventType.ROLLED_BACK,
-            name,
-            champion,
-            actor,
-            state=State.ARCHIVED,
-            previous_state=State.CHAMPION,
-            attributes={"restored_champion": str(restored)},
-            evidence={"reason": "manual rollback"} | dict(evidence or {}),
-        )
 
 
 def _int_attr(value: str | None) -> int | None:

@@ -1,0 +1,184 @@
+"""Commands checked against the registry's projection: the event each one publishes.
+
+:class:`CommandPlanning` is mixed into :class:`~lineage.registry.ModelRegistry`
+and reads it only through its public queries (``get``, ``versions``,
+``by_alias``, ``champion``, ``traffic``, ``find_by_digest``, ``next_version``,
+``replaced_champion``). Planning never changes the registry: the planned event
+takes effect when it comes back from the lifecycle topic through ``apply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from lineage import events as ev
+from lineage.events import EventType, LifecycleEvent
+from lineage.exceptions import IllegalTransition, InvalidRecord
+from lineage.lifecycle import ACTIONS, MOVES, State, check_move
+from lineage.traffic import TrafficSplit, plan_attributes
+from lineage.versions import ModelVersion, check_model_name, version_from_event
+
+
+class CommandPlanning:
+    """``plan``, ``plan_register`` and ``plan_promote`` for :class:`ModelRegistry`."""
+
+    if TYPE_CHECKING:  # provided by ModelRegistry
+
+        def versions(self, name: str) -> list[ModelVersion]: ...
+        def get(self, name: str, version: int) -> ModelVersion: ...
+        def by_alias(self, name: str, alias: str) -> ModelVersion | None: ...
+        def champion(self, name: str) -> ModelVersion | None: ...
+        def traffic(self, name: str) -> TrafficSplit: ...
+        def find_by_digest(self, name: str, digest: str) -> ModelVersion | None: ...
+        def next_version(self, name: str) -> int: ...
+        def replaced_champion(self, name: str, champion: int) -> int | None: ...
+
+    def plan_register(
+        self,
+        name: str,
+        description_attributes: Mapping[str, str],
+        digest: str,
+        artifact: str,
+        actor: str,
+    ) -> LifecycleEvent | ModelVersion:
+        """The ``registered`` event for a new version, or the existing version if
+        these exact bytes (same digest) are already registered under ``name``."""
+        check_model_name(name)
+        existing = self.find_by_digest(name, digest)
+        if existing is not None:
+            return existing
+        attributes = dict(description_attributes)
+        for key, value in (("digest", digest), ("artifact", artifact)):
+            if attributes.get(key, value) != value:
+                raise InvalidRecord(
+                    f"description attributes say {key}={attributes[key]!r} but the artifact "
+                    f"being registered has {key}={value!r}; describe the stored artifact"
+                )
+            attributes[key] = value
+        event = ev.registered(name, self.next_version(name), actor, attributes)
+        version_from_event(event)  # refuse now what the projection would skip later
+        return event
+
+    def plan_promote(
+        self,
+        name: str,
+        version: int,
+        actor: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> LifecycleEvent:
+        """The ``promoted`` event making ``version`` the champion of ``name``."""
+        return self.plan("promote", name, version, actor, evidence=evidence)
+
+    def plan(
+        self,
+        action: str,
+        name: str,
+        version: int | None,
+        actor: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
+        arguments: Mapping[str, str] | None = None,
+    ) -> LifecycleEvent:
+        """The event that carries out ``action`` (one of :data:`ACTIONS`) on ``name``.
+
+        ``version`` is the version to move; for ``rollback`` it may be None (the
+        champion is rolled back). Raises UnknownModel, UnknownVersion or
+        IllegalTransition (also for an unknown action or a missing version).
+        The event's ``previous_state``/``state`` are its version's before and after.
+        """
+        if action not in ACTIONS:
+            raise IllegalTransition(
+                f"unknown lifecycle action {action!r} for {name}; use one of: {', '.join(ACTIONS)}"
+            )
+        if action == "rollback":
+            return self._plan_rollback(name, version, actor, evidence)
+        if version is None:
+            self.versions(name)  # UnknownModel first, for a model never registered
+            raise IllegalTransition(
+                f"cannot {action} {name}: no version given; say which version to {action}"
+            )
+        current = self.get(name, version)
+        if action == "traffic":
+            return self._plan_traffic(current, actor, evidence, arguments or {})
+        event_type, target = MOVES[action]
+        check_move(action, current, target)
+        attributes = {}
+        holder = self.by_alias(name, target)
+        if holder is not None and target != State.CHALLENGER:
+            attributes[f"previous_{target}"] = str(holder.version)
+        if target in (State.CHALLENGER, State.CANARY):
+            attributes |= plan_attributes(
+                action, name, version, arguments or {}, self.traffic(name)
+            )
+        return ev.new_event(
+            event_type,
+            name,
+            version,
+            actor,
+            state=target,
+            previous_state=current.state,
+            attributes=attributes,
+            evidence=evidence,
+        )
+
+    def _plan_traffic(
+        self,
+        current: ModelVersion,
+        actor: str,
+        evidence: Mapping[str, Any] | None,
+        arguments: Mapping[str, str],
+    ) -> LifecycleEvent:
+        name, version = current.name, current.version
+        if current.state not in (State.CHALLENGER, State.CANARY):
+            raise IllegalTransition(
+                f"cannot traffic {name} v{version}: {name} v{version} is {current.state}; "
+                "only a challenger's or canary's share can change (promote moves the champion)"
+            )
+        split = self.traffic(name)
+        attributes = plan_attributes("traffic", name, version, arguments, split)
+        attributes["previous_traffic_bp"] = str(split.share(version))
+        return ev.new_event(
+            EventType.TRAFFIC_CHANGED,
+            name,
+            version,
+            actor,
+            state=current.state,
+            previous_state=current.state,
+            attributes=attributes,
+            evidence=evidence,
+        )
+
+    def _plan_rollback(
+        self, name: str, version: int | None, actor: str, evidence: Mapping[str, Any] | None
+    ) -> LifecycleEvent:
+        self.versions(name)  # UnknownModel for a model never registered
+        holder = self.champion(name)
+        champion = None if holder is None else holder.version
+        if version is not None and version != champion:
+            state = self.get(name, version).state
+            raise IllegalTransition(
+                f"cannot rollback {name} v{version}: {name} v{version} is {state}, not the "
+                "champion; rollback acts on the champion, so give no version"
+            )
+        if champion is None:
+            raise IllegalTransition(
+                f"cannot rollback {name}: {name} has no champion to roll back; promote a version"
+            )
+        restored = self.replaced_champion(name, champion)
+        if restored is None:
+            raise IllegalTransition(
+                f"cannot rollback {name}: champion v{champion} replaced no earlier champion, "
+                "so there is nothing to return to; promote another version instead"
+            )
+        return ev.new_event(
+            EventType.ROLLED_BACK,
+            name,
+            champion,
+            actor,
+            state=State.ARCHIVED,
+            previous_state=State.CHAMPION,
+            attributes={"restored_champion": str(restored)},
+            evidence={"reason": "manual rollback"} | dict(evidence or {}),
+        )
