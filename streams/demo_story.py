@@ -87,7 +87,7 @@ class LiveTraffic:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
-        self._producer.flush()
+        self._producer.close()
 
     def _records(self) -> Iterator[dict]:
         for record in synthetic_records(

@@ -40,6 +40,7 @@ class FeatureProducer:
         self._topic, self._outcomes = topics.features, topics.name("outcomes")
         self._producer = make_producer(settings, bootstrap)
         self._errors: list = []
+        self._closed = False
 
     def _on_delivery(self, err, _msg) -> None:
         if err is not None:
@@ -120,3 +121,18 @@ class FeatureProducer:
                 f"{remaining} feature records unacknowledged, {len(self._errors)} failed "
                 f"(first error: {self._errors[0] if self._errors else 'timeout'})"
             )
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush, then let go of the broker connection, so nothing reconnects after a stop.
+
+        A second call does nothing; sending after close() raises RuntimeError.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush(timeout_s)
+        finally:
+            # flush has already reported anything undelivered; don't wait on it again.
+            self._producer.purge()
+            self._producer.close()
