@@ -89,7 +89,10 @@ def run_demo(settings: Settings, console: Console, *, records: int, rate: float)
         step(f"v{v2} is {state} (decided by the policy from its guardrails and its test)")
 
         if state == "champion":
-            traffic.wrong_rate[v2] = 0.6
+            # The error detectors learn v2's error rate as champion before the concept moves.
+            traffic.wait_for_outcomes(v2, "champion", 1_000, timeout_s=60)
+            step(f"v{v2} has served 1,000 labelled predictions as champion (10% wrong)")
+            traffic.inject_drift(v2, 0.6)
             step(f"injecting concept drift: v{v2}'s outcomes are now wrong 60% of the time")
             wait_for_state(commands, MODEL, v2, {"archived"}, 180)
             step(f"the error detectors fired; the policy rolled back to v{v1}")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,7 @@ max_regression = { auc = 0.02 }
 steps = [5, 25, 50, 100]
 bake_s = 3
 min_samples = 150
-min_outcomes = 100
+min_outcomes = 300  # 100 outcomes put a 0.05 error-rate limit within noise
 max_error_rate_increase = 0.05
 max_latency_p99_ms = 20000  # a demo on a busy laptop: the story here is drift
 """
@@ -60,6 +62,25 @@ def write_holdout(path: Path, seed: int, n_features: int, rows: int = 5_000) -> 
     return path
 
 
+@dataclass
+class ConceptDrift:
+    """The share of wrong outcomes per version, changing at one moment.
+
+    Predictions scored before the moment keep the base rate even when their
+    outcomes go out after it: the detectors need the error rate from before.
+    """
+
+    base_rate: float = 0.1
+    _changes: dict[int, tuple[float, int]] = field(default_factory=dict)
+
+    def inject(self, version: int, wrong_rate: float, *, at_ms: int) -> None:
+        self._changes[version] = (wrong_rate, at_ms)
+
+    def wrong_rate(self, version: int, scored_at_ms: int) -> float:
+        rate, since = self._changes.get(version, (self.base_rate, 0))
+        return rate if scored_at_ms >= since else self.base_rate
+
+
 class LiveTraffic:
     """Records at ``rate`` and an outcome for every prediction, until stopped."""
 
@@ -70,9 +91,10 @@ class LiveTraffic:
         self._producer = FeatureProducer(settings, bootstrap)
         self._model, self._n_features, self._rate = model, n_features, rate
         self._stop = threading.Event()
-        self.wrong_rate: dict[int, float] = {}  # version -> share of wrong outcomes (else 10%)
+        self.concept = ConceptDrift()
         self.sent = 0
         self.labelled = 0
+        self.labelled_by: Counter[tuple[int, str]] = Counter()  # (version, arm) -> outcomes
         self._threads = [
             threading.Thread(target=self._produce, name="demo-traffic", daemon=True),
             threading.Thread(target=self._label, name="demo-outcomes", daemon=True),
@@ -82,6 +104,21 @@ class LiveTraffic:
         for thread in self._threads:
             thread.start()
         return self
+
+    def inject_drift(self, version: int, wrong_rate: float) -> None:
+        """From now on, ``version``'s predictions get wrong outcomes at ``wrong_rate``."""
+        self.concept.inject(version, wrong_rate, at_ms=int(time.time() * 1000))
+
+    def wait_for_outcomes(self, version: int, arm: str, count: int, timeout_s: float) -> None:
+        """Block until ``count`` outcomes of ``version`` on ``arm`` have gone out."""
+        deadline = time.monotonic() + timeout_s
+        while self.labelled_by[(version, arm)] < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"only {self.labelled_by[(version, arm)]} of {count} outcomes for "
+                    f"v{version} ({arm}) after {timeout_s:.0f}s"
+                )
+            time.sleep(0.2)
 
     def stop(self) -> None:
         self._stop.set()
@@ -111,16 +148,18 @@ class LiveTraffic:
             time.sleep(0.5)
             _, rows = query(
                 self._settings,
-                f"SELECT prediction_id, version, score, toUnixTimestamp64Milli(scored_at) AS t "
+                f"SELECT prediction_id, version, arm, score, "
+                f"toUnixTimestamp64Milli(scored_at) AS t "
                 f"FROM {db}.predictions WHERE t >= {since} ORDER BY t LIMIT 20000",
             )
-            for prediction_id, version, score, scored_at in rows:
+            for prediction_id, version, arm, score, scored_at in rows:
                 if prediction_id in seen:
                     continue
                 seen.add(prediction_id)
-                wrong = rng.random() < self.wrong_rate.get(int(version), 0.1)
+                wrong = rng.random() < self.concept.wrong_rate(int(version), int(scored_at))
                 self._producer.send_outcome(prediction_id, float((score >= 0.5) != wrong))
                 self.labelled += 1
+                self.labelled_by[(int(version), arm)] += 1
                 since = max(since, int(scored_at))
             if len(seen) > 200_000:
                 seen = set(list(seen)[-50_000:])
