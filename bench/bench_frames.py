@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from bench.bench_single_record import (
     register_and_promote,
     spawn_worker,
 )
-from bench.broker_hop import broker_hop
+from bench.broker_hop import broker_hop, quantiles
 from driftline.settings import TelemetrySettings, load_settings
 from driftline.telemetry import configure_telemetry
 from inference import LoadedModel, SyntheticFeatures, train_gbm, train_logistic
@@ -238,8 +237,8 @@ def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, s
     finally:
         stop_child(proc, name="worker")
     steady = result[int(rate * warmup_s) :]
-    qs = statistics.quantiles(steady, n=100)
-    return qs[49], qs[98], len(steady)
+    p50, p99 = quantiles(steady)
+    return p50, p99, len(steady)
 
 
 def sink_rates(rows: int = 400_000) -> tuple[float, float]:

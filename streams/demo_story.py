@@ -93,7 +93,6 @@ class LiveTraffic:
         self._stop = threading.Event()
         self.concept = ConceptDrift()
         self.sent = 0
-        self.labelled = 0
         self.labelled_by: Counter[tuple[int, str]] = Counter()  # (version, arm) -> outcomes
         self._threads = [
             threading.Thread(target=self._produce, name="demo-traffic", daemon=True),
@@ -158,7 +157,6 @@ class LiveTraffic:
                 seen.add(prediction_id)
                 wrong = rng.random() < self.concept.wrong_rate(int(version), int(scored_at))
                 self._producer.send_outcome(prediction_id, float((score >= 0.5) != wrong))
-                self.labelled += 1
                 self.labelled_by[(int(version), arm)] += 1
                 since = max(since, int(scored_at))
             if len(seen) > 200_000:
