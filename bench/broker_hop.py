@@ -115,7 +115,13 @@ def broker_hop(
 
 
 def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 40.0
+    arg = sys.argv[1] if len(sys.argv) > 1 else "40"
+    try:
+        seconds = float(arg)
+    except ValueError:
+        seconds = 0.0
+    if seconds < 5:
+        raise SystemExit(f"python -m bench.broker_hop [SECONDS]: got {arg!r}; give 5 or more")
     log_file = Path(tempfile.mkdtemp(prefix="driftline-hop-")) / "tansu.log"
     with TansuBroker(log_file=log_file) as broker:
         hops = hop_latencies(broker.bootstrap, seconds=seconds)
