@@ -64,6 +64,15 @@ class KafkaSettings(_Section):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    message_max_bytes: int = Field(
+        1_000_000,
+        ge=16 * 1024,
+        le=1024**3,
+        description=(
+            "largest message a driftline producer sends (librdkafka message.max.bytes); keep "
+            "it at or below the broker's message.max.bytes and the topics' max.message.bytes"
+        ),
+    )
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaSettings:
@@ -227,6 +236,15 @@ class WorkerSettings(_Section):
     device_id: int = Field(0, ge=0, le=64, description="CUDA device ordinal")
     fetch_max_wait_ms: int = Field(
         20, ge=1, le=10_000, description="longest a fetch waits at the broker for new records"
+    )
+    event_time_max_ahead_s: float = Field(
+        86_400.0,
+        ge=0,
+        le=10 * 365 * 86_400,
+        description=(
+            "how far past the worker's clock an event_time may be; later ones (and negative "
+            "ones) go to the dead-letter topic as invalid_event_time"
+        ),
     )
     fetch_max_bytes: int = Field(
         1024**2,

@@ -275,3 +275,34 @@ def unpack_prediction_frame(record: Mapping[str, Any]) -> dict[str, Any]:
         "entity_ids": entity_ids,
         "event_times": event_times,
     }
+
+
+def split_prediction_frame(part: Mapping[str, Any], pieces: int) -> list[dict[str, Any]]:
+    """``part`` cut into ``pieces`` PredictionFrames of consecutive rows, for the size limit.
+
+    Each piece keeps the frame and prediction-frame ids and names its source
+    rows explicitly, so every row keeps its prediction id
+    (``<prediction_frame_id>:<row>``) and consumers need no reassembly.
+    """
+    columns = unpack_prediction_frame(part)
+    n = part["n_rows"]
+    out = []
+    for chunk in np.array_split(np.arange(n), max(1, min(pieces, n))):
+        if not len(chunk):
+            continue
+        entity_ids = columns["entity_ids"].take(chunk)
+        out.append(
+            dict(
+                part,
+                n_rows=len(chunk),
+                rows=columns["rows"][chunk].astype("<i4").tobytes(),
+                entity_ids=[],
+                event_times=[],
+                score=columns["score"][chunk].astype("<f8").tobytes(),
+                scores=columns["scores"][chunk].astype("<f8").tobytes(),
+                packed_entity_offsets=entity_ids.offsets_bytes(),
+                packed_entity_ids=entity_ids.data_bytes(),
+                packed_event_times=pack_times(columns["event_times"][chunk]),
+            )
+        )
+    return out

@@ -46,6 +46,12 @@ class UndecodablePayload(DecodeError):
     reason: ClassVar[str] = "undecodable"
 
 
+class NullValue(DecodeError):
+    """The message has no value at all (a tombstone): there is nothing to decode."""
+
+    reason: ClassVar[str] = "null_value"
+
+
 class UnknownMagicByte(DecodeError):
     """The payload does not start with the Confluent wire format's magic byte 0."""
 

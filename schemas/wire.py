@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 
-from schemas.exceptions import SchemaError, UndecodablePayload, UnknownMagicByte
+from schemas.exceptions import NullValue, SchemaError, UndecodablePayload, UnknownMagicByte
 
 MAGIC_BYTE = 0
 HEADER_SIZE = 5
@@ -31,8 +31,13 @@ def frame(schema_id: int, body: bytes) -> bytes:
     return header(schema_id) + bytes(body)
 
 
-def schema_id_of(data: bytes | bytearray | memoryview) -> int:
+def schema_id_of(data: bytes | bytearray | memoryview | None) -> int:
     """Return the schema id of a framed payload, checking length and magic byte."""
+    if data is None:
+        raise NullValue(
+            "the message has a null value (a tombstone): driftline topics carry no "
+            "tombstones, so the producer must send a Confluent-framed Avro record"
+        )
     if len(data) < HEADER_SIZE:
         raise UndecodablePayload(
             f"payload of {len(data)} bytes is too short for the Confluent wire format "

@@ -8,6 +8,7 @@ import logging
 import time
 
 import faust
+from mode.supervisors import CrashingSupervisor
 
 from driftline.settings import Settings
 from streams import faust_flow
@@ -15,6 +16,7 @@ from streams.batching import gather
 from streams.delivery import DeliveryTracker, OrderedAcker
 from streams.drift_stage import STATE_TABLE
 from streams.faust_transport import with_fetch_wait
+from streams.isolation import isolated, isolated_async
 from streams.kafka import faust_credentials
 from streams.outcome_join import JOIN_TABLE
 from streams.runtime import WorkerRuntime
@@ -49,6 +51,9 @@ def create_app(
         web_bind=worker.web_host,
         web_host=worker.web_host,
         web_port=web_port,
+        # An agent that still raises stops the worker: a restarted agent would skip the
+        # rest of its batch and the consumer could commit past it.
+        agent_supervisor=CrashingSupervisor,
     )
     app.transport = with_fetch_wait(worker.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     batch_size = worker.batch_size
@@ -58,6 +63,11 @@ def create_app(
         return app.topic(name, key_serializer="raw", value_serializer="raw")
 
     follower, delivery = runtime.follower, runtime.delivery
+    dead = runtime.dead_letters
+
+    def guarded(fill, what: str):
+        return isolated(fill, dead, what)
+
     if follower is not None:
 
         @app.task
@@ -70,7 +80,8 @@ def create_app(
         @app.agent(raw_topic(runtime.topics.name("commands")), name="decide-commands")
         async def decide_commands(stream: faust.StreamT) -> None:
             await follower.caught_up.wait()  # decide against the whole history
-            await deliver_then_ack(stream, delivery, registry_agent.process, 100, within)
+            decide = guarded(registry_agent.process, "deciding a command")
+            await deliver_then_ack(stream, delivery, decide, 100, within)
 
     if runtime.policy is not None:
         policy_agent = runtime.policy
@@ -78,7 +89,8 @@ def create_app(
         @app.agent(raw_topic(runtime.topics.name("drift")), name="policy-drift")
         async def policy_drift(stream: faust.StreamT) -> None:
             # Small batches, no wait: a drift rollback should take well under 2 s.
-            await deliver_then_ack(stream, delivery, policy_agent.process, 100, 0.01)
+            respond = guarded(policy_agent.process, "the drift policy")
+            await deliver_then_ack(stream, delivery, respond, 100, 0.01)
 
     if runtime.policy_loop is not None:
         policy_loop = runtime.policy_loop
@@ -131,13 +143,13 @@ def create_app(
 
         @app.agent(raw_topic(runtime.topics.name("outcomes")), name="route-outcomes")
         async def route_outcomes(stream: faust.StreamT) -> None:
-            route = in_new_batch(delivery, outcomes.route)
+            route = guarded(outcomes.route, "routing outcomes")
             await deliver_then_ack(stream, delivery, route, batch_size, within)
 
         @app.agent(raw_topic(runtime.topics.outcome_join), name="join-outcomes")
         async def join_outcomes(stream: faust.StreamT) -> None:
             await follower.caught_up.wait()
-            join = in_new_batch(delivery, outcomes.process)
+            join = guarded(outcomes.process, "joining outcomes")
             await deliver_then_ack(stream, delivery, join, batch_size, within)
 
         @app.timer(max(1.0, min(30.0, settings.drift.outcome_wait_s / 4)))
@@ -155,10 +167,12 @@ def create_app(
             acker = OrderedAcker(delivery, stream.ack, max_in_flight=worker.max_in_flight)
             acking = asyncio.ensure_future(acker.run())
             timing = runtime.stats.timing
+            score = guarded(scoring.process, "scoring")
             try:
                 async for events in gather(stream, batch_size, within):
                     started = time.perf_counter()
-                    batch = scoring.process([event.message for event in events])
+                    batch = delivery.batch()
+                    score([event.message for event in events], batch)
                     submitted = time.perf_counter()
                     # Waits only while max_in_flight earlier batches await delivery.
                     await acker.submit(events, batch)
@@ -172,6 +186,8 @@ def create_app(
         rows, interval = settings.clickhouse.flush_rows, settings.clickhouse.flush_interval_s
 
         def persisting(topic: str, name: str, store) -> None:
+            store = isolated_async(store, dead, f"storing {name.removeprefix('store-')}")
+
             @app.agent(raw_topic(topic), name=name)
             async def persist(stream: faust.StreamT) -> None:
                 async for events in stream.noack_take(rows, interval):
@@ -214,22 +230,12 @@ def create_app(
     return app, runtime
 
 
-async def deliver_then_ack(stream, delivery: DeliveryTracker, handle, size: int, within: float):
-    """Feed batches to ``handle`` (messages -> BatchDelivery); ack each batch's messages only
-    once everything it produced is delivered, so a crash re-delivers instead of losing."""
+async def deliver_then_ack(stream, delivery: DeliveryTracker, fill, size: int, within: float):
+    """Feed batches to ``fill(messages, batch)``; ack each batch's messages only once
+    everything it produced is delivered, so a crash re-delivers instead of losing."""
     async for events in stream.noack_take(size, within):
-        batch = handle([event.message for event in events])
+        batch = delivery.batch()
+        fill([event.message for event in events], batch)
         await delivery.wait(batch)
         for event in events:
             await stream.ack(event)
-
-
-def in_new_batch(delivery: DeliveryTracker, fill):
-    """Adapts ``fill(messages, batch)`` to ``handle(messages) -> batch``."""
-
-    def handle(messages):
-        batch = delivery.batch()
-        fill(messages, batch)
-        return batch
-
-    return handle

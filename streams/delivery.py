@@ -12,7 +12,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streams.exceptions import StreamsError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class DeliveryTracker:
                 break
             except BufferError:  # local queue full: serve deliveries, then retry
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                raise refused(topic, value, key, exc) from exc
         batch.expect()
 
     async def wait(self, batch: BatchDelivery) -> None:
@@ -101,6 +105,19 @@ class DeliveryTracker:
         while True:
             self.producer.poll(0)
             await asyncio.sleep(interval_s)
+
+
+def refused(topic: str, value: bytes, key: bytes | None, exc: KafkaException) -> StreamsError:
+    """librdkafka refused a message outright (too large, unknown topic): say which and why."""
+    error = exc.args[0] if exc.args else None
+    size = len(value or b"") + len(key or b"")
+    hint = ""
+    if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        hint = (
+            "; raise DRIFTLINE_KAFKA_MESSAGE_MAX_BYTES (with the broker's message.max.bytes) "
+            "or send smaller messages"
+        )
+    return StreamsError(f"producing {size:,} bytes to {topic} was refused: {error}{hint}")
 
 
 class OrderedAcker:

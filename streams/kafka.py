@@ -21,6 +21,8 @@ def producer_config(settings: Settings, bootstrap: str, **overrides: Any) -> dic
             "queue.buffering.max.kbytes": 1_048_576,
             # An idle connection closed by the broker is routine, not worth a log line.
             "log.connection.close": False,
+            # One limit for every driftline producer, so outputs are sized against it.
+            "message.max.bytes": settings.kafka.message_max_bytes,
         }
     )
     config.update(overrides)

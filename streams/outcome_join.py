@@ -47,10 +47,12 @@ from drift.outcomes import (
     encode_pending,
     join_key,
 )
+from inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
 from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
 from streams.drift_stage import drift_record
+from streams.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
 from streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,10 @@ class OutcomeJoiner:
         state_topic: str,
         state_producer: Producer,
         stats: WorkerStats,
+        limit: MessageLimit = DEFAULT_LIMIT,
+        event_times: EventTimeBounds = DEFAULT_BOUNDS,
     ) -> None:
+        self._limit, self._event_times = limit, event_times
         self.config, self.wait_ms, self.max_pending = config, wait_ms, max_pending
         self.partitions = partitions
         self._codec, self._delivery, self._dead = codec, delivery, dead_letters
@@ -142,7 +147,15 @@ class OutcomeJoiner:
             except InvalidValue as exc:
                 self._dead.publish(message, "invalid_outcome", str(exc), batch)
                 continue
+            if not 0 <= record["event_time"] <= self._event_times.latest():
+                detail = self._event_times.detail(record["event_time"])
+                self._dead.publish(message, INVALID_EVENT_TIME, detail, batch)
+                continue
             value = OUTCOME_TAG + bytes(message.value)
+            if not self._limit.fits(value, key.encode()):
+                detail = self._limit.explain(len(value), "the outcome, forwarded to the join")
+                self._dead.publish(message, TOO_LARGE, detail, batch)
+                continue
             partition = join_partition(key, self.partitions)
             self._delivery.produce(
                 batch, self.join_topic, value, key=key.encode(), partition=partition

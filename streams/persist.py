@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
 from inference.frames import Frame, FrameRejected
 from lineage import AuditLogWriter, DeadLetterSink, InvalidRecord, LifecycleEvent, PredictionSink
 from lineage.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
@@ -84,8 +85,10 @@ class LineageWriter:
         stats: WorkerStats,
         drift: DriftSink | None = None,
         outcomes: OutcomeSink | None = None,
+        event_times: EventTimeBounds = DEFAULT_BOUNDS,
     ) -> None:
         self._codec = codec
+        self._event_times = event_times
         self._store = store
         self._predictions = predictions
         self._frames = frames
@@ -121,6 +124,8 @@ class LineageWriter:
                 self._dead.publish(message, exc.reason, str(exc), batch)
                 continue
             if name == "Prediction":
+                if not self._valid_time(message, record, batch):
+                    continue
                 record["trace_id"] = _trace_id(message.headers)
                 rows.append(record)
             elif name == "PredictionFrame":
@@ -142,17 +147,23 @@ class LineageWriter:
     async def store_features(self, messages: Sequence[InboundMessage]) -> None:
         """Log a sample of feature rows for replay and skew checks.
 
-        Bad input is the scoring agent's to dead-letter; here it is only skipped.
+        Bad input is the scoring agent's to dead-letter; here it is only skipped,
+        whatever it is, so this agent never stops on it.
         """
         records = []
+        latest = self._event_times.latest()
         for message in messages:
             try:
                 name, record = self._codec.decode(message.value)
-                if name == "FeatureRecord":
+                if name == "FeatureRecord" and 0 <= record["event_time"] <= latest:
                     records.append(record)
                 elif name == "FeatureFrame":
-                    self._features.add_frame(Frame.from_avro(record))
-            except (DecodeError, FrameRejected):
+                    frame = Frame.from_avro(record)
+                    if not len(self._event_times.bad_rows(frame.event_times)):
+                        self._features.add_frame(frame)
+            except Exception:  # the scoring agent dead-letters this message
+                log.debug("feature log skips %s[%d]@%d", message.topic, message.partition,
+                          message.offset, exc_info=True)  # fmt: skip
                 continue
         if records:
             self._features.add_records(records)
@@ -202,6 +213,8 @@ class LineageWriter:
         """Outcomes (delayed labels) into ``outcomes``, with their Kafka coordinates."""
         rows = []
         for message, record in self._decode_all("Outcome", messages, batch):
+            if not self._valid_time(message, record, batch):
+                continue
             record["source_partition"] = message.partition
             record["source_offset"] = message.offset
             rows.append(record)
@@ -233,6 +246,13 @@ class LineageWriter:
         self._dead_letter_sink.add_many(records)
         stored = await self._store.until_stored(self._dead_letter_sink.flush, "dead letters")
         self._stats.rows_stored["deadletters"] += stored
+
+    def _valid_time(self, message: InboundMessage, record: dict, batch: BatchDelivery) -> bool:
+        if 0 <= record["event_time"] <= self._event_times.latest():
+            return True
+        detail = self._event_times.detail(record["event_time"])
+        self._dead.publish(message, INVALID_EVENT_TIME, detail, batch)
+        return False
 
     def partitions_reassigned(self) -> None:
         """Another worker may have extended a chain meanwhile: re-read heads from the table."""

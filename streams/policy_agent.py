@@ -115,8 +115,10 @@ class DriftPolicyAgent:
         self._delivery = delivery
         self._dead = dead_letters
 
-    def process(self, messages: Sequence[InboundMessage]) -> BatchDelivery:
-        batch = self._delivery.batch()
+    def process(
+        self, messages: Sequence[InboundMessage], batch: BatchDelivery | None = None
+    ) -> BatchDelivery:
+        batch = self._delivery.batch() if batch is None else batch
         now = time.time_ns() // 1_000_000
         for message in messages:
             try:

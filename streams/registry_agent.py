@@ -42,8 +42,10 @@ class RegistryAgent:
         self._dead = dead_letters
         self._topic = lifecycle_topic
 
-    def process(self, messages: Sequence[InboundMessage]) -> BatchDelivery:
-        batch = self._delivery.batch()
+    def process(
+        self, messages: Sequence[InboundMessage], batch: BatchDelivery | None = None
+    ) -> BatchDelivery:
+        batch = self._delivery.batch() if batch is None else batch
         for message in messages:
             try:
                 record = self._codec.decode_as("LifecycleCommand", message.value)

@@ -15,6 +15,7 @@ from confluent_kafka import Producer
 from driftline.settings import Settings
 from inference import Router
 from inference.device import choose_device
+from inference.event_time import EventTimeBounds
 from lineage import (
     AuditLogWriter,
     DeadLetterSink,
@@ -36,6 +37,7 @@ from streams.drift_stage import STATE_TABLE, DriftStage
 from streams.exceptions import StreamsError
 from streams.follower import LifecycleFollower
 from streams.kafka import make_producer
+from streams.limits import MessageLimit
 from streams.outcome_join import JOIN_TABLE, OutcomeJoiner
 from streams.persist import LineageWriter, StoreRunner
 from streams.policy_agent import DriftPolicyAgent, PolicySigner
@@ -69,6 +71,7 @@ class WorkerRuntime:
     producer: Producer
     delivery: DeliveryTracker
     stats: WorkerStats
+    dead_letters: DeadLetterPublisher | None = None
     follower: LifecycleFollower | None = None
     scoring: ScoringPipeline | None = None
     registry: RegistryAgent | None = None
@@ -90,9 +93,15 @@ class WorkerRuntime:
         delivery = DeliveryTracker(producer)
         stats = WorkerStats()
         dead = DeadLetterPublisher(
-            codec=codec, delivery=delivery, topic=topics.deadletter, stats=stats
+            codec=codec,
+            delivery=delivery,
+            topic=topics.deadletter,
+            stats=stats,
+            limit=MessageLimit(settings.kafka.message_max_bytes),
         )
         runtime = cls(settings, bootstrap, topics, codec, producer, delivery, stats)
+        runtime.dead_letters = dead
+        event_times = EventTimeBounds(int(settings.worker.event_time_max_ahead_s * 1000))
         roles = settings.worker.role_set
         policy = PolicySource(settings.roles_file)
         if roles & {"inference", "registry"}:
@@ -153,6 +162,8 @@ class WorkerRuntime:
                 state_topic=topics.changelog(JOIN_TABLE),
                 state_producer=state_producer,
                 stats=stats,
+                limit=MessageLimit(settings.kafka.message_max_bytes),
+                event_times=event_times,
             )
         if "inference" in roles:
             runtime.scoring = ScoringPipeline(
@@ -164,6 +175,8 @@ class WorkerRuntime:
                 stats=stats,
                 drift=runtime.drift,
                 outcomes=runtime.outcomes,
+                limit=MessageLimit(settings.kafka.message_max_bytes),
+                event_times=event_times,
             )
         if "lineage" in roles:
             client = open_client(settings.clickhouse_dsn)
@@ -189,6 +202,7 @@ class WorkerRuntime:
                 dead_letter_sink=DeadLetterSink(client, database),
                 dead_letters=dead,
                 stats=stats,
+                event_times=event_times,
             )
         if "policy" in roles:
             promotion = PromotionPolicy.load(settings.policy_file)

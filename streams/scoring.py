@@ -17,7 +17,15 @@ from opentelemetry.trace import SpanKind
 
 from drift.outcomes import Pending
 from inference import Router
-from inference.frames import NO_CHAMPION, Frame, FrameRejected, non_finite_detail, score_frame
+from inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
+from inference.frames import (
+    NO_CHAMPION,
+    Frame,
+    FrameRejected,
+    non_finite_detail,
+    score_frame,
+    split_prediction_frame,
+)
 from inference.routing import RoutingTable
 from inference.scoring import score_routed
 from inference.signature import NON_FINITE
@@ -26,6 +34,7 @@ from schemas.exceptions import WrongSchema
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
 from streams.drift_stage import DriftStage, Observation
+from streams.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
 from streams.outcome_join import OutcomeJoiner
 from streams.stats import WorkerStats
 from streams.tracing import link_to, trace_headers
@@ -46,8 +55,12 @@ class ScoringPipeline:
         max_links: int = 1000,
         drift: DriftStage | None = None,
         outcomes: OutcomeJoiner | None = None,
+        limit: MessageLimit = DEFAULT_LIMIT,
+        event_times: EventTimeBounds = DEFAULT_BOUNDS,
     ) -> None:
         self._codec = codec
+        self._limit = limit
+        self._event_times = event_times
         self.router = router
         self._delivery = delivery
         self._dead = dead_letters
@@ -59,14 +72,21 @@ class ScoringPipeline:
         self._pending: list[tuple[str, Pending]] = []
         self._observations: list[Observation] = []
 
-    def process(self, messages: Sequence[InboundMessage]) -> BatchDelivery:
-        """Score one batch and enqueue its output; the returned handle says when it is delivered."""
+    def process(
+        self, messages: Sequence[InboundMessage], batch: BatchDelivery | None = None
+    ) -> BatchDelivery:
+        """Score one batch and enqueue its output; the returned handle says when it is delivered.
+
+        ``batch`` lets a caller collect several calls' output in one handle.
+        """
+        # Left over only if an earlier call raised half-way: its messages are redone.
+        self._pending, self._observations = [], []
         links = [
             link
             for link in (link_to(m.headers) for m in messages[: self._max_links])
             if link is not None
         ]
-        batch = self._delivery.batch()
+        batch = self._delivery.batch() if batch is None else batch
         with tracer.start_as_current_span(
             "score features",
             kind=SpanKind.CONSUMER,
@@ -88,6 +108,7 @@ class ScoringPipeline:
         by_model: dict[str, list[tuple[InboundMessage, dict]]] = defaultdict(list)
         frames: list[tuple[InboundMessage, dict]] = []
         decode = self._codec.decode
+        latest = self._event_times.latest()
         for message in messages:
             try:
                 name, record = decode(message.value)
@@ -95,6 +116,10 @@ class ScoringPipeline:
                 self._dead.publish(message, exc.reason, str(exc), batch)
                 continue
             if name == "FeatureRecord":
+                if not 0 <= record["event_time"] <= latest:
+                    detail = self._event_times.detail(record["event_time"])
+                    self._dead.publish(message, INVALID_EVENT_TIME, detail, batch)
+                    continue
                 by_model[record["model"]].append((message, record))
             elif name == "FeatureFrame":
                 frames.append((message, record))
@@ -133,6 +158,9 @@ class ScoringPipeline:
         if self.drift is not None and predictions:
             self._observe_records(model_name, items, predictions, table)
         values = self._codec.encode_many("Prediction", predictions)
+        # Keys are entity ids, so a huge id counts twice; one cheap check for the common case.
+        if max(map(len, values), default=0) > self._limit.max_value_bytes // 2:
+            predictions, values = self._drop_oversized(items, predictions, values, batch)
         self._publish(values, [p["entity_id"].encode() for p in predictions], batch, headers)
         if self.outcomes is not None:
             for p in predictions:
@@ -147,6 +175,9 @@ class ScoringPipeline:
             return 0
         try:
             frame = Frame.from_avro(record)
+            late = self._event_times.bad_rows(frame.event_times)
+            if len(late):
+                raise FrameRejected(INVALID_EVENT_TIME, self._late_rows_detail(frame, late))
             scored = score_frame(table, frame)
         except FrameRejected as exc:
             self._dead.publish(message, exc.reason, exc.detail, batch)
@@ -161,7 +192,7 @@ class ScoringPipeline:
             self._dead.publish(message, NO_CHAMPION, detail, batch)
         if self.drift is not None:
             self._observe_frame(message, frame, scored)
-        values = self._codec.encode_many("PredictionFrame", scored.parts)
+        values = self._encode_frame_parts(message, scored.parts, batch)
         key = frame.frame_id.encode()
         self._publish(values, [key] * len(values), batch, headers)
         if self.outcomes is not None:
@@ -169,6 +200,53 @@ class ScoringPipeline:
                 scores = np.frombuffer(part["score"], dtype="<f8")
                 self._pend(part["prediction_frame_id"], part, scores)
         return sum(part["n_rows"] for part in scored.parts)
+
+    def _late_rows_detail(self, frame: Frame, late: np.ndarray) -> str:
+        first = int(late[0])
+        shown = ", ".join(str(r) for r in late[:10].tolist())
+        return (
+            f"frame {frame.frame_id!r}: {len(late)} of {frame.n_rows} rows have an impossible "
+            f"event_time (rows {shown}); row {first}: "
+            + self._event_times.detail(int(frame.event_times[first]))
+        )
+
+    def _drop_oversized(self, items, predictions, values, batch):
+        """Predictions too big for one message dead-letter their record (a huge id or key)."""
+        where = {record["record_id"]: i for i, (_, record) in enumerate(items)}
+        kept_predictions, kept_values, dead = [], [], set()
+        for prediction, value in zip(predictions, values, strict=True):
+            if self._limit.fits(value, prediction["entity_id"].encode()):
+                kept_predictions.append(prediction)
+                kept_values.append(value)
+                continue
+            i = where[prediction["record_id"]]
+            if i not in dead:
+                dead.add(i)
+                size = len(value) + len(prediction["entity_id"].encode())
+                detail = self._limit.explain(size, "the Prediction for this record (with its key)")
+                self._dead.publish(items[i][0], TOO_LARGE, detail, batch)
+        return kept_predictions, kept_values
+
+    def _encode_frame_parts(self, message, parts: list[dict], batch) -> list[bytes]:
+        """Encoded PredictionFrames, each part split by rows until every piece fits."""
+        values: list[bytes] = []
+        for part in parts:
+            value = self._codec.encode("PredictionFrame", part)
+            if self._limit.fits(value):
+                values.append(value)
+                continue
+            pieces = -(-len(value) // self._limit.max_value_bytes) + 1
+            encoded = self._codec.encode_many(
+                "PredictionFrame", split_prediction_frame(part, pieces)
+            )
+            oversized = [v for v in encoded if not self._limit.fits(v)]
+            if oversized:  # rows this big are a producer bug (megabyte entity ids)
+                detail = self._limit.explain(
+                    max(map(len, oversized)), f"a piece of the {part['arm']} PredictionFrame"
+                )
+                self._dead.publish(message, TOO_LARGE, detail, batch)
+            values += [v for v in encoded if self._limit.fits(v)]
+        return values
 
     def _pend(self, join_key: str, part: dict, scores: np.ndarray) -> None:
         rows = part.get("rows")
@@ -237,7 +315,10 @@ class ScoringPipeline:
                 sent += 1
         except BufferError:
             pass  # local queue full: the rest take the slow path, which waits for room
-        batch.expect(sent)
+        finally:
+            # Even when produce() raises: the ones sent will call back, and the batch must
+            # wait for them, or it would count them as delivered before they are.
+            batch.expect(sent)
         for value, key in zip(values[sent:], keys[sent:], strict=True):
             self._delivery.produce(batch, self._topic, value, key=key, headers=headers)
 

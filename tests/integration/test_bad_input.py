@@ -9,28 +9,13 @@ from confluent_kafka import Producer
 
 from schemas import default_codec
 from streams.loadgen import synthetic_records
-from streams.models import ModelCommands
 from streams.topics import Topics
 from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic, write_model
+from tests.integration.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
 CODEC = default_codec()
-
-
-@pytest.fixture
-def serving_worker(stack_env, start_worker, tmp_path):
-    settings = stack_env.settings()
-    worker = start_worker()
-    commands = ModelCommands.from_settings(settings)
-    event, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
-    commands.promote("demo", event.version, actor="bob")
-    wait_until(
-        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == 1,
-        what="model served",
-    )
-    return worker
 
 
 def _good(i: int) -> dict:
