@@ -35,6 +35,13 @@ class DriftConfig:
     - ``decision_threshold``: score at or above which a prediction counts as
       positive when outcomes are turned into errors.
     - ``device``: ``cpu`` (NumPy) or ``cuda`` (CuPy) for the window tests.
+    - ``sample_every``: the window tests see one row in ``sample_every`` of each
+      FeatureFrame (a stride from an offset hashed from the frame id, so the
+      same rows whatever the partitioning); single records are all seen.
+      Windows and ``baseline_rows`` count seen rows; alarm positions count records.
+    - ``error_rearm``: after an error-stream alarm, further flags of any error
+      detector belong to the same episode until this many outcomes pass
+      without one; then the stream re-arms.
     """
 
     window: int = 1000
@@ -48,6 +55,8 @@ class DriftConfig:
     error_detectors: tuple[str, ...] = ("adwin", "hddm_a")
     decision_threshold: float = 0.5
     device: str = "cpu"
+    sample_every: int = 8
+    error_rearm: int = 5000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tests", tuple(self.tests))
@@ -86,6 +95,12 @@ class DriftConfig:
             )
         if self.device not in ("cpu", "cuda"):
             raise InvalidDetectorConfig(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if not 1 <= self.sample_every <= 1024:
+            raise InvalidDetectorConfig(
+                f"sample_every must be in [1, 1024] (1 = every row), got {self.sample_every}"
+            )
+        if self.error_rearm < 1:
+            raise InvalidDetectorConfig(f"error_rearm must be >= 1 outcome, got {self.error_rearm}")
 
     def params(self) -> dict[str, Any]:
         values = asdict(self)

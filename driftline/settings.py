@@ -316,6 +316,9 @@ class DriftSettings(_Section):
     max_pending_predictions: int = Field(
         1_000_000, ge=1, description="predictions held for the outcome join before the oldest go"
     )
+    sample_every: int = Field(
+        8, ge=1, le=1024, description="window tests see one row in this many of each frame"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DriftSettings:
@@ -347,6 +350,7 @@ class DriftSettings(_Section):
             error_detectors=tuple(d.strip() for d in self.error_detectors.split(",") if d.strip()),
             decision_threshold=self.decision_threshold,
             device=device,
+            sample_every=self.sample_every,
         )
 
 

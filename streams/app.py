@@ -14,7 +14,7 @@ from driftline.settings import Settings
 from streams import faust_flow
 from streams.batching import gather
 from streams.delivery import DeliveryTracker, OrderedAcker
-from streams.drift_stage import STATE_TABLE
+from streams.drift_decider import STATE_TABLE
 from streams.faust_transport import with_fetch_wait
 from streams.isolation import isolated, isolated_async
 from streams.kafka import faust_credentials
@@ -107,7 +107,7 @@ def create_app(
             await delivery.wait(batch)
 
     if runtime.drift is not None:
-        drift, outcomes = runtime.drift, runtime.outcomes
+        decider, outcomes = runtime.decider, runtime.outcomes
 
         def state_table(name: str) -> faust.Table:
             # Recovered from its changelog on start and rebalance; our pipelines write it.
@@ -127,19 +127,26 @@ def create_app(
                 changelog_topic=changelog,
             )
 
-        drift.table = state_table(STATE_TABLE).data
+        decider.table = state_table(STATE_TABLE).data
         outcomes.table = state_table(JOIN_TABLE).data
 
         @app.on_partitions_assigned.connect
         async def _drift_reassigned(sender, assigned, **kwargs) -> None:
-            drift.partitions_changed()
+            decider.partitions_changed()
             outcomes.partitions_changed()
 
         @app.task
         async def serve_drift_state() -> None:
             while True:
-                drift.poll()
+                decider.poll()
                 await asyncio.sleep(0.005)
+
+        @app.agent(raw_topic(runtime.topics.drift_summaries), name="decide-drift")
+        async def decide_drift(stream: faust.StreamT) -> None:
+            # Every partition's rows and outcomes of a model meet here: one monitor decides.
+            await follower.caught_up.wait()  # the versions' training profiles are known
+            decide = guarded(decider.process, "deciding drift")
+            await deliver_then_ack(stream, delivery, decide, batch_size, within)
 
         @app.agent(raw_topic(runtime.topics.name("outcomes")), name="route-outcomes")
         async def route_outcomes(stream: faust.StreamT) -> None:

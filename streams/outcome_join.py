@@ -1,4 +1,4 @@
-"""The outcomes join: outcomes meet the predictions they resolve, errors feed the detectors.
+"""The outcomes join: outcomes meet the predictions they resolve; errors go to the decider.
 
 Outcomes are keyed by prediction id and predictions by entity or frame id, so
 the two never share a partition. Both are re-keyed onto one internal topic,
@@ -12,9 +12,15 @@ partition, in order, and holds the state in the ``outcome-join`` Faust table:
   outcomes, rows labelled, outcomes that overtook their prediction), see
   :meth:`drift.outcomes.OutcomeJoin.take_delta`; replayed in order on
   recovery and deleted once older than the wait window;
-- ``p<partition>|monitors``: the error-stream detectors of every version and
-  arm fed from that partition, with the next offset to fold (exactly-once
-  folding over at-least-once delivery, as in the drift stage).
+- ``p<partition>|next``: the next join-topic offset to process, so a
+  redelivered batch is not joined twice.
+
+The 0/1 errors of joined outcomes are not judged here: a join partition sees
+only some of a model's outcomes. Per batch they go as error parts
+(:class:`drift.summary.ErrorPart`: each error with the offset of the join
+message it came from) to the model's drift decider on the summaries topic
+(:mod:`streams.drift_decider`), which runs the error detectors once per
+version and arm over the outcomes of every partition.
 
 Both kinds of join-topic message go to an explicit partition,
 ``crc32(join key) % partitions``, so the scoring worker can send all of a
@@ -38,7 +44,7 @@ from confluent_kafka import Producer
 
 from drift.config import DriftConfig
 from drift.exceptions import InvalidValue, SnapshotError
-from drift.monitor import MonitorKey, MonitorSet
+from drift.monitor import MonitorKey
 from drift.outcomes import (
     OutcomeJoin,
     Pending,
@@ -47,11 +53,12 @@ from drift.outcomes import (
     encode_pending,
     join_key,
 )
+from drift.summary import ErrorPart, chunks, encode_parts, split_errors
 from inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
 from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
-from streams.drift_stage import drift_record
+from streams.drift_stage import MAX_SUMMARY_BYTES, summary_partition
 from streams.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
 from streams.stats import WorkerStats
 
@@ -94,7 +101,7 @@ class OutcomeJoiner:
         delivery: DeliveryTracker,
         dead_letters: DeadLetterPublisher,
         join_topic: str,
-        drift_topic: str,
+        summaries_topic: str,
         state_topic: str,
         state_producer: Producer,
         stats: WorkerStats,
@@ -105,11 +112,11 @@ class OutcomeJoiner:
         self.config, self.wait_ms, self.max_pending = config, wait_ms, max_pending
         self.partitions = partitions
         self._codec, self._delivery, self._dead = codec, delivery, dead_letters
-        self.join_topic, self._drift_topic = join_topic, drift_topic
+        self.join_topic, self._summaries_topic = join_topic, summaries_topic
         self._state_topic, self._state_producer = state_topic, state_producer
         self._stats = stats
         self._joins: dict[int, OutcomeJoin] = {}
-        self._monitors: dict[int, MonitorSet] = {}
+        self._next: dict[int, int] = {}  # join partition -> next offset to process
         self._deltas: dict[int, dict[bytes, int]] = {}  # live delta keys -> created ms
         self.table: MutableMapping[bytes, bytes] = {}
 
@@ -165,7 +172,7 @@ class OutcomeJoiner:
 
     def partitions_changed(self) -> None:
         self._joins.clear()
-        self._monitors.clear()
+        self._next.clear()
         self._deltas.clear()
 
     def process(self, messages: Sequence[InboundMessage], batch: BatchDelivery) -> None:
@@ -189,28 +196,27 @@ class OutcomeJoiner:
                 batch.expect()
                 self._send_state(partition, key, None, batch)
 
-    def _state(self, partition: int) -> tuple[OutcomeJoin, MonitorSet]:
+    def _state(self, partition: int) -> OutcomeJoin:
         if partition not in self._joins:
             join = OutcomeJoin(
                 wait_ms=self.wait_ms,
                 max_pending=self.max_pending,
                 decision_threshold=self.config.decision_threshold,
             )
-            monitors = MonitorSet(self.config)
             live = self._deltas[partition] = {}
             prefix = f"p{partition}|".encode()
             for raw_key in sorted(k for k in self.table if k.startswith(prefix + b"d|")):
                 live[raw_key] = join.apply_delta(self.table[raw_key])
-            if prefix + b"monitors" in self.table:
-                monitors.restore(self.table[prefix + b"monitors"])
+            stored = self.table.get(prefix + b"next")
+            self._next[partition] = int(stored) if stored is not None else 0
             join.counts.clear()  # replay re-counts nothing: those were reported before
-            self._joins[partition], self._monitors[partition] = join, monitors
-        return self._joins[partition], self._monitors[partition]
+            self._joins[partition] = join
+        return self._joins[partition]
 
     def _process_partition(self, partition: int, items, now: int, batch) -> None:
-        join, monitors = self._state(partition)
-        errors: dict[MonitorKey, list[int]] = defaultdict(list)
-        fresh = [message for message in items if message.offset >= monitors.next_offset]
+        join = self._state(partition)
+        errors: dict[MonitorKey, list[tuple[int, int]]] = defaultdict(list)  # (offset, error)
+        fresh = [message for message in items if message.offset >= self._next[partition]]
         delta_from = fresh[0].offset if fresh else 0
         for message in fresh:
             if join.delta_size() >= MAX_RECORD_BYTES // 2:
@@ -224,22 +230,36 @@ class OutcomeJoiner:
                 continue
             for outcome in joined:
                 key = MonitorKey(outcome.model, outcome.version, outcome.arm)
-                errors[key].append(outcome.error)
+                errors[key].append((message.offset, outcome.error))
         if not fresh:
-            return  # counted before a restart
-        monitors.next_offset = fresh[-1].offset + 1
-        alarms = []
-        for key, values in errors.items():
-            monitor = monitors.monitor(key, (), None)
-            alarms += monitor.observe_errors(np.asarray(values, dtype=np.int8))
-        for alarm in alarms:
-            value = self._codec.encode("DriftEvent", drift_record(alarm, partition, now))
-            self._delivery.produce(batch, self._drift_topic, value, key=alarm.key.model.encode())
-        self._stats.drift_events += len(alarms)
+            return  # processed before a restart
+        self._next[partition] = fresh[-1].offset + 1
+        self._send_errors(partition, errors, batch)
         self._report(join, partition, batch)
         self._write_delta(partition, join, delta_from, now, batch)
         batch.expect()
-        self._send_state(partition, f"p{partition}|monitors".encode(), monitors.snapshot(), batch)
+        next_offset = str(self._next[partition]).encode()
+        self._send_state(partition, f"p{partition}|next".encode(), next_offset, batch)
+
+    def _send_errors(self, partition: int, errors, batch: BatchDelivery) -> None:
+        """The batch's errors per version and arm, to each model's decider."""
+        by_model: dict[str, list[ErrorPart]] = defaultdict(list)
+        source = f"{JOIN_TOPIC_SUFFIX}/{partition}"
+        for key, pairs in errors.items():
+            offsets, values = np.asarray(pairs, dtype=np.int64).reshape(-1, 2).T
+            part = ErrorPart(key, source, offsets, values.astype(np.int8))
+            by_model[key.model] += split_errors(part, MAX_SUMMARY_BYTES // 2)
+        for model, parts in by_model.items():
+            for chunk in chunks(parts, MAX_SUMMARY_BYTES):
+                value = encode_parts(chunk)
+                self._delivery.produce(
+                    batch,
+                    self._summaries_topic,
+                    value,
+                    key=model.encode(),
+                    partition=summary_partition(model, self.partitions),
+                )
+                self._stats.drift_summary_bytes += len(value)
 
     def _join_one(self, join: OutcomeJoin, message, now: int) -> list:
         kind, body = bytes(message.value[:1]), bytes(message.value[1:])

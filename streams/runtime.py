@@ -33,7 +33,8 @@ from streams.checkpointing import CheckpointKeeper
 from streams.codecs import codec_for
 from streams.deadletter import DeadLetterPublisher
 from streams.delivery import DeliveryTracker
-from streams.drift_stage import STATE_TABLE, DriftStage
+from streams.drift_decider import STATE_TABLE, DriftDecider
+from streams.drift_stage import DriftStage
 from streams.exceptions import StreamsError
 from streams.follower import LifecycleFollower
 from streams.kafka import make_producer
@@ -80,6 +81,7 @@ class WorkerRuntime:
     store: StoreRunner | None = None
     store_client: object | None = None
     drift: DriftStage | None = None
+    decider: DriftDecider | None = None
     outcomes: OutcomeJoiner | None = None
     policy: DriftPolicyAgent | None = None
     signer: PolicySigner | None = None
@@ -135,14 +137,22 @@ class WorkerRuntime:
         if "inference" in roles and settings.drift.enabled:
             config = settings.drift.config(device.kind)
             # One message per produce request: Tansu's end offset counts batches, and
-            # Faust recovers a table only up to it (see streams/drift_stage.py).
+            # Faust recovers a table only up to it (see streams/drift_decider.py).
             state_producer = make_producer(
                 settings, bootstrap, **{"batch.num.messages": 1, "linger.ms": 0}
             )
             runtime.drift = DriftStage(
                 config=config,
+                delivery=delivery,
+                summaries_topic=topics.drift_summaries,
+                partitions=settings.kafka.partitions,
+                stats=stats,
+            )
+            runtime.decider = DriftDecider(
+                config=config,
                 codec=codec,
                 delivery=delivery,
+                dead_letters=dead,
                 drift_topic=topics.name("drift"),
                 state_topic=topics.changelog(STATE_TABLE),
                 state_producer=state_producer,
@@ -158,7 +168,7 @@ class WorkerRuntime:
                 delivery=delivery,
                 dead_letters=dead,
                 join_topic=topics.outcome_join,
-                drift_topic=topics.name("drift"),
+                summaries_topic=topics.drift_summaries,
                 state_topic=topics.changelog(JOIN_TABLE),
                 state_producer=state_producer,
                 stats=stats,
@@ -227,8 +237,8 @@ class WorkerRuntime:
         return runtime
 
     def close(self) -> None:
-        if self.drift is not None:
-            self.drift.flush()
+        if self.decider is not None:
+            self.decider.flush()
         remaining = self.producer.flush(10)
         if remaining:
             log.error("%d produced messages were not acknowledged before shutdown", remaining)

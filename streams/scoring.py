@@ -15,6 +15,7 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from drift.monitor import MonitorKey
 from drift.outcomes import Pending
 from inference import Router
 from inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
@@ -97,7 +98,8 @@ class ScoringPipeline:
             span.set_attribute("driftline.predictions", produced)
             if self.drift is not None and self._observations:
                 observations, self._observations = self._observations, []
-                span.set_attribute("driftline.drift_events", self.drift.fold(observations, batch))
+                sent = self.drift.fold(observations, batch)
+                span.set_attribute("driftline.drift_summaries", sent)
             if self.outcomes is not None and self._pending:
                 pending, self._pending = self._pending, []
                 self.outcomes.publish_pending(pending, batch)
@@ -274,35 +276,21 @@ class ScoringPipeline:
         for (version, arm, partition), members in groups.items():
             index = [i for i, _ in members]
             self._observations.append(
-                Observation(
-                    partition=partition,
-                    offsets=np.fromiter((items[i][0].offset for i in index), np.int64, len(index)),
-                    model=model_name,
-                    version=version,
-                    arm=arm,
-                    feature_names=names.get(version) or _default_names(items[index[0]][1]),
-                    rows=np.asarray([items[i][1]["features"] for i in index], dtype=np.float64),
-                    scores=np.fromiter((s for _, s in members), np.float64, len(members)),
+                self.drift.records(
+                    partition,
+                    np.fromiter((items[i][0].offset for i in index), np.int64, len(index)),
+                    MonitorKey(model_name, version, arm),
+                    names.get(version) or _default_names(items[index[0]][1]),
+                    np.asarray([items[i][1]["features"] for i in index], dtype=np.float64),
+                    np.fromiter((s for _, s in members), np.float64, len(members)),
                 )
             )
 
     def _observe_frame(self, message, frame: Frame, scored) -> None:
+        """Each arm's part of the frame, sampled for the window tests (see DriftStage.frame)."""
         for part in scored.parts:
-            n = part["n_rows"]
-            # Empty "rows" means every row of the frame (score_frame names them otherwise).
-            rows = np.frombuffer(part["rows"], dtype="<i4") if part["rows"] else None
-            matrix = frame.matrix if rows is None else frame.matrix[rows]
             self._observations.append(
-                Observation(
-                    partition=message.partition,
-                    offsets=np.full(n, message.offset, dtype=np.int64),
-                    model=part["model"],
-                    version=part["version"],
-                    arm=part["arm"],
-                    feature_names=tuple(frame.feature_names),
-                    rows=matrix,
-                    scores=np.frombuffer(part["score"], dtype="<f8"),
-                )
+                self.drift.frame(message.partition, message.offset, frame, part)
             )
 
     def _publish(self, values: list[bytes], keys: list[bytes], batch, headers) -> None:

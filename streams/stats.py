@@ -23,10 +23,11 @@ class WorkerStats:
     last_batch_at: float | None = None
     first_batch_size: int = 0
     first_batch_predictions: int = 0
-    drift_events: int = 0  # DriftEvents published by this worker's drift stage
-    drift_redelivered: int = 0  # scored messages the drift state had already counted
+    drift_events: int = 0  # DriftEvents published by this worker's drift decider
+    drift_redelivered: int = 0  # records and outcomes the decider had already counted
+    drift_summary_bytes: int = 0  # parts sent to the deciders (inputs and errors)
     drift_snapshot_bytes: int = 0
-    drift_restored: dict = field(default_factory=dict)  # 'partition:monitor' -> next offset
+    drift_restored: dict = field(default_factory=dict)  # monitor -> {source: next offset}
     outcomes: Counter = field(default_factory=Counter)  # joined, late, unmatched, ...
     policy_actions: int = 0  # signed commands the policy role published
     policy_actions_unsigned: int = 0  # actions not taken: no key for the policy actor
@@ -59,6 +60,7 @@ class WorkerStats:
             "first_batch_predictions": self.first_batch_predictions,
             "drift_events": self.drift_events,
             "drift_redelivered": self.drift_redelivered,
+            "drift_summary_bytes": self.drift_summary_bytes,
             "drift_snapshot_bytes": self.drift_snapshot_bytes,
             "drift_restored": dict(self.drift_restored),
             "outcomes": dict(self.outcomes),

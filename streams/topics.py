@@ -74,9 +74,16 @@ class Topics:
         """Predictions and outcomes re-keyed by join key, so both sides share a partition."""
         return f"{self.app_id}-outcome-join"
 
+    @property
+    def drift_summaries(self) -> str:
+        """Parts of each model's streams for its drift decider, keyed by model."""
+        return f"{self.app_id}-drift-summaries"
+
     def internal(self) -> list[str]:
-        """Topics only workers read: table changelogs and the join topic; created up front."""
-        return [self.changelog(table) for table in INTERNAL_TABLES] + [self.outcome_join]
+        """Topics only workers read: table changelogs, the join and summaries topics;
+        created up front."""
+        tables = [self.changelog(table) for table in INTERNAL_TABLES]
+        return tables + [self.outcome_join, self.drift_summaries]
 
     def configs(self) -> dict[str, dict[str, str]]:
         """Per-topic configuration to create them with."""

@@ -67,9 +67,9 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
     @app.page("/driftline/drift/")
     class Drift(View):
         async def get(self, request: Request) -> Response:
-            if runtime.drift is None:
+            if runtime.decider is None:
                 return self.json({"error": "drift detection is off on this worker"}, status=404)
-            return self.json(runtime.drift.status())
+            return self.json(runtime.decider.status())
 
     @app.page("/driftline/audit/verify/")
     class AuditVerify(View):

@@ -1,4 +1,4 @@
-"""ArmMonitor and MonitorSet: what fires, where, and that state survives a snapshot."""
+"""ArmMonitor: what fires, where, once per shift, and that state survives a snapshot."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from drift.config import DriftConfig
-from drift.exceptions import InvalidDetectorConfig, SnapshotError
-from drift.monitor import ArmMonitor, MonitorKey, MonitorSet
+from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from drift.monitor import ArmMonitor, MonitorKey
 from drift.packing import pack, unpack
 from lineage.profile import ReferenceProfile
 
@@ -38,18 +38,36 @@ def _feed(monitor, x, scores, step=700):
 
 
 class TestInputs:
-    def test_half_sigma_shift_in_one_feature_fires_on_that_feature_only(self, reference):
+    def test_half_sigma_shift_in_one_feature_is_one_alarm_with_both_tests(self, reference):
         monitor = ArmMonitor(KEY, NAMES, reference, DriftConfig())
         alarms = _feed(monitor, *_stream(40_000, shift_at=20_000))
         inputs = [a for a in alarms if a.stream == "input"]
-        assert {(a.detector, a.feature) for a in inputs} == {("ks", "f03"), ("psi", "f03")}
+        # KS and PSI are one family: one shift of one feature is one alarm.
+        assert [(a.detector, a.feature) for a in inputs] == [("ks+psi", "f03")]
+        alarm = inputs[0]
         # Windows of 1000, 2 of 3 significant: the second shifted window closes at 22,000.
-        assert {a.position for a in inputs} == {22_000}
-        ks = next(a for a in inputs if a.detector == "ks")
-        assert ks.p_value < 1e-10 and ks.statistic > 0.1
-        assert ks.evidence["reference"] == "training"
-        assert ks.evidence["multiplicity"] == "bh" and ks.evidence["features_tested"] == 16
-        assert ks.evidence["adjusted_p_value"] <= 0.001
+        assert alarm.position == 22_000
+        tests = alarm.evidence["tests"]
+        assert set(tests) == {"ks", "psi"}
+        assert tests["ks"]["p_value"] < 1e-10 and tests["ks"]["statistic"] > 0.1
+        assert tests["psi"]["statistic"] >= 0.1 and tests["psi"]["significant"]
+        decided = tests[alarm.evidence["decided_by"]]
+        assert (alarm.statistic, alarm.p_value) == (decided["statistic"], decided["p_value"])
+        assert alarm.evidence["reference"] == "training"
+        assert alarm.evidence["multiplicity"] == "bh" and alarm.evidence["features_tested"] == 16
+        assert alarm.evidence["hypotheses"] == 32  # 16 features x 2 tests, one family
+        assert alarm.evidence["adjusted_p_value"] <= 0.001
+
+    def test_either_test_can_carry_the_alarm(self, reference):
+        # PSI can never reach an effect of 10: KS alone decides, PSI's numbers still come along.
+        monitor = ArmMonitor(KEY, NAMES, reference, DriftConfig(psi_min=10.0))
+        alarms = [
+            a for a in _feed(monitor, *_stream(30_000, shift_at=20_000)) if a.stream == "input"
+        ]
+        assert [(a.detector, a.feature, a.position) for a in alarms] == [("ks+psi", "f03", 22_000)]
+        evidence = alarms[0].evidence
+        assert evidence["decided_by"] == "ks" and not evidence["tests"]["psi"]["significant"]
+        assert evidence["tests"]["psi"]["min_effect"] == 10.0
 
     def test_stationary_stream_raises_nothing(self, reference):
         monitor = ArmMonitor(KEY, NAMES, reference, DriftConfig())
@@ -58,9 +76,17 @@ class TestInputs:
     def test_one_alarm_per_episode_until_rearmed(self, reference):
         monitor = ArmMonitor(KEY, NAMES, reference, DriftConfig(tests=("ks",)))
         alarms = _feed(monitor, *_stream(60_000, shift_at=10_000))
-        assert [a.position for a in alarms if a.stream == "input"] == [12_000]
+        assert [(a.detector, a.position) for a in alarms if a.stream == "input"] == [("ks", 12_000)]
         summary = monitor.summary()
-        assert summary["in_alarm"] == ["ks:f03"] and summary["rows_seen"] == 60_000
+        assert summary["in_alarm"] == ["ks:f03"] and summary["rows_tested"] == 60_000
+
+    def test_positions_count_records_when_rows_are_a_sample(self, reference):
+        # Every 4th record is tested: a window of 1,000 rows spans 4,000 records.
+        monitor = ArmMonitor(KEY, NAMES, reference, DriftConfig())
+        x, scores = _stream(40_000, shift_at=20_000)
+        positions = np.arange(4, 160_001, 4)  # row i is record 4 (i + 1)
+        alarms = [a for a in monitor.observe(x, scores, positions) if a.stream == "input"]
+        assert [a.position for a in alarms] == [88_000]  # the row of 22,000 is record 88,000
 
     def test_without_a_training_profile_the_first_rows_are_the_reference(self):
         config = DriftConfig(baseline_rows=5_000)
@@ -96,6 +122,50 @@ class TestScoresAndErrors:
         assert all(3_000 < a.position < 3_600 for a in alarms)
         assert alarms[0].evidence["parameters"] == monitor.errors["adwin"].params()
 
+    def test_error_detectors_together_raise_one_alarm_per_change(self, reference):
+        rng = np.random.default_rng(3)
+        errors = (rng.random(8_000) < np.r_[np.full(4_000, 0.1), np.full(4_000, 0.6)]).astype(int)
+        config = DriftConfig(error_detectors=("adwin", "hddm_a"))
+        monitor = ArmMonitor(KEY, NAMES, reference, config)
+        alarms = []
+        for start in range(0, 8_000, 250):  # outcomes arrive in small batches
+            alarms += monitor.observe_errors(errors[start : start + 250])
+        assert len(alarms) == 1, [(a.evidence["decided_by"], a.position) for a in alarms]
+        alarm = alarms[0]
+        assert alarm.detector == "adwin+hddm_a" and 4_000 < alarm.position < 4_300
+        assert set(alarm.evidence["detectors"]) == {"adwin", "hddm_a"}
+        assert alarm.evidence["decided_by"] in alarm.evidence["flagged"]
+        assert monitor.error_flags >= 2  # both fired; the later flags joined the episode
+        # Still in its episode: it re-arms after error_rearm (5,000) quiet outcomes.
+        assert monitor.summary()["in_alarm"] == ["adwin+hddm_a:error"]
+
+    def test_error_stream_rearms_after_quiet_outcomes(self, reference):
+        rng = np.random.default_rng(4)
+        rates = np.r_[np.full(3_000, 0.1), np.full(3_000, 0.6), np.full(4_000, 0.05)]
+        errors = (rng.random(10_000) < rates).astype(int)
+        config = DriftConfig(error_detectors=("adwin", "hddm_a"), error_rearm=500)
+        monitor = ArmMonitor(KEY, NAMES, reference, config)
+        alarms = monitor.observe_errors(errors)
+        # Up, then down (HDDM_A watches increases only; ADWIN both): two changes, two alarms.
+        assert len(alarms) == 2
+        assert 3_000 < alarms[0].position < 3_400 and 6_000 < alarms[1].position < 6_600
+
+    def test_outcomes_first_then_inputs(self, reference):
+        monitor = ArmMonitor(KEY, None, None, DriftConfig())
+        monitor.observe_errors(np.zeros(100, dtype=int))
+        with pytest.raises(InvalidValue, match="watch_inputs"):
+            monitor.observe(*_stream(10, shift_at=None))
+        blob = monitor.snapshot()
+        monitor.watch_inputs(NAMES, reference)
+        monitor.observe(*_stream(1_000, shift_at=None))
+        resumed = ArmMonitor(KEY, None, None, DriftConfig())
+        resumed.restore(monitor.snapshot())
+        resumed.watch_inputs(NAMES, reference)  # the inputs' state waited for their names
+        assert resumed.inputs.seen == 1_000 and resumed.outcomes_seen == 100
+        with pytest.raises(InvalidValue, match="watches"):
+            resumed.watch_inputs(tuple(f"g{i}" for i in range(16)), None)
+        assert ArmMonitor(KEY, None, None, DriftConfig()).restore(blob) is None
+
 
 class TestState:
     def test_snapshot_mid_stream_resumes_with_identical_alarms(self, reference):
@@ -118,23 +188,6 @@ class TestState:
         )
         assert any(a.stream == "input" for a in want) and any(a.stream == "error" for a in want)
 
-    def test_monitor_set_restores_lazily_and_keeps_untouched_monitors(self, reference):
-        config = DriftConfig()
-        monitors = MonitorSet(config)
-        x, scores = _stream(3_000, shift_at=None)
-        monitors.monitor(KEY, NAMES, reference).observe(x, scores)
-        other = MonitorKey("demo", 2, "canary")
-        monitors.monitor(other, NAMES, reference).observe(x[:500], scores[:500])
-        monitors.next_offset = 41
-        restored = MonitorSet(config)
-        restored.restore(monitors.snapshot())
-        assert restored.next_offset == 41
-        assert restored.monitor(KEY, NAMES, reference).inputs.seen == 3_000
-        # The canary monitor was never touched after the restore: its state is kept as is.
-        again = MonitorSet(config)
-        again.restore(restored.snapshot())
-        assert again.monitor(other, NAMES, reference).inputs.seen == 500
-
     def test_garbage_and_foreign_snapshots_are_refused(self, reference):
         monitor = ArmMonitor(KEY, NAMES, reference, DriftConfig())
         with pytest.raises(SnapshotError):
@@ -156,6 +209,8 @@ class TestConfigAndPacking:
             ({"error_detectors": ("nope",)}, "nope"),
             ({"error_detectors": ("kswin",)}, "0/1"),
             ({"device": "tpu"}, "device"),
+            ({"sample_every": 0}, "sample_every"),
+            ({"error_rearm": 0}, "error_rearm"),
         ],
     )
     def test_bad_config_names_the_setting(self, kwargs, match):
