@@ -354,6 +354,28 @@ class DriftSettings(_Section):
         )
 
 
+class AuditSettings(_Section):
+    """Who may sign audit checkpoints, and how late one may be (see README, "The audit log")."""
+
+    writer_key: str = Field(
+        "lineage-writer",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$",
+        description=(
+            "name of the only key allowed to sign audit checkpoints: the lineage role signs "
+            "with <key dir>/<name>.key and verification trusts <key dir>/<name>.pub alone"
+        ),
+    )
+    grace_s: float = Field(
+        30.0,
+        ge=0,
+        le=86_400,
+        description=(
+            "how late past DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S a checkpoint may be before "
+            "uncovered rows are reported as unverified_tail"
+        ),
+    )
+
+
 # The section is called "schema" to match DRIFTLINE_SCHEMA_REGISTRY_URL; that
 # name shadows pydantic's deprecated BaseModel.schema(), which nothing here uses.
 warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
@@ -391,6 +413,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     drift: DriftSettings = DriftSettings()
     policy: PolicySettings = PolicySettings()
+    audit: AuditSettings = AuditSettings()
 
     @property
     def roles_file(self) -> Path:

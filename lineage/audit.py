@@ -8,9 +8,10 @@ reordering rows breaks the chain where it happened, and :func:`verify` says
 where and how.
 
 What the chain cannot show on its own: rows cut off the end of a chain, or a
-whole chain recomputed by someone who can write to the table. Publishing the
-heads (:attr:`AuditReport.heads`) somewhere else closes the first gap; keeping
-INSERT-only writers and signed commands closes the second.
+whole chain recomputed (or extended) by someone who can write to the table.
+:mod:`lineage.checkpoints` signs the heads with the lineage writer's key, and
+:mod:`lineage.audit_verify` checks the chain, those checkpoints, their copies on
+the anchor topic and each row's source record on Kafka together.
 
 The writer assumes one writer per model at a time, which the lineage
 consumer gets from Kafka: lifecycle events are keyed by model, so one
@@ -201,12 +202,28 @@ _PLAIN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 @dataclass(frozen=True)
 class AuditProblem:
-    """The first place a model's chain stops holding.
+    """One way a model's audit trail does not hold, at the row it concerns.
 
-    ``kind`` is one of: ``edited`` (a row's content or hash was changed),
-    ``broken_link`` (prev_hash is not the previous row's hash: rows deleted,
-    inserted or reordered), ``gap`` (seq skips: rows deleted), ``duplicate``
-    (two rows share a seq, or an event appears twice).
+    ``kind`` is one of (the chain walk finds the first four, :mod:`lineage.audit_verify`
+    the rest):
+
+    - ``edited``: a row's content or hash was changed;
+    - ``broken_link``: prev_hash is not the previous row's hash (rows deleted,
+      inserted, reordered, or a row rewritten with a recomputed hash);
+    - ``gap``: seq skips (rows deleted);
+    - ``duplicate``: two rows share a seq, or an event appears twice;
+    - ``truncated``: a checkpointed row is gone;
+    - ``rewritten``: a checkpointed row's hash is not the signed one;
+    - ``bad_signature``: a checkpoint's signature does not verify (the checkpoint was edited);
+    - ``untrusted_signer``: a checkpoint is signed by a key other than the lineage writer's;
+    - ``checkpoint_missing``: a checkpoint was removed from ``audit_checkpoints`` (the
+      next checkpoint links back to it, or the anchor topic still holds it);
+    - ``checkpoint_unanchored``: a checkpoint in the table that the anchor topic lacks;
+    - ``unverified_tail``: rows past the newest checkpoint, older than the writer's
+      checkpoint cadence allows;
+    - ``forged``: a row whose source record (topic, partition, offset) is missing or
+      says something else;
+    - ``row_missing``: an event on the lifecycle topic that the audit log lacks.
     """
 
     model: str
@@ -239,38 +256,81 @@ class AuditReport:
         return "audit log NOT intact:\n" + "\n".join(f"  {p}" for p in self.problems)
 
 
-_VERIFY_SQL = (
+@dataclass(frozen=True)
+class ChainRow:
+    """One audit_log row as verification reads it (timestamps in int ms)."""
+
+    seq: int
+    event_id: str
+    event_type: str
+    version: int | None
+    actor: str
+    occurred_at: int
+    canonical: bytes
+    prev_hash: str
+    hash: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    recorded_at: int
+
+
+_CHAIN_SQL = (
     "SELECT seq, event_id, event_type, version, actor, toUnixTimestamp64Milli(occurred_at), "
-    "canonical, prev_hash, hash FROM {table} WHERE model = {{model:String}} "
+    "canonical, prev_hash, hash, source_topic, source_partition, source_offset, "
+    "toUnixTimestamp64Milli(recorded_at) FROM {table} "
+    "WHERE model = {{model:String}} AND seq >= {{from_seq:UInt64}} "
     "ORDER BY seq, recorded_at, event_id"
 )
 
 
-def verify(client: Any, database: str, model: str | None = None) -> AuditReport:
-    """Walk every model's chain (or just ``model``'s) and report the first problem in each."""
+def read_chain(client: Any, database: str, model: str, from_seq: int = 1) -> list[ChainRow]:
+    """``model``'s rows from ``from_seq`` on, in chain order (raises StoreError)."""
     name = table(database, AUDIT_LOG)
     try:
-        if model is None:
-            models = [r[0] for r in client.query(f"SELECT DISTINCT model FROM {name}").result_rows]
-        else:
-            models = [model]
-        problems: list[AuditProblem] = []
-        heads: dict[str, tuple[int, str]] = {}
-        rows_checked = 0
-        for m in sorted(models):
-            rows = client.query(
-                _VERIFY_SQL.format(table=name),
-                parameters={"model": m},
-                column_formats={"canonical": "bytes"},
-            ).result_rows
-            rows_checked += len(rows)
-            problem, head = _walk(m, rows)
-            if problem is not None:
-                problems.append(problem)
-            elif head is not None:
-                heads[m] = head
+        rows = client.query(
+            _CHAIN_SQL.format(table=name),
+            parameters={"model": model, "from_seq": max(0, from_seq)},
+            column_formats={"canonical": "bytes"},
+        ).result_rows
     except Exception as exc:
-        raise StoreError(f"reading {name} to verify it failed: {exc}") from exc
+        raise StoreError(f"reading {model!r}'s chain from {name} failed: {exc}") from exc
+    return [
+        ChainRow(
+            int(seq), event_id, event_type, version, actor, int(occurred_at), bytes(canonical),
+            _text(prev), _text(digest), topic, int(partition), int(offset), int(recorded),
+        )
+        for (seq, event_id, event_type, version, actor, occurred_at, canonical, prev, digest,
+             topic, partition, offset, recorded) in rows
+    ]  # fmt: skip
+
+
+def chain_models(client: Any, database: str) -> list[str]:
+    name = table(database, AUDIT_LOG)
+    try:
+        return sorted(r[0] for r in client.query(f"SELECT DISTINCT model FROM {name}").result_rows)
+    except Exception as exc:
+        raise StoreError(f"listing the models in {name} failed: {exc}") from exc
+
+
+def verify(client: Any, database: str, model: str | None = None) -> AuditReport:
+    """Walk every model's chain (or just ``model``'s) and report the first problem in each.
+
+    The chain alone: see :func:`lineage.audit_verify.verify_audit` for the checks
+    against signed checkpoints and the Kafka source records.
+    """
+    models = chain_models(client, database) if model is None else [model]
+    problems: list[AuditProblem] = []
+    heads: dict[str, tuple[int, str]] = {}
+    rows_checked = 0
+    for m in models:
+        rows = read_chain(client, database, m)
+        rows_checked += len(rows)
+        problem = walk(m, rows)
+        if problem is not None:
+            problems.append(problem)
+        elif rows:
+            heads[m] = (rows[-1].seq, rows[-1].hash)
     return AuditReport(
         problems=tuple(problems),
         models_checked=len(models),
@@ -279,71 +339,64 @@ def verify(client: Any, database: str, model: str | None = None) -> AuditReport:
     )
 
 
-def _walk(model: str, rows: list[tuple]) -> tuple[AuditProblem | None, tuple[int, str] | None]:
-    prev_seq, prev_hash = 0, GENESIS
+def walk(
+    model: str, rows: Sequence[ChainRow], start: tuple[int, str] = (0, GENESIS)
+) -> AuditProblem | None:
+    """The first problem in ``rows``, which must continue the chain after ``start``
+    ((seq, hash) of the row before the first one; (0, GENESIS) for a whole chain)."""
+    prev_seq, prev_hash = start
     seen_ids: dict[str, int] = {}
-    for i, (seq, event_id, event_type, version, actor, occurred_at, canonical, p, h) in enumerate(
-        rows
-    ):
-        row_prev, row_hash = _text(p), _text(h)
+    for i, row in enumerate(rows):
+        seq = row.seq
 
         def problem(kind: str, detail: str, seq: int = seq) -> AuditProblem:
             return AuditProblem(model=model, seq=seq, kind=kind, detail=detail)
 
-        if i + 1 < len(rows) and rows[i + 1][0] == seq:
-            return problem("duplicate", f"more than one row has seq {seq}"), None
+        if i + 1 < len(rows) and rows[i + 1].seq == seq:
+            return problem("duplicate", f"more than one row has seq {seq}")
         if seq != prev_seq + 1:
             missing = (
                 f"seq {prev_seq + 1}" if seq == prev_seq + 2 else f"seqs {prev_seq + 1}..{seq - 1}"
             )
-            return problem("gap", f"{missing} missing: seq jumps from {prev_seq} to {seq}"), None
-        if row_prev != prev_hash:
+            return problem("gap", f"{missing} missing: seq jumps from {prev_seq} to {seq}")
+        if row.prev_hash != prev_hash:
             return problem(
                 "broken_link",
-                f"prev_hash {row_prev[:12]}... is not the hash of the row before "
+                f"prev_hash {row.prev_hash[:12]}... is not the hash of the row before "
                 f"({prev_hash[:12]}...): a row before it was deleted, inserted, reordered "
                 "or rewritten with a recomputed hash",
-            ), None
-        if not _is_hex64(row_prev) or chain_hash(row_prev, canonical) != row_hash:
-            return problem("edited", "stored hash does not match the row's canonical content"), None
-        mismatch = _column_mismatch(
-            canonical, model, event_id, event_type, version, actor, occurred_at
-        )
+            )
+        if not _is_hex64(row.prev_hash) or chain_hash(row.prev_hash, row.canonical) != row.hash:
+            return problem("edited", "stored hash does not match the row's canonical content")
+        mismatch = _column_mismatch(row, model)
         if mismatch:
-            return problem("edited", mismatch), None
-        if event_id in seen_ids:
+            return problem("edited", mismatch)
+        if row.event_id in seen_ids:
             return problem(
-                "duplicate", f"event {event_id} was already recorded at seq {seen_ids[event_id]}"
-            ), None
-        seen_ids[event_id] = seq
-        prev_seq, prev_hash = seq, row_hash
-    return None, ((prev_seq, prev_hash) if rows else None)
+                "duplicate",
+                f"event {row.event_id} was already recorded at seq {seen_ids[row.event_id]}",
+            )
+        seen_ids[row.event_id] = seq
+        prev_seq, prev_hash = seq, row.hash
+    return None
 
 
-def _column_mismatch(
-    canonical: bytes,
-    model: str,
-    event_id: str,
-    event_type: str,
-    version: int | None,
-    actor: str,
-    occurred_at: int,
-) -> str | None:
+def _column_mismatch(row: ChainRow, model: str) -> str | None:
     # The convenience columns are what dashboards show; they must say what the
     # hashed canonical JSON says, or an edit to them would go unnoticed.
     try:
-        body = json.loads(canonical)
+        body = json.loads(row.canonical)
     except (ValueError, UnicodeDecodeError):
         return "canonical column is not valid JSON"
     if not isinstance(body, dict):
         return "canonical column is not a JSON object"
     expected = (
         ("model", "model", model),
-        ("event_id", "event_id", event_id),
-        ("event_type", "type", event_type),
-        ("version", "version", version),
-        ("actor", "actor", actor),
-        ("occurred_at", "occurred_at", occurred_at),
+        ("event_id", "event_id", row.event_id),
+        ("event_type", "type", row.event_type),
+        ("version", "version", row.version),
+        ("actor", "actor", row.actor),
+        ("occurred_at", "occurred_at", row.occurred_at),
     )
     for column, key, value in expected:
         if body.get(key) != value:

@@ -51,6 +51,10 @@ class EventType(StrEnum):
     # A drift detector's alarm (lineage.drift_sinks.drift_audit_event): recorded in
     # the model's audit chain and history; it moves no version or alias.
     DRIFT_DETECTED = "drift_detected"
+    # The lineage role found the model's audit chain does not verify
+    # (lineage.audit_alarms): promotions of the model freeze until it is cleared.
+    AUDIT_ALARM = "audit_alarm"
+    AUDIT_ALARM_CLEARED = "audit_alarm_cleared"
 
 
 def now_ms() -> int:

@@ -31,6 +31,10 @@ class IllegalTransition(LineageError):
     """The requested lifecycle move is not allowed from the version's current state."""
 
 
+class PromotionsFrozen(IllegalTransition):
+    """An audit alarm froze the model's promotions until someone clears it."""
+
+
 class InvalidRecord(LineageError):
     """An event, prediction or dead letter does not have the shape its contract says."""
 

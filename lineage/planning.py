@@ -3,7 +3,7 @@
 :class:`CommandPlanning` is mixed into :class:`~lineage.registry.ModelRegistry`
 and reads it only through its public queries (``get``, ``versions``,
 ``by_alias``, ``champion``, ``traffic``, ``find_by_digest``, ``next_version``,
-``replaced_champion``). Planning never changes the registry: the planned event
+``replaced_champion``, ``alarm``). Planning never changes the registry: the planned event
 takes effect when it comes back from the lifecycle topic through ``apply``.
 """
 
@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lineage import events as ev
+from lineage.audit_alarms import FROZEN_ACTIONS, Alarm
 from lineage.events import EventType, LifecycleEvent
-from lineage.exceptions import IllegalTransition, InvalidRecord
+from lineage.exceptions import IllegalTransition, InvalidRecord, PromotionsFrozen
 from lineage.lifecycle import ACTIONS, MOVES, State, check_move
 from lineage.traffic import TrafficSplit, plan_attributes
 from lineage.versions import ModelVersion, check_model_name, version_from_event
@@ -33,6 +34,7 @@ class CommandPlanning:
         def find_by_digest(self, name: str, digest: str) -> ModelVersion | None: ...
         def next_version(self, name: str) -> int: ...
         def replaced_champion(self, name: str, champion: int) -> int | None: ...
+        def alarm(self, name: str) -> Alarm | None: ...
 
     def plan_register(
         self,
@@ -94,6 +96,8 @@ class CommandPlanning:
             )
         if action == "rollback":
             return self._plan_rollback(name, version, actor, evidence)
+        if action == "clear_alarm":
+            return self._plan_clear_alarm(name, actor, evidence)
         if version is None:
             self.versions(name)  # UnknownModel first, for a model never registered
             raise IllegalTransition(
@@ -102,6 +106,8 @@ class CommandPlanning:
         current = self.get(name, version)
         if action == "traffic":
             return self._plan_traffic(current, actor, evidence, arguments or {})
+        if action in FROZEN_ACTIONS:
+            self._refuse_if_frozen(action, name, version)
         event_type, target = MOVES[action]
         check_move(action, current, target)
         attributes = {}
@@ -138,6 +144,8 @@ class CommandPlanning:
             )
         split = self.traffic(name)
         attributes = plan_attributes("traffic", name, version, arguments, split)
+        if int(attributes["traffic_bp"]) > split.share(version):
+            self._refuse_if_frozen("traffic", name, version)  # lowering a share stays allowed
         attributes["previous_traffic_bp"] = str(split.share(version))
         return ev.new_event(
             EventType.TRAFFIC_CHANGED,
@@ -181,4 +189,28 @@ class CommandPlanning:
             previous_state=State.CHAMPION,
             attributes={"restored_champion": str(restored)},
             evidence={"reason": "manual rollback"} | dict(evidence or {}),
+        )
+
+    def _refuse_if_frozen(self, action: str, name: str, version: int | None) -> None:
+        alarm = self.alarm(name)
+        if alarm is not None:
+            raise PromotionsFrozen(
+                f"cannot {action} {name} v{version}: promotions of {name} are frozen by "
+                f"{alarm.describe()}; rollback, archive and reject still work. Verify the "
+                f"trail (`driftline audit verify --model {name}`), repair it, then clear "
+                f"the alarm (`driftline audit clear {name}`)"
+            )
+
+    def _plan_clear_alarm(
+        self, name: str, actor: str, evidence: Mapping[str, Any] | None
+    ) -> LifecycleEvent:
+        alarm = self.alarm(name)
+        if alarm is None:
+            raise IllegalTransition(f"cannot clear_alarm {name}: {name} has no audit alarm")
+        return ev.new_event(
+            EventType.AUDIT_ALARM_CLEARED,
+            name,
+            None,
+            actor,
+            evidence={"alarm_event_id": alarm.event_id} | dict(evidence or {}),
         )

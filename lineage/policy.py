@@ -201,7 +201,7 @@ def _actor_roles(spec: Mapping[str, Any], roles: Mapping[str, Role], where: str)
 # Roles write_example_roles() defines: action list and model patterns per role.
 EXAMPLE_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "data-scientist": (("register", "validate", "shadow", "challenger", "canary"), ("*",)),
-    "approver": (("promote", "rollback", "archive", "reject", "traffic"), ("*",)),
+    "approver": (("promote", "rollback", "archive", "reject", "traffic", "clear_alarm"), ("*",)),
     "ci": (("register", "validate", "reject"), ("*",)),
     "policy": (
         ("validate", "reject", "canary", "traffic", "promote", "rollback", "archive"),

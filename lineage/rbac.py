@@ -16,7 +16,13 @@ from typing import Any, Protocol
 
 from lineage.commands import ACTIONS, LifecycleCommand
 from lineage.events import EventType, LifecycleEvent, new_event, now_ms
-from lineage.exceptions import IllegalTransition, LineageError, UnknownModel, UnknownVersion
+from lineage.exceptions import (
+    IllegalTransition,
+    LineageError,
+    PromotionsFrozen,
+    UnknownModel,
+    UnknownVersion,
+)
 
 # The roles file moved to lineage.policy; re-exported so existing imports keep working.
 from lineage.policy import (
@@ -79,6 +85,7 @@ class _Refused(Exception):
 
 # Registry errors -> the check name recorded in the command_rejected event.
 _REGISTRY_CHECKS: tuple[tuple[type[LineageError], str], ...] = (
+    (PromotionsFrozen, "audit_alarm"),
     (IllegalTransition, "illegal_transition"),
     (UnknownModel, "unknown_model"),
     (UnknownVersion, "unknown_version"),

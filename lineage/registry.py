@@ -40,6 +40,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from lineage.audit_alarms import Alarm, AlarmBook
 from lineage.events import EventType, LifecycleEvent
 from lineage.exceptions import (
     InvalidRecord,
@@ -104,6 +105,7 @@ class ModelRegistry(CommandPlanning):
         self._answered: set[str] = set()
         self._seen: set[str] = set()
         self._traffic = TrafficBook()
+        self._alarms = AlarmBook()  # audit alarms freeze a model's promotions
         # (event_id, reason) for events that were recorded but changed nothing.
         self.skipped: list[tuple[str, str]] = []
 
@@ -138,6 +140,7 @@ class ModelRegistry(CommandPlanning):
             return self._apply_rollback(event)
         if event.type == EventType.TRAFFIC_CHANGED:
             return self._apply_traffic(event)
+        self._alarms.apply(event)  # audit alarms and their clearing: history, and a freeze
         target = EVENT_STATE.get(event.type)
         if target is None:
             # command_rejected and types from newer producers: history, not state.
@@ -350,6 +353,10 @@ class ModelRegistry(CommandPlanning):
             if version.digest == digest:
                 return version
         return None
+
+    def alarm(self, name: str) -> Alarm | None:
+        """The uncleared audit alarm freezing ``name``'s promotions, if any."""
+        return self._alarms.get(name)
 
     def replaced_champion(self, name: str, champion: int) -> int | None:
         """The champion that ``champion`` replaced when promoted (None: there was none)."""

@@ -1,7 +1,15 @@
-"""The lineage worker's signed checkpoints of audit chain heads.
+"""The lineage role's signed checkpoints of the audit chain heads, and verification.
 
-The worker signs with `<key dir>/lineage-writer.key` (created on first start);
-verification trusts the public keys in the key directory.
+The worker signs with ``<key dir>/<DRIFTLINE_AUDIT_WRITER_KEY>.key`` (default
+``lineage-writer``, created on first start). Every checkpoint interval and at
+every clean shutdown it verifies each chain's new tail (chain links, repeated
+events, the source records on Kafka) before it signs the head, stores the
+checkpoint in ClickHouse and publishes it to the anchor topic. A tail that fails
+gets an ``audit_alarm`` lifecycle event instead, which freezes the model's
+promotions (:mod:`lineage.audit_alarms`).
+
+Verification trusts ``<key dir>/<DRIFTLINE_AUDIT_WRITER_KEY>.pub`` and nothing
+else in the key directory.
 """
 
 from __future__ import annotations
@@ -10,43 +18,199 @@ import logging
 from typing import Any
 
 from driftline.settings import Settings
-from lineage import AuditReport, verify
-from lineage.checkpoints import checkpoint_heads, verify_checkpoints
-from lineage.keys import KeyRing, generate_key, load_private_key, save_keypair
+from lineage.audit_alarms import alarm_event
+from lineage.audit_sources import SourceLog, SourcesUnavailable, Wanted
+from lineage.audit_verify import AuditVerdict, Cadence, KafkaEvidence, TailVerifier, verify_audit
+from lineage.checkpoints import (
+    Checkpoint,
+    WriterKey,
+    chain_heads,
+    check_signatures,
+    load_checkpoints,
+    sign,
+    store_checkpoints,
+)
+from lineage.keys import generate_key, load_private_key, load_public_key, save_keypair
+from lineage.keys import key_id as fingerprint
+from schemas import SchemaCodec
+from streams.audit_kafka import AuditKafka
+from streams.exceptions import BrokerUnavailable, StreamsError
 
 log = logging.getLogger(__name__)
-SIGNER = "lineage-writer"
+
+
+def writer_key(settings: Settings) -> WriterKey:
+    """The configured lineage writer's public key: the only one trusted to sign checkpoints."""
+    name = settings.audit.writer_key
+    path = settings.key_dir / f"{name}.pub"
+    if not path.exists():
+        raise StreamsError(
+            f"the lineage writer's public key {path} is missing (DRIFTLINE_AUDIT_WRITER_KEY="
+            f"{name!r}): checkpoints cannot be verified without it. The lineage role creates "
+            "it on first start; copy it here from the worker's key directory"
+        )
+    return WriterKey(name, load_public_key(path))
+
+
+def cadence(settings: Settings) -> Cadence:
+    return Cadence(
+        interval_ms=int(settings.worker.checkpoint_interval_s * 1000),
+        grace_ms=int(settings.audit.grace_s * 1000),
+    )
 
 
 class CheckpointKeeper:
-    def __init__(self, settings: Settings, client: Any) -> None:
+    """Signs verified chain heads (the lineage role) and verifies the whole log (anyone)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: Any,
+        *,
+        bootstrap: str | None = None,
+        codec: SchemaCodec | None = None,
+        kafka_unavailable: str = "",
+    ) -> None:
         self._settings = settings
         self._client = client
         self._database = settings.clickhouse.database
+        self._kafka = (
+            AuditKafka(settings, bootstrap, codec)
+            if bootstrap is not None and codec is not None
+            else None
+        )
+        self._kafka_unavailable = kafka_unavailable or "no Kafka broker configured"
         self._private_key = None
+        self._verifier: TailVerifier | None = None
+        self._unanchored: list[Checkpoint] = []  # stored, not yet on the anchor topic
+        self._alarmed: set[str] = set()  # alarm event ids already published
+
+    # -- the lineage role -----------------------------------------------------------
 
     def prepare(self) -> None:
-        key_path = self._settings.key_dir / f"{SIGNER}.key"
+        """Load (or create) the signing key and start from the stored and anchored heads."""
+        name = self._settings.audit.writer_key
+        key_path = self._settings.key_dir / f"{name}.key"
         if not key_path.exists():
-            save_keypair(self._settings.key_dir, generate_key(SIGNER))
+            save_keypair(self._settings.key_dir, generate_key(name))
             log.info("created the audit checkpoint signing key %s", key_path)
         self._private_key = load_private_key(key_path)
+        writer = writer_key(self._settings)
+        if writer.key_id != fingerprint(self._private_key.public_key()):
+            raise StreamsError(
+                f"{key_path} and {key_path.with_suffix('.pub')} are not one key pair: "
+                "checkpoints signed now would not verify"
+            )
+        self._verifier = TailVerifier(
+            self._client,
+            self._database,
+            writer,
+            self._sign,
+            fetch=self._fetch if self._kafka is not None else None,
+        )
+        stored = load_checkpoints(self._client, self._database)
+        anchored: list[Checkpoint] = []
+        if self._kafka is not None:
+            try:
+                anchored, _ = self._kafka.anchors()
+            except BrokerUnavailable as exc:
+                log.error("audit anchors unreadable, starting from the table alone: %s", exc)
+        for problem in self._verifier.seed(stored + anchored):
+            log.error("audit checkpoint problem: %s", problem)
+        # Checkpoints the topic lacks (a publish lost in a crash, or a broker that kept
+        # nothing across a restart) are published again: their signature proves them.
+        on_topic = {(a.model, a.seq, a.signed_at) for a in anchored}
+        valid, _ = check_signatures(stored, writer)
+        self._unanchored = [c for c in valid if (c.model, c.seq, c.signed_at) not in on_topic]
+        self._publish_pending()
 
-    def checkpoint(self) -> int:
-        return len(checkpoint_heads(self._client, self._database, self._private_key))
+    def checkpoint(self, reason: str = "interval") -> int:
+        """One round: verify each moved chain's new tail, sign and store the heads that hold,
+        publish them to the anchor topic, and raise an alarm for each chain that does not.
+        Returns the number of checkpoints signed."""
+        if self._verifier is None:
+            raise StreamsError("CheckpointKeeper.prepare() must run before checkpoint()")
+        result = self._verifier.run(chain_heads(self._client, self._database), reason)
+        try:
+            store_checkpoints(self._client, self._database, result.signed)
+        except Exception:
+            self._verifier.forget(c.model for c in result.signed)
+            raise
+        self._unanchored += result.signed
+        self._publish_pending()
+        for note in result.deferred:
+            log.warning("audit tail not signed this round: %s", note)
+        self._alarm(result.problems)
+        return len(result.signed)
 
-    def verify(self, model: str | None = None) -> tuple[bool, str]:
-        """The chains and the signed checkpoints together: (ok, readable summary)."""
-        report: AuditReport = verify(self._client, self._database, model)
-        trusted = {
-            entry.key_id: entry.public_key
-            for entry in KeyRing.from_directory(self._settings.key_dir).values()
-        }
-        problems = [
-            p
-            for p in verify_checkpoints(self._client, self._database, trusted)
-            if model is None or p.model == model
-        ]
-        lines = [report.summary()]
-        lines += [f"checkpoint problem: {p}" for p in problems] or ["signed checkpoints hold"]
-        return report.ok and not problems, "\n".join(lines)
+    def _sign(self, model: str, seq: int, digest: str, prev_seq: int, reason: str) -> Checkpoint:
+        return sign(self._private_key, model, seq, digest, prev_seq=prev_seq, reason=reason)
+
+    def _fetch(self, wanted: Wanted) -> SourceLog:
+        try:
+            return self._kafka.fetch(wanted)
+        except BrokerUnavailable as exc:
+            raise SourcesUnavailable(str(exc)) from exc
+
+    def _publish_pending(self) -> None:
+        if self._kafka is None or not self._unanchored:
+            return
+        try:
+            self._kafka.publish(self._unanchored)
+        except BrokerUnavailable as exc:
+            log.error("%d checkpoint(s) not anchored yet, retrying: %s", len(self._unanchored), exc)
+            return
+        self._unanchored = []
+
+    def _alarm(self, problems) -> None:
+        by_model: dict[str, list] = {}
+        for problem in problems:
+            by_model.setdefault(problem.model, []).append(problem)
+        for model, found in sorted(by_model.items()):
+            event = alarm_event(model, found, self._settings.audit.writer_key)
+            if event.event_id in self._alarmed:
+                continue
+            for problem in found:
+                log.error("AUDIT ALARM: %s", problem)
+            if self._kafka is None:
+                log.error("no Kafka broker: the audit alarm for %s is not published", model)
+                continue
+            try:
+                self._kafka.publish_event(event, source="driftline/lineage")
+            except BrokerUnavailable as exc:
+                log.error("audit alarm for %s not published, retrying: %s", model, exc)
+                continue
+            self._alarmed.add(event.event_id)
+
+    # -- verification ---------------------------------------------------------------
+
+    def verify(self, model: str | None = None) -> AuditVerdict:
+        """Everything `driftline audit verify` checks (see lineage.audit_verify)."""
+        evidence, unavailable = None, self._kafka_unavailable
+        if self._kafka is not None:
+            try:
+                anchors, unreadable = self._kafka.anchors()
+                for record in unreadable:
+                    log.warning("anchor topic record is not a checkpoint: %s", record)
+                evidence = KafkaEvidence(self._kafka.anchor_topic, anchors, self._kafka.fetch)
+            except BrokerUnavailable as exc:
+                unavailable = str(exc)
+        try:
+            return verify_audit(
+                self._client,
+                self._database,
+                writer_key(self._settings),
+                cadence(self._settings),
+                kafka=evidence,
+                kafka_unavailable=unavailable,
+                model=model,
+            )
+        except BrokerUnavailable as exc:  # the broker went away half-way through
+            return verify_audit(
+                self._client,
+                self._database,
+                writer_key(self._settings),
+                cadence(self._settings),
+                kafka_unavailable=str(exc),
+                model=model,
+            )

@@ -11,6 +11,10 @@ challenger started, and asks the domain code what to do:
   when the champion wins or the test stops for futility (``lineage.experiments``);
   in ``manual`` mode the decision is only recommended (``/driftline/policy/``).
 
+While a model has an uncleared ``audit_alarm`` (its audit trail failed the lineage
+role's check), promotions and traffic increases are held back and shown as
+``frozen_by``; archiving a failing canary or a losing challenger still goes out.
+
 Each action is a signed command through :class:`streams.policy_agent.PolicySigner`
 carrying the decision's evidence. A command is sent once per decision: until the
 registry reflects it, the same decision is not sent again.
@@ -24,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lineage import ModelRegistry
+from lineage.audit_alarms import FROZEN_ACTIONS
 from lineage.canary import ArmStats, decide_canary
 from lineage.experiments import decide_experiment
 from lineage.policy_queries import arm_stats_from_rows, arm_stats_sql
@@ -163,6 +168,13 @@ class PolicyLoop:
         if command is None:
             return None
         action, arguments = command
+        alarm = self._registry.alarm(name)
+        if alarm is not None and action in FROZEN_ACTIONS:
+            # An audit alarm freezes promotions: the decision is shown, not sent.
+            self.last[name][f"v{arm.version}"]["frozen_by"] = alarm.describe()
+            held = (action, name, arm.version, alarm.describe())
+            log.warning("policy: %s %s v%d held back by %s", *held)
+            return None
         if self._already_sent(name, arm.version, action, arm.traffic_bp):
             return None
         if not self._send(batch, action, name, arm.version, arguments, evidence):

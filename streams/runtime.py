@@ -198,7 +198,9 @@ class WorkerRuntime:
                 require_tables(client, database, settings.clickhouse_dsn)
             runtime.store_client = client
             runtime.store = StoreRunner(stats)
-            runtime.checkpoints = CheckpointKeeper(settings, client)
+            runtime.checkpoints = CheckpointKeeper(
+                settings, client, bootstrap=bootstrap, codec=codec
+            )
             runtime.checkpoints.prepare()
             runtime.lineage = LineageWriter(
                 codec=codec,

@@ -22,14 +22,16 @@ TOPIC_KINDS = (
     "lifecycle",
     "commands",
     "deadletter",
+    "audit-checkpoints",
 )
 
 # Faust tables of the worker app; their changelogs are created with the topics.
 INTERNAL_TABLES = ("drift-state", "outcome-join")
 
-# Lifecycle and commands are the system of record for the registry: never expire them.
+# Lifecycle and commands are the system of record for the registry, and the signed
+# audit checkpoints anchor the audit log outside ClickHouse: never expire them.
 _FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
-_TOPIC_CONFIGS = {"lifecycle": _FOREVER, "commands": _FOREVER}
+_TOPIC_CONFIGS = {"lifecycle": _FOREVER, "commands": _FOREVER, "audit-checkpoints": _FOREVER}
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,11 @@ class Topics:
     @property
     def deadletter(self) -> str:
         return self.name("deadletter")
+
+    @property
+    def audit_checkpoints(self) -> str:
+        """Signed audit chain heads, one JSON record each, keyed by model (the anchor)."""
+        return self.name("audit-checkpoints")
 
     def all(self) -> list[str]:
         return [self.name(kind) for kind in TOPIC_KINDS]

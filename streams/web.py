@@ -77,8 +77,10 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
             if runtime.store is None:
                 return self.json({"error": "this worker has no lineage role"}, status=404)
             model = request.query.get("model")
-            ok, summary = await runtime.store.call(lambda: runtime.checkpoints.verify(model))
-            return self.json({"ok": ok, "summary": summary})
+            verdict = await runtime.store.call(lambda: runtime.checkpoints.verify(model))
+            return self.json(
+                {"ok": verdict.ok, "verdict": verdict.status, "summary": verdict.summary()}
+            )
 
     jobs = ReplayJobs(runtime)
 

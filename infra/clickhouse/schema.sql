@@ -89,6 +89,9 @@ SETTINGS non_replicated_deduplication_window = 1000;
 
 -- Signed checkpoints of each model's audit chain head (lineage/checkpoints.py):
 -- they expose rows cut off a chain's end and chains recomputed from scratch.
+-- prev_seq is the seq of the model's previous checkpoint (signed too), so a
+-- checkpoint deleted from between two others is missed. reason: interval or
+-- shutdown ('' for checkpoints written before these columns existed).
 CREATE TABLE IF NOT EXISTS driftline.audit_checkpoints
 (
     model String,
@@ -96,10 +99,17 @@ CREATE TABLE IF NOT EXISTS driftline.audit_checkpoints
     hash String,
     signed_at DateTime64(3, 'UTC'),
     key_id String,
-    signature String
+    signature String,
+    prev_seq UInt64 DEFAULT 0,
+    reason LowCardinality(String) DEFAULT ''
 )
 ENGINE = MergeTree
 ORDER BY (model, seq, signed_at);
+
+-- Upgrades a table created before prev_seq and reason (a no-op otherwise).
+ALTER TABLE driftline.audit_checkpoints ADD COLUMN IF NOT EXISTS prev_seq UInt64 DEFAULT 0;
+ALTER TABLE driftline.audit_checkpoints
+    ADD COLUMN IF NOT EXISTS reason LowCardinality(String) DEFAULT '';
 
 -- Logged feature rows (a configurable sample, chosen by entity so an entity's
 -- rows are kept or skipped together) for replay and training-serving skew

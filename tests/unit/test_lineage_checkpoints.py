@@ -6,7 +6,16 @@ import pytest
 
 from lineage import events as ev
 from lineage.audit import AuditLogWriter
-from lineage.checkpoints import checkpoint_heads, verify_checkpoints
+from lineage.checkpoints import (
+    Checkpoint,
+    WriterKey,
+    check_links,
+    check_rows,
+    check_signatures,
+    checkpoint_heads,
+    load_checkpoints,
+)
+from lineage.exceptions import InvalidRecord
 from lineage.keys import generate_key
 from lineage.store import create_tables
 
@@ -32,7 +41,21 @@ def signer():
 
 
 def _trusted(signer):
-    return {signer.key_id: signer.public_key}
+    return WriterKey("lineage-writer", signer.public_key)
+
+
+def verify_checkpoints(client, db, writer):
+    """Signatures, links and rows of every stored checkpoint, as audit verify checks them."""
+    valid, problems = check_signatures(load_checkpoints(client, db), writer)
+    rows = client.query(f"SELECT model, seq, hash FROM {db}.audit_log").result_rows
+    for model in sorted({c.model for c in valid}):
+        hashes = {}
+        for m, seq, digest in rows:
+            if m == model:
+                hashes.setdefault(seq, []).append(digest.decode())
+        mine = [c for c in valid if c.model == model]
+        problems += check_links(mine) + check_rows(mine, hashes)
+    return problems
 
 
 def test_heads_are_signed_once_per_move(chdb_client, db, signer):
@@ -73,4 +96,23 @@ def test_altered_checkpoint_and_unknown_key_are_detected(chdb_client, db, signer
     assert kinds == {("fraud", "bad_signature")}
     stranger = generate_key("someone-else")
     kinds = {p.kind for p in verify_checkpoints(chdb_client, db, _trusted(stranger))}
-    assert kinds == {"unknown_key"}
+    assert kinds == {"untrusted_signer"}
+
+
+def test_checkpoints_link_to_their_predecessor(chdb_client, db, signer):
+    first = checkpoint_heads(chdb_client, db, signer.private_key)
+    writer = AuditLogWriter(chdb_client, db)
+    writer.write([(_event("fraud", 5), "lifecycle", 0, 10)])
+    (second,) = checkpoint_heads(chdb_client, db, signer.private_key, reason="shutdown")
+    assert (second.model, second.seq, second.prev_seq, second.reason) == ("fraud", 5, 4, "shutdown")
+    assert {(c.model, c.prev_seq) for c in first} == {("fraud", 0), ("churn", 0)}
+    assert verify_checkpoints(chdb_client, db, _trusted(signer)) == []
+
+
+def test_anchor_record_round_trips_and_rejects_junk(chdb_client, db, signer):
+    (c, *_) = checkpoint_heads(chdb_client, db, signer.private_key)
+    again = Checkpoint.from_json(c.to_json())
+    assert again == c and again.verifies(signer.public_key)
+    for junk in (b"", b"[]", b'{"model": 1}', c.to_json().replace(b'"seq":', b'"seq":"x","_":')):
+        with pytest.raises(InvalidRecord, match="not a checkpoint record"):
+            Checkpoint.from_json(junk)

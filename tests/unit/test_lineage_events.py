@@ -242,4 +242,6 @@ def test_event_types_cover_the_lifecycle() -> None:
         "rolled_back",
         "command_rejected",
         "drift_detected",
+        "audit_alarm",
+        "audit_alarm_cleared",
     ]

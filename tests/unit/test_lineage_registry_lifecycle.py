@@ -105,6 +105,7 @@ def test_the_table_is_the_documented_one() -> None:
         "promote",
         "archive",
         "rollback",
+        "clear_alarm",
     )
 
 

@@ -59,7 +59,7 @@ def test_bad_database_names_are_refused(name) -> None:
 
 def test_statements_have_no_comments_and_fill_the_database() -> None:
     statements = ddl_statements("abc")
-    assert len(statements) == 9
+    assert len(statements) == 11  # the database, 8 tables, 2 column upgrades
     assert all("--" not in s and "{database}" not in s for s in statements)
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS abc"
 

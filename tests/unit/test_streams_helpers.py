@@ -62,7 +62,7 @@ def test_cloudevent_headers_are_binary_mode():
 def test_topic_names_use_the_prefix():
     topics = Topics("acme.")
     assert topics.features == "acme.features"
-    assert len(topics.all()) == len(TOPIC_KINDS) == 7
+    assert len(topics.all()) == len(TOPIC_KINDS) == 8
     assert topics.configs()["acme.lifecycle"]["retention.ms"] == "-1"
     with pytest.raises(ValueError, match="unknown topic kind 'feature'"):
         topics.name("feature")

@@ -1,0 +1,261 @@
+"""The audit log's evidence on Kafka: the anchor topic and the source records.
+
+The lineage role publishes every signed checkpoint to ``<prefix>audit-checkpoints``
+(JSON, keyed by model, kept forever), so a checkpoint deleted from ClickHouse is
+still on the topic. Verification reads that topic back, and fetches the record
+behind each audit row from the lifecycle topic (or the drift topic, for
+``drift_detected`` rows) to compare (:mod:`lineage.audit_sources`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from driftline.errors import DriftlineError
+from driftline.settings import Settings
+from lineage.audit_sources import SourceLog, SourceRecord, Wanted
+from lineage.checkpoints import Checkpoint
+from lineage.drift_sinks import drift_audit_event
+from lineage.events import LifecycleEvent
+from lineage.exceptions import InvalidRecord
+from schemas import SchemaCodec
+from streams.exceptions import BrokerUnavailable
+from streams.lifecycle import cloudevent_headers
+from streams.topics import Topics
+from streams.tracing import trace_headers
+
+log = logging.getLogger(__name__)
+
+
+class AuditKafka:
+    """Reads (and, for the lineage role, writes) the audit evidence on one cluster."""
+
+    def __init__(self, settings: Settings, bootstrap: str, codec: SchemaCodec) -> None:
+        self._config = settings.kafka.librdkafka_config(bootstrap)
+        self._bootstrap = bootstrap
+        self._codec = codec
+        topics = Topics(settings.kafka.topic_prefix)
+        self.anchor_topic = topics.audit_checkpoints
+        self.lifecycle_topic = topics.lifecycle
+        self.drift_topic = topics.name("drift")
+        self._producer: Producer | None = None
+
+    # -- the anchor topic -----------------------------------------------------------
+
+    def publish(self, checkpoints: Sequence[Checkpoint], timeout_s: float = 15.0) -> None:
+        """Publish checkpoints and wait for the broker's acknowledgement of each."""
+        if not checkpoints:
+            return
+        if self._producer is None:
+            self._producer = Producer(self._config | {"enable.idempotence": True})
+        errors: list = []
+        for c in checkpoints:
+            self._producer.produce(
+                self.anchor_topic,
+                c.to_json(),
+                key=c.model.encode(),
+                on_delivery=lambda err, _msg: errors.append(err) if err else None,
+            )
+        remaining = self._producer.flush(timeout_s)
+        if remaining or errors:
+            raise BrokerUnavailable(
+                f"{len(checkpoints)} checkpoint(s) were not acknowledged on {self.anchor_topic} "
+                f"at {self._bootstrap}: {errors[:3] or f'{remaining} still queued'}"
+            )
+
+    def publish_event(self, event: LifecycleEvent, *, source: str, timeout_s: float = 15.0) -> None:
+        """Publish a lifecycle event (an audit alarm), keyed by model, and wait for the ack."""
+        if self._producer is None:
+            self._producer = Producer(self._config | {"enable.idempotence": True})
+        errors: list = []
+        self._producer.produce(
+            self.lifecycle_topic,
+            self._codec.encode("LifecycleEvent", event.to_avro()),
+            key=event.model.encode(),
+            headers=cloudevent_headers(event, source) + trace_headers(),
+            on_delivery=lambda err, _msg: errors.append(err) if err else None,
+        )
+        remaining = self._producer.flush(timeout_s)
+        if remaining or errors:
+            raise BrokerUnavailable(
+                f"lifecycle event {event.event_id} was not acknowledged on "
+                f"{self.lifecycle_topic} at {self._bootstrap}: {errors or 'timed out'}"
+            )
+
+    def anchors(self, timeout_s: float = 30.0) -> tuple[list[Checkpoint], list[str]]:
+        """Every checkpoint on the anchor topic, and the records that are not checkpoints."""
+        checkpoints, unreadable = [], []
+        for message in self._read_topic(self.anchor_topic, timeout_s):
+            try:
+                checkpoints.append(Checkpoint.from_json(message.value() or b""))
+            except InvalidRecord as exc:
+                where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+                unreadable.append(f"{where}: {exc}")
+        return checkpoints, unreadable
+
+    # -- source records -------------------------------------------------------------
+
+    def fetch(self, wanted: Wanted, timeout_s: float = 60.0) -> SourceLog:
+        """The source records audit rows cite: the whole lifecycle topic (so missing rows
+        can be found too), and the cited ranges of the drift topic."""
+        result = SourceLog(complete=frozenset({self.lifecycle_topic}))
+        with self._consumer() as consumer:
+            for topic in (self.lifecycle_topic, self.drift_topic):
+                extents = self._extents(consumer, topic)
+                result.extents.update({(topic, p): e for p, e in extents.items()})
+                result.first_ms[topic] = self._first_timestamp(consumer, topic, extents, timeout_s)
+            ranges = {
+                (self.lifecycle_topic, p): (low, high - 1)
+                for (topic, p), (low, high) in result.extents.items()
+                if topic == self.lifecycle_topic and high > low
+            }
+            for (topic, p), (low, high) in wanted.items():
+                if topic == self.drift_topic and (topic, p) in result.extents:
+                    ranges[(topic, p)] = (max(low, result.extents[(topic, p)][0]), high)
+            for message in _read(consumer, ranges, result.extents, timeout_s):
+                coordinates = (message.topic(), message.partition(), message.offset())
+                result.records[coordinates] = self._decode(message)
+                # The embedded broker under-reports end offsets: trust what was read.
+                key = coordinates[:2]
+                low, high = result.extents.get(key, (0, 0))
+                result.extents[key] = (low, max(high, message.offset() + 1))
+        return result
+
+    def _decode(self, message: Message) -> SourceRecord:
+        timestamp = message.timestamp()[1]
+        try:
+            if message.topic() == self.lifecycle_topic:
+                record = self._codec.decode_as("LifecycleEvent", message.value())
+                event = LifecycleEvent.from_avro(record)
+            else:
+                event = drift_audit_event(self._codec.decode_as("DriftEvent", message.value()))
+        except (DriftlineError, ValueError, TypeError, KeyError) as exc:
+            return SourceRecord(None, timestamp, str(exc))
+        return SourceRecord(event, timestamp)
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _consumer(self) -> _ClosingConsumer:
+        config = self._config | {
+            # Never commits: a private, throwaway group id.
+            "group.id": f"driftline-audit-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+        return _ClosingConsumer(config, self._bootstrap)
+
+    def _read_topic(self, topic: str, timeout_s: float) -> list[Message]:
+        with self._consumer() as consumer:
+            extents = self._extents(consumer, topic)
+            ranges = {
+                (topic, p): (low, high - 1) for p, (low, high) in extents.items() if high > low
+            }
+            return _read(consumer, ranges, {(topic, p): e for p, e in extents.items()}, timeout_s)
+
+    def _extents(self, consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
+        try:
+            metadata = consumer.list_topics(timeout=10).topics.get(topic)
+            partitions = sorted(metadata.partitions) if metadata is not None else []
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                for p in partitions
+            }
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"cannot read topic {topic!r} at {self._bootstrap}: {exc}"
+            ) from exc
+
+    def _first_timestamp(
+        self,
+        consumer: Consumer,
+        topic: str,
+        extents: dict[int, tuple[int, int]],
+        timeout_s: float,
+    ) -> int | None:
+        # The oldest record the topic still holds: rows older than it lost their source.
+        heads = {(topic, p): (low, low) for p, (low, high) in extents.items() if high > low}
+        return min((m.timestamp()[1] for m in _read(consumer, heads, {}, timeout_s)), default=None)
+
+
+class _ClosingConsumer:
+    def __init__(self, config: dict, bootstrap: str) -> None:
+        self._config = config
+        self._bootstrap = bootstrap
+
+    def __enter__(self) -> Consumer:
+        try:
+            self._consumer = Consumer(self._config)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot connect to Kafka at {self._bootstrap}: {exc}") from exc
+        return self._consumer
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._consumer.close()
+
+
+def _read(
+    consumer: Consumer,
+    ranges: dict[tuple[str, int], tuple[int, int]],
+    extents: dict[tuple[str, int], tuple[int, int]],
+    timeout_s: float,
+) -> list[Message]:
+    """Records in ``ranges`` ((topic, partition) -> first, last offset, inclusive).
+
+    Reads past each range's last offset until one poll comes back empty, because the
+    embedded broker under-reports end offsets; records after a range are dropped.
+    """
+    if not ranges:
+        return []
+    consumer.assign([TopicPartition(t, p, first) for (t, p), (first, _) in ranges.items()])
+    # A partition is done once it reaches its last wanted offset or its reported end; a
+    # range past the reported end (a row citing a record that is not there) starts done.
+    ends = {}
+    for key, (first, last) in ranges.items():
+        end = min(last + 1, extents.get(key, (0, last + 1))[1])
+        if first < end:
+            ends[key] = end
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(
+                    f"could not read {sorted(ends)} within {timeout_s:.0f}s; the broker is "
+                    "slow or unreachable"
+                )
+            messages = consumer.consume(1000, timeout=0.5)
+            if not messages and not ends:
+                break
+            for message in messages:
+                if message.error():
+                    continue
+                key = (message.topic(), message.partition())
+                first, last = ranges.get(key, (0, -1))
+                if first <= message.offset() <= last:
+                    out.append(message)
+                if message.offset() + 1 >= ends.get(key, 0):
+                    ends.pop(key, None)
+    finally:
+        consumer.unassign()
+    return out
+
+
+def reachable(settings: Settings, bootstrap: str, timeout_s: float = 5.0) -> str | None:
+    """None when a broker answers at ``bootstrap``, else why not (for the verdict)."""
+    config = settings.kafka.librdkafka_config(bootstrap) | {"group.id": "driftline-audit-probe"}
+    try:
+        consumer = Consumer(config)
+    except KafkaException as exc:
+        return f"cannot configure a Kafka client for {bootstrap}: {exc}"
+    try:
+        consumer.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        return f"no Kafka broker reachable at {bootstrap} ({exc})"
+    finally:
+        consumer.close()
+    return None
