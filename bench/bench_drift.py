@@ -5,23 +5,31 @@
    control and without debouncing) and of River ADWIN / PageHinkley / KSWIN
    per feature;
 2. a 0.5-sigma mean shift in one of 16 features, sudden and ramped over 5,000
-   records: the bank's KS and PSI tests vs River detectors on that feature;
+   records: the monitor (KS and PSI as one family: one alarm per shifted
+   feature; which test carried it) vs River detectors on that feature;
 3. River's ``ConceptDriftStream`` over SEA (variant 0 into 2) as the 0/1 error
    stream of a model frozen on variant 0: the error detectors and
    ``ArmMonitor.observe_errors``, plus a stationary error stream;
 4. speed: feature-values/s of the grid bank (KS + PSI in one pass, what the monitors
-   run) and of the exact KSBank and PSIBank vs River KSWIN on the same values.
+   run) and of the exact KSBank and PSIBank vs River KSWIN on the same values;
+5. partitions: the same seeded frames spread over 1, 4 and 12 features
+   partitions by frame id, through the real scoring-side stage and decider
+   (``streams.testing.DriftLoop``), sampled 1 in 8 (the default) and unsampled:
+   alarms per shift, delay in records, false alarms side by side.
 
 Delay = records after the drift point until the first alarm after it; a drift
 with no alarm within HORIZON records is missed. Nothing here asserts a timing.
 
-Usage: python -m bench.bench_drift [--quick]
+Usage: python -m bench.bench_drift [--quick] [--only partitions]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +41,7 @@ from drift.grid_bank import GridBank
 from drift.monitor import ArmMonitor, DriftAlarm, MonitorKey
 from drift.window_tests import KSBank, PSIBank
 from lineage.profile import ReferenceProfile
+from streams.testing import DriftLoop
 
 K = 16
 NAMES = tuple(f"f{i:02d}" for i in range(K))
@@ -54,6 +63,9 @@ FULL = dict(
     sea_records=1_000_000,
     speed_rows=1_000_000,
     speed_kswin=20_000,
+    partition_trials=40,
+    partition_records=1_000_000,
+    join_trials=20,
 )
 QUICK = dict(
     records=200_000,
@@ -65,7 +77,15 @@ QUICK = dict(
     sea_records=200_000,
     speed_rows=200_000,
     speed_kswin=5_000,
+    partition_trials=8,
+    partition_records=200_000,
+    join_trials=4,
 )
+PARTITION_COUNTS = (1, 4, 12)
+# Frames of 500 rows spread over partitions by frame id, scored 16 frames (8,000 records) a
+# batch; a sampled window spans 8,000 records, so the horizon is longer than in section 2.
+PART_FRAME, PART_BATCH = 500, 16
+PART_RANGE, PART_HORIZON = (40_000, 80_000), 60_000
 
 
 @dataclass
@@ -131,14 +151,12 @@ def first_after(feed, values: np.ndarray, drift_at: int, chunk: int = 500):
     return before, None
 
 
-def bank_delays(alarms: list[DriftAlarm], drift_at: int, feature: str) -> dict[str, float | None]:
-    """First alarm after the drift on the drifted feature, per test and for either test."""
-    hits = [a for a in alarms if a.position > drift_at and a.feature == feature]
-    out = {}
-    for test in ("ks", "psi", "either"):
-        found = [a.position - drift_at for a in hits if test in ("either", a.detector)]
-        out[test] = min(found) if found else None
-    return out
+def first_alarm(alarms: list[DriftAlarm], drift_at: int, feature: str) -> float | None:
+    """Delay of the first alarm after the drift on the drifted feature (None: missed)."""
+    found = [
+        a.position - drift_at for a in alarms if a.position > drift_at and a.feature == feature
+    ]
+    return min(found) if found else None
 
 
 def stationary(s: dict, reference: ReferenceProfile) -> None:
@@ -158,7 +176,7 @@ def stationary(s: dict, reference: ReferenceProfile) -> None:
         started = time.perf_counter()
         alarms = input_alarms(rows, reference, config)
         rate = n / (time.perf_counter() - started)
-        split = {t: sum(a.detector == t for a in alarms) for t in ("ks", "psi")}
+        split = {t: sum(a.evidence["decided_by"] == t for a in alarms) for t in ("ks", "psi")}
         counts.append(len(alarms))
         print(
             f"  {label:<44}{n * K:>14,}{len(alarms):>8}{per_100k(len(alarms), n * K):>11.3f}"
@@ -194,16 +212,21 @@ def shifted(s: dict, reference: ReferenceProfile, ramp: int) -> None:
         f"\n2. 0.5-sigma mean shift in one of {K} features, {kind}: drift point uniform in "
         f"[{DRIFT_RANGE[0]:,}, {DRIFT_RANGE[1]:,}), horizon {HORIZON:,}"
     )
+    monitors = {
+        "monitor KS+PSI, one family (default)": DriftConfig(),
+        "monitor KS only": DriftConfig(tests=("ks",)),
+        "monitor PSI only": DriftConfig(tests=("psi",)),
+        "monitor KS+PSI, 1-of-1": DriftConfig(k=1, n=1),
+    }
     labels = [
-        "bank KS",
-        "bank PSI",
-        "bank either (default config)",
-        "bank either, 1-of-1",
+        *monitors,
         "River adwin (that feature)",
         "River page_hinkley (that feature)",
         "River kswin (that feature)",
     ]
     tallies = {label: Tally() for label in labels}
+    per_shift: list[int] = []  # default monitor: alarms on the shifted feature after the shift
+    carried: Counter = Counter()  # the test behind each first alarm
     rng = np.random.default_rng(s["seed"] + 2 + ramp)
     for trial in range(s["trials"]):
         drift_at, feature = int(rng.integers(*DRIFT_RANGE)), int(rng.integers(K))
@@ -215,13 +238,16 @@ def shifted(s: dict, reference: ReferenceProfile, ramp: int) -> None:
             feature=feature,
             ramp=ramp,
         )
-        for config, names in ((DriftConfig(), labels[:3]), (DriftConfig(k=1, n=1), labels[3:4])):
+        for label, config in monitors.items():
             alarms = input_alarms(rows, reference, config)
-            delays = bank_delays(alarms, drift_at, NAMES[feature])
-            for label, test in zip(names, ("ks", "psi", "either")[-len(names) :], strict=True):
-                before = [a for a in alarms if a.position <= drift_at]
-                before = [a for a in before if test in ("either", a.detector)]
-                tallies[label].add(delays[test], len(before), drift_at * K)
+            before = [a for a in alarms if a.position <= drift_at]
+            tallies[label].add(
+                first_alarm(alarms, drift_at, NAMES[feature]), len(before), drift_at * K
+            )
+            if label == labels[0]:
+                after = [a for a in alarms if a.position > drift_at and a.feature == NAMES[feature]]
+                per_shift.append(len(after))
+                carried[after[0].evidence["decided_by"] if after else "missed"] += 1
         column = rows[:, feature]
         for name in ("adwin", "page_hinkley"):
             before, delay = first_after(make_detector(name).update_many, column, drift_at)
@@ -232,11 +258,16 @@ def shifted(s: dict, reference: ReferenceProfile, ramp: int) -> None:
             before, delay = first_after(make_detector("kswin").update_many, column[start:], lead)
             tallies[labels[-1]].add(delay, before, lead)
     print_table(tallies)
-    median = tallies[labels[2]].percentile(50)
+    median = tallies[labels[0]].percentile(50)
     target = "met" if median <= 2000 else "MISSED"
+    print(
+        f"  default monitor: {sum(per_shift)} alarms on the shifted feature in {len(per_shift)} "
+        f"shifts (max {max(per_shift)} per shift); first alarm carried by "
+        + ", ".join(f"{test} {n}" for test, n in sorted(carried.items()))
+    )
     if not ramp:
         print(
-            "  target: 0.5-sigma shift detected with median delay <= 2,000 records: bank "
+            "  target: 0.5-sigma shift detected with median delay <= 2,000 records: monitor "
             f"{show(median)} -> {target}"
         )
     print(
@@ -330,10 +361,124 @@ def speed(s: dict, reference: ReferenceProfile) -> None:
     )
 
 
+def loop_alarms(
+    rows: np.ndarray, partitions: int, config: DriftConfig, reference: ReferenceProfile
+) -> list[tuple[str, str | None, int]]:
+    """(stream, feature, position) of every DriftEvent of ``rows`` as frames over ``partitions``."""
+    loop = DriftLoop(config, lambda model, version: reference)
+    scores = 1.0 / (1.0 + np.exp(-rows[:, 0]))  # the shifted feature never moves the scores
+    frames = []
+    for i, lo in enumerate(range(0, len(rows), PART_FRAME)):
+        frame_id = f"frame-{i}"
+        partition = zlib.crc32(frame_id.encode()) % partitions
+        frames.append(
+            (partition, frame_id, "bench", rows[lo : lo + PART_FRAME], scores[lo : lo + PART_FRAME])
+        )
+    for lo in range(0, len(frames), PART_BATCH):
+        loop.score(frames[lo : lo + PART_BATCH])
+    return [
+        (json.loads(e["evidence"])["stream"], e["feature"], json.loads(e["evidence"])["position"])
+        for e in loop.events
+    ]
+
+
+def partitions(s: dict, reference: ReferenceProfile) -> None:
+    trials, n = s["partition_trials"], s["partition_records"]
+    print(
+        f"\n5. Partitions: frames of {PART_FRAME} rows spread over 1, 4 and 12 partitions by frame "
+        f"id, {PART_BATCH} frames a scoring batch, through the scoring stage and the decider "
+        f"(streams.testing.DriftLoop); 0.5-sigma shift of one of {K} features at a point uniform "
+        f"in [{PART_RANGE[0]:,}, {PART_RANGE[1]:,}), horizon {PART_HORIZON:,}, {trials} trials; "
+        f"stationary: {n:,} records"
+    )
+    print(
+        f"  {'frames into the window tests':<28}{'partitions':>11}{'median':>9}{'p90':>9}"
+        f"{'missed':>8}{'alarms/shift':>14}{'other FA':>10}{'stationary FA':>15}{'records/s':>11}"
+    )
+    configs = {"1 in 8 (default)": DriftConfig(), "every row": DriftConfig(sample_every=1)}
+    for label, config in configs.items():
+        for count in PARTITION_COUNTS:
+            rng = np.random.default_rng(s["seed"] + 6)
+            delays, per_shift, other, elapsed, records = [], [], 0, 0.0, 0
+            for trial in range(trials):
+                drift_at, feature = int(rng.integers(*PART_RANGE)), int(rng.integers(K))
+                rows = feature_rows(
+                    drift_at + PART_HORIZON, K, seed=s["seed"] * 1000 + trial, drift_at=drift_at,
+                    feature=feature,
+                ).astype(np.float32)  # fmt: skip
+                started = time.perf_counter()
+                alarms = loop_alarms(rows, count, config, reference)
+                elapsed, records = elapsed + time.perf_counter() - started, records + len(rows)
+                # A batch's parts reach the decider partition by partition: positions can
+                # move by one batch, so an alarm that early still counts for the shift.
+                early = drift_at - PART_BATCH * PART_FRAME
+                hits = [a for a in alarms if a[1] == NAMES[feature] and a[2] > early]
+                per_shift.append(len(hits))
+                other += len(alarms) - len(hits)
+                delays.append(min(a[2] for a in hits) - drift_at if hits else np.inf)
+            stationary_alarms = loop_alarms(
+                feature_rows(n, K, seed=s["seed"] + 7).astype(np.float32), count, config, reference
+            )
+            tally = Tally(delays=delays)
+            print(
+                f"  {label:<28}{count:>11}{show(tally.percentile(50)):>9}"
+                f"{show(tally.percentile(90)):>9}{sum(np.isinf(delays)):>8}"
+                f"{np.mean(per_shift):>9.2f}/{max(per_shift):<4}{other:>10}"
+                f"{len(stationary_alarms):>15}{records / elapsed:>11,.0f}"
+            )
+    print(
+        "  (delay: records from the shift to the first alarm on that feature, in the order the "
+        "decider folds them; alarms/shift: mean/max on the shifted feature; other FA: alarms on "
+        f"other features or the scores during the shift trials; stationary FA: alarms in {n:,} "
+        f"stationary records x {K} features; misses count as infinite, shown as >{PART_HORIZON:,})"
+    )
+    join_partitions(s)
+
+
+def join_partitions(s: dict) -> None:
+    trials = s["join_trials"]
+    print(
+        f"\n5b. SEA 0 -> 2 concept drift (width 100) as outcomes through the outcomes join on 1, "
+        f"4 and 12 join partitions and on to the decider, batches of 500 outcomes, {trials} trials"
+    )
+    print(
+        f"  {'join partitions':<18}{'median':>9}{'p90':>9}{'missed':>8}{'early FA':>10}"
+        f"{'later alarms':>14}"
+    )
+    for count in PARTITION_COUNTS:
+        rng = np.random.default_rng(s["seed"] + 8)
+        delays, early, later = [], 0, 0
+        for trial in range(trials):
+            position = int(rng.integers(*DRIFT_RANGE))
+            start = position - 50
+            errors = sea_errors(start + HORIZON, seed=s["seed"] * 1000 + trial, position=position)
+            loop = DriftLoop(DriftConfig(), lambda model, version: None, join_partitions=count)
+            outcomes = [(f"p{i}", "bench", 0.9, float(1 - e)) for i, e in enumerate(errors)]
+            for lo in range(0, len(outcomes), 500):
+                loop.join(outcomes[lo : lo + 500])
+            positions = [json.loads(e["evidence"])["position"] for e in loop.events]
+            # One batch of outcomes may reach the decider out of order: 500 early still counts.
+            after = [p for p in positions if p > start - 500]
+            early += len(positions) - len(after)
+            later += max(len(after) - 1, 0)
+            delays.append(min(after) - start if after else np.inf)
+        tally = Tally(delays=delays)
+        print(
+            f"  {count:<18}{show(tally.percentile(50)):>9}{show(tally.percentile(90)):>9}"
+            f"{sum(np.isinf(delays)):>8}{early:>10}{later:>14}"
+        )
+    print(
+        "  (delay from position - width/2, in outcomes as the decider folds them; early FA: "
+        "alarms before the change; later alarms: any after the first, over the "
+        f"{HORIZON:,} outcomes after the change)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="~1 minute: fewer trials and records")
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--only", choices=["partitions"], help="run only this section")
     args = parser.parse_args()
     s = dict(QUICK if args.quick else FULL, seed=args.seed)
     seed = s["seed"]
@@ -349,7 +494,10 @@ def main() -> None:
         f"{config.method.upper()} at alpha {config.alpha}; debounce {config.k}-of-{config.n}; "
         f"psi_min {config.psi_min}; error detectors {'+'.join(config.error_detectors)}"
     )
-    for section, *extra in ((stationary,), (shifted, 0), (shifted, 5_000), (concept,), (speed,)):
+    sections = [(stationary,), (shifted, 0), (shifted, 5_000), (concept,), (speed,), (partitions,)]
+    if args.only == "partitions":
+        sections = [(partitions,)]
+    for section, *extra in sections:
         section_started = time.perf_counter()
         section(s, reference, *extra)
         print(f"  [{time.perf_counter() - section_started:,.1f} s]")

@@ -27,7 +27,9 @@ class DriftConfig:
       window (Benjamini-Hochberg at false-discovery rate ``alpha``, or
       Bonferroni at family-wise rate ``alpha``); the score test uses ``alpha``.
     - ``k`` of ``n``: a feature must be significant in ``k`` of its last ``n``
-      windows before an alarm; it re-arms after ``n`` clean windows.
+      windows before an alarm; it re-arms after ``n`` clean windows, where clean
+      means every test's adjusted p-value is above ``rearm_alpha`` (or its PSI
+      below ``psi_min``): a drift that hovers near ``alpha`` stays one alarm.
     - ``psi_min``: PSI below this is not an alarm, however small its p-value.
     - ``baseline_rows``: served rows that become the reference where a version
       has no training profile (inputs) and always for scores.
@@ -48,6 +50,7 @@ class DriftConfig:
     tests: tuple[str, ...] = ("ks", "psi")
     method: str = "bh"
     alpha: float = 0.001
+    rearm_alpha: float = 0.05
     k: int = 2
     n: int = 3
     psi_min: float = 0.1
@@ -70,6 +73,10 @@ class DriftConfig:
             raise InvalidDetectorConfig(f"method {self.method!r} is not one of {list(METHODS)}")
         if not 0 < self.alpha < 1:
             raise InvalidDetectorConfig(f"alpha must be in (0, 1), got {self.alpha}")
+        if not self.alpha <= self.rearm_alpha < 1:
+            raise InvalidDetectorConfig(
+                f"rearm_alpha must be in [alpha, 1) = [{self.alpha}, 1), got {self.rearm_alpha}"
+            )
         if not 1 <= self.k <= self.n <= 64:
             raise InvalidDetectorConfig(f"need 1 <= k <= n <= 64, got k={self.k}, n={self.n}")
         if self.window < 20:

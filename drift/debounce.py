@@ -4,7 +4,8 @@ One noisy window should not page anyone, and a feature that stays drifted
 should page once, not every window. For each stream (feature) :class:`KOfN`
 keeps its last ``n`` window outcomes; an alarm starts when at least ``k`` of
 them are flagged, and the stream then stays in its episode (silent) until it
-has seen ``n`` consecutive clean windows, when it re-arms.
+has seen ``n`` consecutive clean windows, when it re-arms. What counts as
+clean can be stricter than "not flagged" (hysteresis, see :meth:`KOfN.update`).
 
 >>> debounce = KOfN(k=2, n=3, n_streams=1)
 >>> [bool(debounce.update([flag])[0]) for flag in [1, 0, 1, 1, 0, 0, 0, 1, 1]]
@@ -13,15 +14,14 @@ has seen ``n`` consecutive clean windows, when it re-arms.
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Any
 
 import numpy as np
 
 from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from drift.packing import pack, unpack
 
-FORMAT = 1
+FORMAT = 2
 MAX_N = 64
 _NAME = "k_of_n"
 
@@ -65,12 +65,19 @@ class KOfN:
         self._clean_run = np.zeros(self.n_streams, dtype=np.int64)
         self._n_seen = 0
 
-    def update(self, flags: Any) -> np.ndarray:
-        """Fold one window's flags ``[n_streams]`` in; True where an alarm episode starts now."""
+    def update(self, flags: Any, quiet: Any = None) -> np.ndarray:
+        """Fold one window's flags ``[n_streams]`` in; True where an alarm episode starts now.
+
+        ``quiet`` (default: not flagged) says which windows count as clean for
+        re-arming. Passing a stricter test than the flag's gives hysteresis: a
+        stream that hovers near the threshold stays in its episode instead of
+        re-arming and alarming again.
+        """
         flags = self._check(flags)
+        quiet = ~flags if quiet is None else self._check(quiet) & ~flags
         self._history[self._n_seen % self.n] = flags
         self._n_seen += 1
-        self._clean_run = np.where(flags, 0, np.minimum(self._clean_run + 1, self.n))
+        self._clean_run = np.where(quiet, np.minimum(self._clean_run + 1, self.n), 0)
         # n clean windows in a row also empty the ring, so a re-armed stream
         # needs k fresh flags before it can alarm again.
         self._in_episode &= self._clean_run < self.n
@@ -79,27 +86,27 @@ class KOfN:
         return start
 
     def snapshot(self) -> bytes:
-        """Ring buffer, episodes and counters as NumPy ``.npz`` bytes with a JSON header."""
+        """Ring buffer, episodes and counters as raw arrays behind a JSON header."""
         header = {"detector": _NAME, "format": FORMAT, **self.params(), "n_seen": self._n_seen}
-        out = io.BytesIO()
-        np.savez(
-            out,
-            header=np.array(json.dumps(header)),
-            history=self._history,
-            in_episode=self._in_episode,
-            clean_run=self._clean_run,
-        )
-        return out.getvalue()
+        arrays = {
+            "history": self._history.astype(np.uint8).tobytes(),
+            "in_episode": self._in_episode.astype(np.uint8).tobytes(),
+            "clean_run": self._clean_run.astype("<i8").tobytes(),
+        }
+        return pack(_NAME, arrays, header)
 
     def restore(self, snapshot: bytes) -> None:
         """Resume from :meth:`snapshot` bytes taken with the same ``n`` and ``n_streams``."""
         try:
-            with np.load(io.BytesIO(snapshot), allow_pickle=False) as data:
-                header = json.loads(str(data["header"]))
-                arrays = {name: np.asarray(data[name]) for name in _STATE}
+            parts, header = unpack(_NAME, snapshot)
             detector, fmt = header["detector"], header["format"]
             n, n_streams, n_seen = header["n"], header["n_streams"], int(header["n_seen"])
-        except Exception as exc:  # zip, npy, JSON and key errors all mean "not ours"
+            arrays = {
+                "history": np.frombuffer(parts["history"], np.uint8).reshape(-1, n_streams),
+                "in_episode": np.frombuffer(parts["in_episode"], np.uint8),
+                "clean_run": np.frombuffer(parts["clean_run"], "<i8"),
+            }
+        except (SnapshotError, KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"not a {_NAME} snapshot: {exc}") from exc
         if detector != _NAME or fmt != FORMAT:
             raise SnapshotError(

@@ -13,8 +13,8 @@ Exactly once over at-least-once delivery: per monitor the decider keeps a
 **mark** per source partition, the next offset it will fold from it. A part
 that comes again (its batch was redelivered to a scoring worker after a
 crash, or the summary itself was redelivered to the decider) carries the same
-offsets and is skipped, in whole or in part; offsets from one source arrive
-in order because one producer sends them to one partition. The marks are
+offsets and is skipped, message by message; each partition's offsets arrive
+in order because one producer sends them, in offset order, to one partition. The marks are
 stored with the monitor in one record (:meth:`Decider.record`), so a monitor
 and what it has counted never disagree.
 
@@ -86,21 +86,29 @@ class Decider:
         watched = self._watch(part.key)
         reference = self._references(part.key.model, part.key.version)
         watched.monitor.watch_inputs(part.feature_names, reference)
-        first = self._first_fresh(watched, part.source, part.offsets)
-        if first is None:
+        sources = [f"{part.source}/{p}" for p in part.partitions.tolist()]
+        marks = np.array([watched.marks.get(source, 0) for source in sources], dtype=np.int64)
+        fresh = part.offsets >= marks  # per message: not folded before
+        if not fresh.any():
             self.skipped += int(part.records.sum())
             return []
-        self.skipped += int(part.records[:first].sum())
-        row = int(part.taken[:first].sum())
-        records, taken = part.records[first:].astype(np.int64), part.taken[first:]
+        rows, scores, index = part.rows, part.scores, part.index
+        records, taken = part.records.astype(np.int64), part.taken
+        if not fresh.all():
+            self.skipped += int(records[~fresh].sum())
+            kept = np.repeat(fresh, taken)
+            rows, scores, index = rows[kept], scores[kept], index[kept]
+            records, taken = records[fresh], taken[fresh]
         before = watched.records + np.cumsum(records) - records
-        positions = np.repeat(before, taken) + part.index[row:] + 1
+        positions = np.repeat(before, taken) + index + 1
         watched.records += int(records.sum())
-        watched.marks[part.source] = int(part.offsets[-1]) + 1
+        for source, offset in zip(sources, part.offsets.tolist(), strict=True):
+            if offset >= watched.marks.get(source, 0):  # each partition's offsets increase
+                watched.marks[source] = offset + 1
         self.touched.add(part.key)
         if len(positions) == 0:
             return []
-        return watched.monitor.observe(part.rows[row:], part.scores[row:], positions)
+        return watched.monitor.observe(rows, scores, positions)
 
     def _fold_errors(self, part: ErrorPart) -> list[DriftAlarm]:
         watched = self._watch(part.key)

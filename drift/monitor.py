@@ -25,7 +25,6 @@ rows: see :mod:`drift.decider`.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,26 +146,36 @@ class ArmMonitor:
         return alarms
 
     def observe_errors(self, errors: np.ndarray) -> list[DriftAlarm]:
-        """Fold in a 0/1 error stream (1 = the prediction was wrong), in order."""
-        start, self.outcomes_seen = self.outcomes_seen, self.outcomes_seen + len(errors)
-        values = np.asarray(errors).astype(np.float64)
-        flagged: dict[int, list[str]] = defaultdict(list)  # index -> detectors, config order
-        for name, detector in self.errors.items():
-            for index in detector.update_many(values):
-                flagged[int(index)].append(name)
+        """Fold in a 0/1 error stream (1 = the prediction was wrong), in order.
+
+        The detectors step together, value by value (River's detectors are
+        per-value Python anyway), so an alarm carries every detector's reading
+        at that outcome. An alarm resets them all: the new error rate is the new
+        normal, and a slower detector does not report the same change later.
+        """
+        values = np.asarray(errors)
+        if values.ndim != 1 or not np.isin(values, (0, 1)).all():
+            raise InvalidValue(f"{self.key.label()}: errors must be a 1-D array of 0 and 1")
         alarms = []
-        for index in sorted(flagged):
-            position = start + index + 1
+        for x in values.astype(np.int64).tolist():
+            self.outcomes_seen += 1
+            flagged = []
+            for name, detector in self.errors.items():
+                if detector.update(x).drift_detected:
+                    flagged.append(name)
+            if not flagged:
+                continue
+            position = self.outcomes_seen
             last, self._last_error_flag = self._last_error_flag, position
-            self.error_flags += len(flagged[index])
+            self.error_flags += len(flagged)
             if last is not None and position - last <= self.config.error_rearm:
                 continue  # the episode goes on: one change, one alarm
-            alarms.append(self._error_alarm(position, flagged[index]))
+            alarms.append(self._error_alarm(position, flagged))
+            for detector in self.errors.values():
+                detector.reset()
         return alarms
 
     def _error_alarm(self, position: int, flagged: list[str]) -> DriftAlarm:
-        # Readings are taken after the whole update: a detector's own last flag is in
-        # its details (last_drift_index, last_drift_statistic).
         readings = {name: detector.reading() for name, detector in self.errors.items()}
         first = flagged[0]
         reading = readings[first]

@@ -5,18 +5,21 @@ join some partitions of its own topic; neither sees all of a model's traffic,
 so neither decides. Each reduces what it read into parts and sends them to
 the one decider of the model (:mod:`drift.decider`):
 
-- :class:`InputPart`: the rows one arm scored from one source partition that
-  the window tests will see, with their scores, per source message its offset
+- :class:`InputPart`: the rows one arm scored in one batch that the window
+  tests will see, with their scores, per source message its partition, offset
   and how many records it had, and each kept row's index in its message. Rows
   are kept whole, not as counts: the decider cuts tumbling windows of exactly
   ``window`` rows out of the merged stream, which counts of whole batches
   could not give. FeatureFrames are sampled (:func:`sample_rows`), so this
-  costs a few bytes per record;
+  costs a few bytes per record. Messages from several partitions are merged
+  by event time (see :func:`merge_order`): a shift that starts at one moment
+  then starts at one moment in the stream the decider sees;
 - :class:`ErrorPart`: 0/1 errors of joined outcomes, each with the offset of
   the join message it came from.
 
-``source`` names the partition a part was read from; with the offsets it
-makes folding exactly-once (see :class:`drift.decider.Decider`).
+``source`` names the topic a part was read from ("features", or the join
+partition for errors); with the partitions and offsets it makes folding
+exactly-once (see :class:`drift.decider.Decider`).
 
 >>> key = MonitorKey("m", 1, "champion")
 >>> part = ErrorPart(key, "outcome-join/0", np.array([4, 4, 9]), np.array([0, 1, 0]))
@@ -43,7 +46,8 @@ class InputPart:
     key: MonitorKey
     source: str
     feature_names: tuple[str, ...]
-    offsets: np.ndarray  # [m] int64, increasing: the source messages
+    partitions: np.ndarray  # [m] int32: the source partition of each message
+    offsets: np.ndarray  # [m] int64, increasing within each partition
     records: np.ndarray  # [m] int32: rows each message had on this arm
     taken: np.ndarray  # [m] int32: rows kept from each message
     index: np.ndarray  # [n] int32: each kept row's index among its message's rows
@@ -53,11 +57,14 @@ class InputPart:
     def __post_init__(self) -> None:
         m, n, k = len(self.offsets), len(self.index), len(self.feature_names)
         where = f"drift input part for {self.key.label()} from {self.source}"
-        shapes = (self.records.shape, self.taken.shape, self.rows.shape, self.scores.shape)
-        if shapes != ((m,), (m,), (n, k), (n,)):
+        shapes = (self.partitions.shape, self.records.shape, self.taken.shape)
+        shapes += (self.rows.shape, self.scores.shape)
+        if shapes != ((m,), (m,), (m,), (n, k), (n,)):
             raise InvalidValue(f"{where}: array shapes {shapes} do not agree (m={m}, n={n})")
-        if m and (np.any(np.diff(self.offsets) <= 0) or self.offsets[0] < 0):
-            raise InvalidValue(f"{where}: offsets must increase")
+        by_partition = np.lexsort((np.arange(m), self.partitions))
+        same = np.diff(self.partitions[by_partition]) == 0
+        if m and (np.any(np.diff(self.offsets[by_partition])[same] <= 0) or self.offsets.min() < 0):
+            raise InvalidValue(f"{where}: offsets must increase within each partition")
         if np.any(self.taken > self.records) or int(self.taken.sum()) != n:
             raise InvalidValue(f"{where}: kept rows per message do not add up")
         if n and np.any(self.index >= np.repeat(self.records, self.taken)):
@@ -82,6 +89,27 @@ class ErrorPart:
 
 
 Part = InputPart | ErrorPart
+
+
+def merge_order(partitions: np.ndarray, offsets: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """The order to fold messages of several partitions in: by event time, each
+    partition's messages kept in offset order.
+
+    A partition's messages are merged at the running maximum of their event
+    times, so one that goes back in time never jumps ahead of its predecessors
+    (the decider's marks count each partition's offsets in order); ties keep
+    partition, then offset order.
+
+    >>> merge_order(np.array([0, 0, 1, 1]), np.array([5, 6, 9, 10]), np.array([1, 3, 2, 4]))
+    array([0, 2, 1, 3])
+    """
+    by_partition = np.lexsort((offsets, partitions))
+    running = np.empty(len(times), dtype=np.int64)
+    for p in np.unique(partitions):
+        mine = by_partition[partitions[by_partition] == p]
+        running[mine] = np.maximum.accumulate(times[mine])
+    return np.lexsort((offsets, partitions, running))
+
 
 # Bytes per kept row of an input part, besides its k float32 features: the
 # float32 score and the int32 index.
@@ -108,7 +136,7 @@ def part_bytes(part: Part) -> int:
     if isinstance(part, ErrorPart):
         return 9 * len(part.errors) + 200
     k = len(part.feature_names)
-    return len(part.index) * (4 * k + ROW_OVERHEAD) + 16 * len(part.offsets) + 30 * k + 200
+    return len(part.index) * (4 * k + ROW_OVERHEAD) + 20 * len(part.offsets) + 30 * k + 200
 
 
 def split(part: InputPart, max_bytes: int) -> list[InputPart]:
@@ -118,7 +146,7 @@ def split(part: InputPart, max_bytes: int) -> list[InputPart]:
     messages), so a single message bigger than ``max_bytes`` stays one piece.
     """
     k = len(part.feature_names)
-    per_message = part.taken.astype(np.int64) * (4 * k + ROW_OVERHEAD) + 16
+    per_message = part.taken.astype(np.int64) * (4 * k + ROW_OVERHEAD) + 20
     pieces, start, size = [], 0, 0
     row_starts = np.concatenate([[0], np.cumsum(part.taken)])
     for i, cost in enumerate(per_message.tolist()):
@@ -137,6 +165,7 @@ def split(part: InputPart, max_bytes: int) -> list[InputPart]:
                 part.key,
                 part.source,
                 part.feature_names,
+                part.partitions[lo:hi],
                 part.offsets[lo:hi],
                 part.records[lo:hi],
                 part.taken[lo:hi],
@@ -187,6 +216,7 @@ def encode_parts(parts: list[Part]) -> bytes:
         if isinstance(part, InputPart):
             head |= {"kind": "input", "names": list(part.feature_names)}
             arrays = {
+                "partitions": part.partitions.astype("<i4"),
                 "offsets": part.offsets.astype("<i8"),
                 "records": part.records.astype("<i4"),
                 "taken": part.taken.astype("<i4"),
@@ -223,6 +253,7 @@ def decode_parts(blob: bytes) -> list[Part]:
                         key,
                         source,
                         names,
+                        array("partitions", "<i4"),
                         array("offsets", "<i8"),
                         array("records", "<i4"),
                         array("taken", "<i4"),

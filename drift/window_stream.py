@@ -12,7 +12,9 @@ turns each completed window into at most one decision per column:
   also reach ``psi_min``);
 - one k-of-n debouncer per column turns significant windows into alarm
   episodes: one shift of one feature is one :class:`Fired`, which carries the
-  numbers of every test for that column.
+  numbers of every test for that column. An episode ends after ``n`` windows
+  in which no test comes near significance (adjusted p above ``rearm_alpha``),
+  so a shift that hovers around ``alpha`` is not announced again and again.
 
 A stream without a training profile collects its first ``baseline_rows`` rows
 as the reference. Positions: callers may say, per row, where it stands in the
@@ -103,7 +105,10 @@ class _WindowTests:
             adjusted = adjust(p_values, method).reshape(len(window), -1)
             effect = np.stack([result.effect_ok for result in window])
             significant = (adjusted <= self.config.alpha) & effect
-            for j in np.flatnonzero(self.debounce.update(significant.any(axis=0))):
+            # Clean enough to re-arm: no test near significance (hysteresis).
+            quiet = ~((adjusted <= self.config.rearm_alpha) & effect).any(axis=0)
+            started = self.debounce.update(significant.any(axis=0), quiet)
+            for j in np.flatnonzero(started):
                 fired.append(
                     Fired(
                         int(j),
@@ -179,6 +184,7 @@ class WindowStream:
         self.reference = reference
         self.window_tests = self._build(reference) if reference is not None else None
         self.seen = 0  # rows tested (and rows of the baseline)
+        self._profile_blob: bytes | None = None  # the built baseline as JSON, written once
 
     @property
     def label(self) -> str:
@@ -225,10 +231,12 @@ class WindowStream:
         parts = {"tests": self.window_tests.snapshot()} if self.window_tests is not None else {}
         if self.baseline is not None:
             # Once the baseline is a profile, the profile (a few kB) stands in for its rows.
-            built = self.reference is not None
-            parts["baseline"] = (
-                json.dumps(self.reference.to_dict()).encode() if built else self.baseline.to_bytes()
-            )
+            if self.reference is None:
+                parts["baseline"] = self.baseline.to_bytes()
+            else:
+                if self._profile_blob is None:
+                    self._profile_blob = json.dumps(self.reference.to_dict()).encode()
+                parts["baseline"] = self._profile_blob
         meta = {
             "seen": self.seen,
             "built": self.reference is not None,
@@ -250,7 +258,8 @@ class WindowStream:
         if self.baseline is not None:
             if meta["built"]:
                 self.baseline.filled = self.baseline.rows
-                self.reference = ReferenceProfile.from_dict(json.loads(parts["baseline"]))
+                self._profile_blob = parts["baseline"]
+                self.reference = ReferenceProfile.from_dict(json.loads(self._profile_blob))
                 self.window_tests = self._build(self.reference)
             else:
                 self.baseline.load(parts["baseline"])

@@ -2,10 +2,11 @@
 
 A scoring worker reads only some partitions of the features topic, so it
 decides nothing. After it scores a batch it keeps, per ``(model, version,
-arm)`` and source partition, the rows the window tests will see (every
-single record; one row in ``DRIFTLINE_DRIFT_SAMPLE_EVERY`` of each frame,
-:func:`drift.summary.sample_rows`) with their scores, source offsets and how
-many records each message had, and publishes them as input parts
+arm)``, the rows the window tests will see (every single record; one row in
+``DRIFTLINE_DRIFT_SAMPLE_EVERY`` of each frame,
+:func:`drift.summary.sample_rows`) with their scores, each message's source
+partition, offset and record count, merged across partitions by event time
+(:func:`drift.summary.merge_order`), and publishes them as input parts
 (:class:`drift.summary.InputPart`): one summary message per model and batch
 (more if large) on the internal topic ``<app>-drift-summaries``, partition
 ``crc32(model) % partitions``, so all of a model's parts meet in one place.
@@ -34,6 +35,7 @@ from drift.summary import (
     Part,
     chunks,
     encode_parts,
+    merge_order,
     sample_rows,
     split,
 )
@@ -61,6 +63,7 @@ class Observation:
     arm: str
     feature_names: tuple[str, ...]
     offsets: np.ndarray  # [m] int64: the source messages
+    times: np.ndarray  # [m] int64: each message's event time (ms; a frame's earliest)
     records: np.ndarray  # [m]: rows each message had on this arm
     taken: np.ndarray  # [m]: rows kept from each (every record's; a sample of a frame's)
     index: np.ndarray  # [n]: each kept row's index among its message's rows on this arm
@@ -90,12 +93,13 @@ class DriftStage:
         self,
         partition: int,
         offsets: np.ndarray,
+        times: np.ndarray,
         key: MonitorKey,
         feature_names: tuple[str, ...],
         rows: np.ndarray,
         scores: np.ndarray,
     ) -> Observation:
-        """Single records (one row per message): every one is kept."""
+        """Single records (one row per message, with its event time): every one is kept."""
         ones = np.ones(len(offsets), dtype=np.int32)
         return Observation(
             partition,
@@ -104,6 +108,7 @@ class DriftStage:
             key.arm,
             tuple(feature_names),
             np.asarray(offsets, dtype=np.int64),
+            np.asarray(times, dtype=np.int64),
             ones,
             ones,
             np.zeros(len(offsets), dtype=np.int32),
@@ -132,6 +137,7 @@ class DriftStage:
         index = np.arange(n, dtype=np.int32)[keep]
         rows = frame.matrix[keep] if served is None else frame.matrix[served[keep]]
         scores = np.frombuffer(part["score"], dtype="<f8")[keep]
+        start = int(frame.event_times.min()) if len(frame.event_times) else 0
         return Observation(
             partition,
             part["model"],
@@ -139,6 +145,7 @@ class DriftStage:
             part["arm"],
             tuple(frame.feature_names),
             np.array([offset], dtype=np.int64),
+            np.array([start], dtype=np.int64),
             np.array([n], dtype=np.int32),
             np.array([len(index)], dtype=np.int32),
             index,
@@ -149,13 +156,12 @@ class DriftStage:
     def fold(self, observations: list[Observation], batch: BatchDelivery) -> int:
         """Publish a batch's observations as parts for the decider; returns the messages sent."""
         started = time.perf_counter()
-        groups: dict[tuple[MonitorKey, int], list[Observation]] = defaultdict(list)
+        groups: dict[MonitorKey, list[Observation]] = defaultdict(list)
         for item in observations:
-            groups[(MonitorKey(item.model, item.version, item.arm), item.partition)].append(item)
+            groups[MonitorKey(item.model, item.version, item.arm)].append(item)
         by_model: dict[str, list[Part]] = defaultdict(list)
-        for (key, partition), items in groups.items():
-            part = _merge(key, f"{FEATURES_SOURCE}/{partition}", items)
-            by_model[key.model] += split(part, self._max_bytes // 2)
+        for key, items in groups.items():
+            by_model[key.model] += split(_merge(key, items), self._max_bytes // 2)
         sent = sum(self._send(model, parts, batch) for model, parts in by_model.items())
         self._stats.timing["drift_s"] += time.perf_counter() - started
         return sent
@@ -172,23 +178,39 @@ class DriftStage:
         return len(messages)
 
 
-def _merge(key: MonitorKey, source: str, items: list[Observation]) -> InputPart:
-    """One part from a group's observations, messages in offset order."""
+def _merge(key: MonitorKey, items: list[Observation]) -> InputPart:
+    """One part from an arm's observations of a batch: messages of every partition merged
+    by event time, each partition's in offset order."""
+    partitions = np.concatenate([np.full(len(o.offsets), o.partition, np.int32) for o in items])
     offsets = np.concatenate([o.offsets for o in items])
     records = np.concatenate([o.records for o in items])
     taken = np.concatenate([o.taken for o in items])
     index = np.concatenate([o.index for o in items])
     rows = np.concatenate([o.rows for o in items]).astype(np.float32, copy=False)
     scores = np.concatenate([o.scores for o in items]).astype(np.float32, copy=False)
-    if len(offsets) > 1 and np.any(np.diff(offsets) <= 0):
-        # Records and frames of one batch are scored apart: put messages back in order.
-        order = np.argsort(offsets, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(taken)[:-1]])
-        rows_order = np.concatenate(
-            [np.arange(starts[i], starts[i] + taken[i]) for i in order]
-        ).astype(np.int64)
-        offsets, records, taken = offsets[order], records[order], taken[order]
-        index, rows, scores = index[rows_order], rows[rows_order], scores[rows_order]
+    order = merge_order(partitions, offsets, np.concatenate([o.times for o in items]))
+    if np.any(np.diff(order) != 1):
+        # Rows follow their messages: the ranges of the reordered messages, concatenated.
+        starts = np.cumsum(taken) - taken
+        moved = taken[order].astype(np.int64)
+        row_order = np.repeat(starts[order] - (np.cumsum(moved) - moved), moved)
+        row_order += np.arange(int(moved.sum()))
+        partitions, offsets, records, taken = (
+            partitions[order],
+            offsets[order],
+            records[order],
+            taken[order],
+        )
+        index, rows, scores = index[row_order], rows[row_order], scores[row_order]
     return InputPart(
-        key, source, items[0].feature_names, offsets, records, taken, index, rows, scores
+        key,
+        FEATURES_SOURCE,
+        items[0].feature_names,
+        partitions,
+        offsets,
+        records,
+        taken,
+        index,
+        rows,
+        scores,
     )

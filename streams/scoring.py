@@ -279,6 +279,7 @@ class ScoringPipeline:
                 self.drift.records(
                     partition,
                     np.fromiter((items[i][0].offset for i in index), np.int64, len(index)),
+                    np.fromiter((items[i][1]["event_time"] for i in index), np.int64, len(index)),
                     MonitorKey(model_name, version, arm),
                     names.get(version) or _default_names(items[index[0]][1]),
                     np.asarray([items[i][1]["features"] for i in index], dtype=np.float64),

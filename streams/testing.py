@@ -155,6 +155,8 @@ class DriftLoop:
         self._offsets: dict[int, int] = defaultdict(int)  # features partition -> next offset
         self.events: list[dict[str, Any]] = []
         self.last_summaries: list[Consumed] = []  # what decide() fed the decider last
+        self.clock = 0  # event time (ms) of the last frame or record first scored
+        self._sent_at: dict[str, int] = {}  # frame id -> its event time
 
     def new_decider(self) -> DriftDecider:
         return DriftDecider(
@@ -190,7 +192,14 @@ class DriftLoop:
             offset = self._offsets[partition]
             self._offsets[partition] += 1
             names = tuple(f"f{i:02d}" for i in range(matrix.shape[1]))
-            frame = SimpleNamespace(frame_id=frame_id, feature_names=names, matrix=matrix)
+            # Event times: frames are sent in the order first given, a millisecond apart.
+            if frame_id not in self._sent_at:
+                self.clock += 1
+                self._sent_at[frame_id] = self.clock
+            times = np.full(len(matrix), self._sent_at[frame_id], dtype=np.int64)
+            frame = SimpleNamespace(
+                frame_id=frame_id, feature_names=names, matrix=matrix, event_times=times
+            )
             part = {
                 "n_rows": len(matrix),
                 "rows": b"",
@@ -212,7 +221,9 @@ class DriftLoop:
         names = tuple(f"f{i:02d}" for i in range(rows.shape[1]))
         key = MonitorKey(model, self.version, self.arm)
         offsets = np.arange(start, start + len(rows))
-        observation = self.stage.records(partition, offsets, key, names, rows, scores)
+        times = self.clock + np.arange(1, len(rows) + 1)
+        self.clock += len(rows)
+        observation = self.stage.records(partition, offsets, times, key, names, rows, scores)
         self.stage.fold([observation], BatchDelivery())
         return self.decide()
 

@@ -1,11 +1,14 @@
-"""Drift detection on a real worker: a shifted feature is caught, and a killed worker resumes.
+"""Drift detection on a real worker: a shifted feature is one alarm, and a killed worker resumes.
 
-Two runs over the same frames (same ids, so the same partitions) under two
-model names: one worker that runs throughout, and one that is killed (SIGKILL)
-mid-stream and restarted. The restarted worker recovers its detector state
-from the ``drift-state`` table's changelog and must raise exactly the same
-alarms at exactly the same records: event ids encode model version, arm,
-detector, feature, partition and the stream position of the alarm.
+Two runs over the same frames (same ids, so the same partitions of the two)
+under two model names: one worker that runs throughout, and one that is
+killed (SIGKILL) mid-stream and restarted. Rows of both partitions meet in
+the model's one decider, so the shift is one alarm, not one per partition.
+The restarted worker recovers its monitors from the ``drift-state`` table's
+changelog and must raise the same alarms: re-scored batches must not be
+counted twice. Positions count records in the order the decider received
+them, which can differ between two runs within a scoring batch, so they are
+compared within a tolerance.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from tests.integration.helpers import read_topic, write_model
 
 pytestmark = pytest.mark.integration
 
-ROWS, FRAME, SHIFT_AT, SHIFTED = 40_000, 500, 20_000, 3
+ROWS, FRAME, SHIFT_AT, SHIFTED = 60_000, 500, 20_000, 3
+# Frames are sampled 1 row in 8 (the default): a window of 1,000 tested rows spans 8,000
+# records. Positions may differ between runs by a scoring batch and a window.
+WINDOW_RECORDS = 8_000
 
 
 def _frames(model: str) -> list[dict]:
@@ -56,7 +62,8 @@ def _register(settings, tmp_path, name: str) -> int:
     return event.version
 
 
-def _alarms(settings, bootstrap, model: str) -> dict[tuple, dict]:
+def _alarms(settings, bootstrap, model: str) -> list[tuple]:
+    """(version, arm, stream, detector, feature, position) of each DriftEvent, in order."""
     codec = default_codec()
     topic = f"{settings.kafka.topic_prefix}drift"
     found = {}
@@ -71,11 +78,14 @@ def _alarms(settings, bootstrap, model: str) -> dict[tuple, dict]:
             evidence["stream"],
             record["detector"],
             record["feature"],
-            evidence["source_partition"],
             evidence["position"],
         )
-        found[where] = record
-    return found
+        found[record["event_id"]] = where  # a re-sent event has the same id
+    return sorted(found.values())
+
+
+def _signals(alarms: list[tuple]) -> list[tuple]:
+    return [alarm[:5] for alarm in alarms]
 
 
 def _scored(worker, _model: str) -> int:
@@ -100,10 +110,12 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
         what="drift events from the uninterrupted run",
     )
     steady = _alarms(settings, stack_env.bootstrap, "steady")
-    live = worker.get("/driftline/drift/")["partitions"]
-    monitors = [m for p in live.values() for m in p["monitors"] if m["model"] == "steady"]
-    assert monitors and all(m["reference"] == "training" for m in monitors)
-    assert sum(m["rows_seen"] for m in monitors) == ROWS
+    live = worker.get("/driftline/drift/")["monitors"]
+    monitors = [m for m in live if m["model"] == "steady"]
+    # One monitor for the model's one arm, fed by both partitions.
+    assert len(monitors) == 1 and monitors[0]["reference"] == "training", live
+    assert monitors[0]["records_seen"] == ROWS
+    assert sorted(monitors[0]["marks"]) == ["features/0", "features/1"]
     # What `driftline drift` lists: the stored events, one row per event, in the audit log too.
     db = settings.clickhouse.database
     query = drift_events_query(db, "steady", limit=1000)
@@ -113,12 +125,10 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
     worker.stop()
 
     inputs = [key for key in steady if key[2] == "input"]
-    assert inputs, f"no input drift detected: {sorted(steady)}"
     shifted = SyntheticFeatures(16, seed=1).feature_names[SHIFTED]
-    assert {key[4] for key in inputs} == {shifted}, f"alarms on other features: {sorted(inputs)}"
-    # Each partition got about half the rows; the shift starts near row 10,000 of each.
-    for key in inputs:
-        assert SHIFT_AT // 2 - 3_000 < key[6] < SHIFT_AT // 2 + 5_000, key
+    # One shift of one feature on two partitions: one alarm, KS and PSI together.
+    assert [key[3:5] for key in inputs] == [("ks+psi", shifted)], steady
+    assert SHIFT_AT - WINDOW_RECORDS < inputs[0][5] <= SHIFT_AT + 3 * WINDOW_RECORDS, inputs
 
     # Run 2: the same frames under another name; the worker is killed mid-stream.
     worker = start_worker(DRIFTLINE_DRIFT_ENABLED="true")
@@ -140,18 +150,23 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
         timeout_s=120,
         what="the rest scored after the restart",
     )
-    expected = set(steady)
+    expected = _signals(steady)
     wait_until(
-        lambda: set(_alarms(settings, stack_env.bootstrap, "killed")) >= expected,
+        lambda: _signals(_alarms(settings, stack_env.bootstrap, "killed")) == expected,
         timeout_s=30,
         what=lambda: (
-            f"the same alarms after the restart; missing "
-            f"{sorted(expected - set(_alarms(settings, stack_env.bootstrap, 'killed')))}"
+            f"the same alarms after the restart: {expected} against "
+            f"{_alarms(settings, stack_env.bootstrap, 'killed')}"
         ),
     )
-    assert set(_alarms(settings, stack_env.bootstrap, "killed")) == expected
+    killed = _alarms(settings, stack_env.bootstrap, "killed")
+    for before, after in zip(steady, killed, strict=True):
+        assert abs(before[5] - after[5]) <= 2 * WINDOW_RECORDS, (steady, killed)
+    live = worker.get("/driftline/drift/")["monitors"]
+    # Nothing counted twice: every record once, though a batch was scored again.
+    assert [m["records_seen"] for m in live if m["model"] == "killed"] == [ROWS]
     # The state really came back from the changelog: the restarted worker resumed its
-    # detectors part-way into the stream instead of recounting from the start.
+    # monitor part-way into the stream instead of recounting from the start.
     stats = worker.get("/driftline/stats/")
-    restored = stats["drift_restored"]  # "<partition>:<model>/v<n>/<arm>" -> next offset
-    assert restored and all(offset > 0 for offset in restored.values()), stats
+    restored = stats["drift_restored"]  # "<model>/v<n>/<arm>" -> {source: next offset}
+    assert restored and any(o > 0 for marks in restored.values() for o in marks.values()), stats

@@ -47,6 +47,17 @@ class TestEpisodes:
         assert debounce.in_episode.tolist() == [True, False, True]
         assert debounce.n_seen == 3
 
+    def test_hysteresis_grey_windows_do_not_rearm(self):
+        # "1" flagged, "~" near the threshold (not flagged, not quiet), "." quiet.
+        def run(debounce: KOfN, windows: str) -> str:
+            return "".join(
+                "A" if debounce.update([c == "1"], [c == "."])[0] else "." for c in windows
+            )
+
+        debounce = KOfN(2, 3, 1)
+        assert run(debounce, "11~~~1~~~1") == ".A........"  # hovering: one alarm
+        assert run(debounce, "...11") == "....A"  # three quiet windows re-arm it
+
     def test_accepts_zero_one_integers(self):
         assert KOfN(1, 2, 2).update(np.array([0, 1])).tolist() == [False, True]
 

@@ -15,6 +15,7 @@ from drift.summary import (
     chunks,
     decode_parts,
     encode_parts,
+    merge_order,
     sample_rows,
     split,
     split_errors,
@@ -39,7 +40,9 @@ def _rows(n: int, shift_at: int | None = None, seed: int = 1) -> np.ndarray:
 
 
 def _frames(x: np.ndarray, source: str, start: int, frame: int = 500, every: int = 1):
-    """One part per frame of ``frame`` rows, offsets from ``start``, ``every``-th rows kept."""
+    """One part per frame of ``frame`` rows, offsets from ``start``, ``every``-th rows kept;
+    ``source`` is ``<topic>/<partition>``."""
+    topic, partition = source.split("/")
     parts = []
     for i, lo in enumerate(range(0, len(x), frame)):
         rows = x[lo : lo + frame]
@@ -48,8 +51,9 @@ def _frames(x: np.ndarray, source: str, start: int, frame: int = 500, every: int
         parts.append(
             InputPart(
                 KEY,
-                source,
+                topic,
                 NAMES,
+                np.array([int(partition)], dtype=np.int32),
                 np.array([start + i]),
                 np.array([len(rows)], dtype=np.int32),
                 np.array([len(index)], dtype=np.int32),
@@ -168,12 +172,13 @@ class TestSummaries:
         parts = [_merge(_frames(x, "features/1", 7, frame=400, every=3))]
         parts.append(ErrorPart(KEY, "outcome-join/3", np.array([1, 1, 5]), np.array([1, 0, 1])))
         back = decode_parts(encode_parts(parts))
-        assert back[0].source == "features/1" and back[0].offsets.tolist() == [7, 8, 9]
+        assert back[0].source == "features" and back[0].offsets.tolist() == [7, 8, 9]
+        assert back[0].partitions.tolist() == [1, 1, 1]
         np.testing.assert_array_equal(back[0].rows, parts[0].rows)
         assert back[1].errors.tolist() == [1, 0, 1]
         with pytest.raises(InvalidValue, match="offsets must increase"):
-            InputPart(*[getattr(parts[0], f) for f in _FIELDS[:3]], np.array([9, 8, 7]),
-                      *[getattr(parts[0], f) for f in _FIELDS[4:]])  # fmt: skip
+            InputPart(*[getattr(parts[0], f) for f in _FIELDS[:4]], np.array([9, 8, 7]),
+                      *[getattr(parts[0], f) for f in _FIELDS[5:]])  # fmt: skip
         with pytest.raises(InvalidValue, match="0 or 1"):
             ErrorPart(KEY, "j", np.array([1]), np.array([2]))
         with pytest.raises(SnapshotError):
@@ -196,7 +201,8 @@ class TestSummaries:
         assert sample_rows("frame-9", 100_000, 8, max_rows=5_000).step == 20
 
 
-_FIELDS = ("key", "source", "feature_names", "offsets", "records", "taken", "index", "rows")
+_FIELDS = ("key", "source", "feature_names", "partitions", "offsets", "records", "taken")
+_FIELDS += ("index", "rows")
 _FIELDS += ("scores",)
 
 
@@ -206,3 +212,12 @@ def _merge(parts: list[InputPart]) -> InputPart:
 
     head = parts[0]
     return InputPart(head.key, head.source, head.feature_names, *map(cat, _FIELDS[3:]))
+
+
+class TestMergeOrder:
+    def test_partitions_interleave_by_event_time_and_keep_their_offset_order(self):
+        partitions = np.array([0, 0, 0, 1, 1])
+        offsets = np.array([10, 11, 12, 3, 4])
+        times = np.array([100, 90, 300, 150, 250])  # partition 0 goes back in time once
+        # 11 stays after 10 (merged at 100, its running maximum), 3 and 4 fit in between.
+        assert merge_order(partitions, offsets, times).tolist() == [0, 1, 3, 4, 2]
