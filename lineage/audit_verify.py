@@ -22,14 +22,13 @@ checkpoints above them, and only Kafka still remembers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lineage.audit import GENESIS, AuditProblem, ChainRow, chain_models, read_chain, walk
+from lineage.audit import AuditProblem, ChainRow, chain_models, read_chain, walk
 from lineage.audit_sources import (
     SourceFetcher,
-    SourcesUnavailable,
     check_rows,
     missing_rows,
     wanted,
@@ -43,8 +42,6 @@ from lineage.checkpoints import (
 )
 from lineage.checkpoints import check_rows as check_checkpointed_rows
 from lineage.events import now_ms as _now_ms
-from lineage.exceptions import StoreError
-from lineage.store import AUDIT_LOG, table
 
 INTACT, NOT_INTACT, UNVERIFIED = "intact", "NOT intact", "UNVERIFIED"
 
@@ -293,157 +290,3 @@ def _dedup_problems(problems: Iterable[AuditProblem]) -> list[AuditProblem]:
             seen.add((p.model, p.seq, p.kind))
             out.append(p)
     return sorted(out, key=lambda p: (p.model, p.seq, p.kind))
-
-
-# -- continuous verification by the writer -------------------------------------------
-
-
-@dataclass(frozen=True)
-class TailResult:
-    signed: tuple[Checkpoint, ...]
-    problems: tuple[AuditProblem, ...]
-    # Models left unsigned this round because their source records could not be read.
-    deferred: tuple[str, ...] = ()
-
-
-class TailVerifier:
-    """The lineage role's checkpointing: verify each chain's new tail, then sign its head.
-
-    It keeps, per model, the last head it verified (seeded from the valid stored and
-    anchored checkpoints). Each call reads only the rows after it, walks them from
-    that head, checks that none repeats an event recorded earlier and, when it can
-    fetch source records, that each matches its record on Kafka. Only a tail that
-    passes is signed; a failing one is returned as problems and its model stays at
-    the last good head, so the same problem comes back until someone repairs it.
-    """
-
-    def __init__(
-        self,
-        client: Any,
-        database: str,
-        writer: WriterKey,
-        sign: Callable[[str, int, str, int, str], Checkpoint],
-        *,
-        fetch: SourceFetcher | None = None,
-    ) -> None:
-        self._client = client
-        self._database = database
-        self._writer = writer
-        self._sign = sign  # (model, seq, hash, prev_seq, reason) -> a signed Checkpoint
-        self.fetch = fetch  # None: tails are checked without their source records
-        self._verified: dict[str, tuple[int, str]] = {}
-
-    def seed(self, checkpoints: Iterable[Checkpoint]) -> list[AuditProblem]:
-        """Start from these checkpoints (stored and anchored); returns the invalid ones."""
-        valid, problems = check_signatures(checkpoints, self._writer)
-        for c in valid:
-            if c.seq > self._verified.get(c.model, (0, ""))[0]:
-                self._verified[c.model] = (c.seq, c.hash)
-        return problems
-
-    @property
-    def verified(self) -> dict[str, tuple[int, str]]:
-        return dict(self._verified)
-
-    def forget(self, models: Iterable[str]) -> None:
-        """Drop these models' verified heads (their checkpoints were not stored); they
-        are re-seeded from the table on the next run."""
-        for model in models:
-            self._verified.pop(model, None)
-
-    def run(self, heads: dict[str, tuple[int, str]], reason: str) -> TailResult:
-        """Verify every chain whose head moved past its verified one; sign those that hold."""
-        problems = self._catch_up()
-        signed, deferred = [], []
-        for model, (head_seq, head_hash) in sorted(heads.items()):
-            seq, digest = self._verified.get(model, (0, ""))
-            if head_seq == seq and head_hash == digest:
-                continue
-            try:
-                found = self._check(model, seq, digest, head_seq)
-            except SourcesUnavailable as exc:
-                deferred.append(f"{model}: {exc}")  # unsigned until its sources can be read
-                continue
-            if found:
-                problems += found
-                continue
-            signed.append(self._sign(model, head_seq, head_hash, seq, reason))
-            self._verified[model] = (head_seq, head_hash)
-        for model, (seq, _) in sorted(self._verified.items()):
-            if model not in heads:
-                problems.append(
-                    AuditProblem(
-                        model, 1, "truncated", f"every row is gone, but seq {seq} was signed"
-                    )
-                )
-        return TailResult(tuple(signed), tuple(problems), tuple(deferred))
-
-    def _catch_up(self) -> list[AuditProblem]:
-        # Another lineage worker (same key) may have signed heads meanwhile, after a
-        # rebalance; only each model's newest checkpoint is read, so a round stays cheap.
-        newest = load_checkpoints(self._client, self._database, newest=True)
-        fresh = [c for c in newest if c.seq > self._verified.get(c.model, (0, ""))[0]]
-        valid, problems = check_signatures(fresh, self._writer)
-        for c in valid:
-            self._verified[c.model] = (c.seq, c.hash)
-        return problems
-
-    def _check(self, model: str, seq: int, digest: str, head_seq: int) -> list[AuditProblem]:
-        if head_seq < seq:
-            return [
-                AuditProblem(
-                    model,
-                    head_seq + 1,
-                    "truncated",
-                    f"rows {head_seq + 1}..{seq} are gone, but seq {seq} was signed",
-                )
-            ]
-        rows = read_chain(self._client, self._database, model, from_seq=max(seq, 1))
-        start = (0, GENESIS)
-        if seq:
-            at = [r for r in rows if r.seq == seq]
-            if len(at) != 1 or at[0].hash != digest:
-                return [
-                    AuditProblem(
-                        model,
-                        seq,
-                        "rewritten",
-                        f"row {seq} no longer holds the hash signed at its checkpoint "
-                        f"({digest[:16]}...)",
-                    )
-                ]
-            start = (seq, digest)
-            rows = [r for r in rows if r.seq > seq]
-        problem = walk(model, rows, start)
-        if problem is not None:
-            return [problem]
-        repeated = self._repeated_events(model, rows, seq)
-        if repeated or self.fetch is None:
-            return repeated
-        return check_rows(model, rows, self.fetch(wanted(rows))).problems
-
-    def _repeated_events(
-        self, model: str, rows: Sequence[ChainRow], below: int
-    ) -> list[AuditProblem]:
-        # The tail walk sees only the tail: an old event copied onto the end would chain.
-        if not rows or not below:
-            return []
-        ids = {r.event_id: r.seq for r in rows}
-        name = table(self._database, AUDIT_LOG)
-        try:
-            found = self._client.query(
-                f"SELECT event_id, min(seq) FROM {name} WHERE model = {{m:String}} "
-                "AND seq <= {s:UInt64} AND event_id IN {ids:Array(String)} GROUP BY event_id",
-                parameters={"m": model, "s": below, "ids": sorted(ids)},
-            ).result_rows
-        except Exception as exc:
-            raise StoreError(f"looking up {model!r}'s tail events in {name} failed: {exc}") from exc
-        return [
-            AuditProblem(
-                model,
-                ids[event_id],
-                "duplicate",
-                f"event {event_id} was already recorded at seq {earlier}: a replayed row",
-            )
-            for event_id, earlier in sorted(found, key=lambda r: ids[r[0]])
-        ]

@@ -31,6 +31,10 @@ from streams.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
+# The last offset of a range read to the partition's end: the embedded broker
+# under-reports end offsets, so the end is where a poll comes back empty.
+_TO_THE_END = 2**63 - 2
+
 
 class AuditKafka:
     """Reads (and, for the lineage role, writes) the audit evidence on one cluster."""
@@ -100,23 +104,26 @@ class AuditKafka:
 
     # -- source records -------------------------------------------------------------
 
-    def fetch(self, wanted: Wanted, timeout_s: float = 60.0) -> SourceLog:
-        """The source records audit rows cite: the whole lifecycle topic (so missing rows
-        can be found too), and the cited ranges of the drift topic."""
-        result = SourceLog(complete=frozenset({self.lifecycle_topic}))
+    def fetch(
+        self, wanted: Wanted, *, whole_lifecycle: bool = True, timeout_s: float = 60.0
+    ) -> SourceLog:
+        """The source records audit rows cite; with ``whole_lifecycle`` (full verification)
+        the whole lifecycle topic, so events missing from the log are found too."""
+        complete = {self.lifecycle_topic} if whole_lifecycle else set()
+        result = SourceLog(complete=frozenset(complete))
         with self._consumer() as consumer:
             for topic in (self.lifecycle_topic, self.drift_topic):
                 extents = self._extents(consumer, topic)
                 result.extents.update({(topic, p): e for p, e in extents.items()})
                 result.first_ms[topic] = self._first_timestamp(consumer, topic, extents, timeout_s)
             ranges = {
-                (self.lifecycle_topic, p): (low, high - 1)
-                for (topic, p), (low, high) in result.extents.items()
-                if topic == self.lifecycle_topic and high > low
+                (topic, p): (low, _TO_THE_END)
+                for (topic, p), (low, _) in result.extents.items()
+                if topic in complete
             }
-            for (topic, p), (low, high) in wanted.items():
-                if topic == self.drift_topic and (topic, p) in result.extents:
-                    ranges[(topic, p)] = (max(low, result.extents[(topic, p)][0]), high)
+            for (topic, p), (first, last) in wanted.items():
+                if topic not in complete and (topic, p) in result.extents:
+                    ranges[(topic, p)] = (max(first, result.extents[(topic, p)][0]), last)
             for message in _read(consumer, ranges, result.extents, timeout_s):
                 coordinates = (message.topic(), message.partition(), message.offset())
                 result.records[coordinates] = self._decode(message)
@@ -152,9 +159,7 @@ class AuditKafka:
     def _read_topic(self, topic: str, timeout_s: float) -> list[Message]:
         with self._consumer() as consumer:
             extents = self._extents(consumer, topic)
-            ranges = {
-                (topic, p): (low, high - 1) for p, (low, high) in extents.items() if high > low
-            }
+            ranges = {(topic, p): (low, _TO_THE_END) for p, (low, _) in extents.items()}
             return _read(consumer, ranges, {(topic, p): e for p, e in extents.items()}, timeout_s)
 
     def _extents(self, consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
@@ -206,20 +211,24 @@ def _read(
 ) -> list[Message]:
     """Records in ``ranges`` ((topic, partition) -> first, last offset, inclusive).
 
-    Reads past each range's last offset until one poll comes back empty, because the
-    embedded broker under-reports end offsets; records after a range are dropped.
+    The embedded broker under-reports end offsets, so neither the reported end nor a
+    single empty poll proves a record absent: reading stops once every partition has
+    reached its reported end and every wanted last offset was seen (or, for ranges read
+    to the end, at the next empty poll), or after a stretch of silence (a row citing
+    a record that does not exist). Records outside the ranges are dropped.
     """
     if not ranges:
         return []
     consumer.assign([TopicPartition(t, p, first) for (t, p), (first, _) in ranges.items()])
-    # A partition is done once it reaches its last wanted offset or its reported end; a
-    # range past the reported end (a row citing a record that is not there) starts done.
-    ends = {}
+    ends = {}  # partitions still short of their reported end
     for key, (first, last) in ranges.items():
         end = min(last + 1, extents.get(key, (0, last + 1))[1])
         if first < end:
             ends[key] = end
+    # Last offsets still to be seen, for ranges that do not run to the end.
+    pending = {key: last for key, (_, last) in ranges.items() if last != _TO_THE_END}
     out: list[Message] = []
+    idle = 0
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -229,8 +238,12 @@ def _read(
                     "slow or unreachable"
                 )
             messages = consumer.consume(1000, timeout=0.5)
-            if not messages and not ends:
-                break
+            if not messages:
+                idle += 1
+                if (not ends and not pending) or (not ends and idle >= 3) or idle >= 6:
+                    break
+                continue
+            idle = 0
             for message in messages:
                 if message.error():
                     continue
@@ -240,22 +253,8 @@ def _read(
                     out.append(message)
                 if message.offset() + 1 >= ends.get(key, 0):
                     ends.pop(key, None)
+                if message.offset() >= pending.get(key, _TO_THE_END + 1):
+                    pending.pop(key, None)
     finally:
         consumer.unassign()
     return out
-
-
-def reachable(settings: Settings, bootstrap: str, timeout_s: float = 5.0) -> str | None:
-    """None when a broker answers at ``bootstrap``, else why not (for the verdict)."""
-    config = settings.kafka.librdkafka_config(bootstrap) | {"group.id": "driftline-audit-probe"}
-    try:
-        consumer = Consumer(config)
-    except KafkaException as exc:
-        return f"cannot configure a Kafka client for {bootstrap}: {exc}"
-    try:
-        consumer.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        return f"no Kafka broker reachable at {bootstrap} ({exc})"
-    finally:
-        consumer.close()
-    return None

@@ -20,7 +20,8 @@ from typing import Any
 from driftline.settings import Settings
 from lineage.audit_alarms import alarm_event
 from lineage.audit_sources import SourceLog, SourcesUnavailable, Wanted
-from lineage.audit_verify import AuditVerdict, Cadence, KafkaEvidence, TailVerifier, verify_audit
+from lineage.audit_tail import TailVerifier
+from lineage.audit_verify import AuditVerdict, Cadence, KafkaEvidence, verify_audit
 from lineage.checkpoints import (
     Checkpoint,
     WriterKey,
@@ -148,7 +149,8 @@ class CheckpointKeeper:
 
     def _fetch(self, wanted: Wanted) -> SourceLog:
         try:
-            return self._kafka.fetch(wanted)
+            # Only the cited records: each round reads what its new tails cite.
+            return self._kafka.fetch(wanted, whole_lifecycle=False)
         except BrokerUnavailable as exc:
             raise SourcesUnavailable(str(exc)) from exc
 

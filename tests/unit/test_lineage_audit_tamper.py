@@ -17,13 +17,13 @@ from lineage import events as ev
 from lineage.audit import AuditLogWriter, chain_hash
 from lineage.audit_alarms import alarm_event
 from lineage.audit_sources import SourceLog, SourceRecord
+from lineage.audit_tail import TailVerifier
 from lineage.audit_verify import (
     INTACT,
     NOT_INTACT,
     UNVERIFIED,
     Cadence,
     KafkaEvidence,
-    TailVerifier,
     verify_audit,
 )
 from lineage.checkpoints import (

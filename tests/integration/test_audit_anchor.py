@@ -1,0 +1,159 @@
+"""The audit log against Kafka on the embedded broker: checkpoints anchored on their own
+topic, a shutdown checkpoint, `driftline audit verify` cross-checking ClickHouse with
+the anchor and lifecycle topics, and the audit_alarm the lineage role raises.
+
+ClickHouse is tampered with from another process while the worker is stopped (the
+embedded chDB has one owner at a time), as someone with direct write access would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from confluent_kafka import Producer
+
+from lineage.checkpoints import Checkpoint
+from lineage.events import registered
+from schemas import default_codec
+from streams.embedded import free_port
+from streams.lifecycle import load_registry
+from streams.topics import Topics
+from tests.integration.conftest import wait_until
+from tests.integration.helpers import read_topic
+
+pytestmark = pytest.mark.integration
+
+LINEAGE_ONLY = {"DRIFTLINE_WORKER_ROLES": "lineage"}
+
+
+def publish(stack_env, model: str, versions: range) -> None:
+    codec = default_codec()
+    producer = Producer({"bootstrap.servers": stack_env.bootstrap})
+    for n in versions:
+        event = registered(model, n, "anchor-test", {"digest": f"{n:064x}", "artifact": "x"})
+        producer.produce(
+            Topics(stack_env.prefix).lifecycle,
+            codec.encode("LifecycleEvent", event.to_avro()),
+            key=model.encode(),
+        )
+    assert producer.flush(30) == 0
+
+
+def cli(stack_env, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=os.environ | stack_env.env | env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def tamper(stack_env, code: str) -> None:
+    """Run ``code`` (with ``client``, ``db``, ``SYNC``) against the worker's chDB store from
+    another process, as someone with direct write access would."""
+    settings = stack_env.settings()
+    prelude = textwrap.dedent(
+        f"""
+        import clickhouse_connect
+        client = clickhouse_connect.get_client(dsn={settings.clickhouse_dsn!r})
+        db = {settings.clickhouse.database!r}
+        lifecycle = {Topics(settings.kafka.topic_prefix).lifecycle!r}
+        SYNC = {{"mutations_sync": 2}}
+        """
+    )
+    subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], check=True, timeout=120)
+
+
+FORGE = """
+    from lineage import events as ev
+    from lineage.audit import chain_hash
+
+    # A forged promotion appended to fraud, correctly chained onto its head.
+    (seq, head), = client.query(
+        f"SELECT seq, hash FROM {db}.audit_log WHERE model = 'fraud' ORDER BY seq DESC LIMIT 1",
+        column_formats={"hash": "string"},
+    ).result_rows
+    e = ev.promoted("fraud", 5, "mallory", "registered", None)
+    body = e.canonical_json()
+    client.insert(
+        f"{db}.audit_log",
+        [["fraud", seq + 1, e.event_id, e.type, e.version, e.actor, e.occurred_at,
+          body.decode(), head, chain_hash(head, body), lifecycle, 0, 999, e.occurred_at]],
+        column_names=["model", "seq", "event_id", "event_type", "version", "actor",
+                      "occurred_at", "canonical", "prev_hash", "hash", "source_topic",
+                      "source_partition", "source_offset", "recorded_at"],
+    )
+    # churn's last row deleted together with its checkpoint.
+    client.command(f"ALTER TABLE {db}.audit_log DELETE WHERE model = 'churn' AND seq = 3",
+                   settings=SYNC)
+    client.command(f"ALTER TABLE {db}.audit_checkpoints DELETE WHERE model = 'churn'",
+                   settings=SYNC)
+"""
+
+
+def anchors(stack_env) -> list[Checkpoint]:
+    topic = Topics(stack_env.prefix).audit_checkpoints
+    return [Checkpoint.from_json(m.value()) for m in read_topic(stack_env.bootstrap, topic, 2)]
+
+
+def test_anchor_topic_catches_what_clickhouse_alone_cannot(stack_env, start_worker):
+    db = stack_env.settings().clickhouse.database
+    # A checkpoint interval longer than the test: only the shutdown checkpoint can cover.
+    worker = start_worker(DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S="3600", **LINEAGE_ONLY)
+    publish(stack_env, "fraud", range(1, 6))
+    publish(stack_env, "churn", range(1, 4))
+    wait_until(
+        lambda: worker.sql(f"SELECT count() FROM {db}.audit_log")[0][0] == 8, what="rows stored"
+    )
+    assert worker.sql(f"SELECT count() FROM {db}.audit_checkpoints")[0][0] == 0
+    assert worker.stop() == 0
+    shutdown = sorted((c.model, c.seq, c.reason) for c in anchors(stack_env))
+    assert shutdown == [("churn", 3, "shutdown"), ("fraud", 5, "shutdown")]
+
+    intact = cli(stack_env, "audit", "verify")
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "audit log intact" in intact.stdout and "8 row(s) matched" in intact.stdout
+
+    # No broker reachable: said so, and not "intact".
+    dead = f"127.0.0.1:{free_port()}"
+    unverified = cli(stack_env, "audit", "verify", DRIFTLINE_KAFKA_BOOTSTRAP=dead)
+    assert unverified.returncode == 3, unverified.stdout + unverified.stderr
+    assert "audit log UNVERIFIED" in unverified.stdout
+    assert dead in unverified.stdout
+
+    tamper(stack_env, FORGE)
+    caught = cli(stack_env, "audit", "verify")
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "model 'fraud' seq 6: forged: no record at" in caught.stdout
+    assert "model 'churn' seq 3: checkpoint_missing" in caught.stdout
+    assert "model 'churn' seq 3: row_missing" in caught.stdout
+    assert "model 'churn' seq 3: truncated" in caught.stdout
+
+    # The lineage role finds the same on its first round after a restart and raises an
+    # alarm per model, which the registry projection turns into a freeze.
+    worker = start_worker(**LINEAGE_ONLY)
+    settings = stack_env.settings()
+    codec = default_codec()
+
+    def frozen() -> set[str]:
+        registry = load_registry(
+            settings, stack_env.bootstrap, codec, Topics(stack_env.prefix).lifecycle
+        )
+        return {m for m in ("fraud", "churn") if registry.alarm(m) is not None}
+
+    wait_until(lambda: frozen() == {"fraud", "churn"}, timeout_s=60, what="audit alarms")
+    wait_until(
+        lambda: (
+            worker.sql(f"SELECT count() FROM {db}.audit_log WHERE event_type = 'audit_alarm'")[0][0]
+            == 2
+        ),
+        what="the alarms in the audit log",
+    )
+    report = worker.get("/driftline/audit/verify/?model=fraud")
+    assert report["ok"] is False and report["verdict"] == "NOT intact"
+    assert "model 'fraud' seq 6: forged" in report["summary"]
