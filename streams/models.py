@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from driftline.settings import Settings
 from inference import describe_onnx
@@ -24,6 +26,9 @@ from streams.kafka import make_producer
 from streams.lifecycle import LifecycleWatcher, load_registry
 from streams.stackfile import resolve_bootstrap
 from streams.topics import Topics
+from streams.tracing import trace_headers
+
+tracer = trace.get_tracer(__name__)
 
 
 class CommandRejected(StreamsError):
@@ -72,11 +77,13 @@ class ModelCommands:
         codec = codec_for(self.settings)
         watcher = LifecycleWatcher(self.settings, self.bootstrap, self._topics.lifecycle)
         producer = make_producer(self.settings, self.bootstrap)
-        producer.produce(
-            self._topics.name("commands"),
-            codec.encode("LifecycleCommand", command.to_avro()),
-            key=name.encode(),
-        )
+        with tracer.start_as_current_span(f"send {action} command", kind=SpanKind.PRODUCER):
+            producer.produce(
+                self._topics.name("commands"),
+                codec.encode("LifecycleCommand", command.to_avro()),
+                key=name.encode(),
+                headers=trace_headers(),
+            )
         if producer.flush(30):
             raise StreamsError(
                 f"command {command.command_id} was not acknowledged by {self.bootstrap}"

@@ -27,6 +27,7 @@ from schemas import DecodeError, SchemaCodec
 from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
 from streams.stats import WorkerStats
+from streams.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class PolicySigner:
             self._topic,
             self._codec.encode("LifecycleCommand", command.to_avro()),
             key=model.encode(),
+            headers=trace_headers(),
         )
         self._stats.policy_actions += 1
         return True

@@ -12,6 +12,9 @@ import json
 import logging
 from collections.abc import Sequence
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
 from lineage import LifecycleEvent, LineageError, ModelRegistry, ModelVersion
 from lineage.commands import LifecycleCommand
 from lineage.rbac import CommandAuthority, approval_evidence, rejected
@@ -20,8 +23,10 @@ from streams.deadletter import DeadLetterPublisher, InboundMessage
 from streams.delivery import BatchDelivery, DeliveryTracker
 from streams.lifecycle import cloudevent_headers
 from streams.policy_source import PolicySource
+from streams.tracing import HEADER_GETTER, PROPAGATOR, trace_headers
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 
 class RegistryAgent:
@@ -59,7 +64,17 @@ class RegistryAgent:
                 # Redelivered after a crash between publishing the answer and committing.
                 log.info("command %s already answered; skipping", command.command_id)
                 continue
-            event = self.decide(command)
+            # The decision continues the command's trace, so a promotion (or a refusal) can
+            # be followed back to whoever sent it.
+            parent = PROPAGATOR.extract(message.headers, getter=HEADER_GETTER)
+            with tracer.start_as_current_span(
+                f"decide {command.action}",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={"driftline.command_id": command.command_id},
+            ):
+                event = self.decide(command)
+                headers = cloudevent_headers(event, "driftline/registry") + trace_headers()
             # Applied now, so the next command in this batch sees the new state.
             self._registry.apply(event)
             log.info(
@@ -76,7 +91,7 @@ class RegistryAgent:
                 self._topic,
                 self._codec.encode("LifecycleEvent", event.to_avro()),
                 key=event.model.encode(),
-                headers=cloudevent_headers(event, "driftline/registry"),
+                headers=headers,
             )
         return batch
 

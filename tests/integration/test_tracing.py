@@ -99,3 +99,28 @@ def test_worker_batch_span_links_producer_traces_and_predictions_carry_context(
         assert carried <= batch_contexts
     finally:
         collector.close()
+
+
+def _trace_id(message) -> str | None:
+    values = HEADER_GETTER.get(message.headers(), "traceparent")
+    return values[0].split("-")[1] if values else None
+
+
+def test_lifecycle_events_continue_the_trace_of_their_command(stack_env, start_worker, tmp_path):
+    start_worker()
+    settings = stack_env.settings()
+    commands = ModelCommands.from_settings(settings)
+    event, _ = commands.register(write_model(tmp_path, seed=2), "traced", actor="alice")
+    commands.promote("traced", event.version, actor="bob")
+    topics = Topics(stack_env.prefix)
+    sent = read_topic(stack_env.bootstrap, topics.name("commands"), 2)
+    answers = read_topic(stack_env.bootstrap, topics.lifecycle, 2)
+    command_traces = {_trace_id(m) for m in sent}
+    assert len(sent) == 2 and None not in command_traces and len(command_traces) == 2
+    registry_events = [
+        m
+        for m in answers
+        if (HEADER_GETTER.get(m.headers(), "ce_source") or [""])[0] == "driftline/registry"
+    ]
+    assert len(registry_events) == 2
+    assert {_trace_id(m) for m in registry_events} == command_traces
