@@ -189,3 +189,18 @@ CREATE TABLE IF NOT EXISTS {database}.outcomes
 ENGINE = ReplacingMergeTree(event_time)
 ORDER BY prediction_id
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- The replacing tables above hold a re-delivered row twice until a background
+-- merge, so a plain count() over them over-counts after a crash. These views
+-- apply FINAL for you: query them unless you deduplicate yourself.
+CREATE VIEW IF NOT EXISTS {database}.predictions_unique AS
+SELECT * FROM {database}.predictions FINAL;
+
+CREATE VIEW IF NOT EXISTS {database}.deadletters_unique AS
+SELECT * FROM {database}.deadletters FINAL;
+
+CREATE VIEW IF NOT EXISTS {database}.outcomes_unique AS
+SELECT * FROM {database}.outcomes FINAL;
+
+CREATE VIEW IF NOT EXISTS {database}.drift_unique AS
+SELECT * FROM {database}.drift FINAL;

@@ -193,3 +193,18 @@ CREATE TABLE IF NOT EXISTS driftline.outcomes
 ENGINE = ReplacingMergeTree(event_time)
 ORDER BY prediction_id
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- The replacing tables above hold a re-delivered row twice until a background
+-- merge, so a plain count() over them over-counts after a crash. These views
+-- apply FINAL for you: query them unless you deduplicate yourself.
+CREATE VIEW IF NOT EXISTS driftline.predictions_unique AS
+SELECT * FROM driftline.predictions FINAL;
+
+CREATE VIEW IF NOT EXISTS driftline.deadletters_unique AS
+SELECT * FROM driftline.deadletters FINAL;
+
+CREATE VIEW IF NOT EXISTS driftline.outcomes_unique AS
+SELECT * FROM driftline.outcomes FINAL;
+
+CREATE VIEW IF NOT EXISTS driftline.drift_unique AS
+SELECT * FROM driftline.drift FINAL;

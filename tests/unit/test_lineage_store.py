@@ -23,7 +23,7 @@ def test_create_tables_is_idempotent(chdb_client, fresh_database) -> None:
     create_tables(chdb_client, fresh_database)
     got = chdb_client.query(
         "SELECT name, engine, sorting_key FROM system.tables WHERE database = {db:String} "
-        "ORDER BY name",
+        "AND engine != 'View' ORDER BY name",
         parameters={"db": fresh_database},
     ).result_rows
     assert got == [
@@ -37,6 +37,29 @@ def test_create_tables_is_idempotent(chdb_client, fresh_database) -> None:
         ("replay_predictions", "ReplacingMergeTree", "model, replay_id, record_id"),
     ]
     assert sorted(r[0] for r in got) == sorted(TABLES)
+
+
+@pytest.mark.integration
+def test_unique_views_count_a_redelivered_prediction_once(chdb_client, fresh_database) -> None:
+    """A crash re-delivers a batch: the raw table holds it twice until a merge, the view once."""
+    create_tables(chdb_client, fresh_database)
+    views = chdb_client.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} AND engine = 'View' "
+        "ORDER BY name",
+        parameters={"db": fresh_database},
+    ).result_rows
+    assert views == [(f"{t}_unique",) for t in ("deadletters", "drift", "outcomes", "predictions")]
+    row = "('p1', 'r1', 'e1', 'm', 1, 'champion', NULL, 0.5, [0.5, 0.5], 0, 1, 1.0, 0.1, '')"
+    for attempt in range(2):  # two inserts, as a redelivery after a crash makes them
+        chdb_client.command(
+            f"INSERT INTO {fresh_database}.predictions SETTINGS "
+            f"insert_deduplication_token = 'attempt-{attempt}' VALUES {row}"
+        )
+    raw = chdb_client.query(f"SELECT count() FROM {fresh_database}.predictions").result_rows
+    unique = chdb_client.query(
+        f"SELECT count() FROM {fresh_database}.predictions_unique"
+    ).result_rows
+    assert raw == [(2,)] and unique == [(1,)]
 
 
 @pytest.mark.integration
@@ -59,7 +82,7 @@ def test_bad_database_names_are_refused(name) -> None:
 
 def test_statements_have_no_comments_and_fill_the_database() -> None:
     statements = ddl_statements("abc")
-    assert len(statements) == 11  # the database, 8 tables, 2 column upgrades
+    assert len(statements) == 15  # the database, 8 tables, 2 column upgrades, 4 views
     assert all("--" not in s and "{database}" not in s for s in statements)
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS abc"
 
