@@ -212,8 +212,11 @@ def _interval(low: Any, high: Any) -> tuple[Any, Any]:
     """The running intersection as reported: an empty one (possible only when the
     plug-in variances mislead; 0 has then left it, so the test has rejected) is
     shown as the single point between its crossed ends."""
-    mid = (low + high) / 2.0
     crossed = low > high
+    # Before the first check the ends are -inf and +inf, whose sum is NaN; only crossed
+    # ends (both finite) use the midpoint, so that NaN is never reported.
+    with np.errstate(invalid="ignore"):
+        mid = (low + high) / 2.0
     return np.where(crossed, mid, low), np.where(crossed, mid, high)
 
 

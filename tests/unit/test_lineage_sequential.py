@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -362,3 +363,13 @@ def test_vectorised_paths_give_the_checks_verdicts(higher_is_better: bool) -> No
         assert last.p_value == pytest.approx(paths.p_values[e, paths.stop[e]])
         outcomes.add(last.outcome)
     assert {"efficacy", "futility"} <= outcomes
+
+
+def test_vectorised_paths_warn_nothing_before_the_first_check() -> None:
+    """Checks before min_samples_per_arm have an unbounded interval; no NaN warning from it."""
+    config = SequentialConfig("binary", min_effect=0.02, min_samples_per_arm=500)
+    n = np.array([100, 200, 600, 1_000])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        paths = evaluate_paths(config, n, np.full(4, 0.1), n, np.full(4, 0.2))
+    assert np.isfinite(paths.ci_low).all() and np.isfinite(paths.ci_high).all()
