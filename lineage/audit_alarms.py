@@ -16,7 +16,6 @@ someone has looked at the trail (``driftline audit verify``) and repaired it.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,6 @@ from lineage.events import EventType, LifecycleEvent, new_event, now_ms
 
 # Actions an alarm freezes: each gives a version more of the traffic.
 FROZEN_ACTIONS = frozenset({"promote", "canary", "challenger", "traffic"})
-_ALARM_NAMESPACE = uuid.UUID("5f0f3a52-8d3c-4a57-9c39-4d1f0b6f3a11")
 
 
 @dataclass(frozen=True)
@@ -46,19 +44,20 @@ class Alarm:
 
 
 def alarm_event(
-    model: str, problems: Iterable[AuditProblem], actor: str, *, occurred_at: int | None = None
+    model: str,
+    problems: Iterable[AuditProblem],
+    actor: str,
+    *,
+    verified_seq: int,
+    occurred_at: int | None = None,
 ) -> LifecycleEvent:
-    """The ``audit_alarm`` event for ``model``'s problems.
-
-    Its id is derived from the first problem, so the same problem found again (next
-    round, after a restart) is the same event, which the audit log and the registry
-    keep once.
-    """
+    """The ``audit_alarm`` event for ``model``'s problems past ``verified_seq``, the last
+    head that verified. One break is one alarm: the caller raises one per
+    :func:`alarm_key`, whatever further problems the broken tail shows later."""
     problems = sorted(problems, key=lambda p: (p.seq, p.kind))
     if not problems:
         raise ValueError(f"an audit alarm for {model!r} needs at least one problem")
-    first = problems[0]
-    event = new_event(
+    return new_event(
         EventType.AUDIT_ALARM,
         model,
         None,
@@ -66,17 +65,16 @@ def alarm_event(
         evidence={
             "problems": [{"seq": p.seq, "kind": p.kind, "detail": p.detail} for p in problems[:20]],
             "problem_count": len(problems),
+            "verified_seq": verified_seq,
             "freezes": sorted(FROZEN_ACTIONS),
         },
         occurred_at=now_ms() if occurred_at is None else occurred_at,
     )
-    key = f"{model}|{first.seq}|{first.kind}"
-    return _with_id(event, str(uuid.uuid5(_ALARM_NAMESPACE, key)))
 
 
-def _with_id(event: LifecycleEvent, event_id: str) -> LifecycleEvent:
-    body = event.to_avro() | {"event_id": event_id}
-    return LifecycleEvent.from_avro(body)
+def alarm_key(model: str, verified_seq: int) -> str:
+    """Alarms with the same key are one break: the chain stops verifying after this seq."""
+    return f"{model}|{verified_seq}"
 
 
 class AlarmBook:

@@ -114,15 +114,19 @@ def _judge(row: ChainRow, log: SourceLog) -> str | None:
             f"it cites {where}, but {row.source_topic!r} is not a topic audit events come "
             f"from (those are: {', '.join(sorted(log.topics)) or 'none read'})"
         )
+    first = log.first_ms.get(row.source_topic)
+    if first is None or row.recorded_at < first:
+        # Older than anything the topic still holds (a broker that kept nothing across a
+        # restart reuses offsets): whatever sits at these coordinates now is not its source.
+        return ""
     record = log.records.get((row.source_topic, row.source_partition, row.source_offset))
     if record is None:
         extent = log.extents.get((row.source_topic, row.source_partition))
         if extent is None:
             return f"it cites {where}, but the topic has no partition {row.source_partition}"
         low, high = extent
-        first = log.first_ms.get(row.source_topic)
-        if row.source_offset < low or first is None or row.recorded_at < first:
-            return ""  # expired, or older than anything the broker still holds
+        if row.source_offset < low:
+            return ""  # expired by retention
         return (
             f"no record at {where} (the partition holds offsets {low}..{high - 1}): "
             "the row has no source record"

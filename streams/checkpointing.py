@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from driftline.settings import Settings
-from lineage.audit_alarms import alarm_event
+from lineage.audit_alarms import alarm_event, alarm_key
 from lineage.audit_sources import SourceLog, SourcesUnavailable, Wanted
 from lineage.audit_tail import TailVerifier
 from lineage.audit_verify import AuditVerdict, Cadence, KafkaEvidence, verify_audit
@@ -84,7 +84,7 @@ class CheckpointKeeper:
         self._private_key = None
         self._verifier: TailVerifier | None = None
         self._unanchored: list[Checkpoint] = []  # stored, not yet on the anchor topic
-        self._alarmed: set[str] = set()  # alarm event ids already published
+        self._alarmed: set[str] = set()  # alarm keys (model, first problem) raised
 
     # -- the lineage role -----------------------------------------------------------
 
@@ -168,10 +168,13 @@ class CheckpointKeeper:
         by_model: dict[str, list] = {}
         for problem in problems:
             by_model.setdefault(problem.model, []).append(problem)
+        verified = self._verifier.verified
         for model, found in sorted(by_model.items()):
-            event = alarm_event(model, found, self._settings.audit.writer_key)
-            if event.event_id in self._alarmed:
-                continue
+            seq = verified.get(model, (0, ""))[0]
+            key = alarm_key(model, seq)
+            if key in self._alarmed:
+                continue  # one alarm per break while this worker runs
+            event = alarm_event(model, found, self._settings.audit.writer_key, verified_seq=seq)
             for problem in found:
                 log.error("AUDIT ALARM: %s", problem)
             if self._kafka is None:
@@ -182,7 +185,7 @@ class CheckpointKeeper:
             except BrokerUnavailable as exc:
                 log.error("audit alarm for %s not published, retrying: %s", model, exc)
                 continue
-            self._alarmed.add(event.event_id)
+            self._alarmed.add(key)
 
     # -- verification ---------------------------------------------------------------
 

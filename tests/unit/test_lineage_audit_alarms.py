@@ -53,7 +53,7 @@ def registry() -> ModelRegistry:
 
 @pytest.fixture
 def frozen(registry) -> ModelRegistry:
-    registry.apply(alarm_event("fraud", [PROBLEM], "lineage-writer"))
+    registry.apply(alarm_event("fraud", [PROBLEM], "lineage-writer", verified_seq=5))
     return registry
 
 
@@ -117,15 +117,22 @@ def _events(registry: ModelRegistry) -> list[LifecycleEvent]:
     ]:  # fmt: skip
         events.append(rebuilt.plan(action, "fraud", version, "setup", arguments=arguments))
         rebuilt.apply(events[-1])
-    events.append(alarm_event("fraud", [PROBLEM], "lineage-writer"))
+    events.append(alarm_event("fraud", [PROBLEM], "lineage-writer", verified_seq=5))
     return events
 
 
-def test_the_same_alarm_twice_is_one_event(registry) -> None:
-    first = alarm_event("fraud", [PROBLEM], "lineage-writer")
-    assert registry.apply(first) is False  # history, no version moved
-    assert registry.apply(alarm_event("fraud", [PROBLEM], "lineage-writer")) is False
-    assert [h.event_type for h in registry.history("fraud")].count("audit_alarm") == 1
+def test_a_second_alarm_keeps_the_freeze_and_one_clear_lifts_it(registry) -> None:
+    assert (
+        registry.apply(alarm_event("fraud", [PROBLEM], "lineage-writer", verified_seq=5)) is False
+    )
+    second = alarm_event(
+        "fraud", [PROBLEM], "lineage-writer", verified_seq=5
+    )  # after a worker restart
+    registry.apply(second)
+    assert registry.alarm("fraud").event_id == second.event_id
+    assert [h.event_type for h in registry.history("fraud")].count("audit_alarm") == 2
+    registry.apply(registry.plan("clear_alarm", "fraud", None, "bob"))
+    assert registry.alarm("fraud") is None
 
 
 # -- through signed commands ------------------------------------------------------------
