@@ -21,6 +21,7 @@ from streams.cli_common import (
     settings_for_cli,
 )
 from streams.cli_model import model
+from streams.exceptions import StreamsError
 
 
 @click.group(cls=DriftlineGroup)
@@ -31,7 +32,11 @@ def main() -> None:
 
 @main.command()
 def up() -> None:
-    """Start the embedded stack (Tansu broker + worker owning chDB) until Ctrl-C."""
+    """Start the embedded stack (Tansu broker + worker owning chDB) until Ctrl-C.
+
+    A worker that dies is restarted against the same broker, after 1 s, doubling
+    to 30 s while it keeps dying; if the broker dies, everything stops.
+    """
     from streams.stack import EmbeddedStack
 
     settings = settings_for_cli()
@@ -50,16 +55,44 @@ def up() -> None:
     )
     console.print(f"logs in {stack.log_dir}; Ctrl-C to stop")
     try:
-        while not stop["now"] and stack.alive():
-            time.sleep(0.2)
-        if not stop["now"]:
-            err_console.print(
-                "[red]a stack process died[/]; worker log tail:\n" + stack.worker_log_tail()
-            )
+        _supervise(stack, stop)
     finally:
         with console.status("stopping..."):
             stack.stop()
     console.print("stopped")
+
+
+def _supervise(stack, stop: dict) -> None:
+    """Keep the stack up: restart a dead worker (with backoff) on the same broker.
+
+    The broker holds everything in memory, so if it dies there is nothing to
+    restart against: the stack stops and says so.
+    """
+    from streams.stack import RestartBackoff
+
+    backoff = RestartBackoff()
+    while not stop["now"]:
+        time.sleep(0.2)
+        if not stack.broker_alive():
+            err_console.print("[red]the broker died[/]; its topics were in memory: stopping")
+            return
+        if stack.worker_alive():
+            continue
+        wait = backoff.after_run(time.monotonic() - stack.worker_started_at)
+        err_console.print(
+            f"[red]the worker exited with code {stack.worker.returncode}[/]; restarting it in "
+            f"{wait:.0f}s (restart {backoff.restarts}). Log tail:\n{stack.worker_log_tail(15)}"
+        )
+        deadline = time.monotonic() + wait
+        while not stop["now"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if stop["now"]:
+            return
+        try:
+            stack.restart_worker()
+            console.print("[green]worker restarted[/]")
+        except StreamsError as exc:  # it died again while starting: the loop backs off more
+            err_console.print(f"[red]the restarted worker failed[/]: {exc}")
 
 
 def _stop_on_signals() -> dict:

@@ -30,6 +30,28 @@ def http_json(url: str, payload: dict | None = None, timeout: float = 10.0) -> d
         return json.loads(exc.read() or b"{}") | {"status": exc.code}
 
 
+class RestartBackoff:
+    """Waits between worker restarts: 1 s, doubling to 30 s; reset once a worker lasts a minute.
+
+    A worker that dies at once again and again (a bad setting) is restarted slowly
+    instead of in a tight loop; one that crashed after running a while comes
+    back quickly.
+    """
+
+    def __init__(self, first_s: float = 1.0, most_s: float = 30.0, healthy_s: float = 60.0):
+        self.first_s, self.most_s, self.healthy_s = first_s, most_s, healthy_s
+        self.next_s = first_s
+        self.restarts = 0
+
+    def after_run(self, ran_s: float) -> float:
+        """The wait before the next restart, for a worker that ran ``ran_s`` seconds."""
+        if ran_s >= self.healthy_s:
+            self.next_s = self.first_s
+        wait, self.next_s = self.next_s, min(self.next_s * 2, self.most_s)
+        self.restarts += 1
+        return wait
+
+
 class EmbeddedStack:
     def __init__(self, settings: Settings, *, worker_env: dict[str, str] | None = None) -> None:
         self.settings = settings
@@ -38,7 +60,9 @@ class EmbeddedStack:
         self.worker_env = worker_env or {}
         self.broker: TansuBroker | None = None
         self.worker = None
+        self.worker_started_at = 0.0
         self.info: StackInfo | None = None
+        self._port = 0
 
     @property
     def worker_url(self) -> str:
@@ -49,24 +73,11 @@ class EmbeddedStack:
         self.broker = TansuBroker(log_file=self.log_dir / "tansu.log").start()
         try:
             prepare_topics(self.settings, self.broker.bootstrap)
-            port = free_port()
-            env = (
-                os.environ
-                | self.worker_env
-                | {
-                    "DRIFTLINE_KAFKA_BOOTSTRAP": self.broker.bootstrap,
-                    "DRIFTLINE_WORKER_WEB_PORT": str(port),
-                    "DRIFTLINE_DATA_DIR": str(self.data_dir),
-                }
-            )
-            self.worker = spawn_child(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=env,
-                log_file=self.log_dir / "worker.log",
-            )
+            self._port = free_port()
+            self._spawn_worker()
             self.info = StackInfo(
                 bootstrap=self.broker.bootstrap,
-                worker_url=f"http://127.0.0.1:{port}",
+                worker_url=f"http://127.0.0.1:{self._port}",
                 clickhouse_dsn=self.settings.clickhouse_dsn,
                 topic_prefix=self.settings.kafka.topic_prefix,
                 supervisor_pid=os.getpid(),
@@ -77,6 +88,41 @@ class EmbeddedStack:
             raise
         self.info.write(self.settings.data.stack_file)
         return self.info
+
+    def _spawn_worker(self) -> None:
+        env = (
+            os.environ
+            | self.worker_env
+            | {
+                "DRIFTLINE_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+                "DRIFTLINE_WORKER_WEB_PORT": str(self._port),
+                "DRIFTLINE_DATA_DIR": str(self.data_dir),
+            }
+        )
+        self.worker = spawn_child(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=env,
+            log_file=self.log_dir / "worker.log",
+        )
+        self.worker_started_at = time.monotonic()
+
+    def restart_worker(self, *, ready_timeout_s: float = 90.0) -> None:
+        """Start a new worker against the same broker, topics and store (the old one is gone).
+
+        The broker keeps every topic in memory, so the registry, offsets and
+        state tables are all still there: the new worker resumes from the
+        committed offsets.
+        """
+        if self.worker is not None and self.worker.poll() is None:
+            raise StreamsError("the worker is still running; stop it before a restart")
+        self._spawn_worker()
+        self._wait_ready(ready_timeout_s)
+
+    def broker_alive(self) -> bool:
+        return self.broker is not None and self.broker.proc.poll() is None
+
+    def worker_alive(self) -> bool:
+        return self.worker is not None and self.worker.poll() is None
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -105,12 +151,7 @@ class EmbeddedStack:
         )
 
     def alive(self) -> bool:
-        return (
-            self.worker is not None
-            and self.worker.poll() is None
-            and self.broker is not None
-            and self.broker.proc.poll() is None
-        )
+        return self.worker_alive() and self.broker_alive()
 
     def stop(self) -> None:
         """Worker first (it flushes and commits through the broker), then the broker."""

@@ -69,3 +69,32 @@ def test_children_die_with_a_killed_supervisor(tmp_path):
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in children)
+
+
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+def test_up_restarts_a_dead_worker_on_the_same_broker(tmp_path):
+    proc, children, stack_file = _start_up(tmp_path)
+    try:
+        (worker,) = [pid for pid in children if "streams.cli worker" in _cmdline(pid)]
+        (broker,) = [pid for pid in children if pid != worker]
+        info = json.loads(stack_file.read_text())
+        os.kill(worker, signal.SIGKILL)
+
+        def restarted() -> bool:
+            now = _children(proc.pid)
+            try:
+                ready = http_json(info["worker_url"] + "/driftline/health/", timeout=2)["ready"]
+            except OSError:
+                return False
+            return len(now) == 2 and worker not in now and ready
+
+        wait_until(restarted, timeout_s=90, what="a new worker, ready")
+        assert broker in _children(proc.pid) and _alive(broker)
+        assert json.loads(stack_file.read_text())["bootstrap"] == info["bootstrap"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0

@@ -72,3 +72,12 @@ def test_audit_query_refuses_model_names_that_could_inject_sql():
     assert "model = 'fraud-v2.a_b'" in audit_trail_query("driftline", "fraud-v2.a_b")
     with pytest.raises(InvalidRecord, match="not valid"):
         audit_trail_query("driftline", "x' OR 1=1 --")
+
+
+def test_restart_backoff_doubles_to_a_cap_and_resets_after_a_healthy_run():
+    from streams.stack import RestartBackoff
+
+    backoff = RestartBackoff(first_s=1, most_s=8, healthy_s=60)
+    assert [backoff.after_run(0.5) for _ in range(5)] == [1, 2, 4, 8, 8]
+    assert backoff.after_run(120) == 1  # it ran a while: back to a quick restart
+    assert backoff.restarts == 6
