@@ -78,7 +78,7 @@ def wanted(rows: Iterable[ChainRow]) -> dict[tuple[str, int], tuple[int, int]]:
 class SourceCheck:
     problems: list[AuditProblem] = field(default_factory=list)
     checked: int = 0
-    unsourced: int = 0
+    unsourced: list[ChainRow] = field(default_factory=list)  # rows whose source is gone
 
 
 def check_rows(
@@ -93,7 +93,7 @@ def check_rows(
             result.checked += 1
             continue
         if detail == "":
-            result.unsourced += 1
+            result.unsourced.append(row)
             continue
         forged += 1
         if forged <= limit:

@@ -42,21 +42,28 @@ class TailVerifier:
         sign: Callable[[str, int, str, int, str], Checkpoint],
         *,
         fetch: SourceFetcher | None = None,
+        grace_ms: int = 0,
     ) -> None:
         self._client = client
         self._database = database
         self._writer = writer
         self._sign = sign  # (model, seq, hash, prev_seq, reason) -> a signed Checkpoint
         self.fetch = fetch  # None: tails are checked without their source records
+        self._grace_ms = grace_ms
         self._verified: dict[str, tuple[int, str]] = {}
+        self._signed_at: dict[str, int] = {}  # when each verified head was signed
 
     def seed(self, checkpoints: Iterable[Checkpoint]) -> list[AuditProblem]:
         """Start from these checkpoints (stored and anchored); returns the invalid ones."""
         valid, problems = check_signatures(checkpoints, self._writer)
         for c in valid:
-            if c.seq > self._verified.get(c.model, (0, ""))[0]:
-                self._verified[c.model] = (c.seq, c.hash)
+            self._take(c)
         return problems
+
+    def _take(self, c: Checkpoint) -> None:
+        if c.seq > self._verified.get(c.model, (0, ""))[0]:
+            self._verified[c.model] = (c.seq, c.hash)
+            self._signed_at[c.model] = c.signed_at
 
     @property
     def verified(self) -> dict[str, tuple[int, str]]:
@@ -67,6 +74,7 @@ class TailVerifier:
         are re-seeded from the table on the next run."""
         for model in models:
             self._verified.pop(model, None)
+            self._signed_at.pop(model, None)
 
     def run(self, heads: dict[str, tuple[int, str]], reason: str) -> TailResult:
         """Verify every chain whose head moved past its verified one; sign those that hold."""
@@ -90,15 +98,18 @@ class TailVerifier:
                 tails = {}
             else:
                 for model in list(tails):
-                    found = check_rows(model, tails[model], log).problems
+                    check = check_rows(model, tails[model], log)
+                    found = check.problems + self._unvouched(model, check.unsourced)
                     if found:
                         problems += found
                         del tails[model]
         signed = []
         for model in tails:
             prev_seq = self._verified.get(model, (0, ""))[0]
-            signed.append(self._sign(model, *heads[model], prev_seq, reason))
+            checkpoint = self._sign(model, *heads[model], prev_seq, reason)
+            signed.append(checkpoint)
             self._verified[model] = heads[model]
+            self._signed_at[model] = checkpoint.signed_at
         for model, (seq, _) in sorted(self._verified.items()):
             if model not in heads:
                 problems.append(
@@ -115,8 +126,44 @@ class TailVerifier:
         fresh = [c for c in newest if c.seq > self._verified.get(c.model, (0, ""))[0]]
         valid, problems = check_signatures(fresh, self._writer)
         for c in valid:
-            self._verified[c.model] = (c.seq, c.hash)
+            self._take(c)
         return problems
+
+    def _unvouched(self, model: str, unsourced: Sequence[ChainRow]) -> list[AuditProblem]:
+        """Tail rows whose source is gone are taken only when they are plausibly new.
+
+        Their content cannot be checked, and recorded_at is not hashed, so a forger can
+        date a row before anything the topic holds. A row past the verified head was
+        written after that head was signed; one dated earlier is backdated. A chain no
+        checkpoint vouches for yet gets no benefit of the doubt.
+        """
+        if not unsourced:
+            return []
+        row = unsourced[0]
+        signed_at = self._signed_at.get(model)
+        if signed_at is None:
+            return [
+                AuditProblem(
+                    model,
+                    row.seq,
+                    "unverified_tail",
+                    "its source record is older than anything the topic holds and no "
+                    "checkpoint vouches for the chain yet, so it cannot be verified",
+                )
+            ]
+        if row.recorded_at < signed_at - self._grace_ms:
+            seq = self._verified[model][0]
+            return [
+                AuditProblem(
+                    model,
+                    row.seq,
+                    "forged",
+                    f"it is dated {row.recorded_at}, before the checkpoint at seq {seq} was "
+                    f"signed ({signed_at}), which would then have covered it, and its source "
+                    "record is not on the topic: a backdated row",
+                )
+            ]
+        return []
 
     def _check_chain(
         self, model: str, seq: int, digest: str, head_seq: int

@@ -176,7 +176,7 @@ def verify_audit(
             result = check_rows(m, rows, log)
             problems += result.problems
             sources_checked += result.checked
-            unsourced += result.unsourced
+            unsourced += len(result.unsourced)
         problems += missing_rows(
             log,
             chains,

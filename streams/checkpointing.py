@@ -108,6 +108,7 @@ class CheckpointKeeper:
             writer,
             self._sign,
             fetch=self._fetch if self._kafka is not None else None,
+            grace_ms=cadence(self._settings).grace_ms,
         )
         stored = load_checkpoints(self._client, self._database)
         anchored: list[Checkpoint] = []

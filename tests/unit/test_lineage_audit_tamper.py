@@ -86,7 +86,7 @@ class Lineage:
         self.writer_key = WriterKey("lineage-writer", self.key.public_key)
         self.audit = AuditLogWriter(client, db)
         self.verifier = TailVerifier(
-            client, db, self.writer_key, self._sign, fetch=self.kafka.fetch
+            client, db, self.writer_key, self._sign, fetch=self.kafka.fetch, grace_ms=1_000
         )
         self.events: dict[str, list] = {}
 
@@ -154,7 +154,9 @@ def rows(lin: Lineage, model: str) -> list[tuple]:
     ).result_rows
 
 
-def append_row(lin: Lineage, model: str, e, *, source=(LIFECYCLE, 0, 99), prev=None) -> str:
+def append_row(
+    lin: Lineage, model: str, e, *, source=(LIFECYCLE, 0, 99), prev=None, recorded_at=None
+) -> str:
     """Insert a row chained onto the head, as an attacker who read the table would."""
     seq, _, head, *_ = rows(lin, model)[-1]
     prev = head if prev is None else prev
@@ -163,7 +165,7 @@ def append_row(lin: Lineage, model: str, e, *, source=(LIFECYCLE, 0, 99), prev=N
     lin.client.insert(
         f"{lin.db}.audit_log",
         [[model, seq + 1, e.event_id, e.type, e.version, e.actor, e.occurred_at, body.decode(),
-          prev, digest, *source, now_ms()]],
+          prev, digest, *source, now_ms() if recorded_at is None else recorded_at]],
         column_names=COLUMNS,
     )  # fmt: skip
     return digest
@@ -490,3 +492,37 @@ def test_checkpoint_table_from_before_the_link_columns_is_upgraded(chdb_client, 
     create_tables(chdb_client, fresh_database)  # idempotent
     (old,) = load_checkpoints(chdb_client, fresh_database)
     assert (old.seq, old.prev_seq, old.reason) == (1, 0, "")
+
+
+def test_writer_refuses_a_backdated_row_whose_source_cannot_be_found(lineage) -> None:
+    # recorded_at is not hashed: dated before anything the topic holds, the row has no
+    # source to compare with, but it is past a head signed long after that date.
+    forged = ev.promoted("fraud", 2, "mallory", "validated", 1)
+    append_row(lineage, "fraud", forged, recorded_at=1_000)
+    result = lineage.checkpoint()
+    assert [(p.model, p.seq, p.kind) for p in result.problems] == [("fraud", 6, "forged")]
+    assert "a backdated row" in result.problems[0].detail
+    named(lineage.verdict(), "fraud", 6, "unverified_tail")
+
+
+def test_writer_takes_an_unsourced_tail_left_by_a_crash_before_a_broker_restart(lineage):
+    lineage.record(event("fraud", 6))  # written, then the stack died before a checkpoint
+    time.sleep(0.01)
+    lineage.kafka.records.clear()  # the embedded broker restarts empty
+    lineage.kafka.ends = {0: 0, 1: 0}
+    result = lineage.checkpoint()
+    assert [(c.model, c.seq) for c in result.signed] == [("fraud", 6)] and not result.problems
+
+
+def test_writer_does_not_vouch_for_an_unsourced_chain_it_never_checkpointed(
+    chdb_client, fresh_database
+) -> None:
+    create_tables(chdb_client, fresh_database)
+    lin = Lineage(chdb_client, fresh_database)
+    lin.record(event("fraud", 1))
+    time.sleep(0.01)
+    lin.kafka.records.clear()
+    lin.kafka.ends = {0: 0, 1: 0}
+    result = lin.checkpoint()
+    assert result.signed == ()
+    assert [(p.model, p.seq, p.kind) for p in result.problems] == [("fraud", 1, "unverified_tail")]
