@@ -25,6 +25,7 @@ from lineage.events import LifecycleEvent
 from lineage.exceptions import InvalidRecord
 from schemas import SchemaCodec
 from streams.exceptions import BrokerUnavailable
+from streams.kafka import make_producer
 from streams.lifecycle import cloudevent_headers
 from streams.topics import Topics
 from streams.tracing import trace_headers
@@ -40,6 +41,7 @@ class AuditKafka:
     """Reads (and, for the lineage role, writes) the audit evidence on one cluster."""
 
     def __init__(self, settings: Settings, bootstrap: str, codec: SchemaCodec) -> None:
+        self._settings = settings
         self._config = settings.kafka.librdkafka_config(bootstrap)
         self._bootstrap = bootstrap
         self._codec = codec
@@ -51,12 +53,12 @@ class AuditKafka:
 
     # -- the anchor topic -----------------------------------------------------------
 
-    def publish(self, checkpoints: Sequence[Checkpoint], timeout_s: float = 15.0) -> None:
+    def publish(self, checkpoints: Sequence[Checkpoint], timeout_s: float = 5.0) -> None:
         """Publish checkpoints and wait for the broker's acknowledgement of each."""
         if not checkpoints:
             return
         if self._producer is None:
-            self._producer = Producer(self._config | {"enable.idempotence": True})
+            self._producer = make_producer(self._settings, self._bootstrap)
         errors: list = []
         for c in checkpoints:
             self._producer.produce(
@@ -72,10 +74,10 @@ class AuditKafka:
                 f"at {self._bootstrap}: {errors[:3] or f'{remaining} still queued'}"
             )
 
-    def publish_event(self, event: LifecycleEvent, *, source: str, timeout_s: float = 15.0) -> None:
+    def publish_event(self, event: LifecycleEvent, *, source: str, timeout_s: float = 5.0) -> None:
         """Publish a lifecycle event (an audit alarm), keyed by model, and wait for the ack."""
         if self._producer is None:
-            self._producer = Producer(self._config | {"enable.idempotence": True})
+            self._producer = make_producer(self._settings, self._bootstrap)
         errors: list = []
         self._producer.produce(
             self.lifecycle_topic,

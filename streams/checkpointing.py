@@ -15,9 +15,11 @@ else in the key directory.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from driftline.settings import Settings
+from lineage.audit import AuditProblem
 from lineage.audit_alarms import alarm_event, alarm_key
 from lineage.audit_sources import SourceLog, SourcesUnavailable, Wanted
 from lineage.audit_tail import TailVerifier
@@ -93,6 +95,13 @@ class CheckpointKeeper:
         name = self._settings.audit.writer_key
         key_path = self._settings.key_dir / f"{name}.key"
         if not key_path.exists():
+            if key_path.with_suffix(".pub").exists():
+                # A new pair would make every checkpoint signed so far untrusted.
+                raise StreamsError(
+                    f"{key_path.with_suffix('.pub')} exists but its private key {key_path} "
+                    "does not: copy the lineage writer's key here (every lineage worker "
+                    "signs with the same key), or remove the .pub to start a new one"
+                )
             save_keypair(self._settings.key_dir, generate_key(name))
             log.info("created the audit checkpoint signing key %s", key_path)
         self._private_key = load_private_key(key_path)
@@ -165,7 +174,7 @@ class CheckpointKeeper:
             return
         self._unanchored = []
 
-    def _alarm(self, problems) -> None:
+    def _alarm(self, problems: Sequence[AuditProblem]) -> None:
         by_model: dict[str, list] = {}
         for problem in problems:
             by_model.setdefault(problem.model, []).append(problem)

@@ -80,3 +80,10 @@ def test_mismatched_key_files_stop_the_writer(settings, chdb_client) -> None:
     )
     with pytest.raises(StreamsError, match="are not one key pair"):
         CheckpointKeeper(settings, chdb_client).prepare()
+
+
+def test_a_public_key_without_its_private_key_is_not_replaced(settings, chdb_client) -> None:
+    save_keypair(settings.key_dir, generate_key("lineage-writer"))
+    (settings.key_dir / "lineage-writer.key").unlink()
+    with pytest.raises(StreamsError, match="exists but its private key"):
+        CheckpointKeeper(settings, chdb_client).prepare()
