@@ -14,7 +14,7 @@
    run) and of the exact KSBank and PSIBank vs River KSWIN on the same values;
 5. partitions: the same seeded frames spread over 1, 4 and 12 features
    partitions by frame id, through the real scoring-side stage and decider
-   (``streams.testing.DriftLoop``), sampled 1 in 8 (the default) and unsampled:
+   (``streams.testing.DriftLoop``), sampled 1 in 16 (the default) and unsampled:
    alarms per shift, delay in records, false alarms side by side.
 
 Delay = records after the drift point until the first alarm after it; a drift
@@ -395,7 +395,7 @@ def partitions(s: dict, reference: ReferenceProfile) -> None:
         f"  {'frames into the window tests':<28}{'partitions':>11}{'median':>9}{'p90':>9}"
         f"{'missed':>8}{'alarms/shift':>14}{'other FA':>10}{'stationary FA':>15}{'records/s':>11}"
     )
-    configs = {"1 in 8 (default)": DriftConfig(), "every row": DriftConfig(sample_every=1)}
+    configs = {"1 in 16 (default)": DriftConfig(), "every row": DriftConfig(sample_every=1)}
     for label, config in configs.items():
         for count in PARTITION_COUNTS:
             rng = np.random.default_rng(s["seed"] + 6)

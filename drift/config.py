@@ -58,7 +58,7 @@ class DriftConfig:
     error_detectors: tuple[str, ...] = ("adwin", "hddm_a")
     decision_threshold: float = 0.5
     device: str = "cpu"
-    sample_every: int = 8
+    sample_every: int = 16
     error_rearm: int = 5000
 
     def __post_init__(self) -> None:

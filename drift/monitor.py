@@ -126,22 +126,28 @@ class ArmMonitor:
             self.inputs.restore(blob)
 
     def observe(
-        self, rows: np.ndarray, scores: np.ndarray, positions: np.ndarray | None = None
+        self,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        positions: np.ndarray | None = None,
+        times: np.ndarray | None = None,
     ) -> list[DriftAlarm]:
         """Fold in scored rows (``[n, k]``) and their scores (``[n]``), in order.
 
         ``positions[i]``: the record row ``i`` is in the stream (1-based), when
         rows are a sample of the records; by default every row is a record.
+        ``times[i]``: its event time (ms), which keeps a signal in its alarm episode
+        while rows older than the alarm's arrive (partitions read out of step).
         """
         if self.inputs is None:
             raise InvalidValue(f"{self.key.label()}: watch_inputs() before observe()")
         alarms = [
             self._window_alarm("input", self.inputs, fired)
-            for fired in self.inputs.update(rows, positions)
+            for fired in self.inputs.update(rows, positions, times)
         ]
         alarms += [
             self._window_alarm("score", self.scores, fired)
-            for fired in self.scores.update(np.asarray(scores)[:, None], positions)
+            for fired in self.scores.update(np.asarray(scores)[:, None], positions, times)
         ]
         return alarms
 

@@ -67,26 +67,31 @@ class Pending:
         )
 
     def to_bytes(self) -> bytes:
+        # Scores as float32: they only meet the decision threshold, and every scored row
+        # crosses the join topic and the join's changelog, so bytes per row count.
         n = len(self.scores)
         head = json.dumps(
-            [self.model, self.version, self.arm, self.scored_at, n, self.rows is not None]
+            [self.model, self.version, self.arm, self.scored_at, n, self.rows is not None, "f4"]
         ).encode()
         rows = b"" if self.rows is None else self.rows.astype("<i4").tobytes()
         labelled = np.packbits(self.labelled).tobytes()
-        body = self.scores.astype("<f8").tobytes() + rows + labelled
+        body = self.scores.astype("<f4").tobytes() + rows + labelled
         return len(head).to_bytes(4, "big") + head + len(body).to_bytes(4, "big") + body
 
     @classmethod
     def from_bytes(cls, blob: bytes, at: int = 0) -> tuple[Pending, int]:
         """(the part at byte ``at``, the byte after it)."""
         size = int.from_bytes(blob[at : at + 4], "big")
-        model, version, arm, scored_at, n, has_rows = json.loads(blob[at + 4 : at + 4 + size])
+        head = json.loads(blob[at + 4 : at + 4 + size])
+        model, version, arm, scored_at, n, has_rows = head[:6]
+        width = 4 if head[6:] == ["f4"] else 8  # parts written before float32 scores: f8
         at += 4 + size
         body_size = int.from_bytes(blob[at : at + 4], "big")
         body = blob[at + 4 : at + 4 + body_size]
-        scores = np.frombuffer(body[: 8 * n], dtype="<f8").copy()
-        rows = np.frombuffer(body[8 * n : 12 * n], dtype="<i4").copy() if has_rows else None
-        flags = body[12 * n :] if has_rows else body[8 * n :]
+        scores = np.frombuffer(body[: width * n], dtype=f"<f{width}").astype(np.float64)
+        end = (width + 4) * n if has_rows else width * n
+        rows = np.frombuffer(body[width * n : end], dtype="<i4").copy() if has_rows else None
+        flags = body[end:]
         labelled = np.unpackbits(np.frombuffer(flags, dtype=np.uint8))[:n].astype(bool)
         return cls(model, version, arm, scored_at, scores, rows, labelled), at + 4 + body_size
 

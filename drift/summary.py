@@ -48,6 +48,7 @@ class InputPart:
     feature_names: tuple[str, ...]
     partitions: np.ndarray  # [m] int32: the source partition of each message
     offsets: np.ndarray  # [m] int64, increasing within each partition
+    times: np.ndarray  # [m] int64: each message's event time, ms
     records: np.ndarray  # [m] int32: rows each message had on this arm
     taken: np.ndarray  # [m] int32: rows kept from each message
     index: np.ndarray  # [n] int32: each kept row's index among its message's rows
@@ -57,9 +58,9 @@ class InputPart:
     def __post_init__(self) -> None:
         m, n, k = len(self.offsets), len(self.index), len(self.feature_names)
         where = f"drift input part for {self.key.label()} from {self.source}"
-        shapes = (self.partitions.shape, self.records.shape, self.taken.shape)
+        shapes = (self.partitions.shape, self.times.shape, self.records.shape, self.taken.shape)
         shapes += (self.rows.shape, self.scores.shape)
-        if shapes != ((m,), (m,), (m,), (n, k), (n,)):
+        if shapes != ((m,), (m,), (m,), (m,), (n, k), (n,)):
             raise InvalidValue(f"{where}: array shapes {shapes} do not agree (m={m}, n={n})")
         by_partition = np.lexsort((np.arange(m), self.partitions))
         same = np.diff(self.partitions[by_partition]) == 0
@@ -136,7 +137,7 @@ def part_bytes(part: Part) -> int:
     if isinstance(part, ErrorPart):
         return 9 * len(part.errors) + 200
     k = len(part.feature_names)
-    return len(part.index) * (4 * k + ROW_OVERHEAD) + 20 * len(part.offsets) + 30 * k + 200
+    return len(part.index) * (4 * k + ROW_OVERHEAD) + 28 * len(part.offsets) + 30 * k + 200
 
 
 def split(part: InputPart, max_bytes: int) -> list[InputPart]:
@@ -146,7 +147,7 @@ def split(part: InputPart, max_bytes: int) -> list[InputPart]:
     messages), so a single message bigger than ``max_bytes`` stays one piece.
     """
     k = len(part.feature_names)
-    per_message = part.taken.astype(np.int64) * (4 * k + ROW_OVERHEAD) + 20
+    per_message = part.taken.astype(np.int64) * (4 * k + ROW_OVERHEAD) + 28
     pieces, start, size = [], 0, 0
     row_starts = np.concatenate([[0], np.cumsum(part.taken)])
     for i, cost in enumerate(per_message.tolist()):
@@ -167,6 +168,7 @@ def split(part: InputPart, max_bytes: int) -> list[InputPart]:
                 part.feature_names,
                 part.partitions[lo:hi],
                 part.offsets[lo:hi],
+                part.times[lo:hi],
                 part.records[lo:hi],
                 part.taken[lo:hi],
                 part.index[a:b],
@@ -218,6 +220,7 @@ def encode_parts(parts: list[Part]) -> bytes:
             arrays = {
                 "partitions": part.partitions.astype("<i4"),
                 "offsets": part.offsets.astype("<i8"),
+                "times": part.times.astype("<i8"),
                 "records": part.records.astype("<i4"),
                 "taken": part.taken.astype("<i4"),
                 "index": part.index.astype("<i4"),
@@ -255,6 +258,7 @@ def decode_parts(blob: bytes) -> list[Part]:
                         names,
                         array("partitions", "<i4"),
                         array("offsets", "<i8"),
+                        array("times", "<i8"),
                         array("records", "<i4"),
                         array("taken", "<i4"),
                         array("index", "<i4"),

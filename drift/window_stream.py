@@ -41,6 +41,7 @@ from drift.window_tests import KSBank, PSIBank, WindowResult
 from lineage.profile import ReferenceProfile
 
 _BANKS = {"ks": KSBank, "psi": PSIBank}
+_NO_TIME = 2**62  # "no rows yet": above any event time in ms
 
 
 @dataclass(frozen=True)
@@ -91,23 +92,37 @@ class _WindowTests:
                 for test in tests
             ]
         self.debounce = KOfN(config.k, config.n, reference.n_features)
+        # Event times (ms) of the rows of the window being filled, and per column the
+        # newest rows of its flagged windows: only newer quiet windows re-arm it.
+        self._open = [_NO_TIME, -_NO_TIME]
+        self._flagged_until = np.full(reference.n_features, -_NO_TIME, dtype=np.int64)
 
-    def update(self, rows: np.ndarray) -> list[Fired]:
+    def update(self, rows: np.ndarray, times: np.ndarray | None = None) -> list[Fired]:
+        """The alarms ``rows`` start; ``times`` (ms, per row) date them, for re-arming."""
+        start = self.banks[0].n_seen  # bank rows before these
         by_window: dict[int, dict[str, WindowResult]] = defaultdict(dict)
         for bank in self.banks:
             for result in bank.update(rows):
                 by_window[result.window_index][result.test] = result
         fired = []
+        closed_at = None  # bank row where the last completed window ends
         for index in sorted(by_window):
             window = tuple(by_window[index][test] for test in self.tests)
+            oldest, newest = self._window_times(window[0], start, times)
+            closed_at = window[0].first_row + window[0].rows
             p_values = np.concatenate([result.p_value for result in window])
             method = self.config.method if p_values.size > 1 else "none"
             adjusted = adjust(p_values, method).reshape(len(window), -1)
             effect = np.stack([result.effect_ok for result in window])
             significant = (adjusted <= self.config.alpha) & effect
-            # Clean enough to re-arm: no test near significance (hysteresis).
+            flags = significant.any(axis=0)
+            # Clean enough to re-arm: no test near significance (hysteresis), and rows no
+            # older than those that were flagged: when partitions are read out of step,
+            # a lagging one's rows from before a shift say nothing about whether it ended.
             quiet = ~((adjusted <= self.config.rearm_alpha) & effect).any(axis=0)
-            started = self.debounce.update(significant.any(axis=0), quiet)
+            quiet &= oldest >= self._flagged_until
+            self._flagged_until[flags] = np.maximum(self._flagged_until[flags], newest)
+            started = self.debounce.update(flags, quiet)
             for j in np.flatnonzero(started):
                 fired.append(
                     Fired(
@@ -119,7 +134,33 @@ class _WindowTests:
                         method,
                     )
                 )
+        self._carry(times, start, closed_at)
         return fired
+
+    def _window_times(
+        self, window: WindowResult, start: int, times: np.ndarray | None
+    ) -> tuple[int, int]:
+        """(oldest, newest) event time of a completed window's rows."""
+        if times is None:
+            return -_NO_TIME, -_NO_TIME  # undated rows: time never holds a re-arm back
+        lo = window.first_row - start  # negative: it began in an earlier update
+        mine = times[max(lo, 0) : lo + window.rows]
+        oldest, newest = int(mine.min()), int(mine.max())
+        if lo < 0:
+            oldest, newest = min(oldest, self._open[0]), max(newest, self._open[1])
+        return oldest, newest
+
+    def _carry(self, times: np.ndarray | None, start: int, closed_at: int | None) -> None:
+        """Date the window left open: the rows after the last completed one."""
+        if times is None or len(times) == 0:
+            return
+        if closed_at is None:  # no window completed: these rows join the open one
+            tail, kept = times, self._open
+        else:
+            tail, kept = times[closed_at - start :], [_NO_TIME, -_NO_TIME]
+        if len(tail):
+            kept = [min(kept[0], int(tail.min())), max(kept[1], int(tail.max()))]
+        self._open = kept
 
     def in_alarm(self) -> list[int]:
         return [int(j) for j in np.flatnonzero(self.debounce.in_episode)]
@@ -127,15 +168,21 @@ class _WindowTests:
     def snapshot(self) -> bytes:
         parts = {f"bank{i}": bank.snapshot() for i, bank in enumerate(self.banks)}
         parts["kofn"] = self.debounce.snapshot()
-        return pack("window-tests", parts)
+        parts["flagged_until"] = self._flagged_until.astype("<i8").tobytes()
+        return pack("window-tests", parts, {"open": self._open})
 
     def restore(self, blob: bytes) -> None:
-        parts, _ = unpack("window-tests", blob)
-        if "kofn" not in parts:
-            raise SnapshotError("window-tests snapshot from before KS and PSI were one family")
+        parts, meta = unpack("window-tests", blob)
+        if "kofn" not in parts or "flagged_until" not in parts:
+            raise SnapshotError("window-tests snapshot from an older format")
         for i, bank in enumerate(self.banks):
             bank.restore(parts[f"bank{i}"])
         self.debounce.restore(parts["kofn"])
+        flagged = np.frombuffer(parts["flagged_until"], dtype="<i8")
+        if flagged.shape != self._flagged_until.shape:
+            raise SnapshotError("window-tests snapshot of another number of columns")
+        self._flagged_until = flagged.astype(np.int64)
+        self._open = [int(t) for t in meta["open"]]
 
 
 class _Baseline:
@@ -194,11 +241,18 @@ class WindowStream:
     def _build(self, reference: ReferenceProfile) -> _WindowTests:
         return _WindowTests(self.tests, reference, self.config)
 
-    def update(self, values: np.ndarray, positions: np.ndarray | None = None) -> list[Fired]:
+    def update(
+        self,
+        values: np.ndarray,
+        positions: np.ndarray | None = None,
+        times: np.ndarray | None = None,
+    ) -> list[Fired]:
         """Fold rows in, in order; the alarms they start, each with its window's position.
 
         ``positions[i]`` is where row ``i`` stands in the stream of records (1-based);
-        by default rows are records and positions count them.
+        by default rows are records and positions count them. ``times[i]`` is its
+        event time (ms): a column re-arms only on quiet rows no older than the ones
+        it alarmed on (see :class:`_WindowTests`).
         """
         start = self.seen  # rows before values[0]
         self.seen += len(values)
@@ -208,15 +262,17 @@ class WindowStream:
             profile, rest = self.baseline.take(values)
             if profile is None:
                 return []
-            start += len(values) - len(rest)
-            positions = positions[len(values) - len(rest) :]
+            used = len(values) - len(rest)
+            start += used
+            positions = positions[used:]
+            times = None if times is None else times[used:]
             values = rest
             self.reference = profile
             self.window_tests = self._build(profile)
         # Banks count only rows after the baseline; window ends are 1-based stream rows.
         before = self.baseline.rows if self.baseline is not None else 0
         out = []
-        for fired in self.window_tests.update(values):
+        for fired in self.window_tests.update(values, times):
             window = fired.results[0]
             end = before + window.first_row + window.rows
             out.append(replace(fired, position=int(positions[end - 1 - start])))

@@ -317,7 +317,7 @@ class DriftSettings(_Section):
         1_000_000, ge=1, description="predictions held for the outcome join before the oldest go"
     )
     sample_every: int = Field(
-        8, ge=1, le=1024, description="window tests see one row in this many of each frame"
+        16, ge=1, le=1024, description="window tests see one row in this many of each frame"
     )
 
     @model_validator(mode="after")

@@ -130,8 +130,8 @@ class DriftDecider:
                 self._dead.publish(message, INVALID_SUMMARY, str(exc), batch)
                 continue
             for part in parts:
-                alarms += self.decider.fold(part)
                 self._partition_of[part.key] = message.partition
+            alarms += self.decider.fold_all(parts)
         for alarm in alarms:
             value = self._codec.encode("DriftEvent", drift_record(alarm, now))
             self._delivery.produce(batch, self._drift_topic, value, key=alarm.key.model.encode())

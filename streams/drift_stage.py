@@ -188,19 +188,16 @@ def _merge(key: MonitorKey, items: list[Observation]) -> InputPart:
     index = np.concatenate([o.index for o in items])
     rows = np.concatenate([o.rows for o in items]).astype(np.float32, copy=False)
     scores = np.concatenate([o.scores for o in items]).astype(np.float32, copy=False)
-    order = merge_order(partitions, offsets, np.concatenate([o.times for o in items]))
+    times = np.concatenate([o.times for o in items])
+    order = merge_order(partitions, offsets, times)
     if np.any(np.diff(order) != 1):
         # Rows follow their messages: the ranges of the reordered messages, concatenated.
         starts = np.cumsum(taken) - taken
         moved = taken[order].astype(np.int64)
         row_order = np.repeat(starts[order] - (np.cumsum(moved) - moved), moved)
         row_order += np.arange(int(moved.sum()))
-        partitions, offsets, records, taken = (
-            partitions[order],
-            offsets[order],
-            records[order],
-            taken[order],
-        )
+        partitions, offsets, times = partitions[order], offsets[order], times[order]
+        records, taken = records[order], taken[order]
         index, rows, scores = index[row_order], rows[row_order], scores[row_order]
     return InputPart(
         key,
@@ -208,6 +205,7 @@ def _merge(key: MonitorKey, items: list[Observation]) -> InputPart:
         items[0].feature_names,
         partitions,
         offsets,
+        times,
         records,
         taken,
         index,

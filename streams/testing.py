@@ -182,18 +182,19 @@ class DriftLoop:
         (a scoring worker re-reading a batch after a crash)."""
         self._offsets[partition] = offset
 
-    def score(
-        self, frames: Iterable[tuple[int, str, str, np.ndarray, np.ndarray]]
-    ) -> list[dict[str, Any]]:
-        """One scoring batch of frames ``(partition, frame id, model, matrix, scores)``;
-        the summaries go straight to the decider. Returns the batch's DriftEvents."""
+    def score(self, frames: Iterable[tuple]) -> list[dict[str, Any]]:
+        """One scoring batch of frames ``(partition, frame id, model, matrix, scores)``, each
+        optionally with its event time (ms; by default frames are sent in the order first
+        given, a millisecond apart); the summaries go straight to the decider. Returns the
+        batch's DriftEvents."""
         observations = []
-        for partition, frame_id, model, matrix, scores in frames:
+        for partition, frame_id, model, matrix, scores, *sent_at in frames:
             offset = self._offsets[partition]
             self._offsets[partition] += 1
             names = tuple(f"f{i:02d}" for i in range(matrix.shape[1]))
-            # Event times: frames are sent in the order first given, a millisecond apart.
-            if frame_id not in self._sent_at:
+            if sent_at:
+                self._sent_at[frame_id] = sent_at[0]
+            elif frame_id not in self._sent_at:
                 self.clock += 1
                 self._sent_at[frame_id] = self.clock
             times = np.full(len(matrix), self._sent_at[frame_id], dtype=np.int64)

@@ -18,11 +18,14 @@ import signal
 
 import numpy as np
 import pytest
+from skl2onnx import to_onnx
+from sklearn.linear_model import LogisticRegression
 
+from inference import describe_onnx
 from inference.synthetic import SyntheticFeatures
 from schemas import default_codec
 from streams.drift_cli import drift_events_query
-from streams.loadgen import produce_frames_at_rate, synthetic_frames
+from streams.loadgen import produce_frames_at_rate, synthetic_frames, synthetic_records
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from tests.integration.conftest import wait_until
@@ -30,10 +33,10 @@ from tests.integration.helpers import read_topic, write_model
 
 pytestmark = pytest.mark.integration
 
-ROWS, FRAME, SHIFT_AT, SHIFTED = 60_000, 500, 20_000, 3
-# Frames are sampled 1 row in 8 (the default): a window of 1,000 tested rows spans 8,000
+ROWS, FRAME, SHIFT_AT, SHIFTED = 100_000, 500, 30_000, 3
+# Frames are sampled 1 row in 16 (the default): a window of 1,000 tested rows spans 16,000
 # records. Positions may differ between runs by a scoring batch and a window.
-WINDOW_RECORDS = 8_000
+WINDOW_RECORDS = 16_000
 
 
 def _frames(model: str) -> list[dict]:
@@ -170,3 +173,34 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
     stats = worker.get("/driftline/stats/")
     restored = stats["drift_restored"]  # "<model>/v<n>/<arm>" -> {source: next offset}
     assert restored and any(o > 0 for marks in restored.values() for o in marks.values()), stats
+
+
+def test_plain_onnx_export_is_monitored_against_its_training_data(
+    stack_env, start_worker, tmp_path
+):
+    """A model exported by plain skl2onnx names no features; registered with training data,
+    its rows are still compared with that training profile, column for column."""
+    x, y = SyntheticFeatures(n_features=16, seed=4).sample(5_000)
+    plain = to_onnx(LogisticRegression(max_iter=200).fit(x, y), x[:1].astype(np.float32))
+    path = tmp_path / "plain.onnx"
+    path.write_bytes(plain.SerializeToString())
+    assert describe_onnx(path.read_bytes()).feature_names is None
+    training = tmp_path / "train.npy"
+    np.save(training, x)
+    settings = stack_env.settings()
+    worker = start_worker(DRIFTLINE_DRIFT_ENABLED="true")
+    commands = ModelCommands.from_settings(settings)
+    event, _ = commands.register(path, "plain", actor="alice", training_data=training)
+    commands.promote("plain", event.version, actor="bob")
+    wait_until(lambda: worker.get("/driftline/models/").get("plain"), what="plain served")
+    producer = FeatureProducer(settings, stack_env.bootstrap)
+    for record in synthetic_records(model="plain", count=2_000, entities=50, seed=4, n_features=16):
+        producer.send(record)  # single records, no feature names
+    producer.flush()
+    wait_until(lambda: _scored(worker, "plain") >= 2_000, timeout_s=60, what="records scored")
+
+    def monitors() -> list[dict]:
+        return [m for m in worker.get("/driftline/drift/")["monitors"] if m["model"] == "plain"]
+
+    wait_until(lambda: monitors() and monitors()[0]["records_seen"] > 0, what="a monitor")
+    assert [m["reference"] for m in monitors()] == ["training"], monitors()

@@ -55,6 +55,7 @@ def _frames(x: np.ndarray, source: str, start: int, frame: int = 500, every: int
                 NAMES,
                 np.array([int(partition)], dtype=np.int32),
                 np.array([start + i]),
+                np.array([start + i]),  # event time: one ms a frame
                 np.array([len(rows)], dtype=np.int32),
                 np.array([len(index)], dtype=np.int32),
                 index,
@@ -201,8 +202,8 @@ class TestSummaries:
         assert sample_rows("frame-9", 100_000, 8, max_rows=5_000).step == 20
 
 
-_FIELDS = ("key", "source", "feature_names", "partitions", "offsets", "records", "taken")
-_FIELDS += ("index", "rows")
+_FIELDS = ("key", "source", "feature_names", "partitions", "offsets", "times", "records")
+_FIELDS += ("taken", "index", "rows")
 _FIELDS += ("scores",)
 
 

@@ -146,6 +146,16 @@ class TestState:
         ]
         np.testing.assert_array_equal(back[0][1].rows, [0, 2, 4])
         np.testing.assert_array_equal(back[0][1].labelled, [False, True, False])
-        np.testing.assert_array_equal(back[1][1].scores, [0.6, 0.1])
+        np.testing.assert_allclose(back[1][1].scores, [0.6, 0.1], rtol=1e-7)  # sent as float32
         again = back[2][1]
         assert again.rows is None and again.index_of(0) == 0 and again.index_of(1) is None
+
+    def test_parts_written_with_float64_scores_still_decode(self):
+        part = Pending("m", 1, "champion", 5, np.array([0.3, 0.7]), np.array([1, 4]))
+        head = b'["m", 1, "champion", 5, 2, true]'  # before float32 scores: no width tag
+        body = part.scores.astype("<f8").tobytes() + part.rows.astype("<i4").tobytes()
+        body += np.packbits([True, False]).tobytes()
+        blob = len(head).to_bytes(4, "big") + head + len(body).to_bytes(4, "big") + body
+        back, end = Pending.from_bytes(blob)
+        assert end == len(blob) and back.scores.tolist() == [0.3, 0.7]
+        assert back.rows.tolist() == [1, 4] and back.labelled.tolist() == [True, False]
