@@ -27,6 +27,16 @@ FEATURE_NAMES_MISMATCH = "feature_names_mismatch"
 NON_FINITE = "non_finite"
 
 
+def positional_names(n_features: int) -> tuple[str, ...]:
+    """The names of a model's input columns when its ONNX file names none: f00, f01, ...
+
+    One function for both ends, so a version registered with training data and
+    no names is monitored against that training profile: the column order is
+    the ONNX input's, the same at registration and when serving.
+    """
+    return tuple(f"f{i:02d}" for i in range(n_features))
+
+
 @dataclass(frozen=True)
 class InputSignature:
     """What a model accepts: one float32 input of ``n_features`` columns.
@@ -40,6 +50,13 @@ class InputSignature:
     feature_names: tuple[str, ...] | None = None
     model_name: str | None = None
     model_version: int | None = None
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """The declared feature names, else :func:`positional_names` (never the rows' own)."""
+        if self.feature_names is not None:
+            return tuple(self.feature_names)
+        return positional_names(self.n_features)
 
     def describe_model(self) -> str:
         if self.model_name is None:

@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind
 
 from driftline.settings import Settings
 from inference import describe_onnx
+from inference.signature import positional_names
 from lineage import LifecycleEvent, ModelRegistry, ModelVersion, sha256_hex
 from lineage.commands import new_command
 from lineage.keys import key_id, load_private_key
@@ -166,7 +167,9 @@ def artifact_metadata(description, training_data: Path | None) -> ArtifactMetada
                 f"{description.n_features} features per row"
             )
         fingerprint = hashlib.sha256(np.ascontiguousarray(matrix).tobytes()).hexdigest()
-        names = description.feature_names or [f"f{i:02d}" for i in range(matrix.shape[1])]
+        # The training matrix's columns are the ONNX input's, in order: named by the model,
+        # or positionally exactly as the serving side names them.
+        names = description.feature_names or positional_names(matrix.shape[1])
         profile = ReferenceProfile.from_matrix(matrix, names)
     return ArtifactMetadata(
         training_data_fingerprint=fingerprint or "unknown",

@@ -281,7 +281,7 @@ class ScoringPipeline:
                     np.fromiter((items[i][0].offset for i in index), np.int64, len(index)),
                     np.fromiter((items[i][1]["event_time"] for i in index), np.int64, len(index)),
                     MonitorKey(model_name, version, arm),
-                    names.get(version) or _default_names(items[index[0]][1]),
+                    names[version],
                     np.asarray([items[i][1]["features"] for i in index], dtype=np.float64),
                     np.fromiter((s for _, s in members), np.float64, len(members)),
                 )
@@ -313,17 +313,11 @@ class ScoringPipeline:
 
 
 def _feature_names(table: RoutingTable) -> dict[int, tuple[str, ...]]:
+    """Each version's input columns: the model's names, else positional ones (the names a
+    record carries are only checked against a model that declares names, so they are
+    never used to pick the training profile's columns)."""
     models = [arm.model for arm in table.served] + list(table.shadows)
-    return {
-        m.version: tuple(m.signature.feature_names)
-        for m in models
-        if m.signature.feature_names is not None
-    }
-
-
-def _default_names(record: dict) -> tuple[str, ...]:
-    names = record.get("feature_names")
-    return tuple(names) if names else tuple(f"f{i}" for i in range(len(record["features"])))
+    return {m.version: m.signature.column_names for m in models}
 
 
 def _no_champion(model_name: str) -> str:
