@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from opentelemetry import trace
@@ -193,7 +194,7 @@ class ScoringPipeline:
             detail = f"{len(scored.unserved_rows)} rows: {_no_champion(model_name)}"
             self._dead.publish(message, NO_CHAMPION, detail, batch)
         if self.drift is not None:
-            self._observe_frame(message, frame, scored)
+            self._observe_frame(message, frame, scored, table)
         values = self._encode_frame_parts(message, scored.parts, batch)
         key = frame.frame_id.encode()
         self._publish(values, [key] * len(values), batch, headers)
@@ -287,11 +288,20 @@ class ScoringPipeline:
                 )
             )
 
-    def _observe_frame(self, message, frame: Frame, scored) -> None:
-        """Each arm's part of the frame, sampled for the window tests (see DriftStage.frame)."""
+    def _observe_frame(self, message, frame: Frame, scored, table: RoutingTable) -> None:
+        """Each arm's part of the frame, sampled for the window tests (see DriftStage.frame).
+
+        Columns carry the model's names: a frame's own are checked only against a model
+        that declares names, so for one that does not they are replaced by positional ones.
+        """
+        names = _feature_names(table)
         for part in scored.parts:
+            columns = names[part["version"]]
+            seen = frame
+            if tuple(frame.feature_names) != columns:
+                seen = replace(frame, feature_names=list(columns))
             self._observations.append(
-                self.drift.frame(message.partition, message.offset, frame, part)
+                self.drift.frame(message.partition, message.offset, seen, part)
             )
 
     def _publish(self, values: list[bytes], keys: list[bytes], batch, headers) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -206,3 +207,13 @@ def test_plain_onnx_export_is_monitored_against_its_training_data(
 
     wait_until(lambda: monitors() and monitors()[0]["records_seen"] > 0, what="a monitor")
     assert [m["reference"] for m in monitors()] == ["training"], monitors()
+    # Frames name their columns as they like; for this model they are the same positions.
+    seen = monitors()[0]["records_seen"]
+    producer.send_frame(
+        "plain-frame", "plain", [f"e{i}" for i in range(500)], [int(time.time() * 1000)] * 500,
+        [f"column {i}" for i in range(16)], x[:500],
+    )  # fmt: skip
+    producer.flush()
+    wait_until(lambda: monitors()[0]["records_seen"] >= seen + 500, what="the frame monitored")
+    assert [m["reference"] for m in monitors()] == ["training"], monitors()
+    assert worker.get("/driftline/stats/")["dead_letters"] == {}
