@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+from confluent_kafka import KafkaException
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -23,6 +24,7 @@ from driftline.settings import Settings
 from inference.frames import pack_frame
 from schemas import SchemaCodec
 from streams.codecs import codec_for
+from streams.delivery import refused
 from streams.exceptions import StreamsError
 from streams.kafka import make_producer
 from streams.topics import Topics
@@ -110,6 +112,8 @@ class FeatureProducer:
                 return
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self._producer.poll(0.05)
+            except KafkaException as exc:  # e.g. larger than DRIFTLINE_KAFKA_MESSAGE_MAX_BYTES
+                raise refused(topic or self._topic, value, key, exc) from exc
 
     def poll(self) -> None:
         self._producer.poll(0)
