@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from inference import train_logistic
+from schemas import default_codec
 
 
 def write_model(directory: Path, *, seed: int, n_features: int = 16) -> Path:
@@ -44,3 +45,21 @@ def read_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float = 1
     finally:
         consumer.close()
     return messages
+
+
+def send_in_order(
+    bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    """Produce ``(key, value)`` pairs to partition 0, so good and bad keep a known order."""
+    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 16 * 1024**2})
+    for key, value in values:
+        producer.produce(topic, value, key=key, partition=0)
+    assert producer.flush(30) == 0
+
+
+def dead_letters(bootstrap: str, topic: str, partitions: int = 2) -> list[dict]:
+    """Every DeadLetter on ``topic``, decoded."""
+    codec = default_codec()
+    return [
+        codec.decode_as("DeadLetter", m.value()) for m in read_topic(bootstrap, topic, partitions)
+    ]

@@ -5,13 +5,12 @@ from __future__ import annotations
 import struct
 
 import pytest
-from confluent_kafka import Producer
 
 from schemas import default_codec
 from streams.loadgen import synthetic_records
 from streams.topics import Topics
 from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic
+from tests.integration.helpers import dead_letters, send_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -23,17 +22,12 @@ def _good(i: int) -> dict:
     return dict(record, record_id=f"good-{i}")
 
 
-def _send(stack_env, values: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": stack_env.bootstrap})
-    for key, value in values:
-        # One partition keeps the good/bad interleaving in a known order.
-        producer.produce(Topics(stack_env.prefix).features, value, key=key, partition=0)
-    assert producer.flush(10) == 0
+def _send(stack_env, values: list[tuple[bytes | None, bytes | None]]) -> None:
+    send_in_order(stack_env.bootstrap, Topics(stack_env.prefix).features, values)
 
 
 def _dead_letters(stack_env) -> list[dict]:
-    messages = read_topic(stack_env.bootstrap, Topics(stack_env.prefix).deadletter, 2)
-    return [CODEC.decode_as("DeadLetter", m.value()) for m in messages]
+    return dead_letters(stack_env.bootstrap, Topics(stack_env.prefix).deadletter)
 
 
 def _expect_one_dead_letter(stack_env, bad: bytes, reason: str) -> dict:

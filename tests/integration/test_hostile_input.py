@@ -14,14 +14,14 @@ import time
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from inference.frames import pack_frame
 from schemas import default_codec
 from streams.loadgen import synthetic_records
 from streams.topics import Topics
 from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic
+from tests.integration.helpers import dead_letters, read_topic, send_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +35,11 @@ def _good(i: int) -> dict:
 
 
 def _send(stack_env, values: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = Producer(
-        {"bootstrap.servers": stack_env.bootstrap, "message.max.bytes": 16 * 1024**2}
-    )
-    for key, value in values:
-        producer.produce(Topics(stack_env.prefix).features, value, key=key, partition=0)
-    assert producer.flush(30) == 0
+    send_in_order(stack_env.bootstrap, Topics(stack_env.prefix).features, values)
 
 
 def _dead_letters(stack_env) -> list[dict]:
-    messages = read_topic(stack_env.bootstrap, Topics(stack_env.prefix).deadletter, 2)
-    return [CODEC.decode_as("DeadLetter", m.value()) for m in messages]
+    return dead_letters(stack_env.bootstrap, Topics(stack_env.prefix).deadletter)
 
 
 def committed_offsets(stack_env, topic: str, partitions: int = 2) -> dict[int, int]:

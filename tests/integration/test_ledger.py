@@ -120,8 +120,10 @@ def barrage_once(
     )
 
 
-def _column_values(worker, db: str, query: str) -> set[str]:
-    return {row[0] for row in worker.sql(query.format(db=db))}
+def _distinct(worker, db: str, table: str, column: str, prefix: str) -> set[str]:
+    """Values of ``column`` in ``table`` that start with this example's prefix."""
+    query = f"SELECT DISTINCT {column} FROM {db}.{table} WHERE {column} LIKE '{prefix}-%'"
+    return {row[0] for row in worker.sql(query)}
 
 
 def test_features_ledger(stack_env, serving_worker):
@@ -132,10 +134,7 @@ def test_features_ledger(stack_env, serving_worker):
         return CODEC.encode("FeatureRecord", dict(GOOD_RECORD, record_id=record_id))
 
     def scored(prefix: str) -> set[str]:
-        query = (
-            f"SELECT DISTINCT record_id FROM {{db}}.predictions WHERE record_id LIKE '{prefix}-%'"
-        )
-        return _column_values(serving_worker, db, query)
+        return _distinct(serving_worker, db, "predictions", "record_id", prefix)
 
     @BARRAGE
     @given(items=interleaved(feature_hostile(GOOD_RECORD)))
@@ -154,11 +153,7 @@ def test_outcomes_ledger(stack_env, serving_worker):
         return CODEC.encode("Outcome", dict(OUTCOME, prediction_id=prediction_id))
 
     def stored(prefix: str) -> set[str]:
-        query = (
-            f"SELECT DISTINCT prediction_id FROM {{db}}.outcomes "
-            f"WHERE prediction_id LIKE '{prefix}-%'"
-        )
-        return _column_values(serving_worker, db, query)
+        return _distinct(serving_worker, db, "outcomes", "prediction_id", prefix)
 
     @BARRAGE
     @given(items=interleaved(common_hostile("Outcome", OUTCOME)))
@@ -243,10 +238,7 @@ def test_lineage_inputs_ledger(stack_env, serving_worker, kind):
         return CODEC.encode("Prediction", valid_prediction | unique)
 
     def stored(prefix: str) -> set[str]:
-        query = (
-            f"SELECT DISTINCT record_id FROM {{db}}.predictions WHERE record_id LIKE '{prefix}-%'"
-        )
-        return _column_values(serving_worker, db, query)
+        return _distinct(serving_worker, db, "predictions", "record_id", prefix)
 
     extra = frozenset(DECODE_REASONS | {"null_value", "invalid_event"})
     hostile_only = kind != "predictions"  # good lifecycle or drift events would act on models
