@@ -11,6 +11,7 @@ committed every offset. One explicit example sends every fixed hostile kind.
 from __future__ import annotations
 
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import pytest
@@ -46,6 +47,7 @@ BARRAGE = settings(
     derandomize=True,  # CI reruns the same barrage; run with --hypothesis-seed to explore
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+TALLY: defaultdict[str, Counter] = defaultdict(Counter)
 GOOD_RECORD = next(synthetic_records(model="demo", count=1, entities=5, seed=900, n_features=16))
 OUTCOME = {"prediction_id": "p", "value": 1.0, "event_time": 1_700_000_000_000}
 
@@ -93,6 +95,9 @@ def barrage_once(
         else:
             plan.append((partition, None, hostile, b""))
     sent = send_all(stack_env.bootstrap, topic, plan)
+    # The barrage's size, for `pytest -s`: good messages and hostile ones by kind.
+    TALLY[topic]["good"] += len(sent.good)
+    TALLY[topic].update(h.kind for h in sent.bad.values())
     db = stack_env.settings().clickhouse.database
 
     def landed() -> tuple[set[str], dict]:
@@ -271,3 +276,8 @@ def test_lineage_inputs_ledger(stack_env, serving_worker, kind):
         )
 
     barrage()
+
+
+def teardown_module() -> None:
+    for topic, counts in sorted(TALLY.items()):
+        print(f"ledger {topic}: {sum(counts.values())} sent, {dict(sorted(counts.items()))}")
