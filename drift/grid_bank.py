@@ -222,7 +222,8 @@ class GridBank:
     def update(self, rows: Any) -> list[WindowResult]:
         """Fold rows ``[n, k]`` in; per completed window one result per test, in order."""
         xp = self._xp
-        x = check_rows(xp, rows, self.feature_names, self.device)
+        # float32 rows stay float32: every step below promotes them to float64 exactly.
+        x = check_rows(xp, rows, self.feature_names, self.device, float32=True)
         n, k = x.shape
         if n == 0:
             return []

@@ -37,20 +37,34 @@ class Pending:
 
     ``rows`` are the frame row indices the part covers (sorted), or None for
     rows ``0..n-1``; the served arms of one frame share a join key, each
-    covering its own rows.
+    covering its own rows. A *decided* part holds 0/1 decisions (the score
+    against the decision threshold) instead of scores: all an error needs, and
+    one bit a row on the join topic and in the join's changelog, which every
+    scored row crosses.
     """
 
     model: str
     version: int
     arm: str
     scored_at: int  # epoch ms
-    scores: np.ndarray  # [n] positive-class score per row
+    scores: np.ndarray  # [n] positive-class score per row (0/1 decisions when decided)
     rows: np.ndarray | None = None  # [n] int32 frame row indices, None = 0..n-1
     labelled: np.ndarray = field(default=None)  # [n] bool: row already has an outcome
+    decided: bool = False
 
     def __post_init__(self) -> None:
         if self.labelled is None:
             self.labelled = np.zeros(len(self.scores), dtype=bool)
+
+    def decide(self, threshold: float) -> Pending:
+        """This part with its scores turned into decisions (score >= threshold)."""
+        if self.decided:
+            return self
+        decisions = (self.scores >= threshold).astype(np.float64)
+        return Pending(
+            self.model, self.version, self.arm, self.scored_at, decisions, self.rows,
+            self.labelled.copy(), decided=True,
+        )  # fmt: skip
 
     def index_of(self, row: int) -> int | None:
         """Position of frame row ``row`` in this part, or None if another part has it."""
@@ -67,15 +81,19 @@ class Pending:
         )
 
     def to_bytes(self) -> bytes:
-        # Scores as float32: they only meet the decision threshold, and every scored row
-        # crosses the join topic and the join's changelog, so bytes per row count.
+        # Decided parts as bits, others as float32: the scores only ever meet the threshold.
         n = len(self.scores)
+        tag = "b1" if self.decided else "f4"
         head = json.dumps(
-            [self.model, self.version, self.arm, self.scored_at, n, self.rows is not None, "f4"]
+            [self.model, self.version, self.arm, self.scored_at, n, self.rows is not None, tag]
         ).encode()
         rows = b"" if self.rows is None else self.rows.astype("<i4").tobytes()
         labelled = np.packbits(self.labelled).tobytes()
-        body = self.scores.astype("<f4").tobytes() + rows + labelled
+        if self.decided:
+            scores = np.packbits(self.scores >= 0.5).tobytes()
+        else:
+            scores = self.scores.astype("<f4").tobytes()
+        body = scores + rows + labelled
         return len(head).to_bytes(4, "big") + head + len(body).to_bytes(4, "big") + body
 
     @classmethod
@@ -84,16 +102,25 @@ class Pending:
         size = int.from_bytes(blob[at : at + 4], "big")
         head = json.loads(blob[at + 4 : at + 4 + size])
         model, version, arm, scored_at, n, has_rows = head[:6]
-        width = 4 if head[6:] == ["f4"] else 8  # parts written before float32 scores: f8
+        tag = head[6] if len(head) > 6 else "f8"  # parts from before the tag: float64
         at += 4 + size
         body_size = int.from_bytes(blob[at : at + 4], "big")
         body = blob[at + 4 : at + 4 + body_size]
-        scores = np.frombuffer(body[: width * n], dtype=f"<f{width}").astype(np.float64)
-        end = (width + 4) * n if has_rows else width * n
-        rows = np.frombuffer(body[width * n : end], dtype="<i4").copy() if has_rows else None
+        if tag == "b1":
+            width = (n + 7) // 8
+            bits = np.unpackbits(np.frombuffer(body[:width], dtype=np.uint8))[:n]
+            scores = bits.astype(np.float64)
+        elif tag in ("f4", "f8"):
+            width = int(tag[1]) * n
+            scores = np.frombuffer(body[:width], dtype=f"<{tag}").astype(np.float64)
+        else:
+            raise InvalidValue(f"pending part with scores of unknown kind {tag!r}")
+        end = width + 4 * n if has_rows else width
+        rows = np.frombuffer(body[width:end], dtype="<i4").copy() if has_rows else None
         flags = body[end:]
         labelled = np.unpackbits(np.frombuffer(flags, dtype=np.uint8))[:n].astype(bool)
-        return cls(model, version, arm, scored_at, scores, rows, labelled), at + 4 + body_size
+        part = cls(model, version, arm, scored_at, scores, rows, labelled, decided=tag == "b1")
+        return part, at + 4 + body_size
 
 
 @dataclass(frozen=True)
@@ -212,7 +239,8 @@ class OutcomeJoin:
             return True, None
         self.counts["joined"] += 1
         score = float(entry.scores[index])
-        error = int((score >= self.threshold) != (value >= 0.5))
+        threshold = 0.5 if entry.decided else self.threshold  # a decision is 0 or 1
+        error = int((score >= threshold) != (value >= 0.5))
         joined = JoinedOutcome(
             prediction_id, entry.model, entry.version, entry.arm, score, value, error
         )

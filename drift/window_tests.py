@@ -252,11 +252,18 @@ class _WindowBank:
         raise NotImplementedError
 
 
-def check_rows(xp: ModuleType, rows: Any, names: tuple[str, ...], device: str) -> Any:
-    """``rows`` as a finite float64 ``[n, len(names)]`` array of ``xp``, or InvalidValue."""
+def check_rows(
+    xp: ModuleType, rows: Any, names: tuple[str, ...], device: str, *, float32: bool = False
+) -> Any:
+    """``rows`` as a finite float64 ``[n, len(names)]`` array of ``xp``, or InvalidValue.
+
+    ``float32=True`` keeps float32 rows as they are (no copy): for callers whose
+    arithmetic promotes them to float64 anyway, exactly.
+    """
     k = len(names)
+    keep = float32 and getattr(rows, "dtype", None) == xp.float32
     try:
-        x = xp.asarray(rows, dtype=xp.float64)
+        x = xp.asarray(rows) if keep else xp.asarray(rows, dtype=xp.float64)
     except (TypeError, ValueError) as exc:
         raise InvalidValue(
             f"rows must be a numeric [n, {k}] array on device {device!r}: {exc}"

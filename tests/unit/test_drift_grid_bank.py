@@ -62,6 +62,15 @@ def test_null_calibration(reference):
         assert 0.02 <= np.mean(p < 0.05) <= 0.08, (test, np.mean(p < 0.05))
 
 
+def test_float32_rows_bin_exactly_as_their_float64_values(reference):
+    x = np.random.default_rng(5).normal(size=(3_000, 16)).astype(np.float32)
+    x[:50, 2] = reference.quantiles[2, 10]  # values on a knot: the edge cases
+    narrow, wide = GridBank(reference), GridBank(reference)
+    np.testing.assert_array_equal(narrow._bin(x), wide._bin(x.astype(np.float64)))
+    for a, b in zip(narrow.update(x), wide.update(x.astype(np.float64)), strict=True):
+        np.testing.assert_array_equal(a.statistic, b.statistic)
+
+
 def test_uneven_updates_equal_one_update_and_snapshot_resumes(reference):
     x = np.random.default_rng(4).normal(size=(5_500, 16))
     whole = GridBank(reference).update(x)

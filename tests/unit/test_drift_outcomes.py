@@ -150,6 +150,24 @@ class TestState:
         again = back[2][1]
         assert again.rows is None and again.index_of(0) == 0 and again.index_of(1) is None
 
+    def test_decided_parts_travel_as_bits_and_join_alike(self):
+        champion, _ = _frame_parts()
+        decided = champion.decide(0.5)
+        assert decided.scores.tolist() == [1.0, 0.0, 1.0] and decided.decided
+        (_, back), *_ = decode_pending(encode_pending([("pf", decided)]))
+        assert back.decided and back.scores.tolist() == [1.0, 0.0, 1.0]
+        assert len(encode_pending([("pf", decided)])) < len(encode_pending([("pf", champion)]))
+        # A decision of 1 is "positive" whatever the join's threshold; errors come out the same.
+        plain, bits = _join(decision_threshold=0.8), _join(decision_threshold=0.8)
+        plain.add_pending("pf", champion, now_ms=1_000)
+        bits.add_pending("pf", champion.decide(0.8), now_ms=1_000)
+        for join in (plain, bits):
+            assert [join.add_outcome(f"pf:{r}", 1.0, 1_100, 1_100).error for r in (0, 2, 4)] == [
+                0,
+                1,
+                1,
+            ]
+
     def test_parts_written_with_float64_scores_still_decode(self):
         part = Pending("m", 1, "champion", 5, np.array([0.3, 0.7]), np.array([1, 4]))
         head = b'["m", 1, "champion", 5, 2, true]'  # before float32 scores: no width tag
