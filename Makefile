@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint fmt clean
+.PHONY: demo test kafka bench lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/driftline demo
 
-test: $(STAMP)
+test: $(STAMP) kafka
 	$(BIN)/python -m pytest
+
+# The Apache Kafka jars the integration tests run (pinned in infra/kafka/pom.xml), fetched
+# by Maven into .cache/ once; needs java and mvn, and says what to install if they're missing.
+kafka: $(STAMP)
+	$(BIN)/python -m streams.kafka_local install
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_single_record.py

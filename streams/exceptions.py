@@ -11,6 +11,10 @@ class BrokerUnavailable(StreamsError):
     """No Kafka broker answered at the configured or recorded address."""
 
 
+class BrokerNotInstalled(StreamsError):
+    """A local Apache Kafka cannot run here: Java, Maven or the pinned jars are missing."""
+
+
 class TopicMismatch(StreamsError):
     """A topic exists with a partition count other than the configured one."""
 
