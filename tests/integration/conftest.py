@@ -1,7 +1,11 @@
-"""Fixtures that start real parts: a Tansu broker per session, workers per test.
+"""Fixtures that start real parts: brokers per session, workers per test.
 
 Each test gets a random topic prefix (so random topics and consumer group) and its
 own data directory; workers are real `driftline worker` processes.
+
+The suite's broker (the ``broker`` fixture) is chosen by DRIFTLINE_TEST_BROKER: ``tansu``
+(default, the embedded broker) or ``kafka`` (a local single-node Apache Kafka, as
+``kafka_broker``). ``kafka_cluster`` is a 3-node Apache Kafka for the fault tests.
 """
 
 from __future__ import annotations
@@ -20,17 +24,59 @@ import pytest
 from driftline.settings import Settings, load_settings
 from streams.embedded import TansuBroker, free_port, stop_child
 from streams.identity import create_actor
+from streams.kafka_local import KafkaBroker, KafkaCluster
 from streams.models import ModelCommands
 from streams.stack import http_json
 from streams.worker import prepare_topics
 from tests.integration.helpers import write_model
 
+TEST_BROKERS = ("tansu", "kafka")
+
+
+def chosen_broker() -> str:
+    kind = os.environ.get("DRIFTLINE_TEST_BROKER", "tansu")
+    if kind not in TEST_BROKERS:
+        raise pytest.UsageError(
+            f"DRIFTLINE_TEST_BROKER={kind!r}: choose one of {', '.join(TEST_BROKERS)}"
+        )
+    return kind
+
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     log_file = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with TansuBroker(log_file=log_file) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    with KafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), size=3) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def broker(request: pytest.FixtureRequest) -> TansuBroker | KafkaBroker:
+    """The integration suite's broker: DRIFTLINE_TEST_BROKER=tansu (default) or kafka."""
+    return request.getfixturevalue(f"{chosen_broker()}_broker")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test that ran on Apache Kafka shows the broker's log tail in its report."""
+    report = yield
+    if report.failed:
+        for name in ("kafka_broker", "kafka_cluster"):
+            running = getattr(item, "funcargs", {}).get(name)
+            if running is not None:
+                report.sections.append((f"{name} log tail", running.log_tail()))
+    return report
 
 
 @dataclass
@@ -56,7 +102,7 @@ class StackEnv:
 
 
 @pytest.fixture
-def stack_env(broker: TansuBroker, tmp_path: Path) -> StackEnv:
+def stack_env(broker: TansuBroker | KafkaBroker, tmp_path: Path) -> StackEnv:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     env = {
         "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
