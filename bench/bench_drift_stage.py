@@ -19,7 +19,7 @@ In one run, on one broker, for the 16-feature logistic model:
 Target: with drift on, the frames path keeps >= 70% of its throughput, and
 sampling does not lengthen the delay in seconds.
 
-Usage: python -m bench.bench_drift_stage [ROWS]   (default 2,000,000 rows per run)
+Usage: python -m bench.bench_drift_stage [ROWS]   (default 3,000,000 rows per run)
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def describe(stats: dict, found: dict) -> str:
 
 
 def main() -> None:
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
+    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000_000
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-drift-"))
     data = train_logistic(n_features=16, n_samples=5_000, seed=1).onnx_bytes

@@ -120,18 +120,20 @@ class DriftDecider:
         """Fold a batch of summary messages; publish alarms; write the monitors it changed."""
         started = time.perf_counter()
         now = time.time_ns() // 1_000_000
-        alarms: list[DriftAlarm] = []
         skipped = self.decider.skipped
+        parts = []
         for message in messages:
             try:
-                parts = decode_parts(bytes(message.value or b""))
+                decoded = decode_parts(bytes(message.value or b""))
             except (SnapshotError, InvalidValue) as exc:
                 # Only driftline writes this topic, so this is a bug or corruption: keep it.
                 self._dead.publish(message, INVALID_SUMMARY, str(exc), batch)
                 continue
-            for part in parts:
+            for part in decoded:
                 self._partition_of[part.key] = message.partition
-            alarms += self.decider.fold_all(parts)
+            parts += decoded
+        # The whole batch at once: a scoring batch's pieces fold as one part.
+        alarms = self.decider.fold_all(parts)
         for alarm in alarms:
             value = self._codec.encode("DriftEvent", drift_record(alarm, now))
             self._delivery.produce(batch, self._drift_topic, value, key=alarm.key.model.encode())
