@@ -38,6 +38,16 @@ from driftline.errors import DriftlineError
 ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
 WORKER_ROLES = frozenset({"inference", "lineage", "registry", "policy"})
+# Topics that expire by time; the lifecycle, commands and audit-checkpoints topics never do.
+STREAM_TOPIC_KINDS = (
+    "features",
+    "predictions",
+    "outcomes",
+    "drift",
+    "deadletter",
+    "outcome-join",
+    "drift-summaries",
+)
 
 
 class ConfigError(DriftlineError):
@@ -73,6 +83,47 @@ class KafkaSettings(_Section):
             "it at or below the broker's message.max.bytes and the topics' max.message.bytes"
         ),
     )
+
+    retention_ms: int = Field(
+        7 * 24 * 3600 * 1000,
+        ge=60_000,
+        description=(
+            "time retention of the stream topics (features, predictions, outcomes, drift, "
+            "deadletter and the workers' join and summaries topics), set when driftline "
+            "creates them"
+        ),
+    )
+    topic_retention_ms: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            'per-kind retention overrides as JSON, e.g. {"deadletter": 2592000000}; '
+            "the lifecycle, commands and audit-checkpoints topics are never given one"
+        ),
+    )
+    allow_finite_lifecycle_retention: bool = Field(
+        False,
+        description=(
+            "start even when the lifecycle, commands or audit-checkpoints topic would "
+            "expire records: the registry and the audit anchor are projections of them"
+        ),
+    )
+
+    @field_validator("topic_retention_ms")
+    @classmethod
+    def _retention_kinds_known(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(STREAM_TOPIC_KINDS))
+        if unknown:
+            raise ValueError(
+                f"no time retention for {', '.join(unknown)}: expected topic kinds among "
+                f"{', '.join(STREAM_TOPIC_KINDS)}"
+            )
+        short = {kind: ms for kind, ms in value.items() if ms < 60_000}
+        if short:
+            raise ValueError(f"retention under a minute (60000 ms) for {short}")
+        return value
+
+    def retention_for(self, kind: str) -> int:
+        return self.topic_retention_ms.get(kind, self.retention_ms)
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaSettings:

@@ -19,5 +19,9 @@ class TopicMismatch(StreamsError):
     """A topic exists with a partition count other than the configured one."""
 
 
+class TopicMisconfigured(StreamsError):
+    """An existing topic's config breaks the rule for its kind (streams.topic_config)."""
+
+
 class StackNotRunning(StreamsError):
     """A command needs the embedded stack (``driftline up``) and none is recorded."""

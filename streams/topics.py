@@ -28,11 +28,6 @@ TOPIC_KINDS = (
 # Faust tables of the worker app; their changelogs are created with the topics.
 INTERNAL_TABLES = ("drift-state", "outcome-join")
 
-# Lifecycle and commands are the system of record for the registry, and the signed
-# audit checkpoints anchor the audit log outside ClickHouse: never expire them.
-_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
-_TOPIC_CONFIGS = {"lifecycle": _FOREVER, "commands": _FOREVER, "audit-checkpoints": _FOREVER}
-
 
 @dataclass(frozen=True)
 class Topics:
@@ -91,10 +86,6 @@ class Topics:
         created up front."""
         tables = [self.changelog(table) for table in INTERNAL_TABLES]
         return tables + [self.outcome_join, self.drift_summaries]
-
-    def configs(self) -> dict[str, dict[str, str]]:
-        """Per-topic configuration to create them with."""
-        return {self.name(kind): config for kind, config in _TOPIC_CONFIGS.items()}
 
 
 def ensure_topics(

@@ -11,20 +11,25 @@ from driftline.settings import Settings
 from streams.app import create_app
 from streams.embedded import free_port
 from streams.stackfile import resolve_bootstrap
+from streams.topic_config import check_topic_configs, topic_configs
 from streams.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
 
 
 def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
+    """Create missing topics with their configs, then check every topic's config."""
     topics = Topics(settings.kafka.topic_prefix)
-    return ensure_topics(
-        settings.kafka.librdkafka_config(bootstrap),
+    admin_config = settings.kafka.librdkafka_config(bootstrap)
+    created = ensure_topics(
+        admin_config,
         topics.all() + topics.internal(),
         settings.kafka.partitions,
         settings.kafka.replication_factor,
-        configs=topics.configs(),
+        configs=topic_configs(topics, settings.kafka),
     )
+    check_topic_configs(admin_config, topics, settings.kafka)
+    return created
 
 
 def tune_gc() -> None:

@@ -63,7 +63,6 @@ def test_topic_names_use_the_prefix():
     topics = Topics("acme.")
     assert topics.features == "acme.features"
     assert len(topics.all()) == len(TOPIC_KINDS) == 8
-    assert topics.configs()["acme.lifecycle"]["retention.ms"] == "-1"
     with pytest.raises(ValueError, match="unknown topic kind 'feature'"):
         topics.name("feature")
 
