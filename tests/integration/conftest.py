@@ -51,7 +51,10 @@ def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBrok
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    with KafkaBroker(tmp_path_factory.mktemp("kafka")) as running:
+    # Larger than any test message (the hostile barrage sends 5 MB records), so the
+    # worker's own limits decide, as on Tansu, which has none.
+    overrides = {"message.max.bytes": str(16 * 1024 * 1024)}
+    with KafkaBroker(tmp_path_factory.mktemp("kafka"), overrides=overrides) as running:
         yield running
 
 
