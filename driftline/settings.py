@@ -84,6 +84,14 @@ class KafkaSettings(_Section):
         ),
     )
 
+    local_broker: Literal["tansu", "kafka"] = Field(
+        "tansu",
+        description=(
+            "the broker `driftline up` starts when no bootstrap is set: tansu (in memory, "
+            "nothing to install) or kafka (Apache Kafka from the Maven cache, data kept in "
+            "the data dir, so the stack survives a restart; needs java)"
+        ),
+    )
     retention_ms: int = Field(
         7 * 24 * 3600 * 1000,
         ge=60_000,

@@ -31,11 +31,23 @@ def main() -> None:
 
 
 @main.command()
-def up() -> None:
-    """Start the embedded stack (Tansu broker + worker owning chDB) until Ctrl-C.
+@click.option(
+    "--broker",
+    "broker_kind",
+    type=click.Choice(["tansu", "kafka"]),
+    default=None,
+    help=(
+        "tansu: the embedded in-memory broker (default); kafka: a single-node Apache "
+        "Kafka with its data in the data dir, so topics survive a restart (needs java; "
+        "the first start fetches the jars with Maven). Default: DRIFTLINE_KAFKA_LOCAL_BROKER."
+    ),
+)
+def up(broker_kind: str | None) -> None:
+    """Start the local stack (a broker + a worker owning chDB) until Ctrl-C.
 
     A worker that dies is restarted against the same broker, after 1 s, doubling
-    to 30 s while it keeps dying; if the broker dies, everything stops.
+    to 30 s while it keeps dying. If the broker dies, Apache Kafka is restarted
+    from its data dir; Tansu kept everything in memory, so the stack stops.
     """
     from streams.stack import EmbeddedStack
 
@@ -46,11 +58,12 @@ def up() -> None:
             "start workers with `driftline worker` instead of `driftline up`"
         )
     stop = _stop_on_signals()
-    stack = EmbeddedStack(settings)
-    with console.status("starting Tansu, creating topics, starting the worker..."):
+    stack = EmbeddedStack(settings, broker=broker_kind)
+    name = "Apache Kafka" if stack.broker_kind == "kafka" else "Tansu"
+    with console.status(f"starting {name}, creating topics, starting the worker..."):
         info = stack.start()
     console.print(
-        f"[green]driftline is up[/]  broker {info.bootstrap}  "
+        f"[green]driftline is up[/]  broker {info.bootstrap} ({name})  "
         f"worker {info.worker_url}/driftline/  store {info.clickhouse_dsn}"
     )
     console.print(f"logs in {stack.log_dir}; Ctrl-C to stop")
@@ -62,31 +75,54 @@ def up() -> None:
     console.print("stopped")
 
 
+def _wait_or_stop(stop: dict, seconds: float) -> bool:
+    """Sleep up to ``seconds``; True if a stop was asked for meanwhile."""
+    deadline = time.monotonic() + seconds
+    while not stop["now"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return stop["now"]
+
+
 def _supervise(stack, stop: dict) -> None:
     """Keep the stack up: restart a dead worker (with backoff) on the same broker.
 
-    The broker holds everything in memory, so if it dies there is nothing to
-    restart against: the stack stops and says so.
+    A dead Apache Kafka broker is restarted from its data dir (with its own backoff).
+    Tansu holds everything in memory, so if it dies there is nothing to restart
+    against: the stack stops and says so.
     """
     from streams.stack import RestartBackoff
 
-    backoff = RestartBackoff()
+    worker_backoff, broker_backoff = RestartBackoff(), RestartBackoff()
+    broker_started_at = time.monotonic()
     while not stop["now"]:
         time.sleep(0.2)
         if not stack.broker_alive():
-            err_console.print("[red]the broker died[/]; its topics were in memory: stopping")
-            return
+            if not stack.broker_keeps_data:
+                err_console.print("[red]the broker died[/]; its topics were in memory: stopping")
+                return
+            wait = broker_backoff.after_run(time.monotonic() - broker_started_at)
+            err_console.print(
+                f"[red]the broker died[/]; restarting it from its data dir in {wait:.0f}s "
+                f"(restart {broker_backoff.restarts})"
+            )
+            if _wait_or_stop(stop, wait):
+                return
+            try:
+                stack.restart_broker()
+                broker_started_at = time.monotonic()
+                console.print("[green]broker restarted[/]")
+            except StreamsError as exc:
+                err_console.print(f"[red]the broker did not come back[/]: {exc}")
+            continue
         if stack.worker_alive():
             continue
-        wait = backoff.after_run(time.monotonic() - stack.worker_started_at)
+        wait = worker_backoff.after_run(time.monotonic() - stack.worker_started_at)
         err_console.print(
             f"[red]the worker exited with code {stack.worker.returncode}[/]; restarting it in "
-            f"{wait:.0f}s (restart {backoff.restarts}). Log tail:\n{stack.worker_log_tail(15)}"
+            f"{wait:.0f}s (restart {worker_backoff.restarts}). Log tail:\n"
+            f"{stack.worker_log_tail(15)}"
         )
-        deadline = time.monotonic() + wait
-        while not stop["now"] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if stop["now"]:
+        if _wait_or_stop(stop, wait):
             return
         try:
             stack.restart_worker()

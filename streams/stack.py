@@ -1,21 +1,30 @@
-"""`driftline up`: the embedded stack (Tansu broker + one worker that owns chDB)."""
+"""`driftline up`: the local stack (a broker + one worker that owns chDB).
+
+The broker is the embedded Tansu (memory only, the default) or, with
+``--broker kafka``, a single-node Apache Kafka keeping its data in the data dir.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from driftline.settings import Settings
 from streams.embedded import TansuBroker, free_port, spawn_child, stop_child
 from streams.exceptions import StreamsError
 from streams.stackfile import StackInfo
 from streams.worker import prepare_topics
+
+if TYPE_CHECKING:
+    from streams.kafka_local import KafkaBroker
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +61,67 @@ class RestartBackoff:
         return wait
 
 
+def _port_if_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def local_kafka(settings: Settings, log_dir: Path) -> KafkaBroker:
+    """A single-node Apache Kafka whose log dir and ports live in ``<data dir>/kafka``.
+
+    The same ports are taken again on a restart when they are free: clients that kept
+    the old bootstrap reconnect, and the node's controller address stays what its
+    formatted log dir knows.
+    """
+    from streams.kafka_local import KafkaBroker
+
+    data_dir = settings.data.dir.resolve() / "kafka"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports_file = data_dir / "ports.json"
+    try:
+        ports = json.loads(ports_file.read_text())
+    except (FileNotFoundError, ValueError):
+        ports = {}
+    port, controller = ports.get("port"), ports.get("controller_port")
+    if not (port and controller and _port_if_free(port) and _port_if_free(controller)):
+        port, controller = free_port(), free_port()
+        ports_file.write_text(json.dumps({"port": port, "controller_port": controller}))
+    # Room for the largest message a driftline producer may send, batch overhead included.
+    message_max = max(1_048_588, settings.kafka.message_max_bytes + 64 * 1024)
+    return KafkaBroker(
+        data_dir,
+        port=port,
+        controller_port=controller,
+        overrides={"message.max.bytes": str(message_max)},
+        log_file=log_dir / "kafka.log",
+    )
+
+
 class EmbeddedStack:
-    def __init__(self, settings: Settings, *, worker_env: dict[str, str] | None = None) -> None:
+    """The local stack: a broker (Tansu in memory, or Apache Kafka on disk) and one worker.
+
+    ``broker`` picks it (default ``DRIFTLINE_KAFKA_LOCAL_BROKER``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker_env: dict[str, str] | None = None,
+        broker: str | None = None,
+    ) -> None:
         self.settings = settings
         self.data_dir = settings.data.dir.resolve()
         self.log_dir = self.data_dir / "logs"
         self.worker_env = worker_env or {}
-        self.broker: TansuBroker | None = None
+        self.broker_kind = broker or settings.kafka.local_broker
+        if self.broker_kind not in ("tansu", "kafka"):
+            raise StreamsError(f"unknown local broker {self.broker_kind!r}: use tansu or kafka")
+        self.broker: TansuBroker | KafkaBroker | None = None
         self.worker = None
         self.worker_started_at = 0.0
         self.info: StackInfo | None = None
@@ -70,7 +133,7 @@ class EmbeddedStack:
 
     def start(self, *, ready_timeout_s: float = 90.0) -> StackInfo:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.broker = TansuBroker(log_file=self.log_dir / "tansu.log").start()
+        self.broker = self._new_broker().start()
         try:
             prepare_topics(self.settings, self.broker.bootstrap)
             self._port = free_port()
@@ -106,6 +169,24 @@ class EmbeddedStack:
         )
         self.worker_started_at = time.monotonic()
 
+    def _new_broker(self) -> TansuBroker | KafkaBroker:
+        if self.broker_kind == "kafka":
+            return local_kafka(self.settings, self.log_dir)
+        return TansuBroker(log_file=self.log_dir / "tansu.log")
+
+    @property
+    def broker_keeps_data(self) -> bool:
+        """Whether the broker's topics outlive its process (Apache Kafka on disk)."""
+        return self.broker_kind == "kafka"
+
+    def restart_broker(self) -> None:
+        """Start the broker again from its data dir (Apache Kafka only: Tansu kept nothing)."""
+        if not self.broker_keeps_data:
+            raise StreamsError("the embedded Tansu broker keeps its topics in memory only")
+        if self.broker_alive():
+            raise StreamsError("the broker is still running; stop it before a restart")
+        self.broker.start()
+
     def restart_worker(self, *, ready_timeout_s: float = 90.0) -> None:
         """Start a new worker against the same broker, topics and store (the old one is gone).
 
@@ -119,7 +200,8 @@ class EmbeddedStack:
         self._wait_ready(ready_timeout_s)
 
     def broker_alive(self) -> bool:
-        return self.broker is not None and self.broker.proc.poll() is None
+        proc = None if self.broker is None else self.broker.proc
+        return proc is not None and proc.poll() is None
 
     def worker_alive(self) -> bool:
         return self.worker is not None and self.worker.poll() is None

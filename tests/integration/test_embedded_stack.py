@@ -1,4 +1,5 @@
-"""`driftline up`: starts Tansu + a worker, records where they are, and leaves no orphans."""
+"""`driftline up`: starts a broker (Tansu, or Apache Kafka on disk) + a worker, records
+where they are, and leaves no orphans."""
 
 from __future__ import annotations
 
@@ -32,11 +33,11 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
-def _start_up(tmp_path):
+def _start_up(tmp_path, *args: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env["DRIFTLINE_DATA_DIR"] = str(tmp_path / "data")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "up"],
+        [sys.executable, "-m", "streams.cli", "up", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -48,7 +49,7 @@ def _start_up(tmp_path):
     assert info["bootstrap"].startswith("127.0.0.1:")
     assert http_json(info["worker_url"] + "/driftline/health/")["ready"] is True
     children = _children(proc.pid)
-    assert len(children) == 2  # tansu and the worker
+    assert len(children) == 2  # the broker and the worker
     return proc, children, stack_file
 
 
@@ -98,3 +99,41 @@ def test_up_restarts_a_dead_worker_on_the_same_broker(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+def test_up_on_apache_kafka_keeps_the_registry_across_a_restart(tmp_path):
+    from driftline.settings import load_settings
+    from streams.identity import create_actor
+    from streams.models import ModelCommands
+    from tests.integration.helpers import write_model
+
+    saved = dict(os.environ)
+    os.environ["DRIFTLINE_DATA_DIR"] = str(tmp_path / "data")
+    try:
+        settings = load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+    proc, children, stack_file = _start_up(tmp_path, "--broker", "kafka")
+    try:
+        assert any("kafka.Kafka" in _cmdline(pid) for pid in children)
+        first_bootstrap = json.loads(stack_file.read_text())["bootstrap"]
+        create_actor(settings, "alice", ["data-scientist"])
+        version, _ = ModelCommands.from_settings(settings).register(
+            write_model(tmp_path, seed=1), "kept", actor="alice"
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0
+    assert (tmp_path / "data" / "kafka" / "log" / "meta.properties").exists()
+
+    proc, children, stack_file = _start_up(tmp_path, "--broker", "kafka")
+    try:
+        # Same broker address (its ports are kept in the data dir), same topics.
+        assert json.loads(stack_file.read_text())["bootstrap"] == first_bootstrap
+        registry = ModelCommands.from_settings(settings).registry()
+        assert [v.version for v in registry.versions("kept")] == [version.version]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0
