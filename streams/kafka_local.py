@@ -19,6 +19,8 @@ import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import KafkaException
@@ -112,11 +114,60 @@ def random_cluster_id() -> str:
             return text
 
 
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A SASL_SSL client listener (SCRAM over TLS) and the StandardAuthorizer for a node.
+
+    The node keeps its PLAINTEXT listener (inter-broker) and its CONTROLLER listener on
+    127.0.0.1; clients are meant to use the SASL_SSL one (``KafkaBroker.secure_bootstrap``).
+    Connections on the two PLAINTEXT listeners carry no identity: Kafka calls them
+    ``User:ANONYMOUS``, and that is who the broker is when it registers with its controller
+    and replicates, so ``User:ANONYMOUS`` must be a super user or the node cannot start
+    under an authorizer. That makes the PLAINTEXT ports an administrator's door: keep them
+    on loopback (as here) or, in production, give the inter-broker and controller listeners
+    TLS or SASL of their own and make the brokers' own principal the super user instead.
+    """
+
+    # PKCS#8 private key and certificate chain in one PEM file (ssl.keystore.type=PEM).
+    keystore_pem: Path
+    mechanism: str = "SCRAM-SHA-512"
+    # SASL users with every permission (administrators), besides User:ANONYMOUS.
+    super_users: tuple[str, ...] = ()
+    # user -> password, written into the metadata at format time (StorageTool --add-scram);
+    # further users can be added later with the Admin API (AlterUserScramCredentials).
+    scram_users: Mapping[str, str] = field(default_factory=dict)
+
+    def server_properties(self) -> dict[str, str]:
+        """Entries added to server.properties (the listeners are the node's)."""
+        listener = "listener.name.sasl_ssl"
+        module = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        users = ["User:ANONYMOUS", *(f"User:{name}" for name in self.super_users)]
+        return {
+            "sasl.enabled.mechanisms": self.mechanism,
+            f"{listener}.sasl.enabled.mechanisms": self.mechanism,
+            f"{listener}.{self.mechanism.lower()}.sasl.jaas.config": f"{module} required;",
+            f"{listener}.ssl.keystore.type": "PEM",
+            f"{listener}.ssl.keystore.location": str(self.keystore_pem),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": ";".join(users),
+        }
+
+    def format_arguments(self) -> list[str]:
+        """StorageTool arguments creating ``scram_users``."""
+        arguments = []
+        for name, password in self.scram_users.items():
+            arguments += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return arguments
+
+
 class KafkaBroker:
     """One KRaft node (broker and controller) on 127.0.0.1, data in ``data_dir``.
 
     Alone it is a single-node cluster; ``KafkaCluster`` gives several nodes the same
     ``voters`` and ``cluster_id``. ``overrides`` replace or add server.properties entries.
+    With ``security``, the node also listens for SASL_SSL clients on ``secure_port``
+    (``secure_bootstrap``) and authorizes every request by ACLs.
     """
 
     def __init__(
@@ -132,6 +183,8 @@ class KafkaBroker:
         heap: str = "512m",
         log_file: Path | None = None,
         version: str | None = None,
+        security: BrokerSecurity | None = None,
+        secure_port: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.node_id = node_id
@@ -143,11 +196,20 @@ class KafkaBroker:
         self.heap = heap
         self.log_file = log_file or self.data_dir / "server.log"
         self.version = version or pinned_version()
+        self.security = security
+        self.secure_port = (secure_port or free_port()) if security is not None else None
         self.proc: subprocess.Popen | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure_bootstrap(self) -> str:
+        """The SASL_SSL listener's address (only with ``security``)."""
+        if self.secure_port is None:
+            raise ValueError(f"Kafka node {self.node_id} has no SASL_SSL listener")
+        return f"127.0.0.1:{self.secure_port}"
 
     @property
     def properties_file(self) -> Path:
@@ -157,7 +219,7 @@ class KafkaBroker:
         nodes = self.voters.count("@")
         replicas = str(min(nodes, 3))
         min_isr = str(min(nodes, 2))
-        return {
+        properties = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
             "controller.quorum.voters": self.voters,
@@ -181,7 +243,23 @@ class KafkaBroker:
             "share.coordinator.state.topic.min.isr": min_isr,
             # Tests start consumer groups all the time: don't wait 3 s for more members.
             "group.initial.rebalance.delay.ms": "0",
-        } | self.overrides
+        }
+        return properties | self._security_properties() | self.overrides
+
+    def _security_properties(self) -> dict[str, str]:
+        if self.security is None:
+            return {}
+        secure = f"SASL_SSL://127.0.0.1:{self.secure_port}"
+        return self.security.server_properties() | {
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:"
+                f"{self.controller_port},{secure}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},{secure}",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+            ),
+        }
 
     def _write_properties(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +283,7 @@ class KafkaBroker:
             self.cluster_id,
             "-c",
             str(self.properties_file),
+            *(self.security.format_arguments() if self.security is not None else []),
         ]
 
     def launch(self) -> None:
@@ -351,6 +430,11 @@ class KafkaCluster:
     @property
     def bootstrap(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes.values())
+
+    @property
+    def replication_factor(self) -> int:
+        """What topics on this cluster should be created with (production's 3 at most)."""
+        return min(len(self.nodes), 3)
 
     def node(self, node_id: int) -> KafkaBroker:
         if node_id not in self.nodes:
