@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test kafka bench lint fmt clean
+.PHONY: demo test kafka apicurio bench lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,13 +16,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/driftline demo
 
-test: $(STAMP) kafka
+test: $(STAMP) kafka apicurio
 	$(BIN)/python -m pytest
 
 # The Apache Kafka jars the integration tests run (pinned in infra/kafka/pom.xml), fetched
 # by Maven into .cache/ once; needs java and mvn, and says what to install if they're missing.
 kafka: $(STAMP)
 	$(BIN)/python -m streams.kafka_local install
+
+# The schema registry the integration tests run (Apicurio Registry, pinned in
+# infra/apicurio/pom.xml), fetched by Maven and unpacked into .cache/ once; needs mvn to fetch
+# and a Java 21+ to run, and says what to install if either is missing.
+apicurio: $(STAMP)
+	$(BIN)/python -m tests.integration.apicurio install
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_single_record.py
