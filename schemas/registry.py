@@ -19,7 +19,6 @@ from schemas import catalog
 from schemas.codec import SchemaCodec
 from schemas.exceptions import SchemaRegistryError, UnknownSchemaId
 
-
 # Apicurio Registry 3.x (3.3.3 checked) rewrites every `: "{}"` in a schema to `:{}` before it
 # parses it (AvroContentAccepter.removeQuotedBrackets), so a string field whose default is the
 # string "{}" (DriftEvent.evidence, LifecycleEvent.evidence) fails Avro's default validation
