@@ -20,6 +20,7 @@ from streams.isolation import isolated, isolated_async
 from streams.kafka import faust_credentials
 from streams.outcome_join import JOIN_TABLE
 from streams.runtime import WorkerRuntime
+from streams.topics import INTERNAL_TABLES
 from streams.web import register_views
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,10 @@ def create_app(
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
         topic_disable_leader=True,
+        # prepare_topics (streams/worker.py) has created every topic, changelogs included,
+        # with its config, before the app exists. Faust's own declare would ask to create
+        # them again (CreateTopics), which a worker's ACLs refuse on a secured cluster.
+        topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=worker.fetch_max_bytes,
         web_enabled=True,
@@ -54,7 +59,9 @@ def create_app(
         # An agent that still raises stops the worker: a restarted agent would skip the
         # rest of its batch and the consumer could commit past it.
         agent_supervisor=CrashingSupervisor,
+        PartitionAssignor=faust_flow.RoleBlindAssignor,
     )
+    app.group_changelogs = frozenset(runtime.topics.changelog(t) for t in INTERNAL_TABLES)
     app.transport = with_fetch_wait(worker.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     batch_size = worker.batch_size
     within = worker.batch_window_ms / 1000

@@ -1,0 +1,584 @@
+"""Zero trust on the broker: SASL/SCRAM-SHA-512 over TLS, the StandardAuthorizer, and
+driftline's ACL table (streams/kafka_acls.py), one principal per worker role and client.
+
+One Apache Kafka node for the module, with a throwaway CA. Every driftline part talks
+to it on the SASL_SSL listener as its own principal, holding only its ACLs: the
+provisioner creates the topics, each worker role runs as a real `driftline worker`,
+producers, dashboards and people with the CLI use the library as they would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from driftline.settings import Settings, load_settings
+from lineage.events import EventType, new_event
+from streams.codecs import codec_for
+from streams.embedded import free_port, stop_child
+from streams.exceptions import StreamsError
+from streams.identity import create_actor
+from streams.kafka import make_producer
+from streams.kafka_acls import PRINCIPALS, acl_bindings
+from streams.kafka_local import BrokerSecurity, KafkaBroker
+from streams.lifecycle import LifecycleWatcher, load_registry, publish_lifecycle, read_lifecycle
+from streams.loadgen import synthetic_records
+from streams.models import ModelCommands
+from streams.producer import FeatureProducer
+from streams.stack import http_json
+from streams.topics import Topics
+from streams.worker import prepare_topics
+from tests.integration.helpers import write_model
+from tests.integration.test_policy import drift_event
+
+pytestmark = pytest.mark.integration
+
+ADMIN = "driftline-admin"
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_tls(directory: Path) -> tuple[Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it.
+
+    Returns (the CA certificate, the server's PEM key store: PKCS#8 key + chain)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("driftline test CA"))
+        .issuer_name(_name("driftline test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(_name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = directory / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    keystore = directory / "broker.pem"
+    keystore.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + server.public_bytes(serialization.Encoding.PEM)
+        + ca.public_bytes(serialization.Encoding.PEM)
+    )
+    keystore.chmod(0o600)
+    return ca_file, keystore
+
+
+@dataclass
+class SecureKafka:
+    """A SASL_SSL broker, its CA, and a password per principal of the ACL table."""
+
+    broker: KafkaBroker
+    ca_file: Path
+    passwords: dict[str, str]  # user -> password
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.secure_bootstrap
+
+    def client_config(self, user: str, password: str | None = None) -> dict[str, str]:
+        """librdkafka settings for ``user`` on the SASL_SSL listener."""
+        return {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": "sasl_ssl",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": user,
+            "sasl.password": password if password is not None else self.passwords[user],
+            "ssl.ca.location": str(self.ca_file),
+        }
+
+    def env(self, role: str, **extra: str) -> dict[str, str]:
+        """The DRIFTLINE_KAFKA_* settings of role ``role``'s principal."""
+        user = f"driftline-{role}" if role != "admin" else ADMIN
+        return {
+            "DRIFTLINE_KAFKA_BOOTSTRAP": self.bootstrap,
+            "DRIFTLINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "DRIFTLINE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "DRIFTLINE_KAFKA_SASL_USERNAME": user,
+            "DRIFTLINE_KAFKA_SASL_PASSWORD": self.passwords[user],
+            "DRIFTLINE_KAFKA_SSL_CAFILE": str(self.ca_file),
+        } | extra
+
+    def log_tail(self, lines: int = 60) -> str:
+        return self.broker.log_tail(lines)
+
+
+@pytest.fixture(scope="module")
+def kafka_secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """One KRaft node with a SASL_SSL listener and the StandardAuthorizer; a SCRAM user
+    (random password) per principal of streams/kafka_acls.py, with no ACLs yet."""
+    directory = tmp_path_factory.mktemp("kafka-secure")
+    ca_file, keystore = make_tls(directory)
+    passwords = {ADMIN: secrets.token_urlsafe(16)}
+    security = BrokerSecurity(
+        keystore_pem=keystore, super_users=(ADMIN,), scram_users=dict(passwords)
+    )
+    with KafkaBroker(directory / "node", security=security) as broker:
+        secure = SecureKafka(broker, ca_file, passwords)
+        users = {p.user(): secrets.token_urlsafe(16) for p in PRINCIPALS}
+        admin = AdminClient(secure.client_config(ADMIN))
+        futures = admin.alter_user_scram_credentials(
+            [
+                UserScramCredentialUpsertion(
+                    user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode()
+                )
+                for user, password in users.items()
+            ]
+        )
+        for future in futures.values():
+            future.result(30)
+        passwords.update(users)
+        yield secure
+
+
+@dataclass
+class Deployment:
+    """driftline on the secure broker: its prefix, ACLs and data dir, provisioned."""
+
+    kafka: SecureKafka
+    prefix: str
+    data_dir: Path
+    base_env: dict[str, str]
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.prefix)
+
+    def env(self, role: str, **extra: str) -> dict[str, str]:
+        return self.base_env | self.kafka.env(role) | extra
+
+    def settings(self, role: str, **extra: str) -> Settings:
+        saved = dict(os.environ)
+        os.environ.update(self.env(role, **extra))
+        try:
+            return load_settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def deploy(kafka: SecureKafka, data_dir: Path) -> Deployment:
+    """ACLs from the table for a fresh prefix, created by the administrator; the topics,
+    created by the provisioner principal; signing keys for alice, bob and the policy."""
+    prefix = f"z{uuid.uuid4().hex[:8]}."
+    base_env = {
+        "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
+        "DRIFTLINE_KAFKA_PARTITIONS": "2",
+        "DRIFTLINE_DATA_DIR": str(data_dir),
+        "DRIFTLINE_CLICKHOUSE_FLUSH_INTERVAL_S": "0.2",
+        "DRIFTLINE_WORKER_SESSION_TIMEOUT_S": "6",
+        "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "1",
+    }
+    found = Deployment(kafka, prefix, data_dir, base_env)
+    admin = AdminClient(kafka.client_config(ADMIN))
+    for future in admin.create_acls(acl_bindings(prefix)).values():
+        future.result(30)
+    provisioner = found.settings("provisioner")
+    created = prepare_topics(provisioner, kafka.bootstrap)
+    assert set(created) == set(found.topics.all() + found.topics.internal())
+    # Two people, so promotions pass the four-eyes rule, and the policy's signing key.
+    create_actor(provisioner, "alice", ["data-scientist"])
+    create_actor(provisioner, "bob", ["approver"])
+    create_actor(provisioner, "policy", ["policy"])
+    return found
+
+
+@pytest.fixture(scope="module")
+def deployment(kafka_secure_broker: SecureKafka, tmp_path_factory) -> Deployment:
+    return deploy(kafka_secure_broker, tmp_path_factory.mktemp("secure-data"))
+
+
+@dataclass
+class Worker:
+    role: str
+    proc: subprocess.Popen
+    url: str
+    log_file: Path
+
+    def get(self, path: str) -> dict:
+        return http_json(self.url + path)
+
+    def sql(self, query: str) -> list[list]:
+        answer = http_json(self.url + "/driftline/sql/", {"query": query})
+        assert "error" not in answer, answer
+        return answer["rows"]
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return f"--- {self.role} worker\n" + "\n".join(self.log().splitlines()[-lines:])
+
+
+def start_workers(
+    deployment: Deployment, roles: list[str], log_dir: Path, timeout_s: float = 90.0
+) -> dict[str, Worker]:
+    """`driftline worker` per role, each as that role's principal, started side by side."""
+    workers = {}
+    for role in roles:
+        port = free_port()
+        log_file = log_dir / f"worker-{role}.log"
+        env = os.environ | deployment.env(
+            role, DRIFTLINE_WORKER_ROLES=role, DRIFTLINE_WORKER_WEB_PORT=str(port)
+        )
+        with open(log_file, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        workers[role] = Worker(role, proc, f"http://127.0.0.1:{port}", log_file)
+    deadline = time.monotonic() + timeout_s
+    waiting = dict(workers)
+    try:
+        while waiting:
+            for role, worker in list(waiting.items()):
+                assert worker.proc.poll() is None, f"worker exited early:\n{worker.log_tail()}"
+                try:
+                    if worker.get("/driftline/health/").get("ready"):
+                        del waiting[role]
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                tails = "\n".join(w.log_tail() for w in waiting.values())
+                raise AssertionError(f"workers not ready in {timeout_s:.0f}s:\n{tails}")
+            time.sleep(0.2)
+    except BaseException:
+        stop_workers(workers)
+        raise
+    return workers
+
+
+def stop_workers(workers: dict[str, Worker]) -> None:
+    for worker in workers.values():
+        if worker.proc.poll() is None:
+            worker.proc.terminate()
+    for worker in workers.values():
+        stop_child(worker.proc, grace_s=30, name=f"{worker.role} worker")
+
+
+def wait_until(predicate, timeout_s: float = 30.0, what=lambda: "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what()}")
+
+
+def test_every_role_works_with_only_its_acls(deployment: Deployment, tmp_path: Path):
+    """Each worker role as a real `driftline worker` and its own principal: people register
+    and promote through the registry, the inference role serves what it decides, a
+    producer's features are scored and a dashboard reads the predictions, a drift event
+    makes the policy sign a rollback, and the lineage role stores and anchors it all."""
+    topics = deployment.topics
+    started = time.monotonic()
+    # One consumer group (<prefix>worker) for every role: workers whose roles consume the
+    # same topic would split its partitions between them, so the lineage role, which reads
+    # nearly every topic, comes second and reads what the others left.
+    workers = start_workers(deployment, ["registry", "inference", "policy"], tmp_path)
+    print(f"registry, inference, policy workers ready in {time.monotonic() - started:.1f}s")
+    try:
+        started = time.monotonic()
+        operator = ModelCommands.from_settings(deployment.settings("operator"))
+        registered, _ = operator.register(write_model(tmp_path, seed=1), "demo", actor="alice")
+        operator.promote("demo", registered.version, actor="bob")
+        inference = workers["inference"]
+        wait_until(
+            lambda: inference.get("/driftline/models/").get("demo", {}).get("version") == 1,
+            what=lambda: f"v1 served ({inference.get('/driftline/models/')})",
+        )
+        print(f"registered, promoted and served in {time.monotonic() - started:.1f}s")
+
+        producer = FeatureProducer(deployment.settings("producer"), deployment.kafka.bootstrap)
+        count = 200
+        for record in synthetic_records(
+            model="demo", count=count, entities=50, seed=3, n_features=16
+        ):
+            producer.send(record)
+        producer.close()
+
+        dashboard = Consumer(
+            deployment.kafka.client_config("driftline-dashboard")
+            | {"group.id": f"{deployment.prefix}dashboard-grafana", "auto.offset.reset": "earliest"}
+        )
+        scored = set()
+        try:
+            codec = codec_for(deployment.settings("dashboard"))
+            dashboard.subscribe([topics.predictions])
+            deadline = time.monotonic() + 30
+            while len(scored) < count and time.monotonic() < deadline:
+                for message in dashboard.consume(500, timeout=0.5):
+                    assert message.error() is None, message.error()
+                    scored.add(codec.decode_as("Prediction", message.value())["record_id"])
+        finally:
+            dashboard.close()
+        assert len(scored) == count, inference.get("/driftline/stats/")
+
+        # The inference role's drift detector on the champion's errors (its principal may
+        # write drift) -> the policy signs a rollback command -> the registry decides it:
+        # with no earlier champion to restore, a signed, audited refusal.
+        watcher = LifecycleWatcher(
+            deployment.settings("operator"), deployment.kafka.bootstrap, topics.lifecycle
+        )
+        drift = make_producer(deployment.settings("inference"), deployment.kafka.bootstrap)
+        trigger = drift_event("demo", 1, "champion", "error")
+        drift.produce(topics.name("drift"), codec.encode("DriftEvent", trigger), key=b"demo")
+        assert drift.flush(10) == 0
+        answer = watcher.wait_until(codec, lambda e: e.actor == "policy", 30)
+        assert answer is not None, workers["policy"].log_tail()
+        assert answer.type == "command_rejected", answer
+        assert answer.evidence["action"] == "rollback", answer.evidence
+        assert answer.evidence["signature_verified"] is True, answer.evidence
+
+        for role in ("inference", "policy"):
+            stop_workers({role: workers[role]})
+        started = time.monotonic()
+        workers |= start_workers(deployment, ["lineage"], tmp_path)
+        lineage = workers["lineage"]
+        db = deployment.settings("lineage").clickhouse.database
+
+        def stored() -> tuple:
+            predictions = lineage.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0]
+            types = {row[0] for row in lineage.sql(f"SELECT event_type FROM {db}.audit_log")}
+            anchored = lineage.get("/driftline/stats/")["rows_stored"].get("audit_checkpoints", 0)
+            return predictions, types, anchored
+
+        wanted = {"registered", "promoted", "command_rejected"}
+        wait_until(
+            lambda: (lambda found: found[0] == count and wanted <= found[1] and found[2])(stored()),
+            what=lambda: f"{count} predictions, {wanted} and checkpoints stored: {stored()}",
+        )
+        print(f"lineage worker ready and caught up in {time.monotonic() - started:.1f}s")
+        verdict = lineage.get("/driftline/audit/verify/")
+        assert verdict["ok"], verdict["summary"]
+    finally:
+        stop_workers(workers)
+    for worker in workers.values():
+        assert "authoriz" not in worker.log().lower(), worker.log_tail()
+
+
+def test_a_producer_cannot_write_lifecycle_and_nothing_reaches_the_registry(
+    deployment: Deployment,
+):
+    """The producer principal forges a registration and a promotion: the broker refuses
+    both (TOPIC_AUTHORIZATION_FAILED), and the lifecycle topic, the registry's only
+    source, is unchanged. Its own topics, features and outcomes, it may write."""
+    settings = deployment.settings("producer")
+    bootstrap = deployment.kafka.bootstrap
+    topics = deployment.topics
+    codec = codec_for(settings)
+    operator = deployment.settings("operator")
+    before = [e.event_id for e in read_lifecycle(operator, bootstrap, codec, topics.lifecycle)]
+
+    for forged in (
+        new_event(EventType.REGISTERED, "forged", 1, "mallory", state="registered"),
+        new_event(EventType.PROMOTED, "forged", 1, "mallory", state="champion"),
+    ):
+        with pytest.raises(StreamsError, match="TOPIC_AUTHORIZATION_FAILED"):
+            publish_lifecycle(settings, bootstrap, codec, topics.lifecycle, forged)
+
+    after = read_lifecycle(operator, bootstrap, codec, topics.lifecycle)
+    assert [e.event_id for e in after] == before
+    assert not any(e.model == "forged" for e in after)
+    assert "forged" not in load_registry(operator, bootstrap, codec, topics.lifecycle).models()
+
+    producer = FeatureProducer(settings, bootstrap)
+    record = next(synthetic_records(model="demo", count=1, entities=1, seed=5, n_features=16))
+    producer.send(record)
+    producer.send_outcome("some-prediction", 1.0)
+    producer.close()  # raises if either was refused
+
+
+def test_a_wrong_password_is_refused(deployment: Deployment, caplog: pytest.LogCaptureFixture):
+    """Both client libraries driftline uses fail to authenticate with a wrong password."""
+    kafka = deployment.kafka
+    errors: list[KafkaError] = []
+    producer = Producer(
+        kafka.client_config("driftline-producer", password="not-the-password")
+        | {"error_cb": errors.append}
+    )
+    producer.produce(deployment.topics.features, b"x")
+    deadline = time.monotonic() + 15
+    while not errors and time.monotonic() < deadline:
+        producer.poll(0.1)
+    assert len(producer) == 1  # never delivered
+    producer.purge()
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+    assert "invalid credentials" in str(errors[0]), errors
+
+    # aiokafka, which Faust and the lifecycle follower use.
+    settings = deployment.settings(
+        "inference", DRIFTLINE_KAFKA_SASL_PASSWORD="not-the-password"
+    ).kafka
+
+    async def connect() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, **settings.aiokafka_config())
+        try:
+            await consumer.start()
+        finally:
+            await consumer.stop()
+
+    with pytest.raises(KafkaConnectionError, match="Unable to bootstrap"):
+        asyncio.run(connect())
+    assert "SaslAuthenticationFailed" in caplog.text
+    assert "invalid credentials" in caplog.text
+
+
+# Who may write and read each topic, said again here by hand: the broker must agree with
+# this, so a change to streams/kafka_acls.py that breaks the rules fails here.
+WRITERS = {
+    "features": {"producer"},
+    "outcomes": {"producer"},
+    "lifecycle": {"registry"},
+    "commands": {"policy", "operator"},
+    "predictions": {"inference"},
+    "drift": {"inference"},
+    "deadletter": {"inference", "lineage", "registry", "policy"},
+    "audit-checkpoints": {"lineage"},
+    "worker-drift-summaries": {"inference"},
+}
+READERS = {
+    "features": {"inference", "lineage"},
+    "outcomes": {"inference", "lineage"},
+    "lifecycle": {"inference", "lineage", "registry", "policy", "dashboard", "operator"},
+    "commands": {"registry"},
+    "predictions": {"lineage", "dashboard"},
+    "drift": {"lineage", "policy", "dashboard", "operator"},
+    "deadletter": {"lineage"},
+    "audit-checkpoints": {"lineage", "operator"},
+    "worker-drift-summaries": {"inference"},
+}
+ROLES = [p.role for p in PRINCIPALS]
+
+
+def test_the_broker_enforces_who_writes_and_reads_each_topic(
+    kafka_secure_broker: SecureKafka, tmp_path: Path
+):
+    kafka = kafka_secure_broker
+    deployed = deploy(kafka, tmp_path / "data")
+    names = {kind: deployed.prefix + kind for kind in WRITERS}
+
+    writes: dict[str, dict[str, KafkaError | None]] = {role: {} for role in ROLES}
+    producers = []
+    for role in ROLES:
+        producer = Producer(kafka.client_config(f"driftline-{role}") | {"linger.ms": 0})
+        for kind, name in names.items():
+            producer.produce(
+                name,
+                b"x",
+                partition=0,
+                on_delivery=lambda err, _m, role=role, kind=kind: writes[role].update({kind: err}),
+            )
+        producers.append(producer)
+    for producer in producers:
+        assert producer.flush(20) == 0
+    for role in ROLES:
+        allowed = {kind for kind, err in writes[role].items() if err is None}
+        assert allowed == {kind for kind, who in WRITERS.items() if role in who}, role
+        refused = {err.code() for err in writes[role].values() if err is not None}
+        assert refused <= {KafkaError.TOPIC_AUTHORIZATION_FAILED}, (role, refused)
+
+    # Every topic holds a record now: each has a writer.
+    consumers = {}
+    reads: dict[str, dict[str, bool]] = {role: {} for role in ROLES}
+    for role in ROLES:
+        consumer = Consumer(
+            kafka.client_config(f"driftline-{role}")
+            | {"group.id": f"{deployed.prefix}dashboard-{role}", "enable.auto.commit": False}
+        )
+        # A topic the principal may not even describe cannot be read; the rest are fetched.
+        described = consumer.list_topics(timeout=10).topics
+        hidden = {kind for kind, name in names.items() if name not in described}
+        reads[role] = dict.fromkeys(hidden, False)
+        consumer.assign(
+            [TopicPartition(names[kind], 0, OFFSET_BEGINNING) for kind in names.keys() - hidden]
+        )
+        consumers[role] = consumer
+    kinds = {name: kind for kind, name in names.items()}
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline and any(len(r) < len(names) for r in reads.values()):
+            for role, consumer in consumers.items():
+                for message in consumer.consume(100, timeout=0.05):
+                    kind = kinds.get(message.topic() or "")
+                    if kind is None:
+                        continue  # a group error: only the dashboard may use these groups
+                    if message.error() is None:
+                        reads[role][kind] = True
+                    elif message.error().code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                        reads[role][kind] = False
+    finally:
+        for consumer in consumers.values():
+            consumer.close()
+    for role in ROLES:
+        assert reads[role].keys() == names.keys(), (role, reads[role])
+        allowed = {kind for kind, ok in reads[role].items() if ok}
+        assert allowed == {kind for kind, who in READERS.items() if role in who}, role
