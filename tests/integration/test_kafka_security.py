@@ -540,6 +540,7 @@ def test_the_broker_enforces_who_writes_and_reads_each_topic(
         producers.append(producer)
     for producer in producers:
         assert producer.flush(20) == 0
+        producer.close()
     for role in ROLES:
         allowed = {kind for kind, err in writes[role].items() if err is None}
         assert allowed == {kind for kind, who in WRITERS.items() if role in who}, role
