@@ -50,9 +50,9 @@ from streams.lifecycle import LifecycleWatcher, load_registry, publish_lifecycle
 from streams.loadgen import synthetic_records
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
+from streams.provision import provision
 from streams.stack import http_json
 from streams.topics import Topics
-from streams.worker import prepare_topics
 from tests.integration.helpers import write_model
 from tests.integration.test_policy import drift_event
 
@@ -223,9 +223,10 @@ class Deployment:
             os.environ.update(saved)
 
 
-def deploy(kafka: SecureKafka, data_dir: Path) -> Deployment:
+def deploy(kafka: SecureKafka, data_dir: Path, *, command: bool = False) -> Deployment:
     """ACLs from the table for a fresh prefix, created by the administrator; the topics,
-    created by the provisioner principal; signing keys for alice, bob and the policy."""
+    created by the provisioner principal (with ``command``, by `python -m streams.provision`);
+    signing keys for alice, bob and the policy."""
     prefix = f"z{uuid.uuid4().hex[:8]}."
     base_env = {
         "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
@@ -240,8 +241,19 @@ def deploy(kafka: SecureKafka, data_dir: Path) -> Deployment:
     for future in admin.create_acls(acl_bindings(prefix)).values():
         future.result(30)
     provisioner = found.settings("provisioner")
-    created = prepare_topics(provisioner, kafka.bootstrap)
-    assert set(created) == set(found.topics.all() + found.topics.internal())
+    every_topic = found.topics.all() + found.topics.internal()
+    if command:
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.provision"],
+            env=os.environ | found.env("provisioner"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert all(name in done.stdout for name in every_topic), done.stdout
+    else:
+        assert set(provision(provisioner)) == set(every_topic)
     # Two people, so promotions pass the four-eyes rule, and the policy's signing key.
     create_actor(provisioner, "alice", ["data-scientist"])
     create_actor(provisioner, "bob", ["approver"])
@@ -523,7 +535,7 @@ def test_the_broker_enforces_who_writes_and_reads_each_topic(
     kafka_secure_broker: SecureKafka, tmp_path: Path
 ):
     kafka = kafka_secure_broker
-    deployed = deploy(kafka, tmp_path / "data")
+    deployed = deploy(kafka, tmp_path / "data", command=True)
     names = {kind: deployed.prefix + kind for kind in WRITERS}
 
     writes: dict[str, dict[str, KafkaError | None]] = {role: {} for role in ROLES}
