@@ -20,7 +20,6 @@ from streams.isolation import isolated, isolated_async
 from streams.kafka import faust_credentials
 from streams.outcome_join import JOIN_TABLE
 from streams.runtime import WorkerRuntime
-from streams.topics import INTERNAL_TABLES
 from streams.web import register_views
 
 log = logging.getLogger(__name__)
@@ -59,9 +58,7 @@ def create_app(
         # An agent that still raises stops the worker: a restarted agent would skip the
         # rest of its batch and the consumer could commit past it.
         agent_supervisor=CrashingSupervisor,
-        PartitionAssignor=faust_flow.RoleBlindAssignor,
     )
-    app.group_changelogs = frozenset(runtime.topics.changelog(t) for t in INTERNAL_TABLES)
     app.transport = with_fetch_wait(worker.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     batch_size = worker.batch_size
     within = worker.batch_window_ms / 1000
