@@ -35,7 +35,8 @@ def create_app(
     runtime = WorkerRuntime.build(settings, bootstrap)
     worker = settings.worker
     app = faust_flow.App(
-        runtime.topics.app_id,
+        # One consumer group per set of roles (see Topics.group).
+        runtime.topics.group(worker.role_set),
         broker=_faust_broker_url(bootstrap),
         broker_credentials=faust_credentials(settings.kafka),
         broker_session_timeout=worker.session_timeout_s,

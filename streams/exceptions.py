@@ -23,5 +23,9 @@ class TopicMisconfigured(StreamsError):
     """An existing topic's config breaks the rule for its kind (streams.topic_config)."""
 
 
+class RoleGroupConflict(StreamsError):
+    """Another active worker group runs a role this worker would run (streams.role_groups)."""
+
+
 class StackNotRunning(StreamsError):
     """A command needs the embedded stack (``driftline up``) and none is recorded."""

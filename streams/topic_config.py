@@ -22,9 +22,10 @@ a config (Tansu reports only what a topic was created with) is not second-guesse
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from driftline.settings import KafkaSettings
@@ -110,19 +111,33 @@ def compare_configs(
 def describe_topic_configs(
     admin: AdminClient, names: list[str], timeout: float = 15.0
 ) -> dict[str, dict[str, str]]:
-    """Each topic's reported config values (``None`` values left out)."""
-    futures = admin.describe_configs([ConfigResource("topic", name) for name in names])
-    described = {}
-    for resource, future in futures.items():
-        try:
-            entries = future.result(timeout)
-        except KafkaException as exc:
-            raise BrokerUnavailable(
-                f"cannot describe the config of topic {resource.name!r}: {exc}"
-            ) from exc
-        described[resource.name] = {
-            key: entry.value for key, entry in entries.items() if entry.value is not None
-        }
+    """Each topic's reported config values (``None`` values left out).
+
+    A topic created a moment ago may not have reached the broker that answers yet
+    (UNKNOWN_TOPIC_OR_PART on a cluster): those are asked again until ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    described: dict[str, dict[str, str]] = {}
+    pending = list(names)
+    while pending:
+        futures = admin.describe_configs([ConfigResource("topic", name) for name in pending])
+        pending = []
+        for resource, future in futures.items():
+            try:
+                entries = future.result(max(0.1, deadline - time.monotonic()))
+            except KafkaException as exc:
+                unknown = exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                if unknown and time.monotonic() < deadline:
+                    pending.append(resource.name)
+                    continue
+                raise BrokerUnavailable(
+                    f"cannot describe the config of topic {resource.name!r}: {exc}"
+                ) from exc
+            described[resource.name] = {
+                key: entry.value for key, entry in entries.items() if entry.value is not None
+            }
+        if pending:
+            time.sleep(0.2)
     return described
 
 

@@ -7,11 +7,13 @@ is created up front with the configured partition count and checked.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from driftline.settings import WORKER_ROLES
 from streams.exceptions import BrokerUnavailable, TopicMismatch
 
 TOPIC_KINDS = (
@@ -64,8 +66,33 @@ class Topics:
 
     @property
     def app_id(self) -> str:
-        """The Faust app id (consumer group) of every driftline worker."""
+        """The consumer group of workers that run every role, and the stem of the
+        workers' internal topic names (changelogs, join, summaries)."""
         return f"{self.prefix}worker"
+
+    def group(self, roles: Iterable[str]) -> str:
+        """The consumer group (Faust app id) of workers running ``roles``.
+
+        Workers with the same roles share a group and split its partitions. Workers
+        with other roles need a group of their own: Kafka splits each topic's
+        partitions among a group's members whatever agents they run, so in one group
+        a lineage-only worker would take features partitions that no scoring agent
+        then reads, and the scoring workers' partitions would never be logged.
+        """
+        roles = frozenset(roles)
+        if roles == WORKER_ROLES:
+            return self.app_id
+        return f"{self.app_id}-{'+'.join(sorted(roles))}"
+
+    def group_roles(self, group: str) -> frozenset[str] | None:
+        """The roles of a worker group named by :meth:`group`; None for other groups."""
+        if group == self.app_id:
+            return WORKER_ROLES
+        stem = f"{self.app_id}-"
+        if not group.startswith(stem):
+            return None
+        roles = frozenset(group.removeprefix(stem).split("+"))
+        return roles if roles and roles <= WORKER_ROLES else None
 
     def changelog(self, table: str) -> str:
         """Faust's changelog topic for a table of the worker app."""

@@ -10,6 +10,7 @@ import faust
 from driftline.settings import Settings
 from streams.app import create_app
 from streams.embedded import free_port
+from streams.role_groups import refuse_overlapping_role_groups
 from streams.stackfile import resolve_bootstrap
 from streams.topic_config import check_topic_configs, topic_configs
 from streams.topics import Topics, ensure_topics
@@ -46,6 +47,11 @@ def run_worker(settings: Settings) -> None:
     created = prepare_topics(settings, bootstrap)
     if created:
         log.info("created topics %s", ", ".join(created))
+    refuse_overlapping_role_groups(
+        settings.kafka.librdkafka_config(bootstrap),
+        Topics(settings.kafka.topic_prefix),
+        settings.worker.role_set,
+    )
     web_port = settings.worker.web_port or free_port(settings.worker.web_host)
     app, runtime = create_app(settings, bootstrap, web_port=web_port)
     log.info(

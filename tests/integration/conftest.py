@@ -105,12 +105,13 @@ class StackEnv:
 
 
 @pytest.fixture
-def stack_env(broker: TansuBroker | KafkaBroker, tmp_path: Path) -> StackEnv:
+def stack_env(broker: TansuBroker | KafkaBroker | KafkaCluster, tmp_path: Path) -> StackEnv:
     prefix = f"t{uuid.uuid4().hex[:10]}."
     env = {
         "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
         "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
         "DRIFTLINE_KAFKA_PARTITIONS": "2",
+        "DRIFTLINE_KAFKA_REPLICATION_FACTOR": str(getattr(broker, "replication_factor", 1)),
         "DRIFTLINE_DATA_DIR": str(tmp_path / "data"),
         "DRIFTLINE_CLICKHOUSE_FLUSH_INTERVAL_S": "0.2",
         "DRIFTLINE_WORKER_SESSION_TIMEOUT_S": "6",
