@@ -79,10 +79,12 @@ def _write(*kinds: str) -> tuple[Grant, ...]:
 # Every worker, whatever its roles: start-up lists the topics and checks each one's config
 # (streams/topics.py, streams/topic_config.py), which needs Describe and DescribeConfigs on
 # all of them (a topic a principal may not describe looks missing, and would be created);
-# all agents consume in the <prefix>worker group; any stage may dead-letter a record.
+# agents consume in the workers' consumer groups, <prefix>worker and any group named from it
+# (Read to join and commit; it implies Describe, so a worker can list the other worker
+# groups); any stage may dead-letter a record.
 _WORKER = (
     Grant(("Describe", "DescribeConfigs"), TOPIC, "", prefixed=True),
-    Grant(("Read",), GROUP, "worker"),
+    Grant(("Read",), GROUP, "worker", prefixed=True),
     *_write("deadletter"),
 )
 

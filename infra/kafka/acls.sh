@@ -24,7 +24,7 @@ acl --allow-principal User:driftline-provisioner --operation Create --operation 
 
 # driftline-inference: scores features into predictions; follows lifecycle for the models it serves; drift stage, outcome join and drift decider on the worker-* topics
 acl --allow-principal User:driftline-inference --operation Describe --operation DescribeConfigs --topic driftline. --resource-pattern-type prefixed
-acl --allow-principal User:driftline-inference --operation Read --group driftline.worker --resource-pattern-type literal
+acl --allow-principal User:driftline-inference --operation Read --group driftline.worker --resource-pattern-type prefixed
 acl --allow-principal User:driftline-inference --operation Write --topic driftline.deadletter --resource-pattern-type literal
 acl --allow-principal User:driftline-inference --operation Read --topic driftline.features --resource-pattern-type literal
 acl --allow-principal User:driftline-inference --operation Read --topic driftline.lifecycle --resource-pattern-type literal
@@ -35,7 +35,7 @@ acl --allow-principal User:driftline-inference --operation Read --operation Writ
 
 # driftline-lineage: stores every stream in ClickHouse; anchors signed audit checkpoints on Kafka and reads lifecycle and drift records back to verify the audit log
 acl --allow-principal User:driftline-lineage --operation Describe --operation DescribeConfigs --topic driftline. --resource-pattern-type prefixed
-acl --allow-principal User:driftline-lineage --operation Read --group driftline.worker --resource-pattern-type literal
+acl --allow-principal User:driftline-lineage --operation Read --group driftline.worker --resource-pattern-type prefixed
 acl --allow-principal User:driftline-lineage --operation Write --topic driftline.deadletter --resource-pattern-type literal
 acl --allow-principal User:driftline-lineage --operation Read --topic driftline.features --resource-pattern-type literal
 acl --allow-principal User:driftline-lineage --operation Read --topic driftline.predictions --resource-pattern-type literal
@@ -48,7 +48,7 @@ acl --allow-principal User:driftline-lineage --operation Write --topic driftline
 
 # driftline-registry: the only writer of lifecycle: decides signed commands against the whole history
 acl --allow-principal User:driftline-registry --operation Describe --operation DescribeConfigs --topic driftline. --resource-pattern-type prefixed
-acl --allow-principal User:driftline-registry --operation Read --group driftline.worker --resource-pattern-type literal
+acl --allow-principal User:driftline-registry --operation Read --group driftline.worker --resource-pattern-type prefixed
 acl --allow-principal User:driftline-registry --operation Write --topic driftline.deadletter --resource-pattern-type literal
 acl --allow-principal User:driftline-registry --operation Read --topic driftline.commands --resource-pattern-type literal
 acl --allow-principal User:driftline-registry --operation Read --topic driftline.lifecycle --resource-pattern-type literal
@@ -56,7 +56,7 @@ acl --allow-principal User:driftline-registry --operation Write --topic driftlin
 
 # driftline-policy: answers drift events with signed rollback commands (the registry decides them)
 acl --allow-principal User:driftline-policy --operation Describe --operation DescribeConfigs --topic driftline. --resource-pattern-type prefixed
-acl --allow-principal User:driftline-policy --operation Read --group driftline.worker --resource-pattern-type literal
+acl --allow-principal User:driftline-policy --operation Read --group driftline.worker --resource-pattern-type prefixed
 acl --allow-principal User:driftline-policy --operation Write --topic driftline.deadletter --resource-pattern-type literal
 acl --allow-principal User:driftline-policy --operation Read --topic driftline.drift --resource-pattern-type literal
 acl --allow-principal User:driftline-policy --operation Read --topic driftline.lifecycle --resource-pattern-type literal

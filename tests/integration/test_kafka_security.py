@@ -352,9 +352,9 @@ def test_every_role_works_with_only_its_acls(deployment: Deployment, tmp_path: P
     makes the policy sign a rollback, and the lineage role stores and anchors it all."""
     topics = deployment.topics
     started = time.monotonic()
-    # One consumer group (<prefix>worker) for every role: workers whose roles consume the
-    # same topic would split its partitions between them, so the lineage role, which reads
-    # nearly every topic, comes second and reads what the others left.
+    # Workers of different roles may share a consumer group (all did, as <prefix>worker):
+    # then roles reading the same topic from separate processes split its partitions. The
+    # lineage role reads nearly every topic, so it runs once inference and policy stopped.
     workers = start_workers(deployment, ["registry", "inference", "policy"], tmp_path)
     print(f"registry, inference, policy workers ready in {time.monotonic() - started:.1f}s")
     try:
