@@ -10,16 +10,9 @@ producers, dashboards and people with the CLI use the library as they would.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
-import os
 import secrets
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,141 +25,31 @@ from confluent_kafka.admin import (
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from driftline.settings import Settings, load_settings
 from lineage.events import EventType, new_event
 from streams.codecs import codec_for
-from streams.embedded import free_port, stop_child
 from streams.exceptions import StreamsError
-from streams.identity import create_actor
 from streams.kafka import make_producer
-from streams.kafka_acls import PRINCIPALS, acl_bindings
+from streams.kafka_acls import PRINCIPALS
 from streams.kafka_local import BrokerSecurity, KafkaBroker
 from streams.lifecycle import LifecycleWatcher, load_registry, publish_lifecycle, read_lifecycle
 from streams.loadgen import synthetic_records
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
-from streams.provision import provision
-from streams.stack import http_json
-from streams.topics import Topics
+from tests.integration.conftest import wait_until
 from tests.integration.helpers import write_model
+from tests.integration.secure_kafka import (
+    ADMIN,
+    Deployment,
+    SecureKafka,
+    deploy,
+    make_tls,
+    start_workers,
+    stop_workers,
+)
 from tests.integration.test_policy import drift_event
 
 pytestmark = pytest.mark.integration
-
-ADMIN = "driftline-admin"
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def make_tls(directory: Path) -> tuple[Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 signed by it.
-
-    Returns (the CA certificate, the server's PEM key store: PKCS#8 key + chain)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("driftline test CA"))
-        .issuer_name(_name("driftline test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file = directory / "ca.pem"
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    keystore = directory / "broker.pem"
-    keystore.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        + server.public_bytes(serialization.Encoding.PEM)
-        + ca.public_bytes(serialization.Encoding.PEM)
-    )
-    keystore.chmod(0o600)
-    return ca_file, keystore
-
-
-@dataclass
-class SecureKafka:
-    """A SASL_SSL broker, its CA, and a password per principal of the ACL table."""
-
-    broker: KafkaBroker
-    ca_file: Path
-    passwords: dict[str, str]  # user -> password
-
-    @property
-    def bootstrap(self) -> str:
-        return self.broker.secure_bootstrap
-
-    def client_config(self, user: str, password: str | None = None) -> dict[str, str]:
-        """librdkafka settings for ``user`` on the SASL_SSL listener."""
-        return {
-            "bootstrap.servers": self.bootstrap,
-            "security.protocol": "sasl_ssl",
-            "sasl.mechanism": "SCRAM-SHA-512",
-            "sasl.username": user,
-            "sasl.password": password if password is not None else self.passwords[user],
-            "ssl.ca.location": str(self.ca_file),
-        }
-
-    def env(self, role: str, **extra: str) -> dict[str, str]:
-        """The DRIFTLINE_KAFKA_* settings of role ``role``'s principal."""
-        user = f"driftline-{role}" if role != "admin" else ADMIN
-        return {
-            "DRIFTLINE_KAFKA_BOOTSTRAP": self.bootstrap,
-            "DRIFTLINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "DRIFTLINE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-            "DRIFTLINE_KAFKA_SASL_USERNAME": user,
-            "DRIFTLINE_KAFKA_SASL_PASSWORD": self.passwords[user],
-            "DRIFTLINE_KAFKA_SSL_CAFILE": str(self.ca_file),
-        } | extra
-
-    def log_tail(self, lines: int = 60) -> str:
-        return self.broker.log_tail(lines)
 
 
 @pytest.fixture(scope="module")
@@ -197,152 +80,9 @@ def kafka_secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
         yield secure
 
 
-@dataclass
-class Deployment:
-    """driftline on the secure broker: its prefix, ACLs and data dir, provisioned."""
-
-    kafka: SecureKafka
-    prefix: str
-    data_dir: Path
-    base_env: dict[str, str]
-
-    @property
-    def topics(self) -> Topics:
-        return Topics(self.prefix)
-
-    def env(self, role: str, **extra: str) -> dict[str, str]:
-        return self.base_env | self.kafka.env(role) | extra
-
-    def settings(self, role: str, **extra: str) -> Settings:
-        saved = dict(os.environ)
-        os.environ.update(self.env(role, **extra))
-        try:
-            return load_settings()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-
-
-def deploy(kafka: SecureKafka, data_dir: Path, *, command: bool = False) -> Deployment:
-    """ACLs from the table for a fresh prefix, created by the administrator; the topics,
-    created by the provisioner principal (with ``command``, by `python -m streams.provision`);
-    signing keys for alice, bob and the policy."""
-    prefix = f"z{uuid.uuid4().hex[:8]}."
-    base_env = {
-        "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
-        "DRIFTLINE_KAFKA_PARTITIONS": "2",
-        "DRIFTLINE_DATA_DIR": str(data_dir),
-        "DRIFTLINE_CLICKHOUSE_FLUSH_INTERVAL_S": "0.2",
-        "DRIFTLINE_WORKER_SESSION_TIMEOUT_S": "6",
-        "DRIFTLINE_WORKER_CHECKPOINT_INTERVAL_S": "1",
-    }
-    found = Deployment(kafka, prefix, data_dir, base_env)
-    admin = AdminClient(kafka.client_config(ADMIN))
-    for future in admin.create_acls(acl_bindings(prefix)).values():
-        future.result(30)
-    provisioner = found.settings("provisioner")
-    every_topic = found.topics.all() + found.topics.internal()
-    if command:
-        done = subprocess.run(
-            [sys.executable, "-m", "streams.provision"],
-            env=os.environ | found.env("provisioner"),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert all(name in done.stdout for name in every_topic), done.stdout
-    else:
-        assert set(provision(provisioner)) == set(every_topic)
-    # Two people, so promotions pass the four-eyes rule, and the policy's signing key.
-    create_actor(provisioner, "alice", ["data-scientist"])
-    create_actor(provisioner, "bob", ["approver"])
-    create_actor(provisioner, "policy", ["policy"])
-    return found
-
-
 @pytest.fixture(scope="module")
 def deployment(kafka_secure_broker: SecureKafka, tmp_path_factory) -> Deployment:
     return deploy(kafka_secure_broker, tmp_path_factory.mktemp("secure-data"))
-
-
-@dataclass
-class Worker:
-    role: str
-    proc: subprocess.Popen
-    url: str
-    log_file: Path
-
-    def get(self, path: str) -> dict:
-        return http_json(self.url + path)
-
-    def sql(self, query: str) -> list[list]:
-        answer = http_json(self.url + "/driftline/sql/", {"query": query})
-        assert "error" not in answer, answer
-        return answer["rows"]
-
-    def log(self) -> str:
-        return self.log_file.read_text(errors="replace")
-
-    def log_tail(self, lines: int = 40) -> str:
-        return f"--- {self.role} worker\n" + "\n".join(self.log().splitlines()[-lines:])
-
-
-def start_workers(
-    deployment: Deployment, roles: list[str], log_dir: Path, timeout_s: float = 90.0
-) -> dict[str, Worker]:
-    """`driftline worker` per role, each as that role's principal, started side by side."""
-    workers = {}
-    for role in roles:
-        port = free_port()
-        log_file = log_dir / f"worker-{role}.log"
-        env = os.environ | deployment.env(
-            role, DRIFTLINE_WORKER_ROLES=role, DRIFTLINE_WORKER_WEB_PORT=str(port)
-        )
-        with open(log_file, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        workers[role] = Worker(role, proc, f"http://127.0.0.1:{port}", log_file)
-    deadline = time.monotonic() + timeout_s
-    waiting = dict(workers)
-    try:
-        while waiting:
-            for role, worker in list(waiting.items()):
-                assert worker.proc.poll() is None, f"worker exited early:\n{worker.log_tail()}"
-                try:
-                    if worker.get("/driftline/health/").get("ready"):
-                        del waiting[role]
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                tails = "\n".join(w.log_tail() for w in waiting.values())
-                raise AssertionError(f"workers not ready in {timeout_s:.0f}s:\n{tails}")
-            time.sleep(0.2)
-    except BaseException:
-        stop_workers(workers)
-        raise
-    return workers
-
-
-def stop_workers(workers: dict[str, Worker]) -> None:
-    for worker in workers.values():
-        if worker.proc.poll() is None:
-            worker.proc.terminate()
-    for worker in workers.values():
-        stop_child(worker.proc, grace_s=30, name=f"{worker.role} worker")
-
-
-def wait_until(predicate, timeout_s: float = 30.0, what=lambda: "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what()}")
 
 
 def test_every_role_works_with_only_its_acls(deployment: Deployment, tmp_path: Path):
@@ -483,6 +223,7 @@ def test_a_wrong_password_is_refused(deployment: Deployment, caplog: pytest.LogC
         producer.poll(0.1)
     assert len(producer) == 1  # never delivered
     producer.purge()
+    producer.flush(0)  # serves the purged message's report
     assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
     assert "invalid credentials" in str(errors[0]), errors
 
