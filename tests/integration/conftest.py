@@ -3,9 +3,12 @@
 Each test gets a random topic prefix (so random topics and consumer group) and its
 own data directory; workers are real `driftline worker` processes.
 
-The suite's broker (the ``broker`` fixture) is chosen by DRIFTLINE_TEST_BROKER: ``tansu``
-(default, the embedded broker) or ``kafka`` (a local single-node Apache Kafka, as
-``kafka_broker``). ``kafka_cluster`` is a 3-node Apache Kafka for the fault tests.
+The suite's broker (the ``broker`` fixture) is chosen by DRIFTLINE_TEST_BROKER: ``kafka``
+(default, a local single-node Apache Kafka, as ``kafka_broker``) or ``tansu`` (the
+embedded broker). A test marked ``@pytest.mark.broker("tansu")`` runs on that broker
+whatever the setting: the Tansu smoke subset, which keeps the embedded default of
+``make demo`` and ``driftline up`` proven. ``kafka_cluster`` is a 3-node Apache Kafka
+for the fault tests.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ TEST_BROKERS = ("tansu", "kafka")
 
 
 def chosen_broker() -> str:
-    kind = os.environ.get("DRIFTLINE_TEST_BROKER", "tansu")
+    kind = os.environ.get("DRIFTLINE_TEST_BROKER", "kafka")
     if kind not in TEST_BROKERS:
         raise pytest.UsageError(
             f"DRIFTLINE_TEST_BROKER={kind!r}: choose one of {', '.join(TEST_BROKERS)}"
@@ -66,8 +69,20 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
 
 @pytest.fixture(scope="session")
 def broker(request: pytest.FixtureRequest) -> TansuBroker | KafkaBroker:
-    """The integration suite's broker: DRIFTLINE_TEST_BROKER=tansu (default) or kafka."""
+    """The integration suite's broker: DRIFTLINE_TEST_BROKER=kafka (default) or tansu."""
     return request.getfixturevalue(f"{chosen_broker()}_broker")
+
+
+@pytest.fixture
+def test_broker(request: pytest.FixtureRequest) -> TansuBroker | KafkaBroker | KafkaCluster:
+    """This test's broker: the one its ``broker`` marker names, else the suite's."""
+    marker = request.node.get_closest_marker("broker")
+    if marker is None:
+        return request.getfixturevalue("broker")
+    (kind,) = marker.args
+    if kind not in TEST_BROKERS:
+        raise pytest.UsageError(f"@pytest.mark.broker({kind!r}): use one of {TEST_BROKERS}")
+    return request.getfixturevalue(f"{kind}_broker")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -105,7 +120,8 @@ class StackEnv:
 
 
 @pytest.fixture
-def stack_env(broker: TansuBroker | KafkaBroker | KafkaCluster, tmp_path: Path) -> StackEnv:
+def stack_env(test_broker: TansuBroker | KafkaBroker | KafkaCluster, tmp_path: Path) -> StackEnv:
+    broker = test_broker
     prefix = f"t{uuid.uuid4().hex[:10]}."
     env = {
         "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
