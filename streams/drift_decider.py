@@ -19,8 +19,9 @@ table from its changelog, each monitor is restored from its record when next
 fed, and the marks skip what it had already counted.
 
 Tansu (the embedded broker) reports a partition's end offset as the last
-batch's base offset + 1, and Faust recovers a table up to that offset, so the
-state producer sends one message per batch (``batch.num.messages=1``).
+batch's base offset + 1, and Faust recovers a table up to that offset, so on
+Tansu the state producer sends one message per batch (streams/broker_quirks.py);
+on Apache Kafka it batches normally.
 """
 
 from __future__ import annotations

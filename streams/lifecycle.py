@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 from driftline.settings import Settings
 from lineage import LifecycleEvent, ModelRegistry
 from schemas import SchemaCodec
+from streams.broker_quirks import detect_quirks
 from streams.exceptions import StreamsError
 from streams.kafka import make_producer
 from streams.tracing import trace_headers
@@ -82,14 +83,18 @@ def read_lifecycle(
         ends = {tp.partition: high for tp, high in partitions}
         deadline = time.monotonic() + timeout_s
         # A model's events share a partition (keyed by name), so offset order is its order.
-        # Past the end offsets and then one empty poll: the embedded broker under-reports
-        # end offsets after multi-record batches, so the offsets alone are not enough.
+        # On Tansu, past the end offsets and then one empty poll: it under-reports end
+        # offsets after multi-record batches (streams/broker_quirks.py).
+        past_ends = detect_quirks(settings.kafka.librdkafka_config(bootstrap))
+        past_ends = past_ends.end_offsets_count_batches
         while True:
             if time.monotonic() > deadline:
                 raise StreamsError(
                     f"could not read {topic} to its end in {timeout_s:.0f}s "
                     f"(partitions left: {sorted(ends)})"
                 )
+            if not ends and not past_ends:
+                break
             messages = consumer.consume(1000, timeout=0.5)
             if not messages and not ends:
                 break

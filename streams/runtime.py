@@ -29,6 +29,7 @@ from lineage.promotion_policy import PromotionPolicy
 from lineage.store import TABLES, redact_dsn
 from schemas import SchemaCodec
 from streams.artifact_store import artifact_store
+from streams.broker_quirks import detect_quirks
 from streams.checkpointing import CheckpointKeeper
 from streams.codecs import codec_for
 from streams.deadletter import DeadLetterPublisher
@@ -136,11 +137,10 @@ class WorkerRuntime:
             )
         if "inference" in roles and settings.drift.enabled:
             config = settings.drift.config(device.kind)
-            # One message per produce request: Tansu's end offset counts batches, and
-            # Faust recovers a table only up to it (see streams/drift_decider.py).
-            state_producer = make_producer(
-                settings, bootstrap, **{"batch.num.messages": 1, "linger.ms": 0}
-            )
+            # On Tansu, one message per produce request: its end offset counts batches,
+            # and Faust recovers a table only up to it (see streams/broker_quirks.py).
+            quirks = detect_quirks(settings.kafka.librdkafka_config(bootstrap))
+            state_producer = make_producer(settings, bootstrap, **quirks.state_producer_overrides)
             runtime.drift = DriftStage(
                 config=config,
                 delivery=delivery,

@@ -166,3 +166,12 @@ def test_cluster_keeps_every_record_through_a_killed_leader_and_a_stopped_node(k
     got = _consume_group(cluster.bootstrap, topic, f"g{uuid.uuid4().hex[:8]}", 900)
     assert sorted(got, key=int) == values  # nothing lost, nothing doubled
     assert len(read_topic(cluster.bootstrap, topic, 3)) == 900
+
+
+def test_only_tansu_is_treated_as_counting_batches_in_end_offsets(kafka_broker, tansu_broker):
+    from streams.broker_quirks import detect_quirks
+
+    assert not detect_quirks(
+        {"bootstrap.servers": kafka_broker.bootstrap}
+    ).end_offsets_count_batches
+    assert detect_quirks({"bootstrap.servers": tansu_broker.bootstrap}).end_offsets_count_batches
