@@ -24,7 +24,19 @@ from inference.signature import (
     check_batch,
 )
 from inference.synthetic import SyntheticFeatures
-from inference.training import TrainedModel, train_gbm, train_logistic
+
+# Training (scikit-learn, skl2onnx, onnx: about a second of imports) is for the demo,
+# CI and benchmarks; a worker never trains, so it is imported on first use only.
+_TRAINING = ("TrainedModel", "train_gbm", "train_logistic")
+
+
+def __getattr__(name: str):
+    if name in _TRAINING:
+        from inference import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'inference' has no attribute {name!r}")
+
 
 __all__ = [
     "FEATURE_COUNT_MISMATCH",
