@@ -143,6 +143,23 @@ def _stop_on_signals() -> dict:
 
 
 @main.command()
+def topics() -> None:
+    """Create driftline's topics on the cluster, each with its config, and check them all.
+
+    Run it as the provisioner before any worker starts, on a cluster where workers may
+    not create topics (see infra/kafka/acls.sh). Refuses configs that would lose
+    records of truth or table state, naming the fix.
+    """
+    from streams.provision import provision
+
+    settings = settings_for_cli()
+    created = provision(settings)
+    prefix = settings.kafka.topic_prefix
+    console.print(f"created {', '.join(created)}" if created else f"every {prefix}* topic exists")
+    console.print(f"topic configs checked on {settings.kafka.bootstrap}")
+
+
+@main.command()
 def worker() -> None:
     """Run one Faust worker (roles from DRIFTLINE_WORKER_ROLES)."""
     from streams.worker import run_worker

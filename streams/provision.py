@@ -1,4 +1,5 @@
-"""`python -m streams.provision`: create driftline's topics up front, as the provisioner.
+"""`driftline topics` (or `python -m streams.provision`): create driftline's topics up
+front, as the provisioner.
 
 On a secured cluster no worker may create topics (``streams/kafka_acls.py``): the
 provisioner principal creates every topic, table changelogs and the workers' internal

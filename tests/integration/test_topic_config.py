@@ -114,3 +114,27 @@ def test_the_embedded_broker_passes_the_same_checks(tansu_broker, tmp_path):
     found = describe_topic_configs(admin, [topics.lifecycle, topics.features])
     assert found[topics.lifecycle]["retention.ms"] == "-1"
     assert found[topics.features]["retention.ms"] == str(KafkaSettings().retention_ms)
+
+
+def test_driftline_topics_provisions_then_finds_everything_in_place(kafka_broker, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    stack = _stack(kafka_broker.bootstrap, tmp_path)
+    env = os.environ | stack.env
+
+    def run() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "topics"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = run()
+    assert "created " in first and Topics(stack.prefix).lifecycle in first
+    assert "every " in run()  # the second run creates nothing
