@@ -37,6 +37,7 @@ from bench.bench_single_record import (
     spawn_worker,
 )
 from bench.broker_hop import broker_hop, quantiles
+from bench.procstat import process_usage
 from driftline.settings import TelemetrySettings, load_settings
 from driftline.telemetry import configure_telemetry
 from inference import LoadedModel, SyntheticFeatures, train_gbm, train_logistic
@@ -95,13 +96,24 @@ def start_worker(env: dict, workdir: Path, label: str) -> tuple[subprocess.Popen
     return spawn_worker(env, workdir, label, DRIFTLINE_WORKER_BATCH_SIZE="64")
 
 
-def steady_rate(urls: list[str], rows: int, timeout_s: float = 300, every_s: float = 0.1) -> float:
+def steady_rate(
+    urls: list[str],
+    rows: int,
+    timeout_s: float = 300,
+    every_s: float = 0.1,
+    *,
+    pids: dict[str, int] | None = None,
+    usage: dict | None = None,
+) -> float:
     """rows/s over the longest stretch in which every worker's count kept rising.
 
     Start-up, the consumer-group join and any rebalance while the workers find
     their partitions are left out, and so is the tail after one worker ran dry.
+    With ``pids`` (name -> process id) and ``usage``, ``usage`` receives what those
+    processes used over the same stretch (:func:`window_usage`).
     """
     samples: list[tuple[float, list[int]]] = []
+    probes: list[dict[str, tuple[float, float]]] = []
     deadline = time.monotonic() + timeout_s
     counts = [0] * len(urls)
     while sum(counts) < rows:
@@ -111,24 +123,53 @@ def steady_rate(urls: list[str], rows: int, timeout_s: float = 300, every_s: flo
             with contextlib.suppress(OSError):
                 counts[i] = http_json(url, timeout=2).get("predictions_out", 0)
         samples.append((time.monotonic(), list(counts)))
+        if pids:
+            probes.append(process_usage(pids))
         time.sleep(every_s)
-    return rate_while_all_rising(samples)
+    start, end = steady_window(samples)
+    if usage is not None and probes:
+        usage.update(window_usage(samples, probes, start, end))
+    return _rate(samples, start, end)
 
 
-def rate_while_all_rising(samples: list[tuple[float, list[int]]]) -> float:
-    """Total rate over the longest run of samples ``(time, per-worker counts)`` in which
-    every worker's count rose from each sample to the next."""
-    best, run_start = (0.0, 0.0), 0
+def steady_window(samples: list[tuple[float, list[int]]]) -> tuple[int, int]:
+    """First and last index of the longest run of samples ``(time, per-worker counts)`` in
+    which every worker's count rose from each sample to the next."""
+    best, run_start = (0.0, 0, 0), 0
     for i in range(1, len(samples)):
         rising = all(b > a for a, b in zip(samples[i - 1][1], samples[i][1], strict=True))
         if not rising:
             run_start = i
             continue
-        (t0, c0), (t1, c1) = samples[run_start], samples[i]
-        best = max(best, (t1 - t0, (sum(c1) - sum(c0)) / (t1 - t0)))
+        best = max(best, (samples[i][0] - samples[run_start][0], run_start, i))
     if best[0] == 0:
         raise RuntimeError("no interval with every worker scoring: too few rows to measure")
-    return best[1]
+    return best[1], best[2]
+
+
+def _rate(samples: list[tuple[float, list[int]]], start: int, end: int) -> float:
+    (t0, c0), (t1, c1) = samples[start], samples[end]
+    return (sum(c1) - sum(c0)) / (t1 - t0)
+
+
+def rate_while_all_rising(samples: list[tuple[float, list[int]]]) -> float:
+    """Total rate over the longest run of samples ``(time, per-worker counts)`` in which
+    every worker's count rose from each sample to the next."""
+    return _rate(samples, *steady_window(samples))
+
+
+def window_usage(samples, probes, start: int, end: int) -> dict:
+    """Rows and seconds of the window, each process's CPU seconds in it and its largest
+    resident set (MiB) sampled in it."""
+    names = probes[start].keys()
+    return {
+        "seconds": samples[end][0] - samples[start][0],
+        "rows": sum(samples[end][1]) - sum(samples[start][1]),
+        "cpu_s": {name: probes[end][name][0] - probes[start][name][0] for name in names},
+        "rss_mib": {
+            name: max(probe[name][1] for probe in probes[start : end + 1]) for name in names
+        },
+    }
 
 
 def wait_ready(url: str, timeout_s: float = 120) -> None:
@@ -141,12 +182,12 @@ def wait_ready(url: str, timeout_s: float = 120) -> None:
     raise RuntimeError(f"worker at {url} not ready in {timeout_s}s")
 
 
-def new_topics(broker: TansuBroker, workdir: Path, model_bytes: bytes) -> dict:
+def new_topics(broker, workdir: Path, model_bytes: bytes, partitions: int = PARTITIONS) -> dict:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     env = {
         "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
         "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
-        "DRIFTLINE_KAFKA_PARTITIONS": str(PARTITIONS),
+        "DRIFTLINE_KAFKA_PARTITIONS": str(partitions),
         "DRIFTLINE_DATA_DIR": str(workdir / prefix),
     }
     os.environ.update(env)
@@ -158,7 +199,7 @@ def new_topics(broker: TansuBroker, workdir: Path, model_bytes: bytes) -> dict:
     return env
 
 
-def fill_frames(broker: TansuBroker, rows: int) -> None:
+def fill_frames(broker, rows: int) -> None:
     producer = FeatureProducer(load_settings(), broker.bootstrap)
     frames = synthetic_frames(
         model="bench", count=rows, entities=10_000, seed=1, n_features=16, frame_size=FRAME_ROWS
@@ -166,19 +207,44 @@ def fill_frames(broker: TansuBroker, rows: int) -> None:
     produce_frames_at_rate(producer, frames, rate=0)
 
 
-def end_to_end(broker, workdir, model_bytes: bytes, rows: int, workers: int) -> float:
-    env = new_topics(broker, workdir, model_bytes)
+def end_to_end(
+    broker,
+    workdir,
+    model_bytes: bytes,
+    rows: int,
+    workers: int,
+    *,
+    partitions: int = PARTITIONS,
+    usage: dict | None = None,
+) -> float:
+    """Steady rows/s of ``workers`` workers over a fresh topic pre-filled with ``rows``.
+
+    With ``usage``, it also receives the broker's and each worker's CPU seconds and
+    largest resident set over the measured stretch, and each worker's ``stats``.
+    """
+    env = new_topics(broker, workdir, model_bytes, partitions)
     fill_frames(broker, rows)
     started = [start_worker(env, workdir, f"w{i}-{uuid.uuid4().hex[:4]}") for i in range(workers)]
+    urls = [url for _, url in started]
     try:
-        return steady_rate([url for _, url in started], rows)
+        if usage is None:
+            return steady_rate(urls, rows)
+        pids = {"broker": broker.proc.pid} | {
+            f"worker {i}": proc.pid for i, (proc, _) in enumerate(started)
+        }
+        rate = steady_rate(urls, rows, pids=pids, usage=usage)
+        usage["stats"] = [http_json(url, timeout=5) for url in urls]
+        return rate
     finally:
         for proc, _ in started:
             stop_child(proc, name="worker")
 
 
-async def _latencies(bootstrap: str, topic: str, expected: int, timeout_s: float) -> list[float]:
-    """Receive time minus event_time for every scored row on the predictions topic."""
+async def _latencies(
+    bootstrap: str, topic: str, expected: int, timeout_s: float, scored: list[float] | None = None
+) -> list[float]:
+    """Receive time minus event_time for every scored row on the predictions topic; with
+    ``scored``, scored_at minus event_time (the part before the prediction is sent) too."""
     codec = default_codec()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, fetch_max_wait_ms=5)
     await consumer.start()
@@ -186,7 +252,7 @@ async def _latencies(bootstrap: str, topic: str, expected: int, timeout_s: float
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
-        out: list[float] = []
+        out, to_scored = [], [] if scored is None else scored
         deadline = time.monotonic() + timeout_s
         while len(out) < expected and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=100)
@@ -195,18 +261,24 @@ async def _latencies(bootstrap: str, topic: str, expected: int, timeout_s: float
                 for record in records:
                     name, value = codec.decode(record.value)
                     if name == "PredictionFrame":
-                        out += (now - unpack_prediction_frame(value)["event_times"]).tolist()
+                        event_times = unpack_prediction_frame(value)["event_times"]
+                        out += (now - event_times).tolist()
+                        to_scored += (value["scored_at"] - event_times).tolist()
                     else:
                         out.append(now - value["event_time"])
+                        to_scored.append(value["scored_at"] - value["event_time"])
         return out
     finally:
         await consumer.stop()
 
 
 def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, seconds: float,
-            warmup_s: float = 2.0, **worker_env: str):  # fmt: skip
+            warmup_s: float = 2.0, detail: dict | None = None, **worker_env: str):  # fmt: skip
     """p50, p99 and count of produce-to-prediction latency at a steady ``rate``, measured
-    over ``seconds`` after ``warmup_s`` at the same rate (connections, first fetches)."""
+    over ``seconds`` after ``warmup_s`` at the same rate (connections, first fetches).
+
+    With ``detail``, it also receives ``to_scored``: p50 and p99 of event time to scored_at
+    (what comes before the prediction is sent), and the worker's ``stats`` at the end."""
     env = new_topics(broker, workdir, model_bytes)
     proc, url = start_worker(env | worker_env, workdir, f"lat-{uuid.uuid4().hex[:4]}")
     try:
@@ -215,9 +287,10 @@ def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, s
         count = int(rate * (seconds + warmup_s))
         topic = Topics(settings.kafka.topic_prefix).predictions
         result: list[float] = []
+        scored: list[float] = []
         reader = threading.Thread(
             target=lambda: result.extend(
-                asyncio.run(_latencies(broker.bootstrap, topic, count, seconds + 30))
+                asyncio.run(_latencies(broker.bootstrap, topic, count, seconds + 30, scored))
             )
         )
         reader.start()
@@ -234,6 +307,9 @@ def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, s
             )
             produce_at_rate(producer, records, rate=rate)
         reader.join()
+        if detail is not None:
+            detail["to_scored"] = quantiles(scored[int(rate * warmup_s) :])
+            detail["stats"] = http_json(url, timeout=5)
     finally:
         stop_child(proc, name="worker")
     steady = result[int(rate * warmup_s) :]

@@ -66,7 +66,7 @@ def fill(settings, bootstrap: str, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
+async def raw_consumer(bootstrap: str, topic: str, n: int, partitions: int = PARTITIONS) -> float:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -75,9 +75,9 @@ async def raw_consumer(bootstrap: str, topic: str, n: int) -> float:
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
         seen, started = 0, time.perf_counter()
         while seen < n:
             batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
@@ -168,36 +168,52 @@ def scoring_worker(env: dict, n: int, workdir: Path) -> tuple[float, dict]:
     return rate, stats
 
 
+def three_paths(bootstrap: str, n: int, workdir: Path) -> dict:
+    """Fill fresh topics on the broker at ``bootstrap`` with ``n`` records and read them the
+    three ways. Returns the rates (records/s: ``produced``, ``ceiling``, ``noop``,
+    ``scoring``) and the scoring worker's ``stats``."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    env = {
+        "DRIFTLINE_KAFKA_BOOTSTRAP": bootstrap,
+        "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
+        "DRIFTLINE_KAFKA_PARTITIONS": str(PARTITIONS),
+        "DRIFTLINE_DATA_DIR": str(workdir / "data"),
+    }
+    os.environ.update(env)
+    settings = load_settings()
+    prepare_topics(settings, bootstrap)
+    topic = Topics(prefix).features
+
+    model_path = workdir / f"{prefix}onnx"
+    model_path.write_bytes(train_logistic(n_features=16, n_samples=5_000, seed=1).onnx_bytes)
+    # The benchmark runs no registry agent: it records the model the way an
+    # operator replaying history would, straight onto the lifecycle topic.
+    register_and_promote(settings, bootstrap, model_path, "bench")
+
+    print(f"filling {topic} with {n:,} single records (16 features, traceparent headers)...")
+    produced = fill(settings, bootstrap, n)
+    print(f"  produced at {produced:,.0f} rec/s")
+
+    ceiling = asyncio.run(raw_consumer(bootstrap, topic, n))
+    noop = noop_faust(bootstrap, topic, n, workdir)
+    scoring, stats = scoring_worker(env, n, workdir)
+    return {
+        "produced": produced,
+        "ceiling": ceiling,
+        "noop": noop,
+        "scoring": scoring,
+        "stats": stats,
+    }
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
     with TansuBroker(log_file=workdir / "tansu.log") as broker:
-        prefix = f"bench{uuid.uuid4().hex[:6]}."
-        env = {
-            "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
-            "DRIFTLINE_KAFKA_PARTITIONS": str(PARTITIONS),
-            "DRIFTLINE_DATA_DIR": str(workdir / "data"),
-        }
-        os.environ.update(env)
-        settings = load_settings()
-        prepare_topics(settings, broker.bootstrap)
-        topic = Topics(prefix).features
-
-        model_path = workdir / "model.onnx"
-        model_path.write_bytes(train_logistic(n_features=16, n_samples=5_000, seed=1).onnx_bytes)
-        # The benchmark runs no registry agent: it records the model the way an
-        # operator replaying history would, straight onto the lifecycle topic.
-        register_and_promote(settings, broker.bootstrap, model_path, "bench")
-
-        print(f"filling {topic} with {n:,} single records (16 features, traceparent headers)...")
-        produce_rate = fill(settings, broker.bootstrap, n)
-        print(f"  produced at {produce_rate:,.0f} rec/s")
-
-        ceiling = asyncio.run(raw_consumer(broker.bootstrap, topic, n))
-        noop = noop_faust(broker.bootstrap, topic, n, workdir)
-        scoring, stats = scoring_worker(env, n, workdir)
+        result = three_paths(broker.bootstrap, n, workdir)
+    ceiling, noop, scoring = (result[path] for path in ("ceiling", "noop", "scoring"))
+    stats = result["stats"]
 
     print()
     print(f"{'path':<44}{'records/s':>12}{'vs ceiling':>12}{'vs no-work':>12}")

@@ -27,6 +27,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.procstat import resident_mib
 from driftline.settings import load_settings
 from streams.embedded import TansuBroker
 from streams.kafka import make_producer
@@ -125,19 +126,12 @@ def main() -> None:
     log_file = Path(tempfile.mkdtemp(prefix="driftline-hop-")) / "tansu.log"
     with TansuBroker(log_file=log_file) as broker:
         hops = hop_latencies(broker.bootstrap, seconds=seconds)
-        resident = _resident_mib(broker.proc.pid)
+        resident = resident_mib(broker.proc.pid)
     print(f"one broker hop at 2k messages/s on one partition, {len(hops):,} messages:")
     for start, p50, p99, count in by_stretch(hops, 5.0):
         stretch = f"{start:.0f}-{start + 5:.0f} s"
         print(f"  {stretch:>9}: p50 {p50:5.1f} ms  p99 {p99:5.1f} ms  ({count:,})")
     print(f"Tansu's resident memory at the end: {resident:,.0f} MiB (it never deletes a batch)")
-
-
-def _resident_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 if __name__ == "__main__":
