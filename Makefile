@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_device
 	$(BIN)/python -m bench.bench_ab_simulation
 	$(BIN)/python -m bench.bench_policy
+	$(BIN)/python -m bench.bench_brokers
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -51,6 +51,26 @@ def _drift_record(model: str, version: int) -> dict:
     }
 
 
+# Who the benchmarks act as: a trainer registers, an approver promotes (four eyes).
+ACTORS = (("trainer", "data-scientist"), ("approver", "approver"), ("policy", "policy"))
+
+
+def create_actors(settings) -> None:
+    """Keys and roles for :data:`ACTORS` in the settings' roles file."""
+    for actor, role in ACTORS:
+        create_actor(settings, actor, [role])
+
+
+def new_champion(commands: ModelCommands, workdir: Path, seed: int, name: str = "bench") -> int:
+    """Train a 16-feature logistic model, register it as the trainer and promote it as the
+    approver, through the registry agent (signed commands); returns its version."""
+    path = workdir / f"m{seed}.onnx"
+    path.write_bytes(train_logistic(16, 2_000, seed=seed).onnx_bytes)
+    event, _ = commands.register(path, name, actor="trainer")
+    commands.promote(name, event.version, actor="approver")
+    return event.version
+
+
 def main() -> None:
     trials = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-policy-"))
@@ -65,9 +85,7 @@ def main() -> None:
         os.environ.update(env)
         settings = load_settings()
         prepare_topics(settings, broker.bootstrap)
-        for actor, role in (("trainer", "data-scientist"), ("approver", "approver"),
-                            ("policy", "policy")):  # fmt: skip
-            create_actor(settings, actor, [role])
+        create_actors(settings)
         with open(workdir / "worker.log", "ab") as log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=log
@@ -79,16 +97,9 @@ def main() -> None:
             producer = Producer(settings.kafka.librdkafka_config(broker.bootstrap))
             policy, manual = [], []
 
-            def new_champion(seed: int) -> int:
-                path = workdir / f"m{seed}.onnx"
-                path.write_bytes(train_logistic(16, 2_000, seed=seed).onnx_bytes)
-                event, _ = commands.register(path, "bench", actor="trainer")
-                commands.promote("bench", event.version, actor="approver")
-                return event.version
-
-            new_champion(1000)  # the first champion: nothing to roll back to
+            new_champion(commands, workdir, 1000)  # the first champion: nothing to roll back to
             for trial in range(trials):
-                version = new_champion(trial)
+                version = new_champion(commands, workdir, trial)
                 watcher = LifecycleWatcher(settings, broker.bootstrap, topics.lifecycle)
                 record = _drift_record("bench", version)
                 started = time.perf_counter()
@@ -98,7 +109,7 @@ def main() -> None:
                 if event is None or event.actor != "policy":
                     raise RuntimeError(f"trial {trial}: no policy rollback; see {workdir}")
                 policy.append(time.perf_counter() - started)
-                version = new_champion(trial + 500)
+                version = new_champion(commands, workdir, trial + 500)
                 started = time.perf_counter()
                 commands.send("rollback", "bench", None, "approver")
                 manual.append(time.perf_counter() - started)
