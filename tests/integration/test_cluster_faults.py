@@ -209,9 +209,7 @@ def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_retu
     )
 
     producer = FeatureProducer(settings, stack_env.bootstrap)
-    records = list(
-        synthetic_records(model="demo", count=12000, entities=500, seed=9, n_features=16)
-    )
+    records = list(synthetic_records(model="demo", count=6000, entities=500, seed=9, n_features=16))
     # Lifecycle events keep flowing while workers come and go: their per-model order must hold.
     lifecycle_done = threading.Event()
 
@@ -221,7 +219,7 @@ def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_retu
         lifecycle_done.set()
 
     try:
-        for record in records[:4000]:
+        for record in records[:2000]:
             producer.send(record)
         producer.flush()
         wait_until(
@@ -234,13 +232,13 @@ def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_retu
         victim.proc.wait(10)
         registering = threading.Thread(target=register_more)
         registering.start()
-        for record in records[4000:8000]:
+        for record in records[2000:4000]:
             producer.send(record)
         producer.flush()
         # The victim's partitions move to the other two...
         wait_until(lambda: _shares(stack_env) == [6, 6], timeout_s=60, what="6 partitions each")
         workers[0] = start_worker(**scoring)  # ...and back
-        for record in records[8000:]:
+        for record in records[4000:]:
             producer.send(record)
         producer.flush()
         wait_until(lambda: _shares(stack_env) == [4, 4, 4], timeout_s=60, what="4 each again")
@@ -255,7 +253,11 @@ def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_retu
             store.sql(f"SELECT uniqExact(prediction_id) FROM {db}.predictions")[0][0] >= expected
         ),
         timeout_s=120,
-        what="every record scored",
+        what=lambda: (
+            f"{expected} records scored, have "
+            f"{store.sql(f'SELECT uniqExact(prediction_id) FROM {db}.predictions')[0][0]}; "
+            f"scoring members {_assignments(stack_env)}"
+        ),
     )
     total, unique = store.sql(
         f"SELECT count(), uniqExact(prediction_id) FROM {db}.predictions FINAL"

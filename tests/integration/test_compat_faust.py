@@ -212,13 +212,16 @@ def test_second_worker_joins_rebalances_and_restarted_worker_resumes(
     stack_env, start_worker, tmp_path
 ):
     settings = stack_env.settings()
-    first = start_worker()
+    # The store owner runs the other roles in a group of its own (one chDB per data dir);
+    # the scoring workers share the inference group.
+    store = start_worker(DRIFTLINE_WORKER_ROLES="lineage,registry,policy")
+    scoring = {"data_dir": stack_env.data_dir, "DRIFTLINE_WORKER_ROLES": "inference"}
+    first = start_worker(**scoring)
     commands = ModelCommands.from_settings(settings)
     event, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
     commands.promote("demo", event.version, actor="bob")
     wait_until(lambda: first.get("/driftline/models/").get("demo"), what="model served")
-    # The second worker scores only; the first owns the store (one chDB per data dir).
-    second = start_worker(data_dir=stack_env.data_dir, DRIFTLINE_WORKER_ROLES="inference")
+    second = start_worker(**scoring)
     wait_until(lambda: second.get("/driftline/models/").get("demo"), what="second serves too")
 
     producer = FeatureProducer(settings, stack_env.bootstrap)
@@ -226,7 +229,7 @@ def test_second_worker_joins_rebalances_and_restarted_worker_resumes(
     db = settings.clickhouse.database
 
     def stored() -> int:
-        return first.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0]
+        return store.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0]
 
     # Keep producing until both workers have scored some: the group rebalanced onto both.
     sent = produce_at_rate(producer, (next(records) for _ in range(2000)), rate=0)
@@ -238,23 +241,23 @@ def test_second_worker_joins_rebalances_and_restarted_worker_resumes(
     assert second.get("/driftline/stats/")["records_in"] > 0
     assert first.get("/driftline/stats/")["records_in"] > 0
 
-    # Stop the scoring-only worker, keep producing: its partitions move back.
+    # Stop one scoring worker, keep producing: its partitions move to the other.
     second.stop()
     sent += produce_at_rate(producer, (next(records) for _ in range(1000)), rate=0)
     wait_until(lambda: stored() >= sent, timeout_s=90, what="records after the second left")
 
-    # Restart the remaining worker (graceful): it resumes from committed offsets.
+    # Restart the remaining one (graceful): it resumes from committed offsets.
     first.stop()
     sent += produce_at_rate(producer, (next(records) for _ in range(1000)), rate=0)
-    restarted = start_worker()
+    restarted = start_worker(**scoring)
     wait_until(
-        lambda: restarted.sql(f"SELECT uniqExact(record_id) FROM {db}.predictions")[0][0] >= sent,
+        lambda: stored() >= sent,
         timeout_s=90,
         what=lambda: (
             f"records produced while it was down; stats {restarted.get('/driftline/stats/')}"
         ),
     )
-    total, unique = restarted.sql(
+    total, unique = store.sql(
         f"SELECT count(), uniqExact(prediction_id) FROM {db}.predictions FINAL"
     )[0]
     assert total == unique == sent
