@@ -28,10 +28,9 @@ from driftline.settings import Settings, load_settings
 from streams.embedded import TansuBroker, free_port, stop_child
 from streams.identity import create_actor
 from streams.kafka_local import KafkaBroker, KafkaCluster
-from streams.models import ModelCommands
 from streams.stack import http_json
 from streams.worker import prepare_topics
-from tests.integration.helpers import write_model
+from tests.integration.helpers import serve_model
 
 TEST_BROKERS = ("tansu", "kafka")
 
@@ -202,29 +201,9 @@ def start_worker(stack_env: StackEnv, tmp_path: Path) -> Iterator[Callable[..., 
         worker.stop()
 
 
-def wait_until(
-    predicate: Callable[[], bool], timeout_s: float = 30.0, what: str | Callable[[], str] = ""
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(
-        f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}"
-    )
-
-
 @pytest.fixture
 def serving_worker(stack_env, start_worker, tmp_path):
     """A worker serving model "demo" v1 (16 features), registered by alice, promoted by bob."""
-    settings = stack_env.settings()
     worker = start_worker()
-    commands = ModelCommands.from_settings(settings)
-    event, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
-    commands.promote("demo", event.version, actor="bob")
-    wait_until(
-        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == 1,
-        what="model served",
-    )
+    serve_model(stack_env.settings(), worker, tmp_path)
     return worker

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from inference import train_logistic
 from schemas import default_codec
+from streams.models import ModelCommands
 
 
 def write_model(directory: Path, *, seed: int, n_features: int = 16) -> Path:
@@ -15,6 +18,32 @@ def write_model(directory: Path, *, seed: int, n_features: int = 16) -> Path:
     path = directory / f"model-seed{seed}.onnx"
     path.write_bytes(trained.onnx_bytes)
     return path
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout_s: float = 30.0, what: str | Callable[[], str] = ""
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(
+        f"timed out after {timeout_s}s waiting for {what() if callable(what) else what}"
+    )
+
+
+def serve_model(settings, worker, tmp_path: Path, *, seed: int = 1, name: str = "demo") -> int:
+    """Register a trained model as alice, promote it as bob, wait until ``worker`` serves
+    it; returns the version."""
+    commands = ModelCommands.from_settings(settings)
+    event, _ = commands.register(write_model(tmp_path, seed=seed), name, actor="alice")
+    commands.promote(name, event.version, actor="bob")
+    wait_until(
+        lambda: worker.get("/driftline/models/").get(name, {}).get("version") == event.version,
+        what=f"{name} v{event.version} served",
+    )
+    return event.version
 
 
 def read_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float = 10.0) -> list:

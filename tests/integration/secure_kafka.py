@@ -25,8 +25,8 @@ from streams.identity import create_actor
 from streams.kafka_acls import acl_bindings
 from streams.kafka_local import KafkaBroker
 from streams.provision import provision
-from streams.stack import http_json
 from streams.topics import Topics
+from tests.integration.conftest import WorkerProcess
 
 # The administrator: a super user, created when the broker's storage is formatted.
 ADMIN = "driftline-admin"
@@ -205,25 +205,16 @@ def deploy(kafka: SecureKafka, data_dir: Path, *, command: bool = False) -> Depl
 
 
 @dataclass
-class Worker:
-    role: str
-    proc: subprocess.Popen
-    url: str
-    log_file: Path
+class Worker(WorkerProcess):
+    """A worker process running one role as that role's principal."""
 
-    def get(self, path: str) -> dict:
-        return http_json(self.url + path)
-
-    def sql(self, query: str) -> list[list]:
-        answer = http_json(self.url + "/driftline/sql/", {"query": query})
-        assert "error" not in answer, answer
-        return answer["rows"]
+    role: str = ""
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
 
     def log_tail(self, lines: int = 40) -> str:
-        return f"--- {self.role} worker\n" + "\n".join(self.log().splitlines()[-lines:])
+        return f"--- {self.role} worker\n" + super().log_tail(lines)
 
 
 def start_workers(
@@ -244,7 +235,7 @@ def start_workers(
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        workers[role] = Worker(role, proc, f"http://127.0.0.1:{port}", log_file)
+        workers[role] = Worker(proc, f"http://127.0.0.1:{port}", log_file, role=role)
     deadline = time.monotonic() + timeout_s
     waiting = dict(workers)
     try:

@@ -22,8 +22,7 @@ from schemas import default_codec
 from streams.embedded import free_port
 from streams.lifecycle import load_registry
 from streams.topics import Topics
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic
+from tests.integration.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 

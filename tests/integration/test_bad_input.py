@@ -9,8 +9,7 @@ import pytest
 from schemas import default_codec
 from streams.loadgen import synthetic_records
 from streams.topics import Topics
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import dead_letters, send_in_order
+from tests.integration.helpers import dead_letters, send_in_order, wait_until
 
 pytestmark = pytest.mark.integration
 

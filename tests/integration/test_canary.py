@@ -10,8 +10,7 @@ from inference import train_logistic
 from streams.loadgen import produce_frames_at_rate, synthetic_frames
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import write_model
+from tests.integration.helpers import wait_until, write_model
 
 POLICY = """
 [canary]

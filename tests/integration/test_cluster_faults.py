@@ -20,8 +20,7 @@ from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from streams.topics import Topics
 from streams.worker import prepare_topics
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import write_model
+from tests.integration.helpers import serve_model, wait_until, write_model
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +29,6 @@ pytestmark = pytest.mark.integration
 def broker(kafka_cluster):
     """These tests' stack runs on the 3-node cluster (topics get RF 3)."""
     return kafka_cluster
-
-
-def _serve(stack_env, tmp_path, worker) -> int:
-    settings = stack_env.settings()
-    commands = ModelCommands.from_settings(settings)
-    event, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
-    commands.promote("demo", event.version, actor="bob")
-    wait_until(
-        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == event.version,
-        what="model served",
-    )
-    return event.version
 
 
 def _lag(stack_env, topic: str, group: str | None = None) -> int:
@@ -107,7 +94,7 @@ def test_sigkill_of_a_features_leader_loses_and_doubles_nothing(
     topics = Topics(stack_env.prefix)
     db = settings.clickhouse.database
     worker = start_worker()
-    _serve(stack_env, tmp_path, worker)
+    serve_model(settings, worker, tmp_path)
     clock = ArrivalClock(stack_env.bootstrap, topics.predictions)
     producer = FeatureProducer(settings, stack_env.bootstrap)
     records = list(synthetic_records(model="demo", count=3000, entities=200, seed=7, n_features=16))
@@ -200,7 +187,12 @@ def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_retu
     scoring = {"DRIFTLINE_WORKER_ROLES": "inference"}
     workers = [start_worker(**scoring) for _ in range(3)]
     commands = ModelCommands.from_settings(settings)
-    version = _serve_through(commands, tmp_path, workers)
+    version = serve_model(settings, workers[0], tmp_path)
+    for worker in workers[1:]:
+        wait_until(
+            lambda w=worker: w.get("/driftline/models/").get("demo", {}).get("version") == 1,
+            what="model served by every worker",
+        )
 
     wait_until(
         lambda: _shares(stack_env) == [4, 4, 4],
@@ -288,17 +280,6 @@ def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_retu
     assert store.get("/driftline/audit/verify/")["ok"] is True
     for worker in workers:  # every worker ends on the same champion
         assert worker.get("/driftline/models/")["demo"]["version"] == version
-
-
-def _serve_through(commands, tmp_path, workers) -> int:
-    event, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
-    commands.promote("demo", event.version, actor="bob")
-    for worker in workers:
-        wait_until(
-            lambda w=worker: w.get("/driftline/models/").get("demo", {}).get("version") == 1,
-            what="model served by every worker",
-        )
-    return event.version
 
 
 def test_a_whole_cluster_restart_brings_back_the_registry_and_who_served_when(

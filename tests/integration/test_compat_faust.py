@@ -27,8 +27,7 @@ from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from streams.stack import http_json
 from streams.topics import TOPIC_KINDS, ensure_topics
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic, write_model
+from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration
 

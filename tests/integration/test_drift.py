@@ -29,8 +29,7 @@ from streams.drift_cli import drift_events_query
 from streams.loadgen import produce_frames_at_rate, synthetic_frames, synthetic_records
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic, write_model
+from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from streams.stack import http_json
-from tests.integration.conftest import wait_until
+from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from lineage.events import registered
 from schemas import default_codec
 from streams.topics import Topics
-from tests.integration.conftest import wait_until
+from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 

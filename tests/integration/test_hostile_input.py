@@ -20,8 +20,7 @@ from inference.frames import pack_frame
 from schemas import default_codec
 from streams.loadgen import synthetic_records
 from streams.topics import Topics
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import dead_letters, read_topic, send_in_order
+from tests.integration.helpers import dead_letters, read_topic, send_in_order, wait_until
 
 pytestmark = pytest.mark.integration
 

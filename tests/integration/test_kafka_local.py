@@ -17,8 +17,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from streams.embedded import stop_child
 from streams.kafka_local import KafkaCluster
 from streams.topics import ensure_topics
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic
+from tests.integration.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -36,8 +36,7 @@ from streams.lifecycle import LifecycleWatcher, load_registry, publish_lifecycle
 from streams.loadgen import synthetic_records
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import write_model
+from tests.integration.helpers import wait_until, write_model
 from tests.integration.secure_kafka import (
     ADMIN,
     Deployment,

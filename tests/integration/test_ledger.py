@@ -24,8 +24,7 @@ from schemas import default_codec
 from streams.loadgen import synthetic_records
 from streams.models import ModelCommands
 from streams.topics import Topics
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic
+from tests.integration.helpers import read_topic, wait_until
 from tests.integration.hostile import (
     DECODE_REASONS,
     Hostile,

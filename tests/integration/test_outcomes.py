@@ -15,8 +15,7 @@ import pytest
 from streams.loadgen import produce_frames_at_rate, synthetic_frames
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import write_model
+from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration
 

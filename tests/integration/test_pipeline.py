@@ -11,8 +11,7 @@ from streams.loadgen import produce_at_rate, synthetic_records
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from streams.topics import Topics
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic, write_model
+from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration
 

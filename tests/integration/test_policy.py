@@ -12,8 +12,7 @@ from streams.codecs import codec_for
 from streams.lifecycle import LifecycleWatcher
 from streams.models import ModelCommands
 from streams.topics import Topics
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import write_model
+from tests.integration.helpers import wait_until, write_model
 
 
 def drift_event(model: str, version: int, arm: str, stream: str) -> dict:

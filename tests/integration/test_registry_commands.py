@@ -10,8 +10,7 @@ from lineage import LifecycleEvent, ModelRegistry
 from lineage.keys import generate_key, save_keypair
 from streams.identity import create_actor
 from streams.models import CommandRejected, ModelCommands
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import write_model
+from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration
 

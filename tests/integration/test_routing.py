@@ -17,8 +17,7 @@ from streams.loadgen import (
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from streams.replay_cli import report, run_replay
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import write_model
+from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration
 

@@ -39,11 +39,9 @@ from schemas.registry import schema_text
 from schemas.testing import sample
 from streams.codecs import codec_for
 from streams.loadgen import produce_at_rate, synthetic_records
-from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from streams.topics import Topics
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic, write_model
+from tests.integration.helpers import read_topic, serve_model, wait_until
 
 pytest_plugins = ["tests.integration.apicurio"]
 pytestmark = pytest.mark.integration
@@ -256,13 +254,7 @@ def test_worker_predictions_decode_with_a_stock_confluent_deserializer(
     url = apicurio_registry.ccompat_url
     settings = stack_env.settings(DRIFTLINE_SCHEMA_REGISTRY_URL=url)
     worker = start_worker(DRIFTLINE_SCHEMA_REGISTRY_URL=url)
-    commands = ModelCommands.from_settings(settings)
-    event, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
-    commands.promote("demo", event.version, actor="bob")
-    wait_until(
-        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == event.version,
-        what="model served",
-    )
+    version = serve_model(settings, worker, tmp_path)
     records = list(synthetic_records(model="demo", count=300, entities=30, seed=3, n_features=16))
     sent = produce_at_rate(FeatureProducer(settings, stack_env.bootstrap), iter(records), rate=0)
 
@@ -286,7 +278,7 @@ def test_worker_predictions_decode_with_a_stock_confluent_deserializer(
     ]
     assert sorted(p["record_id"] for p in decoded) == sorted(r["record_id"] for r in records)
     assert {(p["model"], p["version"], p["arm"]) for p in decoded} == {
-        ("demo", event.version, "champion")
+        ("demo", version, "champion")
     }
     assert all(0.0 <= p["score"] <= 1.0 for p in decoded)
     by_record = {r["record_id"]: r for r in records}

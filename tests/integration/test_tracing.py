@@ -16,8 +16,7 @@ from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from streams.topics import Topics
 from streams.tracing import HEADER_GETTER
-from tests.integration.conftest import wait_until
-from tests.integration.helpers import read_topic, write_model
+from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration
 
