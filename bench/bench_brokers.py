@@ -231,7 +231,7 @@ def latency_breakdown(f: dict, key: str) -> str:
         f"p50 {p50:.1f} / p99 {p99:.1f} ms (encoding, the producer's 5 ms linger, the hop out)\n"
         f"    one broker hop alone: p50 {f['hop'][0]:.1f}, p99 {f['hop'][1]:.1f} ms (a prediction "
         f"crosses twice)\n"
-        f"    worker: {stats.get('records_in', 0):,} records in {batches:,} batches "
+        f"    worker: {stats.get('records_in', 0):,} messages in {batches:,} batches "
         f"({stats.get('records_in', 0) / batches:,.1f} a batch); scoring "
         f"{timing.get('score_s', 0) / batches * 1000:.2f} ms a batch, waiting on delivery "
         f"{timing.get('backpressure_s', 0) / batches * 1000:.2f} ms a batch"
