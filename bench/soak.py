@@ -4,9 +4,9 @@ A single-node Apache Kafka 4.1.1 (its log in a temp dir, 1 GiB kept per partitio
 one ``driftline worker`` running every role (inference, lineage into chDB, registry,
 policy) with drift on, and a model registered and promoted through the registry with
 signed commands. Frames of 2,000 rows x 16 features go out at ``--rate`` rows/s
-(default 200,000), and for 1 row in 100 of every PredictionFrame that comes back an
-outcome (a delayed label) goes to the outcomes topic, so the outcomes join and the
-error detectors run too.
+(default 200,000), and for 1 row in 100 (``--outcome-every``) of every PredictionFrame
+that comes back an outcome (a delayed label) goes to the outcomes topic, one record
+each, so the outcomes join and the error detectors run too.
 
 Every ``--every`` seconds (default 10) it samples the worker's and the broker's
 resident set and CPU, the worker group's lag on the features topic (and on the
@@ -22,7 +22,7 @@ end it prints the curve and the figures, and checks:
 
 Exits 1 when a check fails. Not part of the test suite.
 
-Usage: python -m bench.soak [--minutes 10] [--rate 200000] [--every 10]
+Usage: python -m bench.soak [--minutes 10] [--rate 200000] [--every 10] [--outcome-every 100]
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ RSS_LIMIT_MIB = 1024
 RSS_GROWTH_LIMIT_PCT = 5.0
 LAG_TOLERANCE_S = 5.0  # the features lag may rise by this much input over the window
 WINDOW_S = 300.0  # the last 5 minutes
-OUTCOME_EVERY = 100  # one outcome per this many scored rows
 MODEL = "bench"
 SEED = 1  # the model's training data and the frames share it: no drift to find
 
@@ -128,8 +127,9 @@ def soak_broker(workdir: Path) -> KafkaBroker:
 class Load:
     """Frames at a steady rate, and outcomes for a sample of the predictions coming back."""
 
-    def __init__(self, settings, bootstrap: str, rate: float) -> None:
+    def __init__(self, settings, bootstrap: str, rate: float, outcome_every: int) -> None:
         self.settings, self.bootstrap, self.rate = settings, bootstrap, rate
+        self.outcome_every = outcome_every
         self.stop = threading.Event()
         self.rows_sent = 0
         self.outcomes_sent = 0
@@ -197,7 +197,7 @@ class Load:
                         continue
                     columns = unpack_prediction_frame(record)
                     rows, scores = columns["rows"], columns["score"]
-                    for i in range(0, len(rows), OUTCOME_EVERY):
+                    for i in range(0, len(rows), self.outcome_every):
                         # The truth agrees with the model 90% of the time, steadily.
                         truth = (scores[i] >= 0.5) != (rng.random() < 0.1)
                         producer.send_outcome(
@@ -297,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=200_000, help="frame rows/s")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--outcome-every", type=int, default=100,
+                        help="one outcome per this many scored rows")  # fmt: skip
     args = parser.parse_args(argv)
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     workdir = Path(tempfile.mkdtemp(prefix="driftline-soak-"))
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             DRIFTLINE_DRIFT_ENABLED="true",
             DRIFTLINE_WORKER_BATCH_SIZE="64",
         )  # fmt: skip
-        load = Load(load_settings(), broker.bootstrap, args.rate)
+        load = Load(load_settings(), broker.bootstrap, args.rate, args.outcome_every)
         lag = LagProbe(load_settings(), broker.bootstrap)
         try:
             base = url.removesuffix("stats/")
