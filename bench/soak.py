@@ -23,6 +23,7 @@ end it prints the curve and the figures, and checks:
 Exits 1 when a check fails. Not part of the test suite.
 
 Usage: python -m bench.soak [--minutes 10] [--rate 200000] [--every 10] [--outcome-every 100]
+                            [--keep]
 """
 
 from __future__ import annotations
@@ -299,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--outcome-every", type=int, default=100,
                         help="one outcome per this many scored rows")  # fmt: skip
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the broker log and the chDB store (GBs)")  # fmt: skip
     args = parser.parse_args(argv)
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     workdir = Path(tempfile.mkdtemp(prefix="driftline-soak-"))
@@ -349,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
             load.close()
             lag.close()
             stop_child(proc, name="worker", grace_s=30)
-    shutil.rmtree(workdir / "kafka" / "log", ignore_errors=True)
+    if not args.keep:  # 10 minutes leave about 13 GB in chDB and 2 GB of broker log
+        shutil.rmtree(workdir / "kafka" / "log", ignore_errors=True)
+        shutil.rmtree(workdir / "data" / "clickhouse", ignore_errors=True)
     if load.errors:
         print(f"the load stopped: {load.errors[0]!r}", file=sys.stderr)
         return 1
