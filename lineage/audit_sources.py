@@ -157,17 +157,32 @@ def missing_rows(
     *,
     models: set[str] | None,
     before_ms: int,
+    signed_seq: Mapping[str, int] | None = None,
 ) -> list[AuditProblem]:
-    """Events on a completely read topic, older than ``before_ms``, that the log lacks.
+    """Events on a completely read topic that the log lacks, once the writer has had its
+    chance to store them.
 
     ``audited``: model -> its rows. Only models in ``models`` (None: all) are looked at.
+    An event counts as missing when it is older than ``before_ms`` (the writer's grace),
+    or sooner when the writer provably went past it: the log holds a later record of the
+    same partition, or a signed checkpoint (``signed_seq``: model -> highest signed seq)
+    covers the seq where it belongs. Without that, deleting the newest row and its
+    checkpoint would go unseen for a whole grace period.
     """
-    ids = {m: {r.event_id for r in rows} for m, rows in audited.items()}
+    rows_of = {m: list(rows) for m, rows in audited.items()}
+    ids = {m: {r.event_id for r in rows} for m, rows in rows_of.items()}
+    # (topic, partition) -> the highest source offset any stored row cites.
+    reached: dict[tuple[str, int], int] = {}
+    for rows in rows_of.values():
+        for r in rows:
+            key = (r.source_topic, r.source_partition)
+            reached[key] = max(reached.get(key, -1), r.source_offset)
+    signed_seq = signed_seq or {}
     problems = []
     placed: dict[str, int] = {}  # model -> the seq given to its last missing event
     for (topic, partition, offset), record in sorted(log.records.items()):
         event = record.event
-        if topic not in log.complete or event is None or record.timestamp_ms >= before_ms:
+        if topic not in log.complete or event is None:
             continue
         if models is not None and event.model not in models:
             continue
@@ -176,11 +191,17 @@ def missing_rows(
         # Where it belongs: after the model's last row from the same partition before it.
         before = [
             r.seq
-            for r in audited.get(event.model, ())
+            for r in rows_of.get(event.model, ())
             if (r.source_topic, r.source_partition) == (topic, partition)
             and r.source_offset < offset
         ]
         seq = max(max(before, default=0), placed.get(event.model, 0)) + 1
+        passed = (
+            reached.get((topic, partition), -1) > offset
+            or signed_seq.get(event.model, 0) >= seq
+        )
+        if record.timestamp_ms >= before_ms and not passed:
+            continue  # recent: the writer may not have stored it yet
         placed[event.model] = seq
         problems.append(
             AuditProblem(

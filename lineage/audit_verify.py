@@ -182,6 +182,7 @@ def verify_audit(
             chains,
             models=None if model is None else {model},
             before_ms=now - cadence.grace_ms,
+            signed_seq=_highest_seq(signed),
         )
         if unsourced:
             notes.append(
@@ -272,6 +273,13 @@ def _tail(
 
 def _identity(c: Checkpoint) -> tuple:
     return (c.model, c.seq, c.hash, c.signed_at, c.signature)
+
+
+def _highest_seq(checkpoints: Iterable[Checkpoint]) -> dict[str, int]:
+    highest: dict[str, int] = {}
+    for c in checkpoints:
+        highest[c.model] = max(highest.get(c.model, 0), c.seq)
+    return highest
 
 
 def _dedup(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:

@@ -282,6 +282,30 @@ def test_last_rows_deleted_together_with_the_checkpoints_above_them(lineage) -> 
     named(verdict, "fraud", 5, "row_missing")
 
 
+def test_rows_deleted_moments_after_they_were_written_are_missed_at_once(lineage) -> None:
+    """Inside the writer's grace an unstored event may just be in flight, but not when a
+    signed checkpoint covers its seq or the log holds a later record of its partition."""
+    db = lineage.db
+    lineage.client.command(
+        f"ALTER TABLE {db}.audit_log DELETE WHERE model = 'fraud' AND seq IN (2, 5)",
+        settings=SYNC,
+    )
+    lineage.client.command(
+        f"ALTER TABLE {db}.audit_checkpoints DELETE WHERE model = 'fraud' AND seq = 5",
+        settings=SYNC,
+    )
+    verdict = lineage.verdict(later=0)
+    named(verdict, "fraud", 2, "row_missing")  # row 3 from the same partition came later
+    named(verdict, "fraud", 5, "row_missing")  # the anchored checkpoint at seq 5 covers it
+
+
+def test_an_event_published_but_not_yet_stored_is_not_missing(lineage) -> None:
+    lineage.kafka.publish(event("fraud", 6))  # on the topic; the writer has not got to it
+    fresh = lineage.verdict(later=0)
+    assert fresh.status == INTACT, fresh.summary()
+    named(lineage.verdict(), "fraud", 6, "row_missing")  # a grace later it is
+
+
 def test_a_whole_chain_deleted_with_its_checkpoints(lineage) -> None:
     db = lineage.db
     for table in ("audit_log", "audit_checkpoints"):
