@@ -86,11 +86,16 @@ def test_broker(request: pytest.FixtureRequest) -> TansuBroker | KafkaBroker | K
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """A failed test that ran on Apache Kafka shows the broker's log tail in its report."""
+    """A failed test shows the log tails of its workers and of the Apache Kafka broker it
+    ran on in its report (CI keeps nothing else)."""
     report = yield
     if report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        starter = funcargs.get("start_worker")
+        for n, worker in enumerate(getattr(starter, "started", ())):
+            report.sections.append((f"worker {n} log tail", worker.log_tail(60)))
         for name in ("kafka_broker", "kafka_cluster"):
-            running = getattr(item, "funcargs", {}).get(name)
+            running = funcargs.get(name)
             if running is not None:
                 report.sections.append((f"{name} log tail", running.log_tail()))
     return report
@@ -196,6 +201,7 @@ def start_worker(stack_env: StackEnv, tmp_path: Path) -> Iterator[Callable[..., 
             time.sleep(0.2)
         raise AssertionError(f"worker not ready in {ready_timeout_s}s:\n{worker.log_tail()}")
 
+    start.started = started  # for the failure report
     yield start
     for worker in started:
         worker.stop()

@@ -164,6 +164,31 @@ def _assignments(stack_env) -> dict[str, set[int]]:
     return {member: partitions for member, partitions in held.items() if partitions}
 
 
+def _ends(stack_env, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": stack_env.bootstrap, "group.id": "ends"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
+
+
+def _whereabouts(stack_env, store_group: str) -> str:
+    """Where records are when fewer than expected were stored: for a failure message."""
+    topics = Topics(stack_env.prefix)
+    scoring_lag = _lag(stack_env, topics.features, topics.group({"inference"}))
+    return (
+        f"features lag of the scoring group {scoring_lag}, "
+        f"{_ends(stack_env, topics.predictions)} predictions published, store lag on them "
+        f"{_lag(stack_env, topics.predictions, store_group)}, "
+        f"{_ends(stack_env, topics.deadletter)} dead letters; "
+        f"scoring members {_assignments(stack_env)}"
+    )
+
+
 def _shares(stack_env) -> list[int]:
     """How many features partitions each scoring member holds, when all 12 are held."""
     held = _assignments(stack_env)
@@ -248,7 +273,7 @@ def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_retu
         what=lambda: (
             f"{expected} records scored, have "
             f"{store.sql(f'SELECT uniqExact(prediction_id) FROM {db}.predictions')[0][0]}; "
-            f"scoring members {_assignments(stack_env)}"
+            + _whereabouts(stack_env, topics.group({"lineage", "registry", "policy"}))
         ),
     )
     total, unique = store.sql(
