@@ -320,6 +320,13 @@ class WorkerSettings(_Section):
     max_in_flight: int = Field(
         4, ge=1, le=64, description="scored batches awaiting delivery before consuming pauses"
     )
+    features_consumer: Literal["kafka", "faust"] = Field(
+        "kafka",
+        description=(
+            "what reads the features topic: kafka = confluent-kafka batches in a service of "
+            "the worker (fast); faust = a Faust agent, one Event per record (the old path)"
+        ),
+    )
     session_timeout_s: float = Field(
         15.0,
         ge=3,

@@ -16,6 +16,7 @@ from streams.batching import gather
 from streams.delivery import DeliveryTracker, OrderedAcker
 from streams.drift_decider import STATE_TABLE
 from streams.faust_transport import with_fetch_wait
+from streams.feature_consumer import FeatureConsumer, consumer_config
 from streams.isolation import isolated, isolated_async
 from streams.kafka import faust_credentials
 from streams.outcome_join import JOIN_TABLE
@@ -34,9 +35,13 @@ def create_app(
 ) -> tuple[faust.App, WorkerRuntime]:
     runtime = WorkerRuntime.build(settings, bootstrap)
     worker = settings.worker
+    group = runtime.topics.group(worker.role_set)
+    fast_features = runtime.scoring is not None and worker.features_consumer == "kafka"
     app = faust_flow.App(
-        # One consumer group per set of roles (see Topics.group).
-        runtime.topics.group(worker.role_set),
+        # One consumer group per set of roles (see Topics.group). The features consumer
+        # takes that group when it runs; Faust's consumer then needs another, because
+        # members of one group must share an assignor and Faust's is its own.
+        f"{group}.agents" if fast_features else group,
         broker=_faust_broker_url(bootstrap),
         broker_credentials=faust_credentials(settings.kafka),
         broker_session_timeout=worker.session_timeout_s,
@@ -170,7 +175,33 @@ def create_app(
             outcomes.expire(batch)
             await delivery.wait(batch)
 
-    if runtime.scoring is not None:
+    if fast_features:
+        features = FeatureConsumer(
+            config=consumer_config(
+                settings.kafka.librdkafka_config(bootstrap),
+                group=group,
+                session_timeout_s=worker.session_timeout_s,
+                fetch_max_wait_ms=worker.fetch_max_wait_ms,
+                fetch_max_bytes=worker.fetch_max_bytes,
+            ),
+            topic=runtime.topics.features,
+            score=guarded(runtime.scoring.process, "scoring"),
+            delivery=delivery,
+            stats=runtime.stats,
+            batch_size=batch_size,
+            max_in_flight=worker.max_in_flight,
+            ready=follower.caught_up,
+            loop=app.loop,
+            beacon=app.beacon,
+        )
+        runtime.features_consumer = features
+
+        @app.task
+        async def start_features_consumer() -> None:
+            # Stopped with the app (a runtime dependency), after the Faust consumer.
+            await app.add_runtime_dependency(features)
+
+    elif runtime.scoring is not None:
         scoring = runtime.scoring
 
         @app.agent(raw_topic(runtime.topics.features), name="score-features")

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Producer
 
@@ -76,6 +77,7 @@ class WorkerRuntime:
     dead_letters: DeadLetterPublisher | None = None
     follower: LifecycleFollower | None = None
     scoring: ScoringPipeline | None = None
+    features_consumer: Any = None  # streams.feature_consumer.FeatureConsumer, when it runs
     registry: RegistryAgent | None = None
     checkpoints: CheckpointKeeper | None = None
     lineage: LineageWriter | None = None
