@@ -1,4 +1,5 @@
-"""Faust's aiokafka transport with a configurable fetch wait.
+"""Faust's aiokafka transport with a configurable fetch wait, and no subscription when
+no agent reads a topic.
 
 Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer. A broker that holds
 a fetch until that wait expires even when records are ready (Tansu does, under
@@ -23,6 +24,16 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def subscribe(self, topics) -> None:
+        # A scoring-only worker with drift off has no Faust agent: its one topic is read
+        # by the features consumer. aiokafka refuses an empty subscription outright, and
+        # without one no rebalance ever ends Faust's table recovery, which the app's tasks
+        # (the lifecycle follower among them) wait for: there is nothing to recover.
+        if topics:
+            await super().subscribe(topics)
+        else:
+            self.app.tables.recovery.completed.set()
 
 
 class Transport(faust_aiokafka.Transport):
