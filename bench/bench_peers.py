@@ -55,14 +55,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.bench_brokers import kafka as kafka_broker
 from bench.bench_brokers import tansu as tansu_broker
 from bench.bench_frames import new_topics
 from bench.bench_single_record import PARTITIONS, fill, spawn_worker
-from bench.broker_hop import quantiles
+from bench.broker_hop import broker_hop, quantiles
 from bench.peers import venvs
 from bench.procstat import cpu_seconds
 from driftline.settings import TelemetrySettings, load_settings
@@ -72,6 +72,7 @@ from schemas import default_codec
 from streams.embedded import stop_child
 from streams.loadgen import produce_at_rate, synthetic_records
 from streams.producer import FeatureProducer
+from streams.stack import http_json
 from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,7 +232,8 @@ def start_path(path: str, target: Target) -> subprocess.Popen:
         extra = {}
         if path != "driftline":
             extra["DRIFTLINE_WORKER_FEATURES_CONSUMER"] = path.removeprefix("driftline-")
-        proc, _ = spawn_worker(target.env, target.workdir, path, **extra)
+        proc, url = spawn_worker(target.env, target.workdir, path, **extra)
+        proc.stats_url = url  # for a diagnosis when it sends nothing
         return proc
     if path == "confluent":
         command = [sys.executable, "-m", "bench.peers.confluent_loop"]
@@ -247,6 +249,19 @@ def start_path(path: str, target: Target) -> subprocess.Popen:
         raise ValueError(f"unknown path {path!r}")
     log = open(target.workdir / f"{path}.log", "ab")  # noqa: SIM115 - the child keeps it
     return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def worker_stats(proc: subprocess.Popen) -> str:
+    """A driftline worker's counters, for an error message; empty for a peer."""
+    url = getattr(proc, "stats_url", None)
+    if url is None:
+        return ""
+    try:
+        stats = http_json(url, timeout=2)
+    except OSError as exc:
+        return f"; its stats: {exc}"
+    keys = ("ready", "records_in", "predictions_out", "batches", "dead_letters")
+    return "; its stats: " + ", ".join(f"{k} {stats.get(k)}" for k in keys)
 
 
 def output_topic(path: str, prefix: str) -> str:
@@ -278,24 +293,17 @@ class Offsets:
         self._consumer.close()
 
 
-def reset_group(bootstrap: str, group: str, topic: str, timeout_s: float = 90) -> None:
-    """Commit offset 0 on every partition of ``topic`` for ``group`` (its members gone), so
-    a second worker in the same group reads the topic from the beginning again."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False})  # fmt: skip
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            try:
-                consumer.commit(offsets=[TopicPartition(topic, p, 0) for p in range(PARTITIONS)],
-                                asynchronous=False)  # fmt: skip
-                return
-            except KafkaException as exc:  # e.g. the last member has not left yet
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"could not reset group {group}: {exc}") from exc
-                time.sleep(1)
-    finally:
-        consumer.close()
+def drain(consumer: Consumer, most: int, wait_s: float = 0.05) -> list:
+    """What librdkafka has fetched (up to ``most``), else the first message within ``wait_s``.
+
+    ``consume(n, timeout)`` alone waits for n messages or the whole timeout, which would
+    add up to the timeout to every receipt time the bench takes.
+    """
+    messages = consumer.consume(most, 0)
+    if not messages:
+        first = consumer.poll(wait_s)
+        messages = [] if first is None else [first, *consumer.consume(most - 1, 0)]
+    return messages
 
 
 class Collector(threading.Thread):
@@ -327,7 +335,7 @@ class Collector(threading.Thread):
     def run(self) -> None:
         try:
             while not self._done.is_set():
-                for message in self._consumer.consume(10_000, 0.05):
+                for message in drain(self._consumer, 10_000):
                     if not message.error() and message.timestamp()[1] >= self._min:
                         self.values.append(message.value())
         finally:
@@ -435,7 +443,7 @@ def latency(path: str, broker, workdir: Path, model: bytes, counts: Counts, say)
             if proc.poll() is not None or time.monotonic() - started > 180:
                 raise RuntimeError(
                     f"{path} sent no prediction in {time.monotonic() - started:.0f}"
-                    f" s (exit code {proc.poll()}); see {workdir}/{path}.log"
+                    f" s (exit code {proc.poll()}{worker_stats(proc)}); see {workdir}/{path}.log"
                 )
             produce_at_rate(producer, iter([next(probes)]), rate=0)
             time.sleep(0.25)
@@ -475,7 +483,7 @@ def _receive(bootstrap, topic, since, phase_ms, expected, out, timeout_s) -> Non
     deadline = time.monotonic() + timeout_s
     try:
         while len(out) < expected and time.monotonic() < deadline:
-            messages = consumer.consume(1_000, 0.05)
+            messages = drain(consumer, 1_000)
             now = time.time() * 1000
             for message in messages:
                 if message.error():
@@ -494,6 +502,10 @@ def run_broker(name: str, broker, workdir: Path, paths: list[str], counts: Count
                model: bytes) -> dict[str, dict]:  # fmt: skip
     say = say_since(time.monotonic())
     results: dict[str, dict] = {path: {} for path in paths}
+    # Not measured: a fresh JVM broker's first seconds (JIT, coordinators loading) are not
+    # its steady state; Tansu gets the same (as in bench_brokers).
+    broker_hop(broker.bootstrap, seconds=3)
+    say(f"{name} warmed up")
     for path in paths:
         try:
             p50, p99, measured = latency(path, broker, workdir, model, counts, say)
@@ -503,19 +515,30 @@ def run_broker(name: str, broker, workdir: Path, paths: list[str], counts: Count
             results[path]["failure"] = f"latency: {exc}"
             say(f"{path}: latency not measured: {exc}")
 
-    env = new_topics(broker, workdir, model)
-    prefix = env["DRIFTLINE_KAFKA_TOPIC_PREFIX"]
-    features = Topics(prefix).features
-    say(f"filling {features} with {counts.records:,} records (16 features, 2 partitions)...")
-    say(f"  produced at {fill(load_settings(), broker.bootstrap, counts.records):,.0f} records/s")
+    # One topic for every path. Each run of the worker has its own prefix, though: its
+    # consumer group is named after the prefix, and on Tansu a Faust worker cannot join a
+    # group that the confluent-kafka consumer (cooperative-sticky) used before it
+    # (InconsistentGroupProtocolError). The second worker run reads a copy filled with
+    # the same seed: the same records, ids, keys and partitions.
+    def filled() -> dict:
+        env = new_topics(broker, workdir, model)
+        features = Topics(env["DRIFTLINE_KAFKA_TOPIC_PREFIX"]).features
+        say(f"filling {features} with {counts.records:,} records (16 features, 2 partitions)...")
+        say(f"  produced at {fill(load_settings(), broker.bootstrap, counts.records):,.0f} "
+            f"records/s")  # fmt: skip
+        return env
+
+    shared, envs = filled(), {}
+    for path in [p for p in paths if p.startswith("driftline")][1:]:
+        envs[path] = filled()
     reference: dict[str, float] | None = None
     for path in paths:
-        target = Target(broker.bootstrap, env, features, output_topic(path, prefix),
+        env = envs.get(path, shared)
+        prefix = env["DRIFTLINE_KAFKA_TOPIC_PREFIX"]
+        target = Target(broker.bootstrap, env, Topics(prefix).features, output_topic(path, prefix),
                         workdir / f"{prefix}onnx", workdir, f"{prefix}{path}")  # fmt: skip
         try:
-            if path.startswith("driftline"):
-                reset_group(broker.bootstrap, Topics(prefix).group({"inference"}), features)
-            else:
+            if not path.startswith("driftline"):
                 create_topic(broker.bootstrap, target.output)
             result, scores = throughput(path, target, counts.records, say)
         except Exception as exc:
