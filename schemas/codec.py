@@ -8,6 +8,14 @@ the rest of the decode and no consumer wants one.
 
 A payload written with an older version of a record is read with the latest
 version as the reader schema, so consumers always see the current field set.
+
+Bulk and fast paths: each latest version also gets a reader and a writer
+generated from its parsed schema (:mod:`schemas.specialise`) that run in front
+of fastavro. Whatever they do not handle exactly as fastavro would (a corrupt
+payload, a wrongly typed field, an old version) goes to fastavro, so the bytes
+written and the errors raised are fastavro's. ``decode_many`` decodes a batch
+and returns each message's record or DecodeError; ``encode_many`` writes a
+batch into one buffer.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from fastavro.validation import ValidationError, validate
 from schemas import catalog, wire
 from schemas.catalog import SchemaEntry
 from schemas.exceptions import (
+    DecodeError,
     InvalidRecord,
     SchemaError,
     UndecodablePayload,
@@ -31,6 +40,7 @@ from schemas.exceptions import (
     UnknownSchemaId,
     WrongSchema,
 )
+from schemas.specialise import Reader, Writer, compile_reader, compile_writer
 
 # Fetches the writer schema of an id this codec does not know (from a registry).
 # It raises UnknownSchemaId when the id does not exist, SchemaRegistryError when
@@ -38,6 +48,7 @@ from schemas.exceptions import (
 SchemaFetcher = Callable[[int], Mapping[str, Any]]
 
 _MAX_MISSING_IDS = 1024
+_HEADER_SIZE = wire.HEADER_SIZE
 
 
 def _strip_logical_types(schema: Any) -> Any:
@@ -63,6 +74,7 @@ class _Writer:
     schema_id: int
     header: bytes
     parsed: dict[str, Any]
+    fast: Writer | None = None  # specialised writer; None: fastavro only
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +83,7 @@ class _Reader:
     schema_id: int
     writer: dict[str, Any]
     reader: dict[str, Any] | None  # None: written with the latest version, no resolution
+    fast: Reader | None = None  # specialised reader; None: fastavro only
 
 
 class SchemaCodec:
@@ -79,6 +92,8 @@ class SchemaCodec:
     ``SchemaCodec(ids)`` uses the catalog's schemas with ``ids`` (``{name:
     {version: id}}``, the pinned map when None); ``fetch`` looks up ids this
     codec was not built with, e.g. versions registered by newer producers.
+    ``specialise=False`` leaves every record to fastavro alone (benchmarks and
+    equivalence tests compare the two).
     """
 
     def __init__(
@@ -86,19 +101,26 @@ class SchemaCodec:
         ids: Mapping[str, Mapping[int, int]] | None = None,
         *,
         fetch: SchemaFetcher | None = None,
+        specialise: bool = True,
     ) -> None:
-        self._init(catalog.entries(ids), fetch)
+        self._init(catalog.entries(ids), fetch, specialise)
 
     @classmethod
     def from_entries(
-        cls, entries: Iterable[SchemaEntry], *, fetch: SchemaFetcher | None = None
+        cls,
+        entries: Iterable[SchemaEntry],
+        *,
+        fetch: SchemaFetcher | None = None,
+        specialise: bool = True,
     ) -> SchemaCodec:
         """Build a codec over explicit schema versions (tools, tests, synthetic versions)."""
         codec = cls.__new__(cls)
-        codec._init(list(entries), fetch)
+        codec._init(list(entries), fetch, specialise)
         return codec
 
-    def _init(self, entries: list[SchemaEntry], fetch: SchemaFetcher | None) -> None:
+    def _init(
+        self, entries: list[SchemaEntry], fetch: SchemaFetcher | None, specialise: bool
+    ) -> None:
         seen: dict[int, SchemaEntry] = {}
         for entry in entries:
             other = seen.setdefault(entry.schema_id, entry)
@@ -112,16 +134,18 @@ class SchemaCodec:
             if entry.name not in latest or entry.version > latest[entry.name].version:
                 latest[entry.name] = entry
 
-        self._writers = {
-            name: _Writer(name, e.schema_id, wire.header(e.schema_id), _parse(e.schema))
-            for name, e in latest.items()
-        }
+        self._writers: dict[str, _Writer] = {}
+        for name, e in latest.items():
+            parsed = _parse(e.schema)
+            fast = compile_writer(parsed) if specialise else None
+            self._writers[name] = _Writer(name, e.schema_id, wire.header(e.schema_id), parsed, fast)
         self._readers: dict[int, _Reader] = {}
         for entry in entries:
             writer = self._writers[entry.name]
             if entry is latest[entry.name]:
+                fast_reader = compile_reader(writer.parsed) if specialise else None
                 self._readers[entry.schema_id] = _Reader(
-                    entry.name, entry.schema_id, writer.parsed, None
+                    entry.name, entry.schema_id, writer.parsed, None, fast_reader
                 )
             else:
                 self._readers[entry.schema_id] = _Reader(
@@ -142,11 +166,45 @@ class SchemaCodec:
         return self._encode(writer, record, None)
 
     def encode_many(self, name: str, records: Iterable[Mapping[str, Any]]) -> list[bytes]:
-        """Encode each of ``records`` as ``name``; one schema lookup for the whole batch."""
+        """Encode each of ``records`` as ``name``; one schema lookup for the whole batch.
+
+        The batch is written into one buffer and cut into one value per record;
+        InvalidRecord names the index of the first bad record.
+        """
         writer = self._writer(name)
-        return [self._encode(writer, record, i) for i, record in enumerate(records)]
+        fast = writer.fast
+        if fast is None:
+            return [self._encode(writer, record, i) for i, record in enumerate(records)]
+        header = writer.header
+        out = bytearray()
+        ends = []
+        for i, record in enumerate(records):
+            start = len(out)
+            out += header
+            try:
+                fast(record, out)
+            except Exception:  # not a plain record: fastavro writes it or says why not
+                del out[start:]
+                out += self._encode(writer, record, i)
+            ends.append(len(out))
+        data = bytes(out)
+        return [data[a:b] for a, b in zip([0, *ends], ends, strict=False)]
 
     def _encode(self, writer: _Writer, record: Mapping[str, Any], index: int | None) -> bytes:
+        fast = writer.fast
+        if fast is not None:
+            out = bytearray(writer.header)
+            try:
+                fast(record, out)
+            except Exception:  # not a plain record: fastavro writes it or says why not
+                pass
+            else:
+                return bytes(out)
+        return self._encode_fastavro(writer, record, index)
+
+    def _encode_fastavro(
+        self, writer: _Writer, record: Mapping[str, Any], index: int | None
+    ) -> bytes:
         buffer = BytesIO()
         buffer.write(writer.header)
         try:
@@ -182,12 +240,57 @@ class SchemaCodec:
             )
         return self._read(reader, data)
 
+    def decode_many(
+        self, values: Iterable[bytes | bytearray | memoryview | None]
+    ) -> list[tuple[str, dict[str, Any]] | DecodeError]:
+        """Decode a batch: for each value, ``(record name, record)`` or the DecodeError.
+
+        A DecodeError is returned in the message's place, not raised, so one bad
+        message does not stop the batch; it is the exception ``decode`` would
+        raise for that value. Other errors (the schema registry unreachable
+        while looking up a new id) are raised, as by ``decode``.
+        """
+        results: list[tuple[str, dict[str, Any]] | DecodeError] = []
+        append = results.append
+        readers = self._readers
+        for data in values:
+            try:
+                if type(data) is bytes and len(data) > _HEADER_SIZE and data[0] == 0:
+                    reader = readers.get(int.from_bytes(data[1:_HEADER_SIZE], "big"))
+                    if reader is not None and reader.fast is not None:
+                        try:
+                            record, end = reader.fast(data, _HEADER_SIZE)
+                        except Exception:  # corrupt or unusual: fastavro's verdict below
+                            pass
+                        else:
+                            if end == len(data):
+                                append((reader.name, record))
+                                continue
+                append(self.decode(data))
+            except DecodeError as exc:
+                append(exc)
+        return results
+
     def _reader(self, data: bytes | bytearray | memoryview) -> _Reader:
         schema_id = wire.schema_id_of(data)
         reader = self._readers.get(schema_id)
         return reader if reader is not None else self._resolve(schema_id)
 
     def _read(self, reader: _Reader, data: bytes | bytearray | memoryview) -> dict[str, Any]:
+        fast = reader.fast
+        if fast is not None:
+            try:
+                record, end = fast(data if type(data) is bytes else bytes(data), _HEADER_SIZE)
+            except Exception:  # corrupt or unusual: fastavro's verdict below
+                pass
+            else:
+                if end == len(data):
+                    return record
+        return self._read_fastavro(reader, data)
+
+    def _read_fastavro(
+        self, reader: _Reader, data: bytes | bytearray | memoryview
+    ) -> dict[str, Any]:
         stream = BytesIO(data)
         stream.seek(wire.HEADER_SIZE)
         try:
