@@ -226,6 +226,16 @@ class SchemaCodec:
 
     def decode(self, data: bytes | bytearray | memoryview) -> tuple[str, dict[str, Any]]:
         """Decode a framed payload into ``(record name, record)`` at the latest version."""
+        if type(data) is bytes and len(data) > _HEADER_SIZE and data[0] == 0:
+            reader = self._readers.get(int.from_bytes(data[1:_HEADER_SIZE], "big"))
+            if reader is not None and reader.fast is not None:
+                try:
+                    record, end = reader.fast(data, _HEADER_SIZE)
+                except Exception:  # corrupt or unusual: fastavro's verdict below
+                    pass
+                else:
+                    if end == len(data):
+                        return reader.name, record
         reader = self._reader(data)
         return reader.name, self._read(reader, data)
 

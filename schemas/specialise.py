@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping
+from io import BytesIO
 from typing import Any
 
 Reader = Callable[[bytes, int], tuple[Any, int]]
@@ -164,6 +165,35 @@ def _read_length(data: bytes, pos: int) -> tuple[int, int]:
     return n >> 1, pos
 
 
+def _python_long_at(data: bytes, pos: int) -> tuple[int, int]:
+    n, pos = _read_varint(data, pos)
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _fastavro_long_at() -> Callable[[bytes, int], tuple[int, int]]:
+    """A long at ``pos`` read by fastavro's own compiled ``read_long`` (faster past one byte).
+
+    ``fastavro._read.read_long`` is internal too; checked here like the writer.
+    """
+    try:
+        from fastavro._read import CYTHON_MODULE, read_long
+
+        def long_at(data: bytes, pos: int) -> tuple[int, int]:
+            stream = BytesIO(data)
+            stream.seek(pos)
+            return read_long(stream), stream.tell()
+
+        for value in (64, -65, 2**40, -(2**63), 2**63 - 1):
+            body = b"xy" + _zigzag(value) + b"z"
+            if long_at(body, 2) != (value, len(body) - 1):
+                return _python_long_at
+        if CYTHON_MODULE:
+            return long_at
+    except Exception:  # noqa: S110 - any change in fastavro's internals: use Python
+        pass
+    return _python_long_at
+
+
 def _python_write_long(out: bytearray, value: int, *_: Any) -> None:
     if not -(2**63) <= value < 2**63:
         raise OverflowError(value)
@@ -207,6 +237,7 @@ _HELPERS: dict[str, Any] = {
     "_varint": _varint,
     "_read_varint": _read_varint,
     "_read_length": _read_length,
+    "_long_at": _fastavro_long_at(),
 }
 
 
@@ -438,9 +469,19 @@ def _write_record(src: _Source, schema: Mapping[str, Any], r: str, d: int) -> No
         emit(d, f"{missing} = 0")
     else:
         missing = "0"
+    numbers: list[tuple[str, str]] = []  # a run of float/double fields, packed at once
+
+    def flush() -> None:
+        if numbers:
+            packer = src.const(struct.Struct("<" + "".join(c for _, c in numbers)).pack)
+            emit(d, f"out += {packer}({', '.join(v for v, _ in numbers)})")
+            numbers.clear()
+
     for field in fields:
         name = field["name"]
         value = src.tmp("v")
+        if field["type"] not in ("float", "double"):
+            flush()
         if "default" in field:
             # strict_allow_default: a field with a default may be left out.
             emit(d, f"{value} = {r}.get({name!r}, Fallback)")
@@ -452,7 +493,10 @@ def _write_record(src: _Source, schema: Mapping[str, Any], r: str, d: int) -> No
         if field["type"] in ("float", "double"):
             # fastavro converts a record's float field with float() first ("NaN", ints).
             emit(d, f"{value} = float({value})")
-        _write(src, field["type"], value, d, strict=False)
+            numbers.append((value, field["type"][0]))
+        else:
+            _write(src, field["type"], value, d, strict=False)
+    flush()
     # Every present schema field was read: any other key is one the schema lacks,
     # which strict_allow_default refuses.
     emit(d, f"if len({r}) + {missing} != {len(fields)}: raise Fallback")
@@ -492,7 +536,11 @@ def _read(src: _Source, schema: Any, t: str, d: int) -> None:
         emit(d, f"{t} = data[pos] != 0")
         emit(d, "pos += 1")
     elif kind in ("int", "long"):
-        _read_long(src, t, d)
+        emit(d, f"{t} = data[pos]")
+        emit(d, f"if {t} < 128:")
+        emit(d + 1, f"{t} = ({t} >> 1) ^ -({t} & 1)")
+        emit(d + 1, "pos += 1")
+        emit(d, f"else: {t}, pos = _long_at(data, pos)")
     elif kind in ("float", "double"):
         emit(d, f"{t}, = _unpack_{kind[0]}(data, pos)")
         emit(d, f"pos += {4 if kind == 'float' else 8}")

@@ -31,6 +31,7 @@ from schemas import (
     UnknownMagicByte,
     UnknownSchemaId,
     catalog,
+    specialise,
     wire,
 )
 from schemas.catalog import SchemaEntry
@@ -658,3 +659,24 @@ def test_specialised_source_names_no_field_by_hand():
     out = bytearray()
     compile_writer(parsed)(record, out)
     assert bytes(out) == fastavro_bytes(parsed, record)
+
+
+@pytest.mark.parametrize("value", [64, -65, 2**31, 2**40, -(2**40), 2**63 - 1, -(2**63), 2**63])
+def test_python_varints_stand_in_for_fastavro_internals(monkeypatch, value):
+    # Used if fastavro's internal read_long/write_data ever change: same bytes, same records.
+    monkeypatch.setitem(specialise._HELPERS, "_long_at", specialise._python_long_at)
+    monkeypatch.setitem(specialise._HELPERS, "_write_long", specialise._python_write_long)
+    parsed = FAST._writers["Outcome"].parsed
+    record = sample("Outcome", event_time=value)
+    write, read = compile_writer(parsed), compile_reader(parsed)
+    out = bytearray()
+    if value >= 2**63:
+        with pytest.raises(OverflowError):
+            write(record, out)
+        return
+    write(record, out)
+    assert bytes(out) == fastavro_bytes(parsed, record)
+    assert read(bytes(out), 0) == fastavro_read(parsed, bytes(out))
+    # A varint past 64 bits: the Python reader refuses it (fastavro would wrap).
+    with pytest.raises(specialise.Fallback):
+        specialise._python_long_at(b"\xff" * 10 + b"\x01", 0)
