@@ -236,6 +236,7 @@ class SchemaCodec:
                 else:
                     if end == len(data):
                         return reader.name, record
+                return reader.name, self._read_fastavro(reader, data)
         reader = self._reader(data)
         return reader.name, self._read(reader, data)
 
@@ -262,21 +263,10 @@ class SchemaCodec:
         """
         results: list[tuple[str, dict[str, Any]] | DecodeError] = []
         append = results.append
-        readers = self._readers
+        decode = self.decode
         for data in values:
             try:
-                if type(data) is bytes and len(data) > _HEADER_SIZE and data[0] == 0:
-                    reader = readers.get(int.from_bytes(data[1:_HEADER_SIZE], "big"))
-                    if reader is not None and reader.fast is not None:
-                        try:
-                            record, end = reader.fast(data, _HEADER_SIZE)
-                        except Exception:  # corrupt or unusual: fastavro's verdict below
-                            pass
-                        else:
-                            if end == len(data):
-                                append((reader.name, record))
-                                continue
-                append(self.decode(data))
+                append(decode(data))
             except DecodeError as exc:
                 append(exc)
         return results
