@@ -41,6 +41,12 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_policy
 	$(BIN)/python -m bench.bench_brokers
 
+# Quix Streams and Bytewax for bench.bench_peers, each in a venv of its own under .cache/bench-venvs
+# (they pin their own confluent-kafka; bench-only, never runtime dependencies); kept once made.
+.PHONY: bench-peers-venvs
+bench-peers-venvs: $(STAMP)
+	$(BIN)/python -m bench.peers.venvs
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

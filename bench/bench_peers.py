@@ -35,8 +35,9 @@ ONNX Runtime session options. Quix Streams and Bytewax run in venvs of their own
 .cache/bench-venvs/ (created on first use; ``python -m bench.peers.venvs``).
 
 Usage: python -m bench.bench_peers [--broker kafka|tansu|both] [--quick] [--paths a,b,...]
-(full: 100,000 records and 10 s of latency per path; --quick: 50,000 and 3 s, about 3-4
-minutes for one broker once the venvs exist)
+(full: 100,000 records and 10 s of latency per path; --quick: 50,000 and 3 s, about 3
+minutes on Kafka and 5 on Tansu, whose confluent-kafka group joins take about 24 s each,
+once the venvs exist)
 """
 
 from __future__ import annotations
@@ -449,7 +450,8 @@ def latency(path: str, broker, workdir: Path, model: bytes, counts: Counts, say)
             time.sleep(0.25)
         say(
             f"{path}: first prediction after {time.monotonic() - started:.1f} s; "
-            f"{counts.rate:,.0f} records/s for {counts.warmup_s + counts.latency_s:.0f} s"
+            f"{counts.rate:,.0f} records/s: {counts.warmup_s:.0f} s warm-up, "
+            f"{counts.latency_s:.0f} s measured, {COOLDOWN_S:.0f} s more"
         )
         time.sleep(0.5)
         expected = int(counts.rate * (counts.warmup_s + counts.latency_s + COOLDOWN_S))
