@@ -27,7 +27,8 @@ Paths (``--paths``, default all):
 - ``confluent``: a hand-written confluent-kafka at-least-once loop (bench/peers/confluent_loop.py);
 - ``quix-apply``, ``quix-batch``: Quix Streams, one ONNX Runtime call per message via
   ``apply``, and a ``BatchingSink`` (bench/peers/quix_app.py);
-- ``bytewax``: Bytewax, a batch map (bench/peers/bytewax_flow.py).
+- ``bytewax``: Bytewax, a batch map (bench/peers/bytewax_flow.py), with recovery
+  (source offsets snapshotted every second).
 
 The peers decode, score and encode with one shared implementation (bench/peers/core.py):
 the same Avro Prediction in the Confluent wire format, the same prediction ids, the same
@@ -90,6 +91,7 @@ LABELS = {
 }
 BROKERS = {"kafka": ("Apache Kafka", kafka_broker), "tansu": ("Tansu", tansu_broker)}
 SAMPLE_S = 0.05
+BYTEWAX_SNAPSHOT_S = 1
 NAN = float("nan")
 
 
@@ -243,8 +245,15 @@ def start_path(path: str, target: Target) -> subprocess.Popen:
         command = [str(venvs.python_of("quix")), "-m", "bench.peers.quix_app"]
         env = peer_env(target, PEER_MODE=path.removeprefix("quix-"))
     elif path == "bytewax":
-        command = [str(venvs.python_of("bytewax")), "-m", "bytewax.run",
-                   "bench.peers.bytewax_flow:flow"]  # fmt: skip
+        # With recovery, so that it is at-least-once too: source offsets are snapshotted
+        # every second (on resume it replays at most that much), as Quix commits per
+        # checkpoint. Without it Bytewax keeps no progress at all.
+        python = str(venvs.python_of("bytewax"))
+        recovery = Path(tempfile.mkdtemp(prefix="bytewax-recovery-", dir=target.workdir))
+        subprocess.run([python, "-m", "bytewax.recovery", str(recovery), "1"], check=True,
+                       capture_output=True)  # fmt: skip
+        command = [python, "-m", "bytewax.run", "bench.peers.bytewax_flow:flow",
+                   "-r", str(recovery), "-s", str(BYTEWAX_SNAPSHOT_S), "-b", "0"]  # fmt: skip
         env = peer_env(target)
     else:
         raise ValueError(f"unknown path {path!r}")

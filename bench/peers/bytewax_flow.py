@@ -3,11 +3,12 @@
 ``KafkaSource`` (batches of up to 1,000 messages per partition) -> ``flat_map_batch``:
 decode the batch, one ONNX Runtime call, encode -> ``KafkaSink`` (produces the batch and
 flushes). One worker. Bytewax keeps source offsets in its recovery store, not in consumer
-group commits; the bench runs it without recovery, so a restart would read the topic from
-the beginning again (no record is lost, but it is not resumable at-least-once).
+group commits: the bench runs it with recovery (``-r DIR -s 1``), so a restart resumes
+from the last snapshot, replaying at most a second of input (at-least-once).
 
 Settings: PEER_BOOTSTRAP, PEER_INPUT, PEER_OUTPUT, PEER_MODEL. Run as
-``python -m bytewax.run bench.peers.bytewax_flow:flow``.
+``python -m bytewax.run bench.peers.bytewax_flow:flow -r DIR -s 1 -b 0`` after
+``python -m bytewax.recovery DIR 1``.
 """
 
 from __future__ import annotations
