@@ -254,10 +254,21 @@ def test_every_schema_is_specialised(name, parsed):
     assert compile_reader(parsed) is not None
 
 
+_COMPILED: dict[int, tuple[Any, Any]] = {}
+
+
+def compiled(parsed: dict[str, Any]) -> tuple[Any, Any]:
+    """The specialised writer and reader of ``parsed``, generated once per test session."""
+    key = id(parsed)
+    if key not in _COMPILED:
+        _COMPILED[key] = (compile_writer(parsed), compile_reader(parsed))
+    return _COMPILED[key]
+
+
 def _check_writer_and_reader(parsed: dict[str, Any], record: Any) -> bool:
     """Fast writer and reader against fastavro; True when the fast writer took a record
     that fastavro writes, False when it left it to fastavro, None when fastavro refuses it."""
-    write, read = compile_writer(parsed), compile_reader(parsed)
+    write, read = compiled(parsed)
     expected = outcome(lambda: fastavro_bytes(parsed, record))
     out = bytearray(b"HDR")
     try:
@@ -424,7 +435,7 @@ def corrupt(data: st.DataObject, value: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_corrupt_payloads_decode_as_the_fastavro_only_codec_decodes_them(name, data):
     parsed = FAST._writers[name].parsed
@@ -443,7 +454,7 @@ def test_corrupt_payloads_decode_as_the_fastavro_only_codec_decodes_them(name, d
 
 
 @pytest.mark.parametrize(("name", "parsed"), schemas_under_test(), ids=IDS)
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_whatever_the_fast_reader_returns_fastavro_reads_alike(name, parsed, data):
     record = data.draw(values(parsed, parsed.get("__named_schemas", {})))
@@ -453,7 +464,7 @@ def test_whatever_the_fast_reader_returns_fastavro_reads_alike(name, parsed, dat
         return
     payload = corrupt(data, b"HEADR" + body)
     try:
-        got, end = compile_reader(parsed)(payload, 5)
+        got, end = compiled(parsed)[1](payload, 5)
     except Exception:  # noqa: BLE001 - refused: fastavro gives the verdict, nothing to compare
         return
     want, stop = fastavro_read(parsed, payload[5:])  # must not raise where the fast one read
