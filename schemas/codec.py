@@ -151,6 +151,11 @@ class SchemaCodec:
                 self._readers[entry.schema_id] = _Reader(
                     entry.name, entry.schema_id, _parse(entry.schema), writer.parsed
                 )
+        self._fast_readers = {
+            wire.header(schema_id): reader
+            for schema_id, reader in self._readers.items()
+            if reader.fast is not None
+        }
         self._fetch = fetch
         self._missing: dict[int, str] = {}  # id -> why it is unknown
 
@@ -226,9 +231,10 @@ class SchemaCodec:
 
     def decode(self, data: bytes | bytearray | memoryview) -> tuple[str, dict[str, Any]]:
         """Decode a framed payload into ``(record name, record)`` at the latest version."""
-        if type(data) is bytes and len(data) > _HEADER_SIZE and data[0] == 0:
-            reader = self._readers.get(int.from_bytes(data[1:_HEADER_SIZE], "big"))
-            if reader is not None and reader.fast is not None:
+        if type(data) is bytes:
+            # Looked up by the whole 5-byte header: magic byte and schema id at once.
+            reader = self._fast_readers.get(data[:_HEADER_SIZE])
+            if reader is not None:
                 try:
                     record, end = reader.fast(data, _HEADER_SIZE)
                 except Exception:  # corrupt or unusual: fastavro's verdict below
