@@ -190,7 +190,7 @@ class SchemaCodec:
                 fast(record, out)
             except Exception:  # not a plain record: fastavro writes it or says why not
                 del out[start:]
-                out += self._encode(writer, record, i)
+                out += self._encode_fastavro(writer, record, i)
             ends.append(len(out))
         data = bytes(out)
         return [data[a:b] for a, b in zip([0, *ends], ends, strict=False)]
