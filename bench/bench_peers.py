@@ -10,12 +10,13 @@ For each broker (a fresh single-node Apache Kafka, then a fresh Tansu, as
    event_time) after a warm-up at the same rate, p50 and p99;
 2. one topic pre-filled with N FeatureRecords (16 features, 2 partitions, the project's
    own producer and synthetic data), read whole by each path in turn, each writing one
-   Prediction per record to its own output topic; the bench reads the output topic as
+   Prediction per record to its own output topic (the second worker run reads a copy
+   filled with the same seed: see ``run_broker``); the bench reads the output topic as
    it fills, samples the count and the path's CPU seconds (/proc, its process and
    children) every 50 ms and reports the rate and CPU per record over the stretch from
    5% to 95% of N (start-up, group join and the tail left out); then it decodes what it
-   read and checks that the output holds exactly N predictions, one per record, and that every score
-   equals the first path's.
+   read and checks that the output holds exactly N predictions, one per record, and
+   that every score equals the first path's.
 
 Paths (``--paths``, default all):
 
@@ -24,7 +25,8 @@ Paths (``--paths``, default all):
   lifecycle topic as the other benchmarks do, with DRIFTLINE_WORKER_FEATURES_CONSUMER
   ``kafka`` and ``faust``. A checkout whose settings lack ``features_consumer`` runs the
   worker once, as ``driftline``;
-- ``confluent``: a hand-written confluent-kafka at-least-once loop (bench/peers/confluent_loop.py);
+- ``confluent``: a hand-written confluent-kafka at-least-once loop
+  (bench/peers/confluent_loop.py);
 - ``quix-apply``, ``quix-batch``: Quix Streams, one ONNX Runtime call per message via
   ``apply``, and a ``BatchingSink`` (bench/peers/quix_app.py);
 - ``bytewax``: Bytewax, a batch map (bench/peers/bytewax_flow.py), with recovery
@@ -36,7 +38,7 @@ ONNX Runtime session options. Quix Streams and Bytewax run in venvs of their own
 .cache/bench-venvs/ (created on first use; ``python -m bench.peers.venvs``).
 
 Usage: python -m bench.bench_peers [--broker kafka|tansu|both] [--quick] [--paths a,b,...]
-(full: 100,000 records and 10 s of latency per path; --quick: 50,000 and 3 s, about 3
+(full: 100,000 records and 10 s of latency per path; --quick: 50,000 and 3 s, about 2.5
 minutes on Kafka and 5 on Tansu, whose confluent-kafka group joins take about 24 s each,
 once the venvs exist)
 """
