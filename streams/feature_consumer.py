@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -126,7 +127,10 @@ class FeatureConsumer(mode.Service):
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="features-consumer")
         self._consumer: Consumer | None = None
         self._acker: OrderedAcker | None = None
-        self._done: dict[int, int] = {}  # partition -> next offset, delivered and committed
+        self._to_commit: dict[int, int] = {}  # partition -> next offset, delivered
+        self._delivered: dict[int, int] = {}  # the same, kept until committed at hand-over
+        self._commit_lock = threading.Lock()  # the loop adds, the consumer thread takes
+        self._revoked_in_fetch: set[int] = set()
         self._stopping = False
         self._acking: asyncio.Future | None = None
         self._finished = asyncio.Event()
@@ -167,7 +171,7 @@ class FeatureConsumer(mode.Service):
                 acking.cancel()
 
     def _subscribe(self, loop: asyncio.AbstractEventLoop) -> Consumer:
-        consumer = Consumer(self._config, logger=log)
+        consumer = Consumer(self._config | {"on_commit": self._on_commit}, logger=log)
 
         def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
             self._hand_over(loop, partitions)
@@ -179,7 +183,12 @@ class FeatureConsumer(mode.Service):
         def on_lost(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
             # Too late to commit: their next owner re-scores from the last commit.
             lost = {tp.partition for tp in partitions}
+            self._revoked_in_fetch |= lost
             self.assignment -= lost
+            with self._commit_lock:
+                for p in lost:
+                    self._delivered.pop(p, None)
+                    self._to_commit.pop(p, None)
             log.warning("features partitions lost without a hand-over: %s", sorted(lost))
 
         consumer.subscribe([self._topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
@@ -188,11 +197,16 @@ class FeatureConsumer(mode.Service):
     def _fetch(self) -> list[Message]:
         """On the consumer thread: wait for one record, then take what is already fetched."""
         consumer = self._consumer
+        self._commit_done()
+        self._revoked_in_fetch = set()
         first = consumer.poll(_IDLE_POLL_S)
         if first is None:
             return []
         messages = [first, *consumer.consume(self._batch_size - 1, 0)]
-        good = [m for m in messages if m.error() is None]
+        revoked = self._revoked_in_fetch
+        # A record fetched before its partition was handed over in this same call (the
+        # rebalance ran inside consume) is its next owner's: scoring it here would double it.
+        good = [m for m in messages if m.error() is None and m.partition() not in revoked]
         if len(good) < len(messages):
             for message in messages:
                 if message.error() is not None:
@@ -209,19 +223,70 @@ class FeatureConsumer(mode.Service):
     # -- offsets ----------------------------------------------------------------
 
     async def _commit(self, offsets: dict[int, int]) -> None:
-        """Called in order, once a batch's output is delivered."""
-        self._done.update(offsets)
-        mine = [TopicPartition(self._topic, p, o) for p, o in offsets.items()]
+        """Called in order, once a batch's output is delivered: the consumer thread
+        commits it before its next poll. Only that thread calls the consumer; one
+        called from the event loop during a rebalance callback blocks the loop."""
+        with self._commit_lock:
+            self._to_commit.update(offsets)
+            self._delivered.update(offsets)
+
+    def _commit_done(self) -> None:
+        """On the consumer thread: commit, without waiting, what was delivered since."""
+        with self._commit_lock:
+            taken, self._to_commit = self._to_commit, {}
+        if taken:
+            offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(taken.items())]
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:
+                log.info("features offsets %s not committed now: %s", taken, exc)
+                self._retry_commit(offsets)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """An asynchronous commit's result (on the consumer thread). One refused in the
+        middle of a rebalance (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS) is tried again
+        with the next, while the partition is still ours."""
+        failed = [tp for tp in partitions if error is not None or tp.error is not None]
+        if failed:
+            log.info("features offsets commit refused, trying again: %s %s", error, failed)
+            self._retry_commit(failed)
+
+    def _retry_commit(self, partitions: list[TopicPartition]) -> None:
+        with self._commit_lock:
+            for tp in partitions:
+                if tp.partition in self.assignment and tp.offset > self._to_commit.get(
+                    tp.partition, -1
+                ):
+                    self._to_commit[tp.partition] = tp.offset
+
+    def _commit_final(self, partitions: set[int]) -> None:
+        """On the consumer thread: commit, and wait for, the last delivered offsets of
+        partitions about to be given up, whatever earlier commits did."""
+        with self._commit_lock:
+            final = {p: self._delivered.pop(p) for p in sorted(partitions) if p in self._delivered}
+            for p in partitions:
+                self._to_commit.pop(p, None)
+        if not final:
+            return
+        offsets = [TopicPartition(self._topic, p, o) for p, o in final.items()]
         try:
-            self._consumer.commit(offsets=mine, asynchronous=True)
+            result = self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            # Not assigned any more (a rebalance in between): the hand-over committed them.
-            log.info("features offsets not committed (%s): %s", exc, offsets)
+            result, failed = None, f"{exc}"
+        else:
+            failed = [tp for tp in result or () if tp.error is not None]
+        if failed:
+            # Their next owner re-scores from the last commit; the predictions collapse
+            # on their ids downstream.
+            log.error("features offsets %s not committed at hand-over: %s", final, failed)
+        else:
+            log.info("features offsets committed at hand-over: %s", final)
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop, partitions: list[TopicPartition]):
         """On the consumer thread, in the rebalance: finish and commit what was consumed
         from the partitions being given up, before their next owner reads them."""
         revoked = {tp.partition for tp in partitions}
+        self._revoked_in_fetch |= revoked
         started = time.monotonic()
         drained = asyncio.run_coroutine_threadsafe(self._acker.join(), loop)
         try:
@@ -233,16 +298,8 @@ class FeatureConsumer(mode.Service):
                 sorted(revoked),
                 _HANDOVER_TIMEOUT_S,
             )
-        done = self._done
-        final = [TopicPartition(self._topic, p, done[p]) for p in sorted(revoked) if p in done]
-        if final:
-            try:
-                self._consumer.commit(offsets=final, asynchronous=False)
-            except KafkaException as exc:
-                log.warning("committing handed-over features partitions failed: %s", exc)
+        self._commit_final(revoked)
         self.assignment -= revoked
-        for p in revoked:
-            self._done.pop(p, None)
         log.info(
             "features partitions %s handed over in %.0f ms",
             sorted(revoked),
@@ -264,6 +321,7 @@ class FeatureConsumer(mode.Service):
         consumer = self._consumer
         # close() revokes the assignment (a hand-over with nothing left) and leaves the
         # group at once, so the partitions move without waiting for the session timeout.
+        await loop.run_in_executor(self._thread, lambda: self._commit_final(self.assignment))
         await loop.run_in_executor(self._thread, consumer.close)
         self._thread.shutdown(wait=True)
 
