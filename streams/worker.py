@@ -5,12 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 
-import faust
-
 from driftline.settings import Settings
 from streams.app import create_app
 from streams.embedded import free_port
 from streams.role_groups import refuse_overlapping_role_groups
+from streams.shutdown import BoundedWorker
 from streams.stackfile import resolve_bootstrap
 from streams.topic_config import check_topic_configs, topic_configs
 from streams.topics import Topics, ensure_topics
@@ -63,7 +62,7 @@ def run_worker(settings: Settings) -> None:
         web_port,
     )
     tune_gc()
-    worker = faust.Worker(app, loglevel=settings.telemetry.log_level, override_logging=False)
+    worker = BoundedWorker(app, loglevel=settings.telemetry.log_level, override_logging=False)
     try:
         worker.execute_from_commandline()
     finally:
