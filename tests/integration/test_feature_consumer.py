@@ -54,7 +54,11 @@ def test_workers_joining_and_leaving_mid_stream_neither_lose_nor_double_a_record
 
     start_worker(DRIFTLINE_WORKER_ROLES="lineage,registry,policy")
     # drift off: a scoring worker whose Faust app reads no topic at all.
-    scoring = {"DRIFTLINE_WORKER_ROLES": "inference", "DRIFTLINE_DRIFT_ENABLED": drift}
+    scoring = {
+        "DRIFTLINE_WORKER_ROLES": "inference",
+        "DRIFTLINE_DRIFT_ENABLED": drift,
+        "DRIFTLINE_WORKER_FEATURES_CONSUMER": "kafka",
+    }
     first = start_worker(**scoring)
     serve_model(settings, first, tmp_path)
 
