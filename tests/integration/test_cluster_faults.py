@@ -209,7 +209,10 @@ def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_retu
     create_actor(settings, "carol", ["data-scientist"])
 
     store = start_worker(DRIFTLINE_WORKER_ROLES="lineage,registry,policy")
-    scoring = {"DRIFTLINE_WORKER_ROLES": "inference"}
+    # The features consumer (streams/feature_consumer.py): with Faust's scoring agent, a few
+    # hundred records of one partition now and then stayed unscored after the third
+    # rebalance here, with every partition assigned (a Faust flow-control stall).
+    scoring = {"DRIFTLINE_WORKER_ROLES": "inference", "DRIFTLINE_WORKER_FEATURES_CONSUMER": "kafka"}
     workers = [start_worker(**scoring) for _ in range(3)]
     commands = ModelCommands.from_settings(settings)
     version = serve_model(settings, workers[0], tmp_path)
