@@ -127,9 +127,10 @@ class FeatureConsumer(mode.Service):
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="features-consumer")
         self._consumer: Consumer | None = None
         self._acker: OrderedAcker | None = None
-        self._to_commit: dict[int, int] = {}  # partition -> next offset, delivered
-        self._delivered: dict[int, int] = {}  # the same, kept until committed at hand-over
-        self._commit_lock = threading.Lock()  # the loop adds, the consumer thread takes
+        self._delivered: dict[int, int] = {}  # partition -> next offset whose output is delivered
+        self._commit_lock = threading.Lock()  # the loop writes it, the consumer thread reads
+        # partition -> offset last sent to be committed; the consumer thread's alone.
+        self._committing: dict[int, int] = {}
         self._revoked_in_fetch: set[int] = set()
         self._stopping = False
         self._acking: asyncio.Future | None = None
@@ -188,7 +189,8 @@ class FeatureConsumer(mode.Service):
             with self._commit_lock:
                 for p in lost:
                     self._delivered.pop(p, None)
-                    self._to_commit.pop(p, None)
+            for p in lost:
+                self._committing.pop(p, None)
             log.warning("features partitions lost without a hand-over: %s", sorted(lost))
 
         consumer.subscribe([self._topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
@@ -227,54 +229,51 @@ class FeatureConsumer(mode.Service):
         commits it before its next poll. Only that thread calls the consumer; one
         called from the event loop during a rebalance callback blocks the loop."""
         with self._commit_lock:
-            self._to_commit.update(offsets)
             self._delivered.update(offsets)
 
     def _commit_done(self) -> None:
         """On the consumer thread: commit, without waiting, what was delivered since."""
         with self._commit_lock:
-            taken, self._to_commit = self._to_commit, {}
-        if taken:
-            offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(taken.items())]
-            try:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
-            except KafkaException as exc:
-                log.info("features offsets %s not committed now: %s", taken, exc)
-                self._retry_commit(offsets)
+            due = {p: o for p, o in self._delivered.items() if self._committing.get(p) != o}
+        if not due:
+            return
+        self._committing.update(due)
+        offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(due.items())]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.info("features offsets %s not committed now: %s", due, exc)
+            self._forget_sent(offsets)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """An asynchronous commit's result (on the consumer thread). One refused in the
-        middle of a rebalance (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS) is tried again
-        with the next, while the partition is still ours."""
+        middle of a rebalance (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS) is sent again
+        before the next poll, while the partition is still ours."""
         failed = [tp for tp in partitions if error is not None or tp.error is not None]
         if failed:
             log.info("features offsets commit refused, trying again: %s %s", error, failed)
-            self._retry_commit(failed)
+            self._forget_sent(failed)
 
-    def _retry_commit(self, partitions: list[TopicPartition]) -> None:
-        with self._commit_lock:
-            for tp in partitions:
-                if tp.partition in self.assignment and tp.offset > self._to_commit.get(
-                    tp.partition, -1
-                ):
-                    self._to_commit[tp.partition] = tp.offset
+    def _forget_sent(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if self._committing.get(tp.partition) == tp.offset:
+                del self._committing[tp.partition]
 
     def _commit_final(self, partitions: set[int]) -> None:
         """On the consumer thread: commit, and wait for, the last delivered offsets of
         partitions about to be given up, whatever earlier commits did."""
         with self._commit_lock:
             final = {p: self._delivered.pop(p) for p in sorted(partitions) if p in self._delivered}
-            for p in partitions:
-                self._to_commit.pop(p, None)
+        for p in partitions:
+            self._committing.pop(p, None)
         if not final:
             return
         offsets = [TopicPartition(self._topic, p, o) for p, o in final.items()]
         try:
             result = self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            result, failed = None, f"{exc}"
-        else:
             failed = [tp for tp in result or () if tp.error is not None]
+        except KafkaException as exc:
+            failed = str(exc)
         if failed:
             # Their next owner re-scores from the last commit; the predictions collapse
             # on their ids downstream.
