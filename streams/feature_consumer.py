@@ -37,7 +37,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import mode
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from streams.delivery import BatchDelivery, DeliveryTracker, OrderedAcker
 from streams.stats import WorkerStats
@@ -132,6 +139,7 @@ class FeatureConsumer(mode.Service):
         # partition -> offset last sent to be committed; the consumer thread's alone.
         self._committing: dict[int, int] = {}
         self._revoked_in_fetch: set[int] = set()
+        self._rewinding: set[int] = set()  # handed over and back mid-fetch: read them again
         self._stopping = False
         self._acking: asyncio.Future | None = None
         self._finished = asyncio.Event()
@@ -173,47 +181,79 @@ class FeatureConsumer(mode.Service):
 
     def _subscribe(self, loop: asyncio.AbstractEventLoop) -> Consumer:
         consumer = Consumer(self._config | {"on_commit": self._on_commit}, logger=log)
-
-        def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            self._hand_over(loop, partitions)
-
-        def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            self.assignment |= {tp.partition for tp in partitions}
-            log.info("features partitions assigned: %s", sorted(self.assignment))
-
-        def on_lost(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            # Too late to commit: their next owner re-scores from the last commit.
-            lost = {tp.partition for tp in partitions}
-            self._revoked_in_fetch |= lost
-            self.assignment -= lost
-            with self._commit_lock:
-                for p in lost:
-                    self._delivered.pop(p, None)
-            for p in lost:
-                self._committing.pop(p, None)
-            log.warning("features partitions lost without a hand-over: %s", sorted(lost))
-
-        consumer.subscribe([self._topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+        consumer.subscribe(
+            [self._topic],
+            on_assign=lambda _consumer, partitions: self._assigned(partitions),
+            on_revoke=lambda _consumer, partitions: self._hand_over(loop, partitions),
+            on_lost=lambda _consumer, partitions: self._lost(partitions),
+        )
         return consumer
+
+    def _assigned(self, partitions: list[TopicPartition]) -> None:
+        self.assignment |= {tp.partition for tp in partitions}
+        log.info("features partitions assigned: %s", sorted(self.assignment))
+
+    def _lost(self, partitions: list[TopicPartition]) -> None:
+        # Too late to commit: their next owner re-scores from the last commit.
+        lost = {tp.partition for tp in partitions}
+        self._revoked_in_fetch |= lost
+        self.assignment -= lost
+        with self._commit_lock:
+            for p in lost:
+                self._delivered.pop(p, None)
+        for p in lost:
+            self._committing.pop(p, None)
+        log.warning("features partitions lost without a hand-over: %s", sorted(lost))
 
     def _fetch(self) -> list[Message]:
         """On the consumer thread: wait for one record, then take what is already fetched."""
         consumer = self._consumer
         self._commit_done()
+        if self._rewinding:
+            self._rewind()
         self._revoked_in_fetch = set()
         first = consumer.poll(_IDLE_POLL_S)
         if first is None:
             return []
         messages = [first, *consumer.consume(self._batch_size - 1, 0)]
-        revoked = self._revoked_in_fetch
         # A record fetched before its partition was handed over in this same call (the
         # rebalance ran inside consume) is its next owner's: scoring it here would double it.
-        good = [m for m in messages if m.error() is None and m.partition() not in revoked]
+        # If the partition came back within the call, its records here may be from either
+        # side of the hand-over, so all are dropped and it is read again from its committed
+        # offset; going on from here would commit past the dropped ones.
+        skip = self._revoked_in_fetch | self._rewinding
+        good = [m for m in messages if m.error() is None and m.partition() not in skip]
         if len(good) < len(messages):
+            dropped = {m.partition() for m in messages if m.partition() in skip}
+            self._rewinding = (self._rewinding | dropped) & self.assignment
             for message in messages:
                 if message.error() is not None:
                     self._consumer_error(message.error())
         return good
+
+    def _rewind(self) -> None:
+        """On the consumer thread: read the partitions given back mid-fetch again from their
+        committed offsets. A seek refused (the partition is not fetching yet) is tried again
+        at the next fetch; their records are dropped until then."""
+        self._rewinding &= self.assignment
+        asked = [TopicPartition(self._topic, p) for p in sorted(self._rewinding)]
+        try:
+            committed = self._consumer.committed(asked, timeout=_HANDOVER_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("features partitions %s: committed offsets not read (%s); trying again",
+                        sorted(self._rewinding), exc)  # fmt: skip
+            return
+        for tp in committed:
+            # None committed yet: from the start, as auto.offset.reset=earliest would.
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            try:
+                self._consumer.seek(TopicPartition(self._topic, tp.partition, offset))
+            except KafkaException as exc:
+                log.info("features partition %d not rewound yet (%s)", tp.partition, exc)
+                continue
+            self._rewinding.discard(tp.partition)
+            log.info("features partition %d given back mid-fetch: read again from %d",
+                     tp.partition, offset)  # fmt: skip
 
     @staticmethod
     def _consumer_error(error: KafkaError) -> None:

@@ -14,13 +14,14 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from schemas import default_codec
 from streams.identity import create_actor
 from streams.loadgen import synthetic_frames, synthetic_records
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
 from streams.topics import Topics
 from streams.worker import prepare_topics
-from tests.integration.helpers import serve_model, wait_until, write_model
+from tests.integration.helpers import read_topic, serve_model, wait_until, write_model
 
 pytestmark = pytest.mark.integration
 
@@ -176,11 +177,24 @@ def _ends(stack_env, topic: str) -> int:
         consumer.close()
 
 
-def _whereabouts(stack_env, store_group: str) -> str:
-    """Where records are when fewer than expected were stored: for a failure message."""
+def _published_record_ids(stack_env) -> set[str]:
+    codec = default_codec()
+    messages = read_topic(stack_env.bootstrap, Topics(stack_env.prefix).predictions, 12)
+    return {codec.decode_as("Prediction", m.value())["record_id"] for m in messages}
+
+
+def _whereabouts(stack_env, store, store_group: str) -> str:
+    """Where records are when fewer than expected were stored: for a failure message.
+    Tells a scoring loss (never published) from a store loss (published, not stored)."""
     topics = Topics(stack_env.prefix)
     scoring_lag = _lag(stack_env, topics.features, topics.group({"inference"}))
+    db = stack_env.settings().clickhouse.database
+    stored = {row[0] for row in store.sql(f"SELECT DISTINCT record_id FROM {db}.predictions")}
+    published = _published_record_ids(stack_env)
     return (
+        f"{len(published)} distinct records published, {len(stored)} stored, "
+        f"{len(published - stored)} published but not stored (e.g. "
+        f"{sorted(published - stored)[:3]}); "
         f"features lag of the scoring group {scoring_lag}, "
         f"{_ends(stack_env, topics.predictions)} predictions published, store lag on them "
         f"{_lag(stack_env, topics.predictions, store_group)}, "
@@ -284,7 +298,7 @@ def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_retu
         what=lambda: (
             f"{expected} records scored, have "
             f"{store.sql(f'SELECT uniqExact(prediction_id) FROM {db}.predictions')[0][0]}; "
-            + _whereabouts(stack_env, topics.group({"lineage", "registry", "policy"}))
+            + _whereabouts(stack_env, store, topics.group({"lineage", "registry", "policy"}))
         ),
     )
     total, unique = store.sql(
