@@ -321,11 +321,11 @@ class WorkerSettings(_Section):
         4, ge=1, le=64, description="scored batches awaiting delivery before consuming pauses"
     )
     features_consumer: Literal["kafka", "faust"] = Field(
-        "faust",
+        "kafka",
         description=(
-            "what reads the features topic: faust = a Faust agent, one Event per record; "
-            "kafka = confluent-kafka batches in a service of the worker (5-7x faster on single "
-            "records; opt-in until the whole suite runs on it, see README)"
+            "what reads the features topic: kafka = confluent-kafka batches in a service of "
+            "the worker (5-7x faster on single records); faust = a Faust agent, one Event "
+            "per record (the earlier path, kept for comparison)"
         ),
     )
     session_timeout_s: float = Field(

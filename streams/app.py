@@ -35,13 +35,13 @@ def create_app(
 ) -> tuple[faust.App, WorkerRuntime]:
     runtime = WorkerRuntime.build(settings, bootstrap)
     worker = settings.worker
-    group = runtime.topics.group(worker.role_set)
     fast_features = runtime.scoring is not None and worker.features_consumer == "kafka"
+    # One consumer group per set of roles; two when the features consumer runs.
+    agents_group, features_group = runtime.topics.worker_groups(
+        worker.role_set, features_consumer=fast_features
+    )
     app = faust_flow.App(
-        # One consumer group per set of roles (see Topics.group). The features consumer
-        # takes that group when it runs; Faust's consumer then needs another, because
-        # members of one group must share an assignor and Faust's is its own.
-        f"{group}.agents" if fast_features else group,
+        agents_group,
         broker=_faust_broker_url(bootstrap),
         broker_credentials=faust_credentials(settings.kafka),
         broker_session_timeout=worker.session_timeout_s,
@@ -179,7 +179,7 @@ def create_app(
         features = FeatureConsumer(
             config=consumer_config(
                 settings.kafka.librdkafka_config(bootstrap),
-                group=group,
+                group=features_group,
                 session_timeout_s=worker.session_timeout_s,
                 fetch_max_wait_ms=worker.fetch_max_wait_ms,
                 fetch_max_bytes=worker.fetch_max_bytes,

@@ -84,6 +84,26 @@ class Topics:
             return self.app_id
         return f"{self.app_id}-{'+'.join(sorted(roles))}"
 
+    def worker_groups(
+        self, roles: Iterable[str], *, features_consumer: bool
+    ) -> tuple[str, str | None]:
+        """(Faust's consumer group, the features consumer's group or None) of a worker.
+
+        Without the features consumer, Faust's agents read everything in the role
+        group. With it, the two consumers need two groups (a group's members must share
+        an assignor, and Faust's is its own). The role group then goes to whichever
+        reads the features topic to the end of the worker's work on it: the lineage
+        role's feature log, a Faust agent, when the worker stores; otherwise scoring.
+        So the role group's offsets on every topic a worker reads mean what they
+        always meant, whatever consumer runs.
+        """
+        group = self.group(roles)
+        if not features_consumer:
+            return group, None
+        if "lineage" in frozenset(roles):
+            return group, f"{group}.scoring"
+        return f"{group}.agents", group
+
     def group_roles(self, group: str) -> frozenset[str] | None:
         """The roles of a worker group named by :meth:`group`; None for other groups."""
         if group == self.app_id:

@@ -26,9 +26,11 @@ from inference import describe_onnx
 from inference.synthetic import SyntheticFeatures
 from schemas import default_codec
 from streams.drift_cli import drift_events_query
+from streams.drift_decider import STATE_TABLE
 from streams.loadgen import produce_frames_at_rate, synthetic_frames, synthetic_records
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
+from streams.topics import Topics
 from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration
@@ -91,6 +93,14 @@ def _signals(alarms: list[tuple]) -> list[tuple]:
     return [alarm[:5] for alarm in alarms]
 
 
+def _state_recorded(settings, bootstrap: str, model: str) -> bool:
+    """Whether the drift decider has written a state record of a monitor of ``model``."""
+    topic = Topics(settings.kafka.topic_prefix).changelog(STATE_TABLE)
+    stem = f"m|{json.dumps([model])[:-1]},".encode()
+    messages = read_topic(bootstrap, topic, settings.kafka.partitions)
+    return any((m.key() or b"").startswith(stem) for m in messages)
+
+
 def _scored(worker, _model: str) -> int:
     return worker.get("/driftline/stats/")["predictions_out"]
 
@@ -142,6 +152,13 @@ def test_shift_detected_and_killed_worker_resumes_at_the_same_record(
     produce_frames_at_rate(producer, iter(frames[:half]), rate=0)
     wait_until(
         lambda: _scored(worker, "killed") >= half * FRAME, timeout_s=60, what="first part scored"
+    )
+    # Killed once its monitor's state is on the changelog: scoring can run ahead of the
+    # drift decider, and a kill before any state was written would restore nothing.
+    wait_until(
+        lambda: _state_recorded(settings, stack_env.bootstrap, "killed"),
+        timeout_s=60,
+        what="the killed model's monitor state on the changelog",
     )
     worker.proc.send_signal(signal.SIGKILL)
     worker.proc.wait(10)

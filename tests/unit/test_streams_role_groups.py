@@ -45,3 +45,30 @@ def test_internal_topic_names_do_not_depend_on_the_roles():
     # Changelogs, join and summaries are shared by every scoring worker whatever its group.
     assert TOPICS.changelog("drift-state") == "acme.worker-drift-state-changelog"
     assert TOPICS.outcome_join == "acme.worker-outcome-join"
+
+
+@pytest.mark.parametrize(
+    ("roles", "faust", "features"),
+    [
+        # The worker stores: its feature log (a Faust agent) keeps the role group.
+        (WORKER_ROLES, "acme.worker", "acme.worker.scoring"),
+        (
+            {"inference", "lineage"},
+            "acme.worker-inference+lineage",
+            "acme.worker-inference+lineage.scoring",
+        ),
+        # Scoring only: the features consumer keeps it, Faust's other agents move.
+        ({"inference"}, "acme.worker-inference.agents", "acme.worker-inference"),
+    ],
+)
+def test_the_features_consumer_and_faust_get_two_groups_and_the_role_group_keeps_its_meaning(
+    roles, faust, features
+):
+    assert TOPICS.worker_groups(roles, features_consumer=True) == (faust, features)
+    # Neither name reads as a worker group of another role set (the overlap check).
+    assert TOPICS.group_roles(faust if features == TOPICS.group(roles) else features) is None
+
+
+@pytest.mark.parametrize("roles", [WORKER_ROLES, {"inference"}, {"lineage", "registry"}])
+def test_without_the_features_consumer_faust_alone_has_the_role_group(roles):
+    assert TOPICS.worker_groups(roles, features_consumer=False) == (TOPICS.group(roles), None)
