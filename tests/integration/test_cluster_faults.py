@@ -210,16 +210,6 @@ def _shares(stack_env) -> list[int]:
     return sorted(len(p) for p in held.values()) if covered == set(range(12)) else []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "KNOWN LOSS DEFECT, unfixed (issue 15 note): after the kill and two rebalances, a few "
-        "hundred records (254 and 310 of 6,000, 2 runs in 5) never reach the predictions "
-        "table although every consumer group's committed offsets are at the end (scoring lag "
-        "0, store lag 0, 0 dead letters); a Faust agent's flow-control clear is suspected. "
-        "The failure message says where the records are."
-    ),
-)
 def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_return(
     stack_env, start_worker, tmp_path
 ):
