@@ -23,8 +23,9 @@ Paths (``--paths``, default all):
 - ``driftline-kafka``, ``driftline-faust``: the real worker (``python -m streams.cli
   worker``, inference role, drift off), the model registered and promoted on its
   lifecycle topic as the other benchmarks do, with DRIFTLINE_WORKER_FEATURES_CONSUMER
-  ``kafka`` and ``faust``. A checkout whose settings lack ``features_consumer`` runs the
-  worker once, as ``driftline``;
+  ``kafka`` and ``faust``; ``driftline-kafka-drift``: the first with drift on (the
+  drift stage on every batch, and the drift decider). A checkout whose settings lack
+  ``features_consumer`` runs the worker once, as ``driftline``;
 - ``confluent``: a hand-written confluent-kafka at-least-once loop
   (bench/peers/confluent_loop.py);
 - ``quix-apply``, ``quix-batch``: Quix Streams, one ONNX Runtime call per message via
@@ -80,12 +81,21 @@ from streams.stack import http_json
 from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
-PATHS = ("driftline-kafka", "driftline-faust", "confluent", "quix-apply", "quix-batch", "bytewax")
+PATHS = (
+    "driftline-kafka",
+    "driftline-faust",
+    "driftline-kafka-drift",
+    "confluent",
+    "quix-apply",
+    "quix-batch",
+    "bytewax",
+)
 PEERS = ("confluent", "quix-apply", "quix-batch", "bytewax")
 LABELS = {
     "driftline": "driftline worker",
     "driftline-kafka": "driftline worker, confluent-kafka batch consumer",
     "driftline-faust": "driftline worker, Faust agent",
+    "driftline-kafka-drift": "driftline worker, confluent-kafka batch consumer, drift on",
     "confluent": "hand-written confluent-kafka loop",
     "quix-apply": "Quix Streams, apply (1 ORT call/msg)",
     "quix-batch": "Quix Streams, BatchingSink",
@@ -236,7 +246,10 @@ def start_path(path: str, target: Target) -> subprocess.Popen:
     if path.startswith("driftline"):
         extra = {}
         if path != "driftline":
-            extra["DRIFTLINE_WORKER_FEATURES_CONSUMER"] = path.removeprefix("driftline-")
+            consumer, _, drift = path.removeprefix("driftline-").partition("-")
+            extra["DRIFTLINE_WORKER_FEATURES_CONSUMER"] = consumer
+            if drift:  # the drift stage and decider too: the figure the issue asks for
+                extra["DRIFTLINE_DRIFT_ENABLED"] = "true"
         proc, url = spawn_worker(target.env, target.workdir, path, **extra)
         proc.stats_url = url  # for a diagnosis when it sends nothing
         return proc
