@@ -197,8 +197,7 @@ def missing_rows(
         ]
         seq = max(max(before, default=0), placed.get(event.model, 0)) + 1
         passed = (
-            reached.get((topic, partition), -1) > offset
-            or signed_seq.get(event.model, 0) >= seq
+            reached.get((topic, partition), -1) > offset or signed_seq.get(event.model, 0) >= seq
         )
         if record.timestamp_ms >= before_ms and not passed:
             continue  # recent: the writer may not have stored it yet

@@ -66,12 +66,13 @@ ACTIONS: tuple[str, ...] = (
     "promote",
     "archive",
     "rollback",
+    "raise_alarm",
     "clear_alarm",
 )
 
 # Action that moves one version -> (event type it publishes, state it moves to).
-# "rollback" is model-wide, "traffic" moves no version and "clear_alarm" lifts an audit
-# alarm's freeze (lineage.audit_alarms); each is handled on its own.
+# "rollback" is model-wide, "traffic" moves no version, and "raise_alarm" and "clear_alarm"
+# set and lift an audit alarm's freeze (lineage.audit_alarms); each is handled on its own.
 MOVES: dict[str, tuple[str, str]] = {
     "validate": (EventType.VALIDATED, State.VALIDATED),
     "reject": (EventType.REJECTED, State.REJECTED),

@@ -96,6 +96,8 @@ class CommandPlanning:
             )
         if action == "rollback":
             return self._plan_rollback(name, version, actor, evidence)
+        if action == "raise_alarm":
+            return self._plan_raise_alarm(name, actor, evidence)
         if action == "clear_alarm":
             return self._plan_clear_alarm(name, actor, evidence)
         if version is None:
@@ -200,6 +202,19 @@ class CommandPlanning:
                 f"trail (`driftline audit verify --model {name}`), repair it, then clear "
                 f"the alarm (`driftline audit clear {name}`)"
             )
+
+    def _plan_raise_alarm(
+        self, name: str, actor: str, evidence: Mapping[str, Any] | None
+    ) -> LifecycleEvent:
+        # Evidence is what the lineage writer found (lineage.audit_alarms.alarm_evidence);
+        # the model need not be registered: a forged row can name any model.
+        problems = (evidence or {}).get("problems")
+        if not isinstance(problems, list) or not problems:
+            raise InvalidRecord(
+                f"cannot raise_alarm {name}: the command's evidence names no problems; "
+                "send the audit problems found as evidence.problems"
+            )
+        return ev.new_event(EventType.AUDIT_ALARM, name, None, actor, evidence=evidence)
 
     def _plan_clear_alarm(
         self, name: str, actor: str, evidence: Mapping[str, Any] | None

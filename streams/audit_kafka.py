@@ -20,13 +20,13 @@ from driftline.errors import DriftlineError
 from driftline.settings import Settings
 from lineage.audit_sources import SourceLog, SourceRecord, Wanted
 from lineage.checkpoints import Checkpoint
+from lineage.commands import LifecycleCommand
 from lineage.drift_sinks import drift_audit_event
 from lineage.events import LifecycleEvent
 from lineage.exceptions import InvalidRecord
 from schemas import SchemaCodec
 from streams.exceptions import BrokerUnavailable
 from streams.kafka import make_producer
-from streams.lifecycle import cloudevent_headers
 from streams.topics import Topics
 from streams.tracing import trace_headers
 
@@ -48,6 +48,7 @@ class AuditKafka:
         topics = Topics(settings.kafka.topic_prefix)
         self.anchor_topic = topics.audit_checkpoints
         self.lifecycle_topic = topics.lifecycle
+        self.commands_topic = topics.name("commands")
         self.drift_topic = topics.name("drift")
         self._producer: Producer | None = None
 
@@ -74,23 +75,24 @@ class AuditKafka:
                 f"at {self._bootstrap}: {errors[:3] or f'{remaining} still queued'}"
             )
 
-    def publish_event(self, event: LifecycleEvent, *, source: str, timeout_s: float = 5.0) -> None:
-        """Publish a lifecycle event (an audit alarm), keyed by model, and wait for the ack."""
+    def publish_command(self, command: LifecycleCommand, timeout_s: float = 5.0) -> None:
+        """Send a signed command (an audit alarm) to the registry, keyed by model, and wait
+        for the ack."""
         if self._producer is None:
             self._producer = make_producer(self._settings, self._bootstrap)
         errors: list = []
         self._producer.produce(
-            self.lifecycle_topic,
-            self._codec.encode("LifecycleEvent", event.to_avro()),
-            key=event.model.encode(),
-            headers=cloudevent_headers(event, source) + trace_headers(),
+            self.commands_topic,
+            self._codec.encode("LifecycleCommand", command.to_avro()),
+            key=command.model.encode(),
+            headers=trace_headers(),
             on_delivery=lambda err, _msg: errors.append(err) if err else None,
         )
         remaining = self._producer.flush(timeout_s)
         if remaining or errors:
             raise BrokerUnavailable(
-                f"lifecycle event {event.event_id} was not acknowledged on "
-                f"{self.lifecycle_topic} at {self._bootstrap}: {errors or 'timed out'}"
+                f"command {command.command_id} was not acknowledged on "
+                f"{self.commands_topic} at {self._bootstrap}: {errors or 'timed out'}"
             )
 
     def anchors(self, timeout_s: float = 30.0) -> tuple[list[Checkpoint], list[str]]:

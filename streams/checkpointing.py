@@ -5,8 +5,9 @@ The worker signs with ``<key dir>/<DRIFTLINE_AUDIT_WRITER_KEY>.key`` (default
 every clean shutdown it verifies each chain's new tail (chain links, repeated
 events, the source records on Kafka) before it signs the head, stores the
 checkpoint in ClickHouse and publishes it to the anchor topic. A tail that fails
-gets an ``audit_alarm`` lifecycle event instead, which freezes the model's
-promotions (:mod:`lineage.audit_alarms`).
+gets an audit alarm instead: a ``raise_alarm`` command signed with the same key,
+which the registry turns into the ``audit_alarm`` lifecycle event that freezes the
+model's promotions (:mod:`lineage.audit_alarms`).
 
 Verification trusts ``<key dir>/<DRIFTLINE_AUDIT_WRITER_KEY>.pub`` and nothing
 else in the key directory.
@@ -20,7 +21,7 @@ from typing import Any
 
 from driftline.settings import Settings
 from lineage.audit import AuditProblem
-from lineage.audit_alarms import alarm_event, alarm_key
+from lineage.audit_alarms import alarm_command, alarm_key
 from lineage.audit_sources import SourceLog, SourcesUnavailable, Wanted
 from lineage.audit_tail import TailVerifier
 from lineage.audit_verify import AuditVerdict, Cadence, KafkaEvidence, verify_audit
@@ -53,6 +54,16 @@ def writer_key(settings: Settings) -> WriterKey:
             "it on first start; copy it here from the worker's key directory"
         )
     return WriterKey(name, load_public_key(path))
+
+
+def trusted_writer(settings: Settings) -> WriterKey | None:
+    """The lineage writer's public key, or None on a host that has not got it (the
+    registry then accepts no audit alarms, and says so when one comes)."""
+    try:
+        return writer_key(settings)
+    except StreamsError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def cadence(settings: Settings) -> Cadence:
@@ -184,16 +195,24 @@ class CheckpointKeeper:
             key = alarm_key(model, seq)
             if key in self._alarmed:
                 continue  # one alarm per break while this worker runs
-            event = alarm_event(model, found, self._settings.audit.writer_key, verified_seq=seq)
+            command = alarm_command(
+                model,
+                found,
+                self._settings.audit.writer_key,
+                self._private_key,
+                verified_seq=seq,
+            )
             for problem in found:
                 log.error("AUDIT ALARM: %s", problem)
             if self._kafka is None:
-                log.error("no Kafka broker: the audit alarm for %s is not published", model)
+                log.error("no Kafka broker: the audit alarm for %s is not sent", model)
                 continue
             try:
-                self._kafka.publish_event(event, source="driftline/lineage")
+                # The registry turns it into the audit_alarm lifecycle event: only it
+                # writes lifecycle (and on a secured cluster only it may).
+                self._kafka.publish_command(command)
             except BrokerUnavailable as exc:
-                log.error("audit alarm for %s not published, retrying: %s", model, exc)
+                log.error("audit alarm for %s not sent, retrying: %s", model, exc)
                 continue
             self._alarmed.add(key)
 

@@ -14,9 +14,9 @@ that each role reads and writes only the topics its agents use. Topics are creat
 front by the provisioner, so no worker holds Create.
 
 Producers write ``features`` and ``outcomes`` only; only the registry writes
-``lifecycle``; dashboards read. Consequence to know: the lineage role's audit alarms
-(``audit_alarm`` lifecycle events, :mod:`streams.checkpointing`) are refused by the
-broker under this table; the worker logs them as errors and keeps retrying.
+``lifecycle``; dashboards read. The lineage role raises audit alarms as signed
+commands (:mod:`streams.checkpointing`), which the registry turns into lifecycle
+events, so it writes ``commands``, not ``lifecycle``.
 """
 
 from __future__ import annotations
@@ -108,8 +108,9 @@ PRINCIPALS: tuple[Principal, ...] = (
     ),
     Principal(
         "lineage",
-        "stores every stream in ClickHouse; anchors signed audit checkpoints on Kafka and "
-        "reads lifecycle and drift records back to verify the audit log",
+        "stores every stream in ClickHouse; anchors signed audit checkpoints on Kafka, "
+        "reads lifecycle and drift records back to verify the audit log, and sends the "
+        "registry signed audit alarms",
         (
             *_WORKER,
             *_read(
@@ -121,7 +122,7 @@ PRINCIPALS: tuple[Principal, ...] = (
                 "deadletter",
                 "audit-checkpoints",
             ),
-            *_write("audit-checkpoints"),
+            *_write("audit-checkpoints", "commands"),
         ),
     ),
     Principal(

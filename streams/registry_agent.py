@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from driftline.errors import DriftlineError
 from lineage import LifecycleEvent, LineageError, ModelRegistry, ModelVersion
+from lineage.checkpoints import WriterKey
 from lineage.commands import LifecycleCommand
 from lineage.rbac import CommandAuthority, approval_evidence, rejected
 from schemas import DecodeError, SchemaCodec
@@ -39,8 +41,10 @@ class RegistryAgent:
         delivery: DeliveryTracker,
         dead_letters: DeadLetterPublisher,
         lifecycle_topic: str,
+        audit_writer: Callable[[], WriterKey | None] = lambda: None,
     ) -> None:
         self._codec = codec
+        self._audit_writer = audit_writer
         self._registry = registry
         self._policy = policy
         self._delivery = delivery
@@ -96,6 +100,10 @@ class RegistryAgent:
         return batch
 
     def decide(self, command: LifecycleCommand) -> LifecycleEvent:
+        if command.action == "raise_alarm":
+            alarm = self._decide_audit_alarm(command)
+            if alarm is not None:
+                return alarm
         try:
             policy = self._policy.current()
         except LineageError as exc:
@@ -112,6 +120,35 @@ class RegistryAgent:
             return authority.decide(command, self._registry)
         refusal = authority.authorize(command, self._registry)
         return refusal if refusal is not None else self._register(command)
+
+    def _decide_audit_alarm(self, command: LifecycleCommand) -> LifecycleEvent | None:
+        """An audit alarm from the lineage writer, signed with the key that signs the
+        audit checkpoints: that key speaks for the audit log, so no roles-file entry is
+        needed. None for a command signed by another key, which the roles file judges."""
+        try:
+            writer = self._audit_writer()
+        except DriftlineError as exc:
+            log.error("audit alarm %s: the writer's key is unusable: %s", command.command_id, exc)
+            writer = None
+        if writer is None or command.key_id != writer.key_id:
+            return None
+        if command.actor != writer.name or not command.verify(writer.public_key):
+            return rejected(
+                command,
+                "signature",
+                f"raise_alarm {command.command_id} claims the audit writer's key "
+                f"{writer.key_id} but is not signed by it as {writer.name!r}",
+            )
+        try:
+            return self._registry.plan(
+                "raise_alarm",
+                command.model,
+                None,
+                command.actor,
+                evidence=approval_evidence(command),
+            )
+        except LineageError as exc:
+            return rejected(command, "invalid_command", str(exc), signature_verified=True)
 
     def _register(self, command: LifecycleCommand) -> LifecycleEvent:
         """Registration carries the artifact's digest, path and description as arguments."""

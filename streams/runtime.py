@@ -31,7 +31,7 @@ from lineage.store import TABLES, redact_dsn
 from schemas import SchemaCodec
 from streams.artifact_store import artifact_store
 from streams.broker_quirks import detect_quirks
-from streams.checkpointing import CheckpointKeeper
+from streams.checkpointing import CheckpointKeeper, trusted_writer
 from streams.codecs import codec_for
 from streams.deadletter import DeadLetterPublisher
 from streams.delivery import DeliveryTracker
@@ -136,6 +136,7 @@ class WorkerRuntime:
                 delivery=delivery,
                 dead_letters=dead,
                 lifecycle_topic=topics.lifecycle,
+                audit_writer=lambda: trusted_writer(settings),
             )
         if "inference" in roles and settings.drift.enabled:
             config = settings.drift.config(device.kind)

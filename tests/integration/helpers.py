@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from inference import train_logistic
 from schemas import default_codec
 from streams.models import ModelCommands
+from streams.topics import Topics
 
 
 def write_model(directory: Path, *, seed: int, n_features: int = 16) -> Path:
@@ -92,3 +96,18 @@ def dead_letters(bootstrap: str, topic: str, partitions: int = 2) -> list[dict]:
     return [
         codec.decode_as("DeadLetter", m.value()) for m in read_topic(bootstrap, topic, partitions)
     ]
+
+
+def tamper_store(settings, code: str) -> None:
+    """Run ``code`` (with ``client``, ``db``, ``lifecycle``, ``SYNC``) against a worker's
+    chDB store from another process, as someone with direct write access would."""
+    prelude = textwrap.dedent(
+        f"""
+        import clickhouse_connect
+        client = clickhouse_connect.get_client(dsn={settings.clickhouse_dsn!r})
+        db = {settings.clickhouse.database!r}
+        lifecycle = {Topics(settings.kafka.topic_prefix).lifecycle!r}
+        SYNC = {{"mutations_sync": 2}}
+        """
+    )
+    subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], check=True, timeout=120)

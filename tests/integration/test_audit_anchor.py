@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from confluent_kafka import Producer
@@ -22,7 +21,7 @@ from schemas import default_codec
 from streams.embedded import free_port
 from streams.lifecycle import load_registry
 from streams.topics import Topics
-from tests.integration.helpers import read_topic, wait_until
+from tests.integration.helpers import read_topic, tamper_store, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,19 +52,7 @@ def cli(stack_env, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def tamper(stack_env, code: str) -> None:
-    """Run ``code`` (with ``client``, ``db``, ``SYNC``) against the worker's chDB store from
-    another process, as someone with direct write access would."""
-    settings = stack_env.settings()
-    prelude = textwrap.dedent(
-        f"""
-        import clickhouse_connect
-        client = clickhouse_connect.get_client(dsn={settings.clickhouse_dsn!r})
-        db = {settings.clickhouse.database!r}
-        lifecycle = {Topics(settings.kafka.topic_prefix).lifecycle!r}
-        SYNC = {{"mutations_sync": 2}}
-        """
-    )
-    subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], check=True, timeout=120)
+    tamper_store(stack_env.settings(), code)
 
 
 FORGE = """
@@ -133,8 +120,11 @@ def test_anchor_topic_catches_what_clickhouse_alone_cannot(stack_env, start_work
     assert "model 'churn' seq 3: row_missing" in caught.stdout
     assert "model 'churn' seq 3: truncated" in caught.stdout
 
-    # The lineage role finds the same on its first round after a restart and raises an
-    # alarm per model, which the registry projection turns into a freeze.
+    # The lineage role finds the same on its first round after a restart and sends the
+    # registry a signed alarm per model, which it publishes; its projection is a freeze.
+    # (The registry runs on its own: with the lineage role beside it, the worker would be
+    # another consumer group, and would store the lifecycle topic again from its start.)
+    start_worker(DRIFTLINE_WORKER_ROLES="registry")
     worker = start_worker(**LINEAGE_ONLY)
     settings = stack_env.settings()
     codec = default_codec()

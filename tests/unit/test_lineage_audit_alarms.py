@@ -4,6 +4,7 @@ rollbacks, archives and shares going down still go through."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from types import SimpleNamespace
 
@@ -11,7 +12,8 @@ import pytest
 
 from lineage import keys
 from lineage.audit import AuditProblem
-from lineage.audit_alarms import alarm_event
+from lineage.audit_alarms import alarm_command, alarm_event
+from lineage.checkpoints import WriterKey
 from lineage.commands import new_command
 from lineage.events import LifecycleEvent
 from lineage.exceptions import IllegalTransition, PromotionsFrozen
@@ -20,6 +22,8 @@ from lineage.rbac import CommandAuthority, Policy, write_example_roles
 from lineage.registry import ModelRegistry
 from streams import policy_loop
 from streams.policy_loop import PolicyLoop
+from streams.policy_source import PolicySource
+from streams.registry_agent import RegistryAgent
 
 DESCRIPTION = {"input_name": "x", "input_shape": "[null, 4]"}
 PROBLEM = AuditProblem("fraud", 6, "forged", "no record at driftline.lifecycle[0]@99")
@@ -216,3 +220,88 @@ def test_policy_still_rolls_back_a_failing_canary_while_frozen(monkeypatch, froz
     loop, sent = _loop(frozen)
     asyncio.run(loop.evaluate(None))
     assert sent == [("archive", 3)]
+
+
+# -- the lineage writer's alarm, as a command the registry decides -------------------------
+
+WRITER = keys.generate_key("lineage-writer")
+
+
+def registry_agent(roles_file, registry: ModelRegistry) -> RegistryAgent:
+    return RegistryAgent(
+        codec=None,
+        registry=registry,
+        policy=PolicySource(roles_file),
+        delivery=None,
+        dead_letters=None,
+        lifecycle_topic="driftline.lifecycle",
+        audit_writer=lambda: WriterKey(WRITER.actor, WRITER.private_key.public_key()),
+    )
+
+
+@pytest.fixture
+def agent(tmp_path, registry) -> RegistryAgent:
+    roles = write_example_roles(
+        tmp_path / "roles.toml", {n: k.private_key.public_key() for n, k in KEYS.items()}
+    )
+    return registry_agent(roles, registry)
+
+
+def alarm(private_key=WRITER.private_key, actor="lineage-writer", verified_seq=5, problems=None):
+    return alarm_command(
+        "fraud", problems or [PROBLEM], actor, private_key, verified_seq=verified_seq
+    )
+
+
+def test_the_writers_alarm_becomes_the_freeze(agent, registry) -> None:
+    command = alarm()
+    event = agent.decide(command)
+    assert (event.type, event.model, event.actor) == ("audit_alarm", "fraud", "lineage-writer")
+    assert event.evidence["problems"] == [{"seq": 6, "kind": "forged", "detail": PROBLEM.detail}]
+    assert event.evidence["verified_seq"] == 5
+    assert event.evidence["command_id"] == command.command_id
+    registry.apply(event)
+    assert registry.alarm("fraud") is not None
+    assert registry.answered(command.command_id)
+    with pytest.raises(PromotionsFrozen):
+        registry.plan("promote", "fraud", 4, "bob")
+
+
+def test_one_break_is_one_command_id_and_another_break_is_another() -> None:
+    assert alarm().command_id == alarm().command_id
+    assert alarm().command_id != alarm(verified_seq=9).command_id
+
+
+@pytest.mark.parametrize("who", ["bob", "policy", "alice"])
+def test_no_actor_of_the_roles_file_may_raise_an_alarm(agent, who) -> None:
+    event = agent.decide(alarm(KEYS[who].private_key, actor=who))
+    assert (event.type, event.evidence["check"]) == ("command_rejected", "rbac")
+
+
+def test_an_alarm_claiming_the_writers_key_without_its_signature_is_refused(agent) -> None:
+    genuine = alarm()
+    forged = dataclasses.replace(genuine, model="churn")  # signature no longer covers it
+    event = agent.decide(forged)
+    assert (event.type, event.evidence["check"]) == ("command_rejected", "signature")
+    assert event.evidence["signature_verified"] is False
+    impostor = dataclasses.replace(genuine, actor="bob")
+    assert agent.decide(impostor).evidence["check"] == "signature"
+
+
+def test_an_alarm_naming_no_problems_is_refused(agent) -> None:
+    empty = dataclasses.replace(
+        new_command("raise_alarm", "fraud", None, "lineage-writer", {"evidence": "{}"}),
+    ).signed(WRITER.private_key)
+    event = agent.decide(empty)
+    assert (event.type, event.evidence["check"]) == ("command_rejected", "invalid_command")
+    assert "names no problems" in event.evidence["reason"]
+
+
+def test_without_the_writers_key_the_registry_accepts_no_alarm(tmp_path, registry) -> None:
+    roles = write_example_roles(
+        tmp_path / "roles.toml", {n: k.private_key.public_key() for n, k in KEYS.items()}
+    )
+    agent = registry_agent(roles, registry)
+    agent._audit_writer = lambda: None
+    event = agent.decide(alarm())
+    assert (event.type, event.evidence["check"]) == ("command_rejected", "unknown_actor")

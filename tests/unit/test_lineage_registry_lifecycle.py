@@ -105,6 +105,7 @@ def test_the_table_is_the_documented_one() -> None:
         "promote",
         "archive",
         "rollback",
+        "raise_alarm",
         "clear_alarm",
     )
 
