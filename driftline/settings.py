@@ -296,6 +296,17 @@ class WorkerSettings(_Section):
     fetch_max_wait_ms: int = Field(
         20, ge=1, le=10_000, description="longest a fetch waits at the broker for new records"
     )
+    output_linger_ms: float = Field(
+        0.0,
+        ge=0,
+        le=60_000,
+        description=(
+            "librdkafka linger.ms of the worker's producer (predictions, dead letters, "
+            "lifecycle): 0 sends a scored batch at once, and librdkafka still batches what "
+            "queues while earlier requests are in flight; raise it to trade latency for "
+            "fewer, larger broker requests"
+        ),
+    )
     event_time_max_ahead_s: float = Field(
         86_400.0,
         ge=0,

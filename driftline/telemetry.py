@@ -23,13 +23,14 @@ from driftline.settings import TelemetrySettings
 MAX_LINKS_PER_SPAN = 1000
 
 _configured: TracerProvider | None = None
+_exporting = False
 
 
 def configure_telemetry(
     settings: TelemetrySettings, *, exporter: SpanExporter | None = None
 ) -> TracerProvider:
     """Install the global tracer provider once per process and set log levels."""
-    global _configured
+    global _configured, _exporting
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -49,9 +50,16 @@ def configure_telemetry(
         exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint.rstrip("/") + "/v1/traces")
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+        _exporting = True
     trace.set_tracer_provider(provider)
     _configured = provider
     return provider
+
+
+def spans_exported() -> bool:
+    """Whether finished spans go anywhere. Without an exporter, spans still give producers
+    valid contexts to pass on, but what only a span holds (its links) is never seen."""
+    return _exporting
 
 
 def shutdown_telemetry() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from driftline.settings import Settings
+from driftline.telemetry import spans_exported
 from inference import Router
 from inference.device import choose_device
 from inference.event_time import EventTimeBounds
@@ -94,7 +95,10 @@ class WorkerRuntime:
     def build(cls, settings: Settings, bootstrap: str) -> WorkerRuntime:
         topics = Topics(settings.kafka.topic_prefix)
         codec = codec_for(settings)
-        producer = make_producer(settings, bootstrap)
+        # A consumed batch's outputs are all produced at once: lingering only delays them.
+        producer = make_producer(
+            settings, bootstrap, **{"linger.ms": settings.worker.output_linger_ms}
+        )
         delivery = DeliveryTracker(producer)
         stats = WorkerStats()
         dead = DeadLetterPublisher(
@@ -186,6 +190,7 @@ class WorkerRuntime:
                 dead_letters=dead,
                 predictions_topic=topics.predictions,
                 stats=stats,
+                link_records=spans_exported(),
                 drift=runtime.drift,
                 outcomes=runtime.outcomes,
                 limit=MessageLimit(settings.kafka.message_max_bytes),

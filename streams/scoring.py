@@ -55,6 +55,7 @@ class ScoringPipeline:
         predictions_topic: str,
         stats: WorkerStats,
         max_links: int = 1000,
+        link_records: bool = True,
         drift: DriftStage | None = None,
         outcomes: OutcomeJoiner | None = None,
         limit: MessageLimit = DEFAULT_LIMIT,
@@ -68,7 +69,9 @@ class ScoringPipeline:
         self._dead = dead_letters
         self._topic = predictions_topic
         self._stats = stats
-        self._max_links = max_links
+        # Off when no span is exported: nobody could see the links, and reading every
+        # record's traceparent was a fifth of the hot path's CPU.
+        self._max_links = max_links if link_records else 0
         self.drift = drift
         self.outcomes = outcomes  # pending entries for the outcomes join, when set
         self._pending: list[tuple[str, Pending]] = []
@@ -83,11 +86,15 @@ class ScoringPipeline:
         """
         # Left over only if an earlier call raised half-way: its messages are redone.
         self._pending, self._observations = [], []
-        links = [
-            link
-            for link in (link_to(m.headers) for m in messages[: self._max_links])
-            if link is not None
-        ]
+        links = (
+            [
+                link
+                for link in (link_to(m.headers) for m in messages[: self._max_links])
+                if link is not None
+            ]
+            if self._max_links
+            else []
+        )
         batch = self._delivery.batch() if batch is None else batch
         with tracer.start_as_current_span(
             "score features",
