@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,12 @@ def pinned_version(pom: Path = POM) -> str:
     return found.text.strip()
 
 
+def _fetched_from(version: str) -> str:
+    """What a finished fetch records: the version and the pom's digest, so a changed pom
+    (another dependency) fetches again."""
+    return f"{version}\n{hashlib.sha256(POM.read_bytes()).hexdigest()}\n"
+
+
 def kafka_libs(version: str | None = None) -> Path:
     return REPO_ROOT / ".cache" / f"kafka-{version or pinned_version()}" / "libs"
 
@@ -67,7 +74,9 @@ def install(version: str | None = None) -> Path:
     """Copy the pinned broker's runtime jars into the cache once; return the libs dir."""
     version = version or pinned_version()
     libs = kafka_libs(version)
-    if (libs / _COMPLETE).exists():
+    marker = _fetched_from(version)
+    done_marker = libs / _COMPLETE
+    if done_marker.exists() and done_marker.read_text() == marker:
         return libs
     _require("java", "openjdk-17-jre-headless")
     mvn = _require("mvn", "maven")
@@ -96,13 +105,13 @@ def install(version: str | None = None) -> Path:
             f"Maven could not fetch Apache Kafka {version} (exit {done.returncode}); "
             f"check network access to the Maven repository and {POM}:\n{tail}"
         )
-    (partial / _COMPLETE).write_text(version + "\n")
+    (partial / _COMPLETE).write_text(marker)
     shutil.rmtree(libs, ignore_errors=True)
     partial.rename(libs)
     return libs
 
 
-def _java() -> str:
+def java_path() -> str:
     return _require("java", "openjdk-17-jre-headless")
 
 
@@ -274,7 +283,7 @@ class KafkaBroker:
         if (self.data_dir / "log" / "meta.properties").exists():
             return None  # a restart from existing data
         return [
-            _java(),
+            java_path(),
             "-cp",
             self._classpath(),
             "kafka.tools.StorageTool",
@@ -299,7 +308,7 @@ class KafkaBroker:
     def _spawn(self) -> None:
         self.proc = spawn_child(
             [
-                _java(),
+                java_path(),
                 f"-Xmx{self.heap}",
                 "-Xss1m",
                 "-Djava.awt.headless=true",

@@ -13,7 +13,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,7 +30,7 @@ from driftline.settings import Settings, load_settings
 from streams.embedded import free_port, stop_child
 from streams.identity import create_actor
 from streams.kafka_acls import acl_bindings
-from streams.kafka_local import KafkaBroker
+from streams.kafka_local import REPO_ROOT, KafkaBroker, install, java_path
 from streams.provision import provision
 from streams.topics import Topics
 from tests.integration.conftest import WorkerProcess
@@ -168,9 +175,12 @@ class Deployment:
 
 def deploy(kafka: SecureKafka, data_dir: Path, *, command: bool = False) -> Deployment:
     """ACLs from the table for a fresh prefix, created by the administrator; the topics,
-    created by the provisioner principal (with ``command``, by `python -m streams.provision`);
-    signing keys for alice, bob and the policy."""
-    prefix = f"z{uuid.uuid4().hex[:8]}."
+    created by the provisioner principal; signing keys for alice, bob and the policy.
+
+    With ``command``, as an operator would: the ACLs by running ``infra/kafka/acls.sh``
+    (through Kafka's own kafka-acls tool), so for its prefix, ``driftline.`` (once per
+    broker), and the topics by `python -m streams.provision`."""
+    prefix = "driftline." if command else f"z{uuid.uuid4().hex[:8]}."
     base_env = {
         "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
         "DRIFTLINE_KAFKA_PARTITIONS": "2",
@@ -181,8 +191,18 @@ def deploy(kafka: SecureKafka, data_dir: Path, *, command: bool = False) -> Depl
     }
     found = Deployment(kafka, prefix, data_dir, base_env)
     admin = AdminClient(kafka.client_config(ADMIN))
-    for future in admin.create_acls(acl_bindings(prefix)).values():
-        future.result(30)
+    if command:
+        run_acls_script(kafka, data_dir / "acls")
+        # The script made exactly the table's ACLs: nothing missing, nothing more.
+        everything = AclBindingFilter(
+            ResourceType.ANY, None, ResourcePatternType.ANY,
+            None, None, AclOperation.ANY, AclPermissionType.ANY,
+        )  # fmt: skip
+        made = {b for b in admin.describe_acls(everything).result(30) if b.name.startswith(prefix)}
+        assert made == set(acl_bindings(prefix)), made ^ set(acl_bindings(prefix))
+    else:
+        for future in admin.create_acls(acl_bindings(prefix)).values():
+            future.result(30)
     provisioner = found.settings("provisioner")
     every_topic = found.topics.all() + found.topics.internal()
     if command:
@@ -202,6 +222,56 @@ def deploy(kafka: SecureKafka, data_dir: Path, *, command: bool = False) -> Depl
     create_actor(provisioner, "bob", ["approver"])
     create_actor(provisioner, "policy", ["policy"])
     return found
+
+
+ACLS_SCRIPT = REPO_ROOT / "infra" / "kafka" / "acls.sh"
+ACL_BATCH = Path(__file__).with_name("java") / "AclBatch.java"
+
+
+def run_acls_script(kafka: SecureKafka, workdir: Path) -> str:
+    """Run ``infra/kafka/acls.sh`` as the administrator, as its header says, with Kafka's
+    own kafka-acls tool (``AclCommand``, from the Maven cache) doing every ``acl`` line:
+    its ``KAFKA_ACLS`` is a shim that records each invocation, and one JVM runs them all
+    (a JVM per line would take minutes here). Returns the tool's output."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    password = kafka.passwords[ADMIN]
+    admin_properties = workdir / "admin.properties"
+    admin_properties.write_text(
+        "security.protocol=SASL_SSL\n"
+        "sasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{ADMIN}" password="{password}";\n'
+        "ssl.truststore.type=PEM\n"
+        f"ssl.truststore.location={kafka.ca_file}\n"
+    )
+    invocations = workdir / "invocations"
+    shim = workdir / "kafka-acls"
+    shim.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do printf \'%s\\n\' "$arg"; done >> "$ACL_INVOCATIONS"\n'
+        'echo >> "$ACL_INVOCATIONS"\n'
+    )
+    shim.chmod(0o755)
+    env = os.environ | {
+        "BOOTSTRAP": kafka.bootstrap,
+        "COMMAND_CONFIG": str(admin_properties),
+        "KAFKA_ACLS": str(shim),
+        "ACL_INVOCATIONS": str(invocations),
+    }
+    script = subprocess.run(
+        ["sh", str(ACLS_SCRIPT)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert script.returncode == 0, script.stdout + script.stderr
+    tool = subprocess.run(
+        [java_path(), "-cp", f"{install()}/*", str(ACL_BATCH), str(invocations)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert tool.returncode == 0, tool.stdout[-4000:] + tool.stderr[-4000:]
+    lines = sum(line.startswith("acl ") for line in ACLS_SCRIPT.read_text().splitlines())
+    assert f"AclBatch: {lines} kafka-acls invocation(s) done" in tool.stdout, tool.stdout[-2000:]
+    return tool.stdout
 
 
 @dataclass
