@@ -272,6 +272,28 @@ async def _latencies(
         await consumer.stop()
 
 
+def wait_scoring(settings, bootstrap: str, url: str, timeout_s: float = 120) -> None:
+    """Send a probe record every 0.25 s until the worker has scored one: "ready" means its
+    registry is caught up, but its features consumer may still be joining its group (on
+    Tansu, for seconds), and records sent meanwhile would time the join, not the path."""
+    producer = FeatureProducer(settings, bootstrap)
+    probes = synthetic_records(model="bench", count=10_000, entities=10, seed=99, n_features=16)
+    deadline = time.monotonic() + timeout_s
+    try:
+        for probe in probes:
+            producer.send(probe)
+            producer.flush()
+            time.sleep(0.25)
+            if http_json(url, timeout=2).get("records_in", 0) > 0:
+                time.sleep(1.0)  # probes still on their way are scored before timing starts
+                return
+            if time.monotonic() > deadline:
+                break
+    finally:
+        producer.close()
+    raise RuntimeError(f"worker at {url} scored no probe record in {timeout_s:.0f}s")
+
+
 def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, seconds: float,
             warmup_s: float = 2.0, detail: dict | None = None, **worker_env: str):  # fmt: skip
     """p50, p99 and count of produce-to-prediction latency at a steady ``rate``, measured
@@ -284,6 +306,7 @@ def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, s
     try:
         settings = load_settings()
         wait_ready(url.replace("stats", "health"))
+        wait_scoring(settings, broker.bootstrap, url)
         count = int(rate * (seconds + warmup_s))
         topic = Topics(settings.kafka.topic_prefix).predictions
         result: list[float] = []

@@ -39,7 +39,7 @@ ONNX Runtime session options. Quix Streams and Bytewax run in venvs of their own
 .cache/bench-venvs/ (created on first use; ``python -m bench.peers.venvs``).
 
 Usage: python -m bench.bench_peers [--broker kafka|tansu|both] [--quick] [--paths a,b,...]
-       [--records N]
+       [--records N] [--warmup-s S]
 (full: 100,000 records and 10 s of latency per path; --quick: 50,000 and 3 s, about 2.5
 minutes on Kafka and 5 on Tansu, whose confluent-kafka group joins take about 24 s each,
 once the venvs exist)
@@ -612,10 +612,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int,
                         help="records in the throughput topic (a longer steady stretch, e.g. "
                         "to profile a path)")  # fmt: skip
+    parser.add_argument("--warmup-s", type=float,
+                        help="seconds at the latency rate before measuring (default 2; 1 "
+                        "with --quick)")  # fmt: skip
     args = parser.parse_args(argv)
     counts = QUICK if args.quick else FULL
     if args.records:
         counts = dataclasses.replace(counts, records=args.records)
+    if args.warmup_s is not None:
+        counts = dataclasses.replace(counts, warmup_s=args.warmup_s)
     paths = choose_paths(args.paths)
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     started = time.monotonic()
