@@ -111,3 +111,28 @@ def tamper_store(settings, code: str) -> None:
         """
     )
     subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], check=True, timeout=120)
+
+
+def forged_promotion(model: str, version: int) -> str:
+    """Code for :func:`tamper_store`: a promotion of ``model`` v``version`` by "mallory"
+    appended to its audit chain, correctly linked onto the head, citing a lifecycle
+    record (offset 999) that does not exist."""
+    return f"""
+    from lineage import events as ev
+    from lineage.audit import chain_hash
+
+    (seq, head), = client.query(
+        f"SELECT seq, hash FROM {{db}}.audit_log WHERE model = {model!r} ORDER BY seq DESC LIMIT 1",
+        column_formats={{"hash": "string"}},
+    ).result_rows
+    e = ev.promoted({model!r}, {version}, "mallory", "registered", None)
+    body = e.canonical_json()
+    client.insert(
+        f"{{db}}.audit_log",
+        [[{model!r}, seq + 1, e.event_id, e.type, e.version, e.actor, e.occurred_at,
+          body.decode(), head, chain_hash(head, body), lifecycle, 0, 999, e.occurred_at]],
+        column_names=["model", "seq", "event_id", "event_type", "version", "actor",
+                      "occurred_at", "canonical", "prev_hash", "hash", "source_topic",
+                      "source_partition", "source_offset", "recorded_at"],
+    )
+"""

@@ -21,7 +21,7 @@ from schemas import default_codec
 from streams.embedded import free_port
 from streams.lifecycle import load_registry
 from streams.topics import Topics
-from tests.integration.helpers import read_topic, tamper_store, wait_until
+from tests.integration.helpers import forged_promotion, read_topic, tamper_store, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -55,31 +55,17 @@ def tamper(stack_env, code: str) -> None:
     tamper_store(stack_env.settings(), code)
 
 
-FORGE = """
-    from lineage import events as ev
-    from lineage.audit import chain_hash
-
-    # A forged promotion appended to fraud, correctly chained onto its head.
-    (seq, head), = client.query(
-        f"SELECT seq, hash FROM {db}.audit_log WHERE model = 'fraud' ORDER BY seq DESC LIMIT 1",
-        column_formats={"hash": "string"},
-    ).result_rows
-    e = ev.promoted("fraud", 5, "mallory", "registered", None)
-    body = e.canonical_json()
-    client.insert(
-        f"{db}.audit_log",
-        [["fraud", seq + 1, e.event_id, e.type, e.version, e.actor, e.occurred_at,
-          body.decode(), head, chain_hash(head, body), lifecycle, 0, 999, e.occurred_at]],
-        column_names=["model", "seq", "event_id", "event_type", "version", "actor",
-                      "occurred_at", "canonical", "prev_hash", "hash", "source_topic",
-                      "source_partition", "source_offset", "recorded_at"],
-    )
+# A forged promotion appended to fraud; churn's last row deleted with its checkpoint.
+FORGE = (
+    forged_promotion("fraud", 5)
+    + """
     # churn's last row deleted together with its checkpoint.
     client.command(f"ALTER TABLE {db}.audit_log DELETE WHERE model = 'churn' AND seq = 3",
                    settings=SYNC)
     client.command(f"ALTER TABLE {db}.audit_checkpoints DELETE WHERE model = 'churn'",
                    settings=SYNC)
 """
+)
 
 
 def anchors(stack_env) -> list[Checkpoint]:

@@ -36,7 +36,7 @@ from streams.lifecycle import LifecycleWatcher, load_registry, publish_lifecycle
 from streams.loadgen import synthetic_records
 from streams.models import ModelCommands
 from streams.producer import FeatureProducer
-from tests.integration.helpers import tamper_store, wait_until, write_model
+from tests.integration.helpers import forged_promotion, tamper_store, wait_until, write_model
 from tests.integration.secure_kafka import (
     ADMIN,
     Deployment,
@@ -179,7 +179,7 @@ def test_every_role_works_with_only_its_acls(deployment: Deployment, tmp_path: P
         # it sends the registry an alarm signed with its checkpoint key, and the registry
         # (the one lifecycle writer) publishes it. A forged promotion in the store:
         stop_workers({"lineage": lineage})
-        tamper_store(deployment.settings("lineage"), FORGE_DEMO)
+        tamper_store(deployment.settings("lineage"), forged_promotion("demo", 1))
         watcher = LifecycleWatcher(
             deployment.settings("operator"), deployment.kafka.bootstrap, topics.lifecycle
         )
@@ -198,29 +198,6 @@ def test_every_role_works_with_only_its_acls(deployment: Deployment, tmp_path: P
         stop_workers(workers)
     for worker in workers.values():
         assert "authoriz" not in worker.log().lower(), worker.log_tail()
-
-
-# A promotion by "mallory" appended to demo's chain, correctly linked, citing a lifecycle
-# record that does not exist.
-FORGE_DEMO = """
-    from lineage import events as ev
-    from lineage.audit import chain_hash
-
-    (seq, head), = client.query(
-        f"SELECT seq, hash FROM {db}.audit_log WHERE model = 'demo' ORDER BY seq DESC LIMIT 1",
-        column_formats={"hash": "string"},
-    ).result_rows
-    e = ev.promoted("demo", 1, "mallory", "registered", None)
-    body = e.canonical_json()
-    client.insert(
-        f"{db}.audit_log",
-        [["demo", seq + 1, e.event_id, e.type, e.version, e.actor, e.occurred_at,
-          body.decode(), head, chain_hash(head, body), lifecycle, 0, 999, e.occurred_at]],
-        column_names=["model", "seq", "event_id", "event_type", "version", "actor",
-                      "occurred_at", "canonical", "prev_hash", "hash", "source_topic",
-                      "source_partition", "source_offset", "recorded_at"],
-    )
-"""
 
 
 def test_a_producer_cannot_write_lifecycle_and_nothing_reaches_the_registry(
