@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lineage.audit import AuditProblem
 from lineage.commands import LifecycleCommand
-from lineage.events import EventType, LifecycleEvent, new_event, now_ms
+from lineage.events import EventType, LifecycleEvent, now_ms
 
 # Actions an alarm freezes: each gives a version more of the traffic.
 FROZEN_ACTIONS = frozenset({"promote", "canary", "challenger", "traffic"})
@@ -62,27 +62,6 @@ def alarm_evidence(problems: Iterable[AuditProblem], *, verified_seq: int) -> di
         "verified_seq": verified_seq,
         "freezes": sorted(FROZEN_ACTIONS),
     }
-
-
-def alarm_event(
-    model: str,
-    problems: Iterable[AuditProblem],
-    actor: str,
-    *,
-    verified_seq: int,
-    occurred_at: int | None = None,
-) -> LifecycleEvent:
-    """The ``audit_alarm`` event for ``model``'s problems past ``verified_seq``. One break
-    is one alarm: the caller raises one per :func:`alarm_key`, whatever further problems
-    the broken tail shows later."""
-    return new_event(
-        EventType.AUDIT_ALARM,
-        model,
-        None,
-        actor,
-        evidence=alarm_evidence(problems, verified_seq=verified_seq),
-        occurred_at=now_ms() if occurred_at is None else occurred_at,
-    )
 
 
 def alarm_command(

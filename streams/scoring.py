@@ -86,15 +86,11 @@ class ScoringPipeline:
         """
         # Left over only if an earlier call raised half-way: its messages are redone.
         self._pending, self._observations = [], []
-        links = (
-            [
-                link
-                for link in (link_to(m.headers) for m in messages[: self._max_links])
-                if link is not None
-            ]
-            if self._max_links
-            else []
-        )
+        links = [
+            link
+            for link in (link_to(m.headers) for m in messages[: self._max_links])
+            if link is not None
+        ]
         batch = self._delivery.batch() if batch is None else batch
         with tracer.start_as_current_span(
             "score features",

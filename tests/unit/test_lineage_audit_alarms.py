@@ -12,7 +12,7 @@ import pytest
 
 from lineage import keys
 from lineage.audit import AuditProblem
-from lineage.audit_alarms import alarm_command, alarm_event
+from lineage.audit_alarms import alarm_command, alarm_evidence
 from lineage.checkpoints import WriterKey
 from lineage.commands import new_command
 from lineage.events import LifecycleEvent
@@ -28,6 +28,12 @@ from streams.registry_agent import RegistryAgent
 DESCRIPTION = {"input_name": "x", "input_shape": "[null, 4]"}
 PROBLEM = AuditProblem("fraud", 6, "forged", "no record at driftline.lifecycle[0]@99")
 KEYS = {name: keys.generate_key(name) for name in ("alice", "bob", "policy")}
+
+
+def alarm_event(problems, verified_seq: int) -> LifecycleEvent:
+    """The audit_alarm event the registry plans for the lineage writer's alarm."""
+    evidence = alarm_evidence(problems, verified_seq=verified_seq)
+    return ModelRegistry().plan("raise_alarm", "fraud", None, "lineage-writer", evidence=evidence)
 
 
 def register(registry: ModelRegistry, actor: str = "alice") -> int:
@@ -57,7 +63,7 @@ def registry() -> ModelRegistry:
 
 @pytest.fixture
 def frozen(registry) -> ModelRegistry:
-    registry.apply(alarm_event("fraud", [PROBLEM], "lineage-writer", verified_seq=5))
+    registry.apply(alarm_event([PROBLEM], verified_seq=5))
     return registry
 
 
@@ -121,17 +127,13 @@ def _events(registry: ModelRegistry) -> list[LifecycleEvent]:
     ]:  # fmt: skip
         events.append(rebuilt.plan(action, "fraud", version, "setup", arguments=arguments))
         rebuilt.apply(events[-1])
-    events.append(alarm_event("fraud", [PROBLEM], "lineage-writer", verified_seq=5))
+    events.append(alarm_event([PROBLEM], verified_seq=5))
     return events
 
 
 def test_a_second_alarm_keeps_the_freeze_and_one_clear_lifts_it(registry) -> None:
-    assert (
-        registry.apply(alarm_event("fraud", [PROBLEM], "lineage-writer", verified_seq=5)) is False
-    )
-    second = alarm_event(
-        "fraud", [PROBLEM], "lineage-writer", verified_seq=5
-    )  # after a worker restart
+    assert registry.apply(alarm_event([PROBLEM], verified_seq=5)) is False
+    second = alarm_event([PROBLEM], verified_seq=5)  # after a worker restart
     registry.apply(second)
     assert registry.alarm("fraud").event_id == second.event_id
     assert [h.event_type for h in registry.history("fraud")].count("audit_alarm") == 2

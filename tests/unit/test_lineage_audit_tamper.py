@@ -16,7 +16,7 @@ import pytest
 
 from lineage import events as ev
 from lineage.audit import AuditLogWriter, chain_hash
-from lineage.audit_alarms import alarm_event
+from lineage.audit_alarms import alarm_evidence
 from lineage.audit_sources import SourceLog, SourceRecord
 from lineage.audit_tail import TailVerifier
 from lineage.audit_verify import (
@@ -36,6 +36,7 @@ from lineage.checkpoints import (
 )
 from lineage.events import now_ms
 from lineage.keys import generate_key
+from lineage.registry import ModelRegistry
 from lineage.store import create_tables
 
 pytestmark = pytest.mark.integration  # real chDB engine
@@ -431,7 +432,8 @@ def test_writer_refuses_to_sign_a_forged_tail_and_alarms(lineage) -> None:
     assert lineage.verifier.verified["fraud"][0] == 5  # still the last good head
     again = lineage.checkpoint()  # the same problem until someone repairs it
     assert [(p.model, p.seq, p.kind) for p in again.problems] == [("fraud", 6, "forged")]
-    alarm = alarm_event("fraud", result.problems, "lineage-writer", verified_seq=5)
+    evidence = alarm_evidence(result.problems, verified_seq=5)
+    alarm = ModelRegistry().plan("raise_alarm", "fraud", None, "lineage-writer", evidence=evidence)
     assert alarm.type == "audit_alarm" and alarm.version is None
     assert alarm.evidence["problems"][0] == {
         "seq": 6,
@@ -480,7 +482,7 @@ def test_writer_does_not_sign_while_sources_are_unreadable(lineage) -> None:
 
 def test_alarm_needs_a_problem() -> None:
     with pytest.raises(ValueError, match="needs at least one problem"):
-        alarm_event("fraud", [], "lineage-writer", verified_seq=0)
+        alarm_evidence([], verified_seq=0)
 
 
 def test_chain_hash_is_sha256_of_prev_and_body() -> None:
