@@ -34,5 +34,12 @@ async def show(web, request):
     return web.json({key.decode(): value for key, value in counts.items()})
 
 
+@app.page("/ready/")
+async def ready(web, request):
+    # Recovery done and no rebalance under way: the table is whole and the agent reads.
+    recovered = app.tables.recovery.completed.is_set() and not app.rebalancing
+    return web.json({"ready": recovered})
+
+
 if __name__ == "__main__":
     app.main()
