@@ -12,10 +12,9 @@ import tempfile
 import time
 
 import clickhouse_connect
-
-from lineage import AuditLogWriter, create_tables
-from lineage.audit import COLUMNS
-from lineage.events import registered
+from driftline.lineage import AuditLogWriter, create_tables
+from driftline.lineage.audit import COLUMNS
+from driftline.lineage.events import registered
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable
 
-from schemas import SchemaCodec
+from driftline.schemas import SchemaCodec
 
 _T0 = 1_700_000_000_000
 

@@ -18,10 +18,9 @@ import sys
 import time
 
 import numpy as np
-
-from inference.device import SCORE_TOLERANCE, choose_device
-from inference.model import LoadedModel
-from inference.training import train_gbm, train_logistic, train_mlp
+from driftline.inference.device import SCORE_TOLERANCE, choose_device
+from driftline.inference.model import LoadedModel
+from driftline.inference.training import train_gbm, train_logistic, train_mlp
 
 N_FEATURES = 16
 BATCH = 8_192
@@ -59,9 +58,9 @@ def _cupy_device() -> bool:
 
 def drift_bank_rates(rows: int = 1_048_576, update_rows: int = 65_536) -> None:
     """Feature-values/s of the KS and PSI window banks, NumPy vs CuPy, on the same matrix."""
-    from drift.grid_bank import GridBank
-    from drift.window_tests import KSBank, PSIBank
-    from lineage.profile import ReferenceProfile
+    from driftline.drift.grid_bank import GridBank
+    from driftline.drift.window_tests import KSBank, PSIBank
+    from driftline.lineage.profile import ReferenceProfile
 
     rng = np.random.default_rng(5)
     names = [f"f{j:02d}" for j in range(N_FEATURES)]

@@ -14,7 +14,7 @@
    run) and of the exact KSBank and PSIBank vs River KSWIN on the same values;
 5. partitions: the same seeded frames spread over 1, 4 and 12 features
    partitions by frame id, through the real scoring-side stage and decider
-   (``streams.testing.DriftLoop``), sampled 1 in 16 (the default) and unsampled:
+   (``driftline.streams.testing.DriftLoop``), sampled 1 in 16 (the default) and unsampled:
    alarms per shift, delay in records, false alarms side by side.
 
 Delay = records after the drift point until the first alarm after it; a drift
@@ -33,15 +33,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+from driftline.drift.catalog import make_detector
+from driftline.drift.config import DriftConfig
+from driftline.drift.grid_bank import GridBank
+from driftline.drift.monitor import ArmMonitor, DriftAlarm, MonitorKey
+from driftline.drift.window_tests import KSBank, PSIBank
+from driftline.lineage.profile import ReferenceProfile
+from driftline.streams.testing import DriftLoop
 
 from bench.drift_streams import feature_rows, sea_errors
-from drift.catalog import make_detector
-from drift.config import DriftConfig
-from drift.grid_bank import GridBank
-from drift.monitor import ArmMonitor, DriftAlarm, MonitorKey
-from drift.window_tests import KSBank, PSIBank
-from lineage.profile import ReferenceProfile
-from streams.testing import DriftLoop
 
 K = 16
 NAMES = tuple(f"f{i:02d}" for i in range(K))
@@ -387,7 +387,8 @@ def partitions(s: dict, reference: ReferenceProfile) -> None:
     print(
         f"\n5. Partitions: frames of {PART_FRAME} rows spread over 1, 4 and 12 partitions by frame "
         f"id, {PART_BATCH} frames a scoring batch, through the scoring stage and the decider "
-        f"(streams.testing.DriftLoop); 0.5-sigma shift of one of {K} features at a point uniform "
+        f"(driftline.streams.testing.DriftLoop); 0.5-sigma shift of one of {K} features at a point "
+        f"uniform "
         f"in [{PART_RANGE[0]:,}, {PART_RANGE[1]:,}), horizon {PART_HORIZON:,}, {trials} trials; "
         f"stationary: {n:,} records"
     )

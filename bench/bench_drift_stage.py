@@ -33,23 +33,23 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
+from driftline.core.settings import TelemetrySettings, load_settings
+from driftline.core.telemetry import configure_telemetry
+from driftline.drift.config import DriftConfig
+from driftline.inference import LoadedModel, SyntheticFeatures, train_logistic
+from driftline.inference.frames import Frame, pack_frame, score_frame
+from driftline.inference.routing import RoutingTable
+from driftline.schemas import default_codec
+from driftline.streams.delivery import BatchDelivery
+from driftline.streams.embedded import TansuBroker, stop_child
+from driftline.streams.loadgen import produce_frames_at_rate, synthetic_frames
+from driftline.streams.producer import FeatureProducer
+from driftline.streams.stack import http_json
+from driftline.streams.testing import DriftLoop
+from driftline.streams.topics import Topics
 
 from bench.bench_frames import FRAME_ROWS, new_topics, steady_rate
 from bench.bench_single_record import spawn_worker
-from drift.config import DriftConfig
-from driftline.settings import TelemetrySettings, load_settings
-from driftline.telemetry import configure_telemetry
-from inference import LoadedModel, SyntheticFeatures, train_logistic
-from inference.frames import Frame, pack_frame, score_frame
-from inference.routing import RoutingTable
-from schemas import default_codec
-from streams.delivery import BatchDelivery
-from streams.embedded import TansuBroker, stop_child
-from streams.loadgen import produce_frames_at_rate, synthetic_frames
-from streams.producer import FeatureProducer
-from streams.stack import http_json
-from streams.testing import DriftLoop
-from streams.topics import Topics
 
 ROUNDS = 3  # drift off and on, alternated: runs on a 2-core machine vary by +-30%
 SHIFTED = 3  # the feature that moves by one sigma half-way through the topic

@@ -29,6 +29,23 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from driftline.core.settings import TelemetrySettings, load_settings
+from driftline.core.telemetry import configure_telemetry
+from driftline.inference import LoadedModel, SyntheticFeatures, train_gbm, train_logistic
+from driftline.inference.frames import Frame, pack_frame, score_frame, unpack_prediction_frame
+from driftline.inference.routing import RoutingTable
+from driftline.schemas import default_codec
+from driftline.streams.embedded import TansuBroker, stop_child
+from driftline.streams.loadgen import (
+    produce_at_rate,
+    produce_frames_at_rate,
+    synthetic_frames,
+    synthetic_records,
+)
+from driftline.streams.producer import FeatureProducer
+from driftline.streams.stack import http_json
+from driftline.streams.topics import Topics
+from driftline.streams.worker import prepare_topics
 
 from bench.bench_single_record import (
     PARTITIONS,
@@ -38,23 +55,6 @@ from bench.bench_single_record import (
 )
 from bench.broker_hop import broker_hop, quantiles
 from bench.procstat import process_usage
-from driftline.settings import TelemetrySettings, load_settings
-from driftline.telemetry import configure_telemetry
-from inference import LoadedModel, SyntheticFeatures, train_gbm, train_logistic
-from inference.frames import Frame, pack_frame, score_frame, unpack_prediction_frame
-from inference.routing import RoutingTable
-from schemas import default_codec
-from streams.embedded import TansuBroker, stop_child
-from streams.loadgen import (
-    produce_at_rate,
-    produce_frames_at_rate,
-    synthetic_frames,
-    synthetic_records,
-)
-from streams.producer import FeatureProducer
-from streams.stack import http_json
-from streams.topics import Topics
-from streams.worker import prepare_topics
 
 FRAME_ROWS = 2000
 # The latency profile in the README: a shorter fetch wait (the batch window matters little
@@ -342,9 +342,8 @@ def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, s
 
 def sink_rates(rows: int = 400_000) -> tuple[float, float]:
     import clickhouse_connect
-
-    from lineage import PredictionSink, create_tables
-    from lineage.frame_sinks import PredictionFrameSink
+    from driftline.lineage import PredictionSink, create_tables
+    from driftline.lineage.frame_sinks import PredictionFrameSink
 
     model = LoadedModel.load(
         (data := train_logistic(16, 3000, seed=1).onnx_bytes),

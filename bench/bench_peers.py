@@ -20,7 +20,7 @@ For each broker (a fresh single-node Apache Kafka, then a fresh Tansu, as
 
 Paths (``--paths``, default all):
 
-- ``driftline-kafka``, ``driftline-faust``: the real worker (``python -m streams.cli
+- ``driftline-kafka``, ``driftline-faust``: the real worker (``python -m driftline.streams.cli
   worker``, inference role, drift off), the model registered and promoted on its
   lifecycle topic as the other benchmarks do, with DRIFTLINE_WORKER_FEATURES_CONSUMER
   ``kafka`` and ``faust``; ``driftline-kafka-drift``: the first with drift on (the
@@ -64,6 +64,15 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from driftline.core.settings import TelemetrySettings, load_settings
+from driftline.core.telemetry import configure_telemetry
+from driftline.inference import train_logistic
+from driftline.schemas import default_codec
+from driftline.streams.embedded import stop_child
+from driftline.streams.loadgen import produce_at_rate, synthetic_records
+from driftline.streams.producer import FeatureProducer
+from driftline.streams.stack import http_json
+from driftline.streams.topics import Topics
 
 from bench.bench_brokers import kafka as kafka_broker
 from bench.bench_brokers import tansu as tansu_broker
@@ -72,15 +81,6 @@ from bench.bench_single_record import PARTITIONS, fill, spawn_worker
 from bench.broker_hop import broker_hop, quantiles
 from bench.peers import venvs
 from bench.procstat import cpu_seconds
-from driftline.settings import TelemetrySettings, load_settings
-from driftline.telemetry import configure_telemetry
-from inference import train_logistic
-from schemas import default_codec
-from streams.embedded import stop_child
-from streams.loadgen import produce_at_rate, synthetic_records
-from streams.producer import FeatureProducer
-from streams.stack import http_json
-from streams.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = (
@@ -595,7 +595,7 @@ def choose_paths(asked: str | None) -> list[str]:
         # One worker run: this checkout has only the Faust agent.
         kept = [p for p in paths if not p.startswith("driftline")]
         if len(kept) < len(paths):
-            print("DRIFTLINE_WORKER_FEATURES_CONSUMER is not in driftline/settings.py: "
+            print("DRIFTLINE_WORKER_FEATURES_CONSUMER is not in core/settings.py: "
                   "the worker runs once, as 'driftline' (its Faust agent)")  # fmt: skip
             kept.insert(0, "driftline")
         paths = kept

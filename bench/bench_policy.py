@@ -22,16 +22,15 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Producer
-
-from driftline.settings import load_settings
-from inference import train_logistic
-from streams.codecs import codec_for
-from streams.embedded import TansuBroker, free_port, stop_child
-from streams.identity import create_actor
-from streams.lifecycle import LifecycleWatcher
-from streams.models import ModelCommands
-from streams.topics import Topics
-from streams.worker import prepare_topics
+from driftline.core.settings import load_settings
+from driftline.inference import train_logistic
+from driftline.streams.codecs import codec_for
+from driftline.streams.embedded import TansuBroker, free_port, stop_child
+from driftline.streams.identity import create_actor
+from driftline.streams.lifecycle import LifecycleWatcher
+from driftline.streams.models import ModelCommands
+from driftline.streams.topics import Topics
+from driftline.streams.worker import prepare_topics
 
 
 def _drift_record(model: str, version: int) -> dict:
@@ -88,7 +87,7 @@ def main() -> None:
         create_actors(settings)
         with open(workdir / "worker.log", "ab") as log:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"], stdout=log, stderr=log
+                [sys.executable, "-m", "driftline.streams.cli", "worker"], stdout=log, stderr=log
             )
         try:
             commands = ModelCommands.from_settings(settings)

@@ -20,19 +20,18 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from driftline.settings import TelemetrySettings, load_settings
-from driftline.telemetry import configure_telemetry
-from inference import describe_onnx, train_logistic
-from lineage import ArtifactStore, ModelRegistry
-from schemas import default_codec
-from streams.embedded import TansuBroker, free_port, stop_child
-from streams.lifecycle import publish_lifecycle
-from streams.loadgen import produce_at_rate, synthetic_records
-from streams.producer import FeatureProducer
-from streams.stack import http_json
-from streams.topics import Topics
-from streams.worker import prepare_topics
+from driftline.core.settings import TelemetrySettings, load_settings
+from driftline.core.telemetry import configure_telemetry
+from driftline.inference import describe_onnx, train_logistic
+from driftline.lineage import ArtifactStore, ModelRegistry
+from driftline.schemas import default_codec
+from driftline.streams.embedded import TansuBroker, free_port, stop_child
+from driftline.streams.lifecycle import publish_lifecycle
+from driftline.streams.loadgen import produce_at_rate, synthetic_records
+from driftline.streams.producer import FeatureProducer
+from driftline.streams.stack import http_json
+from driftline.streams.topics import Topics
+from driftline.streams.worker import prepare_topics
 
 PARTITIONS = 2
 
@@ -125,7 +124,7 @@ def spawn_worker(
     port = free_port()
     with open(workdir / f"{label}.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "driftline.streams.cli", "worker"],
             env=os.environ
             | env
             | {

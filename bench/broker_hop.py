@@ -2,7 +2,7 @@
 
 Produce-to-prediction crosses the broker twice (features in, predictions
 out), so two of these hops bound it from below. The producer is configured
-like driftline's (``streams.kafka.producer_config``, 5 ms linger) and the
+like driftline's (``driftline.streams.kafka.producer_config``, 5 ms linger) and the
 consumer like the latency benchmark's reader (5 ms fetch wait), on a topic of
 its own with one partition.
 
@@ -26,11 +26,11 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from driftline.core.settings import load_settings
+from driftline.streams.embedded import TansuBroker
+from driftline.streams.kafka import make_producer
 
 from bench.procstat import resident_mib
-from driftline.settings import load_settings
-from streams.embedded import TansuBroker
-from streams.kafka import make_producer
 
 PAYLOAD = b"x" * 200  # about a FeatureRecord of 16 features
 

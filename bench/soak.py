@@ -44,23 +44,23 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from driftline.core.settings import WORKER_ROLES, TelemetrySettings, load_settings
+from driftline.core.telemetry import configure_telemetry
+from driftline.inference.frames import unpack_prediction_frame
+from driftline.streams.codecs import codec_for
+from driftline.streams.embedded import stop_child
+from driftline.streams.kafka_local import KafkaBroker
+from driftline.streams.loadgen import produce_frames_at_rate, synthetic_frames
+from driftline.streams.models import ModelCommands
+from driftline.streams.producer import FeatureProducer
+from driftline.streams.stack import http_json
+from driftline.streams.topics import Topics
+from driftline.streams.worker import prepare_topics
 
 from bench.bench_frames import FRAME_ROWS, wait_ready
 from bench.bench_policy import create_actors, new_champion
 from bench.bench_single_record import PARTITIONS, spawn_worker
 from bench.procstat import cpu_seconds, resident_mib
-from driftline.settings import WORKER_ROLES, TelemetrySettings, load_settings
-from driftline.telemetry import configure_telemetry
-from inference.frames import unpack_prediction_frame
-from streams.codecs import codec_for
-from streams.embedded import stop_child
-from streams.kafka_local import KafkaBroker
-from streams.loadgen import produce_frames_at_rate, synthetic_frames
-from streams.models import ModelCommands
-from streams.producer import FeatureProducer
-from streams.stack import http_json
-from streams.topics import Topics
-from streams.worker import prepare_topics
 
 RSS_LIMIT_MIB = 1024
 RSS_GROWTH_LIMIT_PCT = 5.0

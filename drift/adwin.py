@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from driftline.drift.river_adapter import RiverDetector, check_int, check_real
 from river import drift as river_drift
-
-from drift.river_adapter import RiverDetector, check_int, check_real
 
 
 class ADWIN(RiverDetector):

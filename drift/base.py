@@ -11,7 +11,7 @@ Two kinds implement it:
 
 - single-stream detectors (River adapters: ADWIN, PageHinkley, KSWIN, DDM,
   EDDM, HDDM_A, HDDM_W), which see one value at a time;
-- the vectorised window bank (:mod:`drift.window_tests`), which sees many
+- the vectorised window bank (:mod:`driftline.drift.window_tests`), which sees many
   features at once and has its own batch API; it shares ``params``,
   ``snapshot``/``restore`` and ``reset`` with this protocol.
 """

@@ -13,15 +13,15 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from drift.adwin import ADWIN
-from drift.ddm import DDM
-from drift.eddm import EDDM
-from drift.exceptions import InvalidDetectorConfig
-from drift.hddm_a import HDDM_A
-from drift.hddm_w import HDDM_W
-from drift.kswin import KSWIN
-from drift.page_hinkley import PageHinkley
-from drift.river_adapter import RiverDetector
+from driftline.drift.adwin import ADWIN
+from driftline.drift.ddm import DDM
+from driftline.drift.eddm import EDDM
+from driftline.drift.exceptions import InvalidDetectorConfig
+from driftline.drift.hddm_a import HDDM_A
+from driftline.drift.hddm_w import HDDM_W
+from driftline.drift.kswin import KSWIN
+from driftline.drift.page_hinkley import PageHinkley
+from driftline.drift.river_adapter import RiverDetector
 
 DETECTORS: dict[str, type[RiverDetector]] = {
     cls.name: cls for cls in (ADWIN, PageHinkley, KSWIN, DDM, EDDM, HDDM_A, HDDM_W)

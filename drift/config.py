@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from drift.catalog import BINARY_DETECTORS, DETECTORS
-from drift.exceptions import InvalidDetectorConfig
-from drift.multiplicity import METHODS
+from driftline.drift.catalog import BINARY_DETECTORS, DETECTORS
+from driftline.drift.exceptions import InvalidDetectorConfig
+from driftline.drift.multiplicity import METHODS
 
 WINDOW_TESTS = ("ks", "psi")
 

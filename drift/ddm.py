@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from driftline.drift.exceptions import InvalidDetectorConfig
+from driftline.drift.river_adapter import RiverDetector, check_int, check_real
 from river.drift import binary
-
-from drift.exceptions import InvalidDetectorConfig
-from drift.river_adapter import RiverDetector, check_int, check_real
 
 
 class DDM(RiverDetector):

@@ -17,9 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
-from drift.packing import pack, unpack
+from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from driftline.drift.packing import pack, unpack
 
 FORMAT = 2
 MAX_N = 64

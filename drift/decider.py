@@ -2,9 +2,9 @@
 
 Scoring workers read the features topic partition by partition, and the
 outcomes join reads its own topic the same way. Neither decides: each reduces
-what it read into parts (:mod:`drift.summary`) and sends them, keyed by
+what it read into parts (:mod:`driftline.drift.summary`) and sends them, keyed by
 model, to one decider. The decider folds every part into the single
-:class:`~drift.monitor.ArmMonitor` of its ``(model, version, arm)``, in the
+:class:`~driftline.drift.monitor.ArmMonitor` of its ``(model, version, arm)``, in the
 order the parts arrive. Windows, multiplicity control, debouncing and the
 error detectors all see the merged stream, so the same traffic gives the same
 alarms, after about the same number of records, on 1 partition or 48.
@@ -21,8 +21,8 @@ and what it has counted never disagree.
 Positions: an input alarm's position counts the records of the merged stream
 (frames are sampled, so fewer rows are tested), an error alarm's the outcomes.
 
->>> from drift.config import DriftConfig
->>> from drift.summary import ErrorPart
+>>> from driftline.drift.config import DriftConfig
+>>> from driftline.drift.summary import ErrorPart
 >>> decider = Decider(DriftConfig(error_detectors=("hddm_a",)), lambda model, version: None)
 >>> key = MonitorKey("m", 1, "champion")
 >>> errors = np.r_[np.zeros(1000, np.int8), np.ones(300, np.int8)]
@@ -40,13 +40,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from drift.config import DriftConfig
-from drift.exceptions import InvalidValue
-from drift.monitor import ArmMonitor, DriftAlarm, MonitorKey
-from drift.packing import pack, unpack
-from drift.summary import ErrorPart, InputPart, Part
-from lineage.profile import ReferenceProfile
+from driftline.drift.config import DriftConfig
+from driftline.drift.exceptions import InvalidValue
+from driftline.drift.monitor import ArmMonitor, DriftAlarm, MonitorKey
+from driftline.drift.packing import pack, unpack
+from driftline.drift.summary import ErrorPart, InputPart, Part
+from driftline.lineage.profile import ReferenceProfile
 
 References = Callable[[str, int], ReferenceProfile | None]
 Stored = Callable[[MonitorKey], bytes | None]

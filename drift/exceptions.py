@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from driftline.errors import DriftlineError
+from driftline.core.errors import DriftlineError
 
 
 class DriftError(DriftlineError):

@@ -1,6 +1,6 @@
 """KS and PSI over all features from one pass: window counts on the reference's quantile grid.
 
-The streaming monitors use this bank; :class:`drift.window_tests.KSBank` and
+The streaming monitors use this bank; :class:`driftline.drift.window_tests.KSBank` and
 ``PSIBank`` are the exact reference implementations it is tested against.
 
 Each row is binned once per feature into the ``q + 1`` cells the reference
@@ -22,7 +22,7 @@ placed with a search. Everything is vectorised over rows and features at once,
 on NumPy or CuPy.
 
 >>> import numpy as np
->>> from lineage.profile import ReferenceProfile
+>>> from driftline.lineage.profile import ReferenceProfile
 >>> x = np.random.default_rng(1).normal(size=(20000, 2))
 >>> bank = GridBank(ReferenceProfile.from_matrix(x, ["a", "b"]), window=1000)
 >>> shifted = np.random.default_rng(2).normal(size=(1000, 2)) + [0.0, 1.0]
@@ -36,10 +36,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
-from drift.exceptions import InvalidDetectorConfig, SnapshotError
-from drift.packing import pack, unpack
-from drift.window_tests import (
+from driftline.drift.exceptions import InvalidDetectorConfig, SnapshotError
+from driftline.drift.packing import pack, unpack
+from driftline.drift.window_tests import (
     DEVICES,
     MIN_WINDOW,
     WindowResult,
@@ -51,7 +50,7 @@ from drift.window_tests import (
     ks_p_values,
     psi_p_values,
 )
-from lineage.profile import ReferenceProfile
+from driftline.lineage.profile import ReferenceProfile
 
 FORMAT = 2
 TESTS = ("ks", "psi")
@@ -98,7 +97,7 @@ class GridBank:
         if "psi" in self.tests and not self._psi_aligned:
             raise InvalidDetectorConfig(
                 f"the profile's {reference.counts.shape[1]} PSI bins do not fall on its "
-                f"{q} quantile levels; use drift.window_tests.PSIBank, or profile with "
+                f"{q} quantile levels; use driftline.drift.window_tests.PSIBank, or profile with "
                 "n_quantiles - 1 a multiple of n_bins (the defaults, 101 and 10, are)"
             )
         self.reset()
@@ -190,7 +189,7 @@ class GridBank:
 
     def snapshot(self) -> bytes:
         # Written after every batch the drift decider folds: raw little-endian counts behind
-        # a JSON header (drift.packing), not .npz, whose zip costs ten times as much.
+        # a JSON header (driftline.drift.packing), not .npz, whose zip costs ten times as much.
         header = {
             "test": self.name,
             "format": FORMAT,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from driftline.drift.river_adapter import RiverDetector, check_choice, check_confidences, check_real
 from river.drift import binary
-
-from drift.river_adapter import RiverDetector, check_choice, check_confidences, check_real
 
 
 def _side(before: Any, after: Any, confidence: float) -> tuple[float, float]:

@@ -7,11 +7,10 @@ import random
 import warnings
 from typing import Any
 
+from driftline.drift.exceptions import InvalidDetectorConfig
+from driftline.drift.river_adapter import RiverDetector, check_int, check_real
 from river import drift as river_drift
 from scipy import stats
-
-from drift.exceptions import InvalidDetectorConfig
-from drift.river_adapter import RiverDetector, check_int, check_real
 
 # River also requires the KS statistic to exceed this before it flags.
 _MIN_STATISTIC = 0.1

@@ -3,7 +3,7 @@
 An :class:`ArmMonitor` owns, for one ``(model, version, arm)``:
 
 - the input window tests (KS and PSI, one family under the multiplicity
-  control, see :mod:`drift.window_stream`) over all features against the
+  control, see :mod:`driftline.drift.window_stream`) over all features against the
   version's training reference profile (training-serving skew and covariate
   drift), or, when the version was registered without one, against its first
   ``baseline_rows`` served rows (covariate drift only; the alarm says which);
@@ -19,7 +19,7 @@ and errors, and every alarm carries the numbers of every test or detector
 behind it. Monitors are per arm so drift that shows on a canary but not on
 the champion (a bad version) can be told apart from drift on every arm (a
 shift in the world). In a worker one monitor per arm sees every partition's
-rows: see :mod:`drift.decider`.
+rows: see :mod:`driftline.drift.decider`.
 """
 
 from __future__ import annotations
@@ -29,13 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from drift.catalog import make_detector
-from drift.config import DriftConfig
-from drift.exceptions import InvalidValue, SnapshotError
-from drift.packing import pack, unpack
-from drift.window_stream import Fired, WindowStream
-from lineage.profile import ReferenceProfile
+from driftline.drift.catalog import make_detector
+from driftline.drift.config import DriftConfig
+from driftline.drift.exceptions import InvalidValue, SnapshotError
+from driftline.drift.packing import pack, unpack
+from driftline.drift.window_stream import Fired, WindowStream
+from driftline.lineage.profile import ReferenceProfile
 
 SCORE = "score"
 

@@ -26,9 +26,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from drift.exceptions import InvalidValue
-from drift.packing import pack, unpack
+from driftline.drift.exceptions import InvalidValue
+from driftline.drift.packing import pack, unpack
 
 
 @dataclass

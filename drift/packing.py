@@ -16,7 +16,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from drift.exceptions import SnapshotError
+from driftline.drift.exceptions import SnapshotError
 
 _MAGIC = b"DLPK1"
 _LENGTH = struct.Struct(">I")

@@ -10,7 +10,7 @@ Snapshots are pickles behind a small header. Unpickling can run code, so they
 are only ever restored from driftline's own state topics, never from bytes a
 third party could write.
 
->>> from drift.page_hinkley import PageHinkley
+>>> from driftline.drift.page_hinkley import PageHinkley
 >>> det = PageHinkley(threshold=5.0)
 >>> det.update_many(np.array([0.0] * 50 + [3.0] * 5)).tolist()
 [51]
@@ -31,9 +31,8 @@ import zlib
 from typing import Any, ClassVar
 
 import numpy as np
-
-from drift.base import Reading
-from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from driftline.drift.base import Reading
+from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 
 FORMAT_VERSION = 1
 _MAGIC = b"DLDRIFT"
@@ -43,7 +42,7 @@ _CRC = struct.Struct(">I")
 
 
 class RiverDetector:
-    """One River drift detector behind the :class:`drift.base.DriftDetector` protocol."""
+    """One River drift detector behind the :class:`driftline.drift.base.DriftDetector` protocol."""
 
     name: ClassVar[str]
     binary: ClassVar[bool] = False  # True: the stream is 0/1 errors

@@ -3,7 +3,7 @@
 A scoring worker reads some partitions of the features topic, the outcomes
 join some partitions of its own topic; neither sees all of a model's traffic,
 so neither decides. Each reduces what it read into parts and sends them to
-the one decider of the model (:mod:`drift.decider`):
+the one decider of the model (:mod:`driftline.drift.decider`):
 
 - :class:`InputPart`: the rows one arm scored in one batch that the window
   tests will see, with their scores, per source message its partition, offset
@@ -19,7 +19,7 @@ the one decider of the model (:mod:`drift.decider`):
 
 ``source`` names the topic a part was read from ("features", or the join
 partition for errors); with the partitions and offsets it makes folding
-exactly-once (see :class:`drift.decider.Decider`).
+exactly-once (see :class:`driftline.drift.decider.Decider`).
 
 >>> key = MonitorKey("m", 1, "champion")
 >>> part = ErrorPart(key, "outcome-join/0", np.array([4, 4, 9]), np.array([0, 1, 0]))
@@ -35,10 +35,9 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-
-from drift.exceptions import InvalidValue
-from drift.monitor import MonitorKey
-from drift.packing import pack, unpack
+from driftline.drift.exceptions import InvalidValue
+from driftline.drift.monitor import MonitorKey
+from driftline.drift.packing import pack, unpack
 
 
 @dataclass(frozen=True)

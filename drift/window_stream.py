@@ -1,7 +1,7 @@
 """Window tests over one stream (a model's inputs, or its scores), decided as one family.
 
 A :class:`WindowStream` feeds rows to the tumbling-window banks (KS and PSI
-from one pass of :class:`drift.grid_bank.GridBank`, or the exact banks) and
+from one pass of :class:`driftline.drift.grid_bank.GridBank`, or the exact banks) and
 turns each completed window into at most one decision per column:
 
 - the window's p-values of every test and every column form **one family**
@@ -30,15 +30,14 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
-
-from drift.config import DriftConfig
-from drift.debounce import KOfN
-from drift.exceptions import SnapshotError
-from drift.grid_bank import GridBank
-from drift.multiplicity import adjust
-from drift.packing import pack, unpack
-from drift.window_tests import KSBank, PSIBank, WindowResult
-from lineage.profile import ReferenceProfile
+from driftline.drift.config import DriftConfig
+from driftline.drift.debounce import KOfN
+from driftline.drift.exceptions import SnapshotError
+from driftline.drift.grid_bank import GridBank
+from driftline.drift.multiplicity import adjust
+from driftline.drift.packing import pack, unpack
+from driftline.drift.window_tests import KSBank, PSIBank, WindowResult
+from driftline.lineage.profile import ReferenceProfile
 
 _BANKS = {"ks": KSBank, "psi": PSIBank}
 _NO_TIME = 2**62  # "no rows yet": above any event time in ms

@@ -2,7 +2,7 @@
 
 A bank buffers serving rows ``[n, k]`` into windows of ``window`` rows and, for
 each completed window, compares all ``k`` feature columns against the training
-:class:`~lineage.profile.ReferenceProfile` in a handful of 2-D array calls (a
+:class:`~driftline.lineage.profile.ReferenceProfile` in a handful of 2-D array calls (a
 stable argsort, cumulative sums, gathers), never a Python loop over rows or
 features. The same code runs on NumPy (``device="cpu"``) and CuPy
 (``device="cuda"``); only the ``k`` statistics per window come back to the
@@ -36,10 +36,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from driftline.lineage.profile import ReferenceProfile
 from scipy import special
-
-from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
-from lineage.profile import ReferenceProfile
 
 FORMAT = 1
 DEVICES = ("cpu", "cuda")
@@ -280,7 +279,7 @@ def check_rows(
     if bad:
         raise InvalidValue(
             f"{bad} of {x.shape[0]} rows have NaN or infinite values; drop them before "
-            "update (see inference.device.finite_rows)"
+            "update (see driftline.inference.device.finite_rows)"
         )
     return x
 
@@ -424,7 +423,7 @@ class PSIBank(_WindowBank):
         xp = self._xp
         w, k, m = x.shape
         b = self._reference_share.shape[1]
-        # Bin j holds edge[j] <= v < edge[j+1] (lineage.profile's rule): the bin
+        # Bin j holds edge[j] <= v < edge[j+1] (driftline.lineage.profile's rule): the bin
         # index is the number of interior edges <= v.
         _, bins = _knots_before(xp, x, self._edges, ties_first="knots")
         bins = bins + xp.arange(w * k).reshape(w, k, 1) * b

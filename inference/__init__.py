@@ -5,16 +5,21 @@ Plain Python over NumPy and ONNX Runtime; no Faust, no Kafka. The worker in
 :class:`Router` picks, and emits the predictions and rejections.
 """
 
-from inference.exceptions import (
+from driftline.inference.exceptions import (
     InferenceError,
     ModelDigestMismatch,
     ModelLoadError,
     UnsupportedModel,
 )
-from inference.model import LoadedModel, ModelDescription, Scores, describe_onnx
-from inference.router import Router
-from inference.scoring import PREDICTION_NAMESPACE, ScoredBatch, prediction_id, score_records
-from inference.signature import (
+from driftline.inference.model import LoadedModel, ModelDescription, Scores, describe_onnx
+from driftline.inference.router import Router
+from driftline.inference.scoring import (
+    PREDICTION_NAMESPACE,
+    ScoredBatch,
+    prediction_id,
+    score_records,
+)
+from driftline.inference.signature import (
     FEATURE_COUNT_MISMATCH,
     FEATURE_NAMES_MISMATCH,
     NON_FINITE,
@@ -23,7 +28,7 @@ from inference.signature import (
     Rejection,
     check_batch,
 )
-from inference.synthetic import SyntheticFeatures
+from driftline.inference.synthetic import SyntheticFeatures
 
 # Training (scikit-learn, skl2onnx, onnx: about a second of imports) is for the demo,
 # CI and benchmarks; a worker never trains, so it is imported on first use only.
@@ -32,7 +37,7 @@ _TRAINING = ("TrainedModel", "train_gbm", "train_logistic")
 
 def __getattr__(name: str):
     if name in _TRAINING:
-        from inference import training
+        from driftline.inference import training
 
         return getattr(training, name)
     raise AttributeError(f"module 'inference' has no attribute {name!r}")

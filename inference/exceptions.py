@@ -1,13 +1,13 @@
 """Errors raised by the inference package.
 
-Everything derives from :class:`driftline.errors.DriftlineError` so the worker
+Everything derives from :class:`driftline.core.errors.DriftlineError` so the worker
 can catch one type at its edge; library errors (ONNX Runtime, protobuf) are
 wrapped with ``raise ... from exc`` so the original stays in the traceback.
 """
 
 from __future__ import annotations
 
-from driftline.errors import DriftlineError
+from driftline.core.errors import DriftlineError
 
 
 class InferenceError(DriftlineError):

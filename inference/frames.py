@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from inference.columns import PackedStrings, pack_times, unpack_times
-from inference.routing import RoutingTable
-from inference.scoring import _uuid5_hex, id_key
-from inference.signature import FEATURE_COUNT_MISMATCH, FEATURE_NAMES_MISMATCH
+from driftline.inference.columns import PackedStrings, pack_times, unpack_times
+from driftline.inference.routing import RoutingTable
+from driftline.inference.scoring import _uuid5_hex, id_key
+from driftline.inference.signature import FEATURE_COUNT_MISMATCH, FEATURE_NAMES_MISMATCH
 
 INVALID_FRAME = "invalid_frame"
 NO_CHAMPION = "no_champion"
@@ -43,7 +42,7 @@ class FrameRejected(Exception):
 class Frame:
     """A decoded FeatureFrame; ``matrix`` is a read-only float32 ``[n_rows, n_features]`` view.
 
-    ``entity_ids`` and ``event_times`` stay packed (see :mod:`inference.columns`).
+    ``entity_ids`` and ``event_times`` stay packed (see :mod:`driftline.inference.columns`).
     """
 
     frame_id: str

@@ -19,15 +19,14 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-
-from inference.device import Device, choose_device, make_runner
-from inference.exceptions import (
+from driftline.inference.device import Device, choose_device, make_runner
+from driftline.inference.exceptions import (
     InferenceError,
     ModelDigestMismatch,
     ModelLoadError,
     UnsupportedModel,
 )
-from inference.signature import InputSignature
+from driftline.inference.signature import InputSignature
 
 _FLOAT_INPUT = "tensor(float)"
 _FLOAT_OUTPUTS = frozenset({"tensor(float)", "tensor(double)", "tensor(float16)"})
@@ -134,7 +133,7 @@ class LoadedModel:
         runs before ONNX Runtime sees the bytes. ``intra_op_threads`` defaults
         to 1: the worker scores inside a single-threaded event loop on a small
         box, where extra ORT threads only contend with it. ``device`` (see
-        :func:`inference.device.choose_device`) picks the execution provider and
+        :func:`driftline.inference.device.choose_device`) picks the execution provider and
         how inputs reach it; the default is the CPU.
         """
         actual = hashlib.sha256(data).hexdigest()

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference.model import LoadedModel
-from inference.routing import RoutingTable
+from driftline.inference.model import LoadedModel
+from driftline.inference.routing import RoutingTable
 
 
 class Router:

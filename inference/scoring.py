@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from inference.exceptions import InferenceError
-from inference.model import LoadedModel
-from inference.routing import RoutingTable
-from inference.signature import Rejection, check_batch
+from driftline.inference.exceptions import InferenceError
+from driftline.inference.model import LoadedModel
+from driftline.inference.routing import RoutingTable
+from driftline.inference.signature import Rejection, check_batch
 
 # uuid5(NAMESPACE_URL, "https://driftline.dev/ns/prediction"), spelled out so
 # other languages can compute the same ids.

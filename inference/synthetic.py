@@ -2,7 +2,7 @@
 
 The demo, the tests and the benchmarks all need rows that come from the same
 distribution the model was trained on (so a drift detector stays quiet until
-someone shifts it on purpose). :func:`inference.training.train_logistic`
+someone shifts it on purpose). :func:`driftline.inference.training.train_logistic`
 trains on this generator, and producers sample from it with the same seed.
 
 Each feature ``j`` is normal with its own mean and scale; the label is
@@ -19,8 +19,7 @@ True
 from __future__ import annotations
 
 import numpy as np
-
-from inference.exceptions import InferenceError
+from driftline.inference.exceptions import InferenceError
 
 # Standard deviation of the true logit; ~3 gives a ROC AUC around 0.9, which
 # leaves room to see a model get worse under drift.

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx.utils
+from driftline.inference.exceptions import InferenceError
+from driftline.inference.synthetic import SyntheticFeatures
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingClassifier
@@ -31,9 +33,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from sklearn.neural_network import MLPClassifier
-
-from inference.exceptions import InferenceError
-from inference.synthetic import SyntheticFeatures
 
 INPUT_NAME = "features"
 HOLDOUT_FRACTION = 0.2
@@ -140,7 +139,7 @@ def train_logistic(n_features: int = 16, n_samples: int = 20_000, seed: int = 0)
         n_features=n_features,
         n_samples=n_samples,
         seed=seed,
-        trainer="inference.training.train_logistic",
+        trainer="driftline.inference.training.train_logistic",
     )
 
 
@@ -195,7 +194,7 @@ def train_gbm(
         n_features=n_features,
         n_samples=n_samples,
         seed=seed,
-        trainer="inference.training.train_gbm",
+        trainer="driftline.inference.training.train_gbm",
         extra_props={
             "model_kind": "gradient_boosting",
             "hyperparameters": json.dumps(hyperparameters, sort_keys=True),
@@ -228,7 +227,7 @@ def train_mlp(
         n_features=n_features,
         n_samples=n_samples,
         seed=seed,
-        trainer="inference.training.train_mlp",
+        trainer="driftline.inference.training.train_mlp",
         extra_props={"model_kind": "mlp", "hidden": json.dumps(list(hidden))},
         probabilities_only=True,
     )

@@ -1,15 +1,15 @@
 """driftline lineage: model registry, artifact store, audit log and ClickHouse sinks.
 
 Plain Python over dataclasses and clickhouse-connect; no Faust, no Kafka client.
-OpenLineage export lives in :mod:`lineage.openlineage`, imported only where used
+OpenLineage export lives in :mod:`driftline.lineage.openlineage`, imported only where used
 (the client library is slow to import and most processes never need it).
 """
 
-from lineage.artifacts import Artifact, ArtifactStore, sha256_hex
-from lineage.audit import AuditLogWriter, AuditProblem, AuditReport, chain_hash, verify
-from lineage.commands import LifecycleCommand, new_command
-from lineage.events import EventType, LifecycleEvent
-from lineage.exceptions import (
+from driftline.lineage.artifacts import Artifact, ArtifactStore, sha256_hex
+from driftline.lineage.audit import AuditLogWriter, AuditProblem, AuditReport, chain_hash, verify
+from driftline.lineage.commands import LifecycleCommand, new_command
+from driftline.lineage.events import EventType, LifecycleEvent
+from driftline.lineage.exceptions import (
     ArtifactNotFound,
     DigestMismatch,
     IllegalTransition,
@@ -19,7 +19,7 @@ from lineage.exceptions import (
     UnknownModel,
     UnknownVersion,
 )
-from lineage.keys import (
+from driftline.lineage.keys import (
     KeyPair,
     KeyRing,
     generate_key,
@@ -29,14 +29,14 @@ from lineage.keys import (
     parse_public_key,
     save_keypair,
 )
-from lineage.metadata import ArtifactMetadata, InputSchema
-from lineage.policy import Policy, write_example_roles
-from lineage.profile import ReferenceProfile
-from lineage.rbac import CommandAuthority
-from lineage.registry import ACTIONS as REGISTRY_ACTIONS
-from lineage.registry import HistoryEntry, ModelRegistry, ModelVersion, State
-from lineage.sinks import DeadLetterSink, PredictionSink
-from lineage.store import create_tables, open_client
+from driftline.lineage.metadata import ArtifactMetadata, InputSchema
+from driftline.lineage.policy import Policy, write_example_roles
+from driftline.lineage.profile import ReferenceProfile
+from driftline.lineage.rbac import CommandAuthority
+from driftline.lineage.registry import ACTIONS as REGISTRY_ACTIONS
+from driftline.lineage.registry import HistoryEntry, ModelRegistry, ModelVersion, State
+from driftline.lineage.sinks import DeadLetterSink, PredictionSink
+from driftline.lineage.store import create_tables, open_client
 
 __all__ = [
     "REGISTRY_ACTIONS",

@@ -20,8 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
-
-from lineage.exceptions import StoreError
+from driftline.lineage.exceptions import StoreError
 
 
 def is_chdb(client: Any) -> bool:

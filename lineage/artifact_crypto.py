@@ -7,7 +7,7 @@ associated data binding each file to its digest and kind, so swapping encrypted
 files around fails decryption.
 
 Keys arrive in many forms (objects, raw bytes, base64, PEM, files); text and PEM
-public keys are parsed by :func:`lineage.keys.parse_public_key`, the one public
+public keys are parsed by :func:`driftline.lineage.keys.parse_public_key`, the one public
 key parser, and this module only adds raw bytes and key files around it.
 """
 
@@ -24,9 +24,13 @@ from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-from lineage import keys
-from lineage.exceptions import DecryptionFailed, InvalidKey, LineageError, SignatureInvalid
+from driftline.lineage import keys
+from driftline.lineage.exceptions import (
+    DecryptionFailed,
+    InvalidKey,
+    LineageError,
+    SignatureInvalid,
+)
 
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 _NONCE = 12
@@ -83,7 +87,8 @@ def verify_artifact_signature(digest: str, signature: bytes, key: Ed25519PublicK
 def as_private_key(key: Ed25519PrivateKey | bytes | str | Path) -> Ed25519PrivateKey:
     """An Ed25519 private key from a key object, raw 32 bytes, base64 of them, PEM or a file.
 
-    Encrypted PEM files: load them with ``lineage.keys.load_private_key`` and pass the key.
+    Encrypted PEM files: load them with ``driftline.lineage.keys.load_private_key``, and pass
+    the key.
     """
     if isinstance(key, Ed25519PrivateKey):
         return key
@@ -104,7 +109,7 @@ def as_private_key(key: Ed25519PrivateKey | bytes | str | Path) -> Ed25519Privat
 def as_public_key(key: Ed25519PublicKey | bytes | str | Path) -> Ed25519PublicKey:
     """An Ed25519 public key from a key object, raw 32 bytes, base64 of them, PEM or a file.
 
-    PEM is parsed by :func:`lineage.keys.parse_public_key`; raw bytes and files
+    PEM is parsed by :func:`driftline.lineage.keys.parse_public_key`; raw bytes and files
     (which the roles-file parser never sees) are handled here.
     """
     if isinstance(key, Ed25519PublicKey):

@@ -15,8 +15,8 @@ plaintext, so it identifies the model whether or not the store encrypts. The
 GCM associated data binds each file to its digest and kind, so swapping
 encrypted files around fails decryption.
 
-The metadata record lives in :mod:`lineage.metadata`, the digest, signature and
-encryption helpers in :mod:`lineage.artifact_crypto`; both are re-exported here.
+The metadata record lives in :mod:`driftline.lineage.metadata`, the digest, signature and
+encryption helpers in :mod:`driftline.lineage.artifact_crypto`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from lineage.artifact_crypto import (
+from driftline.lineage.artifact_crypto import (
     KEY_ENV_VAR,
     SEAL_OVERHEAD,
     as_private_key,
@@ -49,7 +48,7 @@ from lineage.artifact_crypto import (
     unseal,
     verify_artifact_signature,
 )
-from lineage.exceptions import (
+from driftline.lineage.exceptions import (
     ArtifactNotFound,
     DecryptionFailed,
     DigestMismatch,
@@ -60,7 +59,7 @@ from lineage.exceptions import (
     RegionNotAllowed,
     SignatureMissing,
 )
-from lineage.metadata import ArtifactMetadata, InputSchema
+from driftline.lineage.metadata import ArtifactMetadata, InputSchema
 
 __all__ = [
     "KEY_ENV_VAR",

@@ -9,8 +9,8 @@ where and how.
 
 What the chain cannot show on its own: rows cut off the end of a chain, or a
 whole chain recomputed (or extended) by someone who can write to the table.
-:mod:`lineage.checkpoints` signs the heads with the lineage writer's key, and
-:mod:`lineage.audit_verify` checks the chain, those checkpoints, their copies on
+:mod:`driftline.lineage.checkpoints` signs the heads with the lineage writer's key, and
+:mod:`driftline.lineage.audit_verify` checks the chain, those checkpoints, their copies on
 the anchor topic and each row's source record on Kafka together.
 
 The writer assumes one writer per model at a time, which the lineage
@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lineage.events import LifecycleEvent, now_ms
-from lineage.exceptions import StoreError
-from lineage.store import AUDIT_LOG, table
+from driftline.lineage.events import LifecycleEvent, now_ms
+from driftline.lineage.exceptions import StoreError
+from driftline.lineage.store import AUDIT_LOG, table
 
 GENESIS = "0" * 64
 
@@ -204,7 +204,7 @@ _PLAIN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 class AuditProblem:
     """One way a model's audit trail does not hold, at the row it concerns.
 
-    ``kind`` is one of (the chain walk finds the first four, :mod:`lineage.audit_verify`
+    ``kind`` is one of (the chain walk finds the first four, :mod:`driftline.lineage.audit_verify`
     the rest):
 
     - ``edited``: a row's content or hash was changed;
@@ -316,7 +316,7 @@ def chain_models(client: Any, database: str) -> list[str]:
 def verify(client: Any, database: str, model: str | None = None) -> AuditReport:
     """Walk every model's chain (or just ``model``'s) and report the first problem in each.
 
-    The chain alone: see :func:`lineage.audit_verify.verify_audit` for the checks
+    The chain alone: see :func:`driftline.lineage.audit_verify.verify_audit` for the checks
     against signed checkpoints and the Kafka source records.
     """
     models = chain_models(client, database) if model is None else [model]

@@ -1,13 +1,13 @@
 """Audit alarms: the lineage role's verdict that a model's audit trail does not hold.
 
-When the writer's continuous check (:class:`lineage.audit_verify.TailVerifier`)
+When the writer's continuous check (:class:`driftline.lineage.audit_verify.TailVerifier`)
 finds a problem in a chain, it sends the registry a ``raise_alarm`` command for
 that model, signed with the writer's key (the one that signs checkpoints), with
 the problems as evidence. The registry, the only writer of lifecycle, checks the
 signature against that key and publishes the ``audit_alarm`` event. It folds it
 like any event, and while a model has an uncleared alarm its promotions are frozen:
 ``promote``, ``canary``, ``challenger`` and raising a share with ``traffic``
-are refused (:mod:`lineage.planning`), and the policy loop stops proposing
+are refused (:mod:`driftline.lineage.planning`), and the policy loop stops proposing
 them. Rollbacks, archives and rejections still go through, so a bad version
 can always be taken out of service.
 
@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from lineage.audit import AuditProblem
-from lineage.commands import LifecycleCommand
-from lineage.events import EventType, LifecycleEvent, now_ms
+from driftline.lineage.audit import AuditProblem
+from driftline.lineage.commands import LifecycleCommand
+from driftline.lineage.events import EventType, LifecycleEvent, now_ms
 
 # Actions an alarm freezes: each gives a version more of the traffic.
 FROZEN_ACTIONS = frozenset({"promote", "canary", "challenger", "traffic"})

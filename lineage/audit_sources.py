@@ -13,7 +13,7 @@ A record can be legitimately gone: below a partition's low watermark
 restart (the embedded one). A row recorded before the oldest record its topic
 still holds is counted as *unsourced*, not forged: it can be checked only
 against the signed checkpoints. Reading Kafka is the caller's job (see
-``streams.audit_kafka``); this module only compares.
+``driftline.streams.audit_kafka``); this module only compares.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lineage.audit import AuditProblem, ChainRow
-from lineage.events import LifecycleEvent
-from lineage.exceptions import LineageError
+from driftline.lineage.audit import AuditProblem, ChainRow
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import LineageError
 
 Coordinates = tuple[str, int, int]  # topic, partition, offset
 # (topic, partition) -> (lowest, highest) offset wanted, inclusive.

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lineage.audit import GENESIS, AuditProblem, ChainRow, read_chain, walk
-from lineage.audit_sources import SourceFetcher, SourcesUnavailable, check_rows, wanted
-from lineage.checkpoints import Checkpoint, WriterKey, check_signatures, load_checkpoints
-from lineage.exceptions import StoreError
-from lineage.store import AUDIT_LOG, table
+from driftline.lineage.audit import GENESIS, AuditProblem, ChainRow, read_chain, walk
+from driftline.lineage.audit_sources import SourceFetcher, SourcesUnavailable, check_rows, wanted
+from driftline.lineage.checkpoints import Checkpoint, WriterKey, check_signatures, load_checkpoints
+from driftline.lineage.exceptions import StoreError
+from driftline.lineage.store import AUDIT_LOG, table
 
 
 @dataclass(frozen=True)

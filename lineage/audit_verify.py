@@ -2,16 +2,16 @@
 
 :func:`verify_audit` puts together, per model:
 
-1. the hash chain (:func:`lineage.audit.walk`): edits, gaps, reorderings, duplicates;
+1. the hash chain (:func:`driftline.lineage.audit.walk`): edits, gaps, reorderings, duplicates;
 2. the signed checkpoints in ``audit_checkpoints``: only the lineage writer's
-   key (:class:`~lineage.checkpoints.WriterKey`) may sign them, each must
+   key (:class:`~driftline.lineage.checkpoints.WriterKey`) may sign them, each must
    verify, link to its predecessor, and its row must still hold the signed hash;
 3. the cadence: the writer checkpoints every ``interval`` (and at every clean
    shutdown), so rows past the newest checkpoint that are older than
    ``interval + grace`` are ``unverified_tail``;
 4. the anchor topic, a copy of every checkpoint outside ClickHouse: a
    checkpoint deleted or edited in the table is ``checkpoint_missing``;
-5. the source records on Kafka (:mod:`lineage.audit_sources`): a row with no
+5. the source records on Kafka (:mod:`driftline.lineage.audit_sources`): a row with no
    source record or a different one is ``forged``, an event on the lifecycle
    topic with no row is ``row_missing``.
 
@@ -26,22 +26,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lineage.audit import AuditProblem, ChainRow, chain_models, read_chain, walk
-from lineage.audit_sources import (
+from driftline.lineage.audit import AuditProblem, ChainRow, chain_models, read_chain, walk
+from driftline.lineage.audit_sources import (
     SourceFetcher,
     check_rows,
     missing_rows,
     wanted,
 )
-from lineage.checkpoints import (
+from driftline.lineage.checkpoints import (
     Checkpoint,
     WriterKey,
     check_links,
     check_signatures,
     load_checkpoints,
 )
-from lineage.checkpoints import check_rows as check_checkpointed_rows
-from lineage.events import now_ms as _now_ms
+from driftline.lineage.checkpoints import check_rows as check_checkpointed_rows
+from driftline.lineage.events import now_ms as _now_ms
 
 INTACT, NOT_INTACT, UNVERIFIED = "intact", "NOT intact", "UNVERIFIED"
 

@@ -14,7 +14,7 @@ into one :class:`CanaryDecision`:
 
 Guardrails use cumulative figures (since the canary started), because outcomes
 arrive late and thinly; the per-step sample count only gates advancing. Pass the
-same :class:`~lineage.sequential.SequentialTest` at every check: its running
+same :class:`~driftline.lineage.sequential.SequentialTest` at every check: its running
 minimum p-value is what keeps repeated looks from inflating false alarms.
 Pure domain code: no Faust, Kafka or ClickHouse.
 """
@@ -27,10 +27,15 @@ from dataclasses import asdict, dataclass, field
 from numbers import Integral, Real
 from typing import Any
 
-from lineage.config_tables import table_arguments
-from lineage.exceptions import LineageError
-from lineage.sequential import ArmSummary, SequentialConfig, SequentialConfigError, SequentialTest
-from lineage.sequential_stats import is_finite_real, is_int
+from driftline.lineage.config_tables import table_arguments
+from driftline.lineage.exceptions import LineageError
+from driftline.lineage.sequential import (
+    ArmSummary,
+    SequentialConfig,
+    SequentialConfigError,
+    SequentialTest,
+)
+from driftline.lineage.sequential_stats import is_finite_real, is_int
 
 ARMS = ("champion", "canary", "challenger", "shadow")
 ACTIONS = ("wait", "advance", "promote", "rollback")

@@ -24,12 +24,11 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from lineage.audit import AuditProblem
-from lineage.events import now_ms
-from lineage.exceptions import InvalidRecord, StoreError
-from lineage.keys import key_id
-from lineage.store import AUDIT_LOG, CHECKPOINTS, check_identifier
+from driftline.lineage.audit import AuditProblem
+from driftline.lineage.events import now_ms
+from driftline.lineage.exceptions import InvalidRecord, StoreError
+from driftline.lineage.keys import key_id
+from driftline.lineage.store import AUDIT_LOG, CHECKPOINTS, check_identifier
 
 REASONS = ("interval", "shutdown")
 _COLUMNS = ("model", "seq", "hash", "signed_at", "key_id", "signature", "prev_seq", "reason")
@@ -199,7 +198,7 @@ def checkpoint_heads(
 ) -> list[Checkpoint]:
     """Sign and store the head of every chain that moved since its last checkpoint, as the
     table says. The lineage role verifies each new tail before it signs
-    (:class:`streams.checkpointing.CheckpointKeeper`); this is the unchecked primitive."""
+    (:class:`driftline.streams.checkpointing.CheckpointKeeper`); this is the unchecked primitive."""
     done: dict[str, int] = {}
     for c in load_checkpoints(client, database):
         done[c.model] = max(done.get(c.model, 0), c.seq)

@@ -6,7 +6,7 @@ canonical JSON (sorted keys, no whitespace, UTF-8) of every field except the
 signature itself, the key id included, so neither the request nor the claim of
 who signed it can be changed without breaking the signature.
 
-Commands are requests, not facts: :class:`lineage.rbac.CommandAuthority`
+Commands are requests, not facts: :class:`driftline.lineage.rbac.CommandAuthority`
 decides whether one becomes a lifecycle event or a ``command_rejected`` one.
 """
 
@@ -22,13 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-
-from lineage import keys, lifecycle
-from lineage.events import now_ms
-from lineage.exceptions import InvalidRecord
+from driftline.lineage import keys, lifecycle
+from driftline.lineage.events import now_ms
+from driftline.lineage.exceptions import InvalidRecord
 
 # Every action a command may ask for; the roles file may name only these (or "*").
-# Registration creates a version; every other action moves one (lineage.lifecycle).
+# Registration creates a version; every other action moves one (driftline.lineage.lifecycle).
 ACTIONS: tuple[str, ...] = ("register", *lifecycle.ACTIONS)
 
 AVRO_FIELDS = (

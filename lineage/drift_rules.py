@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-from lineage.config_tables import table_arguments
-from lineage.exceptions import LineageError
+from driftline.lineage.config_tables import table_arguments
+from driftline.lineage.exceptions import LineageError
 
 ACTIONS = ("rollback", "pause_canary")
 ARMS = ("champion", "challenger", "canary", "shadow", "any")

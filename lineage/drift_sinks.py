@@ -1,11 +1,11 @@
 """Buffered ClickHouse sinks for drift alarms and outcomes, and drift alarms as audit events.
 
-Same contract as :mod:`lineage.sinks`: ``add``/``add_many`` buffer decoded Avro
+Same contract as :mod:`driftline.lineage.sinks`: ``add``/``add_many`` buffer decoded Avro
 records, ``flush`` writes them in one insert with an ``insert_deduplication_token``
 and keeps the buffer if the insert fails.
 
 :func:`drift_audit_event` turns a DriftEvent into a ``drift_detected``
-:class:`~lineage.events.LifecycleEvent`, so an alarm is appended to its model's
+:class:`~driftline.lineage.events.LifecycleEvent`, so an alarm is appended to its model's
 hash chain beside the lifecycle events. The registry records it in the model's
 history and moves nothing (it has no target state).
 """
@@ -17,10 +17,10 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lineage.events import EventType, LifecycleEvent
-from lineage.exceptions import InvalidRecord
-from lineage.sinks import _REQUIRED, _ColumnSink
-from lineage.store import DRIFT, OUTCOMES
+from driftline.lineage.events import EventType, LifecycleEvent
+from driftline.lineage.exceptions import InvalidRecord
+from driftline.lineage.sinks import _REQUIRED, _ColumnSink
+from driftline.lineage.store import DRIFT, OUTCOMES
 
 # (column, default) in table order. ``stream`` is not a DriftEvent field: the
 # sink takes it from the evidence JSON.

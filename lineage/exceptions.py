@@ -4,7 +4,7 @@ All derive from :class:`LineageError`, itself a :class:`DriftlineError`, so the
 CLI and the stream agents can catch one type at the edge.
 """
 
-from driftline.errors import DriftlineError
+from driftline.core.errors import DriftlineError
 
 
 class LineageError(DriftlineError):

@@ -1,7 +1,7 @@
 """A/B experiments between the champion and a challenger: is there a winner yet?
 
 :func:`decide_experiment` feeds the cumulative per-arm figures to an
-always-valid :class:`~lineage.sequential.SequentialTest` (control = champion,
+always-valid :class:`~driftline.lineage.sequential.SequentialTest` (control = champion,
 treatment = challenger) and maps its verdict to what the registry can act on:
 
 * ``promote``: the challenger is significantly better; ``winner_version`` is its version.
@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lineage.canary import ArmStats, json_safe
-from lineage.config_tables import table_arguments
-from lineage.exceptions import LineageError
-from lineage.sequential import SequentialConfig, SequentialConfigError, SequentialTest
+from driftline.lineage.canary import ArmStats, json_safe
+from driftline.lineage.config_tables import table_arguments
+from driftline.lineage.exceptions import LineageError
+from driftline.lineage.sequential import SequentialConfig, SequentialConfigError, SequentialTest
 
 METRICS = ("error_rate", "outcome")
 MODES = ("auto", "manual")

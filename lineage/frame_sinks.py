@@ -1,6 +1,6 @@
 """Buffered column-wise sinks for PredictionFrames and logged feature rows.
 
-Same contract as :mod:`lineage.sinks`: ``add`` buffers, ``flush`` writes all
+Same contract as :mod:`driftline.lineage.sinks`: ``add`` buffers, ``flush`` writes all
 pending rows in one insert and keeps the buffer if it fails, and a retried
 identical insert carries the same ``insert_deduplication_token``. The token is
 built from frame-level ids (one per part), never from per-row values, so it
@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from inference.columns import PackedStrings
-from inference.frames import Frame, unpack_prediction_frame
-from inference.routing import entity_buckets
-from lineage.arrow_insert import insert_arrow_table
-from lineage.store import FEATURES, PREDICTIONS, table
+from driftline.inference.columns import PackedStrings
+from driftline.inference.frames import Frame, unpack_prediction_frame
+from driftline.inference.routing import entity_buckets
+from driftline.lineage.arrow_insert import insert_arrow_table
+from driftline.lineage.store import FEATURES, PREDICTIONS, table
 
 
 def _token(table_name: str, keys: list[str]) -> str:

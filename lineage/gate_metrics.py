@@ -1,6 +1,6 @@
 """What the model quality gates measure, and on which rows.
 
-:mod:`lineage.gates` decides whether a model version may take traffic; this
+:mod:`driftline.lineage.gates` decides whether a model version may take traffic; this
 module holds its numeric inputs:
 
 * binary-classification metrics in plain, vectorised NumPy (no scikit-learn at
@@ -8,7 +8,7 @@ module holds its numeric inputs:
   wherever it runs), registered in :data:`METRICS` with the direction that
   counts as better, so a configured threshold is a floor or a ceiling without
   the user saying which;
-* the labelled rows a version is judged on are :class:`lineage.holdout.Holdout`;
+* the labelled rows a version is judged on are :class:`driftline.lineage.holdout.Holdout`;
 * scoring a model on it (:func:`evaluate_model`, :func:`compare_schema`) and
   timing its batch ``predict`` (:func:`measure_latency`).
 
@@ -32,13 +32,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-
-from inference.exceptions import InferenceError
-from inference.model import LoadedModel
-from lineage.exceptions import LineageError
+from driftline.inference.exceptions import InferenceError
+from driftline.inference.model import LoadedModel
+from driftline.lineage.exceptions import LineageError
 
 if TYPE_CHECKING:
-    from lineage.holdout import Holdout
+    from driftline.lineage.holdout import Holdout
 
 # sklearn >= 1.5 clips probabilities to the float64 machine epsilon; so do we,
 # so that a log loss recorded here equals the one a notebook computes.

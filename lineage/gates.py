@@ -22,11 +22,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-
-from inference.exceptions import InferenceError
-from inference.model import LoadedModel
-from lineage.config_tables import table_arguments
-from lineage.gate_metrics import (
+from driftline.inference.exceptions import InferenceError
+from driftline.inference.model import LoadedModel
+from driftline.lineage.config_tables import table_arguments
+from driftline.lineage.gate_metrics import (
     METRICS,
     GateConfigError,
     GateError,
@@ -42,7 +41,7 @@ from lineage.gate_metrics import (
     metric_limits,
     worse_by,
 )
-from lineage.holdout import Holdout
+from driftline.lineage.holdout import Holdout
 
 __all__ = [
     "METRICS",

@@ -1,4 +1,4 @@
-"""The labelled rows a model version is judged on (:mod:`lineage.gates`), from CSV or Parquet.
+"""The labelled rows a model version is judged on (:mod:`driftline.lineage.gates`): CSV, Parquet.
 
 Loading errors name the file, the column and the 1-based data row (CSV: the
 file line, the header being line 1), so a bad holdout is fixed at its source.
@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from lineage.gate_metrics import InvalidHoldout, MetricUndefined, _labels
+from driftline.lineage.gate_metrics import InvalidHoldout, MetricUndefined, _labels
 
 
 @dataclass(frozen=True, eq=False)

@@ -33,8 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-
-from lineage.exceptions import InvalidKey, LineageError
+from driftline.lineage.exceptions import InvalidKey, LineageError
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ def parse_public_key(text: str | bytes, source: str = "public key") -> Ed25519Pu
         if not isinstance(key, Ed25519PublicKey):
             raise InvalidKey(
                 f"{source} is a {type(key).__name__}; driftline signs commands and artifacts "
-                "with Ed25519: make a key pair with lineage.keys.generate_key()"
+                "with Ed25519: make a key pair with driftline.lineage.keys.generate_key()"
             )
         return key
     try:
@@ -340,7 +339,7 @@ class KeyRing(Mapping[str, KeyEntry]):
 
     @classmethod
     def from_roles_file(cls, path: Path) -> KeyRing:
-        """The keys of every actor in a roles file (see :mod:`lineage.policy`)."""
+        """The keys of every actor in a roles file (see :mod:`driftline.lineage.policy`)."""
         path = Path(path)
         data = read_toml(path)
         actors = data.get("actors")

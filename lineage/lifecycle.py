@@ -1,7 +1,7 @@
 """The lifecycle state machine: states, the moves between them, and the aliases.
 
 :data:`TRANSITIONS` is the one table both the registry's planner and its
-projection read (see :mod:`lineage.registry` for how events fold into state)::
+projection read (see :mod:`driftline.lineage.registry` for how events fold into state)::
 
     registered -> validated | rejected | champion (an unvalidated promotion)
     validated  -> shadow | challenger | canary | champion
@@ -16,7 +16,7 @@ pointers to one version each, held by the version in the state of that name
 (several versions may be challengers at once, for A/B/n; the alias names the
 latest). ``shadow`` versions are scored on every record and never served.
 ``traffic`` changes a challenger's or canary's share without moving it
-(see :mod:`lineage.traffic`).
+(see :mod:`driftline.lineage.traffic`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from lineage.events import EventType
-from lineage.exceptions import IllegalTransition
+from driftline.lineage.events import EventType
+from driftline.lineage.exceptions import IllegalTransition
 
 if TYPE_CHECKING:  # versions imports State from here; only the annotation needs ModelVersion
-    from lineage.versions import ModelVersion
+    from driftline.lineage.versions import ModelVersion
 
 
 class State(StrEnum):
@@ -72,7 +72,7 @@ ACTIONS: tuple[str, ...] = (
 
 # Action that moves one version -> (event type it publishes, state it moves to).
 # "rollback" is model-wide, "traffic" moves no version, and "raise_alarm" and "clear_alarm"
-# set and lift an audit alarm's freeze (lineage.audit_alarms); each is handled on its own.
+# set and lift an audit alarm's freeze (driftline.lineage.audit_alarms); each is handled on its own.
 MOVES: dict[str, tuple[str, str]] = {
     "validate": (EventType.VALIDATED, State.VALIDATED),
     "reject": (EventType.REJECTED, State.REJECTED),

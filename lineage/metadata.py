@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lineage.artifact_crypto import sha256_hex
-from lineage.events import now_ms
-from lineage.exceptions import InvalidProfile, InvalidRecord
-from lineage.profile import ReferenceProfile
+from driftline.lineage.artifact_crypto import sha256_hex
+from driftline.lineage.events import now_ms
+from driftline.lineage.exceptions import InvalidProfile, InvalidRecord
+from driftline.lineage.profile import ReferenceProfile
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Commands checked against the registry's projection: the event each one publishes.
 
-:class:`CommandPlanning` is mixed into :class:`~lineage.registry.ModelRegistry`
+:class:`CommandPlanning` is mixed into :class:`~driftline.lineage.registry.ModelRegistry`
 and reads it only through its public queries (``get``, ``versions``,
 ``by_alias``, ``champion``, ``traffic``, ``find_by_digest``, ``next_version``,
 ``replaced_champion``, ``alarm``). Planning never changes the registry: the planned event
@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from lineage import events as ev
-from lineage.audit_alarms import FROZEN_ACTIONS, Alarm
-from lineage.events import EventType, LifecycleEvent
-from lineage.exceptions import IllegalTransition, InvalidRecord, PromotionsFrozen
-from lineage.lifecycle import ACTIONS, MOVES, State, check_move
-from lineage.traffic import TrafficSplit, plan_attributes
-from lineage.versions import ModelVersion, check_model_name, version_from_event
+from driftline.lineage import events as ev
+from driftline.lineage.audit_alarms import FROZEN_ACTIONS, Alarm
+from driftline.lineage.events import EventType, LifecycleEvent
+from driftline.lineage.exceptions import IllegalTransition, InvalidRecord, PromotionsFrozen
+from driftline.lineage.lifecycle import ACTIONS, MOVES, State, check_move
+from driftline.lineage.traffic import TrafficSplit, plan_attributes
+from driftline.lineage.versions import ModelVersion, check_model_name, version_from_event
 
 
 class CommandPlanning:
@@ -206,7 +206,7 @@ class CommandPlanning:
     def _plan_raise_alarm(
         self, name: str, actor: str, evidence: Mapping[str, Any] | None
     ) -> LifecycleEvent:
-        # Evidence is what the lineage writer found (lineage.audit_alarms.alarm_evidence);
+        # Evidence is what the lineage writer found (driftline.lineage.audit_alarms.alarm_evidence);
         # the model need not be registered: a forged row can name any model.
         problems = (evidence or {}).get("problems")
         if not isinstance(problems, list) or not problems:

@@ -13,7 +13,7 @@ and every role with the actions it allows on which models (fnmatch patterns)::
     allow = [{ actions = ["promote", "rollback", "archive", "reject"], models = ["fraud*"] }]
 
 :class:`Policy` is the validated file; :func:`write_example_roles` writes one
-for demos and tests. :mod:`lineage.rbac` judges commands against it.
+for demos and tests. :mod:`driftline.lineage.rbac` judges commands against it.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from lineage import keys
-from lineage.commands import ACTIONS
-from lineage.exceptions import LineageError
+from driftline.lineage import keys
+from driftline.lineage.commands import ACTIONS
+from driftline.lineage.exceptions import LineageError
 
 ANY_ACTION = "*"
 # Model-name characters, plus fnmatch's *, ? and [...] / [!...] classes.
@@ -129,7 +128,7 @@ def _table(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
     value = data.get(key)
     if not isinstance(value, Mapping) or not value:
         raise LineageError(
-            f"{source}: missing or empty [{key}] table; see lineage.policy for the format"
+            f"{source}: missing or empty [{key}] table; see driftline.lineage.policy for the format"
         )
     return value
 

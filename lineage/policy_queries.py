@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from lineage.canary import ArmStats
+from driftline.lineage.canary import ArmStats
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 

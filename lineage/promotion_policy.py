@@ -10,16 +10,16 @@
     thresholds = { auc = 0.6 }     # floors (auc, accuracy) or ceilings (log_loss, brier)
     max_regression = { auc = 0.02 }  # how much worse than the champion, absolute
 
-    [canary]                       # see lineage.canary
+    [canary]                       # see driftline.lineage.canary
     steps = [1, 5, 25, 50, 100]    # percent of entities; 100 = promote
     bake_s = 60
     min_samples = 500
 
-    [experiment]                   # see lineage.experiments
+    [experiment]                   # see driftline.lineage.experiments
     metric = "error_rate"
     mode = "auto"                  # or "manual": recommend only
 
-    [[drift_rules]]                # see lineage.drift_rules
+    [[drift_rules]]                # see driftline.lineage.drift_rules
     name = "champion-errors"
     action = "rollback"
     arms = ["champion"]
@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lineage.canary import CanaryConfig
-from lineage.drift_rules import DEFAULT_RULES, DriftRule
-from lineage.exceptions import LineageError
-from lineage.experiments import ExperimentConfig
-from lineage.gates import GateConfig
+from driftline.lineage.canary import CanaryConfig
+from driftline.lineage.drift_rules import DEFAULT_RULES, DriftRule
+from driftline.lineage.exceptions import LineageError
+from driftline.lineage.experiments import ExperimentConfig
+from driftline.lineage.gates import GateConfig
 
 DEFAULT_GATES = {
     "latency_budget_ms": 50.0,

@@ -1,11 +1,11 @@
 """Who may do what to which model: the authority that judges lifecycle commands.
 
-:class:`CommandAuthority` turns a signed :class:`~lineage.commands.LifecycleCommand`
+:class:`CommandAuthority` turns a signed :class:`~driftline.lineage.commands.LifecycleCommand`
 into the lifecycle event the registry plans for it, or into a
 ``command_rejected`` event that says which check refused it and why. It never
 raises for a refusal and never drops a command: a refused request is audited
 like an accepted one. What each actor may do comes from the roles file, a
-:class:`~lineage.policy.Policy` (see :mod:`lineage.policy` for its format).
+:class:`~driftline.lineage.policy.Policy` (see :mod:`driftline.lineage.policy` for its format).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from lineage.commands import ACTIONS, LifecycleCommand
-from lineage.events import EventType, LifecycleEvent, new_event, now_ms
-from lineage.exceptions import (
+from driftline.lineage.commands import ACTIONS, LifecycleCommand
+from driftline.lineage.events import EventType, LifecycleEvent, new_event, now_ms
+from driftline.lineage.exceptions import (
     IllegalTransition,
     LineageError,
     PromotionsFrozen,
@@ -24,8 +24,8 @@ from lineage.exceptions import (
     UnknownVersion,
 )
 
-# The roles file moved to lineage.policy; re-exported so existing imports keep working.
-from lineage.policy import (
+# The roles file moved to driftline.lineage.policy; re-exported so existing imports keep working.
+from driftline.lineage.policy import (
     ANY_ACTION,
     EXAMPLE_ROLES,
     Actor,

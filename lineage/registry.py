@@ -3,13 +3,13 @@
 The registry holds no state of its own that is not derived from lifecycle
 events: replaying the same events in the same order rebuilds the same
 registry, its history and its aliases. Commands do not mutate it directly;
-:meth:`ModelRegistry.plan` (from :mod:`lineage.planning`) checks a command
+:meth:`ModelRegistry.plan` (from :mod:`driftline.lineage.planning`) checks a command
 against the current projection and returns the event to publish, and the
 registry changes only when that event comes back through
 :meth:`ModelRegistry.apply`.
 
-The state machine (states, legal moves, aliases) lives in :mod:`lineage.lifecycle`;
-its :data:`~lineage.lifecycle.TRANSITIONS` is the one table both the planner and
+The state machine (states, legal moves, aliases) lives in :mod:`driftline.lineage.lifecycle`;
+its :data:`~driftline.lineage.lifecycle.TRANSITIONS` is the one table both the planner and
 the projection read. ``registered -> champion`` stays legal so a model can be
 served before any validation exists (the walking skeleton's demo does exactly
 that); the history still shows the version went straight from ``registered`` to
@@ -40,17 +40,17 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from lineage.audit_alarms import Alarm, AlarmBook
-from lineage.events import EventType, LifecycleEvent
-from lineage.exceptions import (
+from driftline.lineage.audit_alarms import Alarm, AlarmBook
+from driftline.lineage.events import EventType, LifecycleEvent
+from driftline.lineage.exceptions import (
     InvalidRecord,
     UnknownModel,
     UnknownVersion,
 )
 
 # The state machine and the version record live in their own modules; they are
-# re-exported here so ``from lineage.registry import State`` (etc.) keeps working.
-from lineage.lifecycle import (
+# re-exported here so ``from driftline.lineage.registry import State`` (etc.) keeps working.
+from driftline.lineage.lifecycle import (
     ACTION_FOR_STATE,
     ACTIONS,
     ALIASES,
@@ -61,9 +61,14 @@ from lineage.lifecycle import (
     State,
     check_move,
 )
-from lineage.planning import CommandPlanning
-from lineage.traffic import TrafficBook, TrafficSplit
-from lineage.versions import MODEL_NAME, ModelVersion, check_model_name, version_from_event
+from driftline.lineage.planning import CommandPlanning
+from driftline.lineage.traffic import TrafficBook, TrafficSplit
+from driftline.lineage.versions import (
+    MODEL_NAME,
+    ModelVersion,
+    check_model_name,
+    version_from_event,
+)
 
 __all__ = [
     "ACTIONS",

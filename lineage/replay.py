@@ -1,7 +1,7 @@
 """Replay logged feature rows through a candidate model, paired with what was served.
 
 :func:`replay` reads the ``features`` rows of a model in a time window, scores
-them with a candidate :class:`~inference.model.LoadedModel` and writes one
+them with a candidate :class:`~driftline.inference.model.LoadedModel` and writes one
 ``replay_predictions`` row per scored record: the candidate's score beside the
 served (non-shadow) prediction for the same record id, NULL when nothing was
 served. :func:`replay_report` summarises one replay in SQL.
@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from inference.signature import FEATURE_COUNT_MISMATCH, FEATURE_NAMES_MISMATCH, NON_FINITE
-from lineage.arrow_insert import insert_arrow_table
-from lineage.exceptions import LineageError, StoreError
-from lineage.store import FEATURES, PREDICTIONS, REPLAYS, table
+from driftline.inference.signature import FEATURE_COUNT_MISMATCH, FEATURE_NAMES_MISMATCH, NON_FINITE
+from driftline.lineage.arrow_insert import insert_arrow_table
+from driftline.lineage.exceptions import LineageError, StoreError
+from driftline.lineage.store import FEATURES, PREDICTIONS, REPLAYS, table
 
 if TYPE_CHECKING:
-    from inference.model import LoadedModel
+    from driftline.inference.model import LoadedModel
 
 _WINDOW = (
     "model = {model:String} AND event_time >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') "

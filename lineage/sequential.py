@@ -57,8 +57,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-
-from lineage.sequential_stats import (
+from driftline.lineage.sequential_stats import (
     ArmSummary,
     SequentialConfigError,
     SequentialInputError,

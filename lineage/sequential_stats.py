@@ -1,10 +1,10 @@
-"""Closed forms behind :mod:`lineage.sequential`, written once for scalars and arrays alike.
+"""Closed forms behind :mod:`driftline.lineage.sequential`, written once for scalars and arrays.
 
 Also home to :class:`ArmSummary`, :func:`naive_z_test` and the input errors,
-re-exported by :mod:`lineage.sequential` (import them from there).
+re-exported by :mod:`driftline.lineage.sequential` (import them from there).
 
 Every function takes floats or NumPy arrays (broadcast together) so the
-per-check :class:`~lineage.sequential.SequentialTest` and the simulation
+per-check :class:`~driftline.lineage.sequential.SequentialTest` and the simulation
 harness (``bench/bench_ab_simulation.py``, a thousand experiments by hundreds of
 checks at once) compute the same numbers from the same lines.
 
@@ -30,10 +30,9 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+from driftline.lineage.exceptions import LineageError
 from scipy.special import erfc
 from scipy.stats import norm
-
-from lineage.exceptions import LineageError
 
 BINARY_FLOOR = 1e-6  # conversion rates are clipped to [floor, 1 - floor] before p(1 - p)
 VARIANCE_FLOOR = 1e-12  # V is floored at this share of tau^2: identical values stay finite

@@ -19,8 +19,8 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lineage.exceptions import InvalidRecord, StoreError
-from lineage.store import DEADLETTERS, PREDICTIONS, table
+from driftline.lineage.exceptions import InvalidRecord, StoreError
+from driftline.lineage.store import DEADLETTERS, PREDICTIONS, table
 
 _REQUIRED = object()
 

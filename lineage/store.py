@@ -12,8 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
-
-from lineage.exceptions import StoreError
+from driftline.lineage.exceptions import StoreError
 
 AUDIT_LOG = "audit_log"
 PREDICTIONS = "predictions"
@@ -40,7 +39,7 @@ def check_identifier(name: str) -> str:
 
 def ddl_text(database: str) -> str:
     """The packaged ``tables.sql`` with ``{database}`` filled in (comments kept)."""
-    template = resources.files("lineage").joinpath("tables.sql").read_text(encoding="utf-8")
+    template = resources.files("driftline.lineage").joinpath("tables.sql").read_text(encoding="utf-8")
     return template.replace("{database}", check_identifier(database))
 
 

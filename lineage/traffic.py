@@ -12,7 +12,7 @@ like everything else in the registry:
 - The champion serves whatever the other served arms leave.
 
 Shares are basis points so that a split is exact integer arithmetic; an
-entity's bucket (``0..9999``, see :mod:`inference.routing`) picks its arm.
+entity's bucket (``0..9999``, see :mod:`driftline.inference.routing`) picks its arm.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from lineage.exceptions import IllegalTransition
-from lineage.lifecycle import State
+from driftline.lineage.exceptions import IllegalTransition
+from driftline.lineage.lifecycle import State
 
 BASIS_POINTS = 10_000
 

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lineage.events import LifecycleEvent
-from lineage.exceptions import InvalidRecord
-from lineage.lifecycle import State
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import InvalidRecord
+from driftline.lineage.lifecycle import State
 
 
 @dataclass(frozen=True)

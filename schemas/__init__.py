@@ -2,16 +2,16 @@
 
 Typical use::
 
-    from schemas import default_codec
+    from driftline.schemas import default_codec
 
     codec = default_codec()
     value = codec.encode("Outcome", {"prediction_id": "p-1", "value": 1.0, "event_time": ms})
     name, record = codec.decode(value)
 """
 
-from schemas.catalog import SCHEMA_NAMES
-from schemas.codec import SchemaCodec, default_codec
-from schemas.exceptions import (
+from driftline.schemas.catalog import SCHEMA_NAMES
+from driftline.schemas.codec import SchemaCodec, default_codec
+from driftline.schemas.exceptions import (
     DecodeError,
     IncompatibleSchema,
     InvalidRecord,
@@ -23,7 +23,7 @@ from schemas.exceptions import (
     UnknownSchemaId,
     WrongSchema,
 )
-from schemas.registry import codec_from_registry
+from driftline.schemas.registry import codec_from_registry
 
 __all__ = [
     "SCHEMA_NAMES",

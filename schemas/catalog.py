@@ -21,7 +21,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
 
-from schemas.exceptions import SchemaError, UnknownRecordName
+from driftline.schemas.exceptions import SchemaError, UnknownRecordName
 
 NAMESPACE = "driftline.v1"
 
@@ -75,7 +75,7 @@ def _check(name: str) -> str:
 
 
 def _avro_dir() -> Traversable:
-    return files("schemas") / "avro"
+    return files("driftline.schemas") / "avro"
 
 
 def _load(resource: Traversable) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def latest_version(name: str) -> int:
 
 @cache
 def _pinned_text() -> str:
-    return (files("schemas") / "pinned_ids.json").read_text(encoding="utf-8")
+    return (files("driftline.schemas") / "pinned_ids.json").read_text(encoding="utf-8")
 
 
 def pinned_ids() -> dict[str, dict[int, int]]:

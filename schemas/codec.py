@@ -10,7 +10,7 @@ A payload written with an older version of a record is read with the latest
 version as the reader schema, so consumers always see the current field set.
 
 Bulk and fast paths: each latest version also gets a reader and a writer
-generated from its parsed schema (:mod:`schemas.specialise`) that run in front
+generated from its parsed schema (:mod:`driftline.schemas.specialise`) that run in front
 of fastavro. Whatever they do not handle exactly as fastavro would (a corrupt
 payload, a wrongly typed field, an old version) goes to fastavro, so the bytes
 written and the errors raised are fastavro's. ``decode_many`` decodes a batch
@@ -26,12 +26,9 @@ from functools import cache
 from io import BytesIO
 from typing import Any
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.validation import ValidationError, validate
-
-from schemas import catalog, wire
-from schemas.catalog import SchemaEntry
-from schemas.exceptions import (
+from driftline.schemas import catalog, wire
+from driftline.schemas.catalog import SchemaEntry
+from driftline.schemas.exceptions import (
     DecodeError,
     InvalidRecord,
     SchemaError,
@@ -40,7 +37,9 @@ from schemas.exceptions import (
     UnknownSchemaId,
     WrongSchema,
 )
-from schemas.specialise import Reader, Writer, compile_reader, compile_writer
+from driftline.schemas.specialise import Reader, Writer, compile_reader, compile_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError, validate
 
 # Fetches the writer schema of an id this codec does not know (from a registry).
 # It raises UnknownSchemaId when the id does not exist, SchemaRegistryError when

@@ -19,9 +19,8 @@ from avro.compatibility import (
     SchemaCompatibilityType,
     SchemaIncompatibilityType,
 )
-
-from schemas import catalog
-from schemas.exceptions import IncompatibleSchema, SchemaError
+from driftline.schemas import catalog
+from driftline.schemas.exceptions import IncompatibleSchema, SchemaError
 
 _EXPLAIN = {
     SchemaIncompatibilityType.reader_field_missing_default_value: (

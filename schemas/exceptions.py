@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from driftline.errors import DriftlineError
+from driftline.core.errors import DriftlineError
 
 
 class SchemaError(DriftlineError):

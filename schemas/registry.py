@@ -15,9 +15,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from schemas import catalog
-from schemas.codec import SchemaCodec
-from schemas.exceptions import SchemaRegistryError, UnknownSchemaId
+from driftline.schemas import catalog
+from driftline.schemas.codec import SchemaCodec
+from driftline.schemas.exceptions import SchemaRegistryError, UnknownSchemaId
 
 # Apicurio Registry 3.x (3.3.3 checked) rewrites every `: "{}"` in a schema to `:{}` before it
 # parses it (AvroContentAccepter.removeQuotedBrackets), so a string field whose default is the

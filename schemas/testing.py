@@ -1,6 +1,6 @@
 """Testing helpers: one valid example of each record, for tests across driftline.
 
-from schemas.testing import sample
+from driftline.schemas.testing import sample
 value = default_codec().encode("Outcome", sample("Outcome", value=0.0))
 """
 
@@ -10,8 +10,8 @@ import copy
 import struct
 from typing import Any
 
-from schemas.catalog import SCHEMA_NAMES
-from schemas.exceptions import SchemaError, UnknownRecordName
+from driftline.schemas.catalog import SCHEMA_NAMES
+from driftline.schemas.exceptions import SchemaError, UnknownRecordName
 
 _T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z in epoch milliseconds
 

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import struct
 
-from schemas.exceptions import NullValue, SchemaError, UndecodablePayload, UnknownMagicByte
+from driftline.schemas.exceptions import (
+    NullValue,
+    SchemaError,
+    UndecodablePayload,
+    UnknownMagicByte,
+)
 
 MAGIC_BYTE = 0
 HEADER_SIZE = 5

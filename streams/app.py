@@ -8,20 +8,19 @@ import logging
 import time
 
 import faust
+from driftline.core.settings import Settings
+from driftline.streams import faust_flow
+from driftline.streams.batching import gather
+from driftline.streams.delivery import DeliveryTracker, OrderedAcker
+from driftline.streams.drift_decider import STATE_TABLE
+from driftline.streams.faust_transport import with_fetch_wait
+from driftline.streams.feature_consumer import FeatureConsumer, consumer_config
+from driftline.streams.isolation import isolated, isolated_async
+from driftline.streams.kafka import faust_credentials
+from driftline.streams.outcome_join import JOIN_TABLE
+from driftline.streams.runtime import WorkerRuntime
+from driftline.streams.web import register_views
 from mode.supervisors import CrashingSupervisor
-
-from driftline.settings import Settings
-from streams import faust_flow
-from streams.batching import gather
-from streams.delivery import DeliveryTracker, OrderedAcker
-from streams.drift_decider import STATE_TABLE
-from streams.faust_transport import with_fetch_wait
-from streams.feature_consumer import FeatureConsumer, consumer_config
-from streams.isolation import isolated, isolated_async
-from streams.kafka import faust_credentials
-from streams.outcome_join import JOIN_TABLE
-from streams.runtime import WorkerRuntime
-from streams.web import register_views
 
 log = logging.getLogger(__name__)
 

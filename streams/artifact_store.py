@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from driftline.settings import Settings
-from lineage import ArtifactStore
-from lineage.artifact_crypto import load_encryption_key
+from driftline.core.settings import Settings
+from driftline.lineage import ArtifactStore
+from driftline.lineage.artifact_crypto import load_encryption_key
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from driftline.settings import Settings
-from lineage import open_client
-from lineage.audit_verify import INTACT, NOT_INTACT, UNVERIFIED
-from lineage.registry import check_model_name
-from streams.checkpointing import CheckpointKeeper
-from streams.codecs import codec_for
-from streams.exceptions import StreamsError
-from streams.stack import http_json
-from streams.stackfile import resolve_bootstrap, running_stack
+from driftline.core.settings import Settings
+from driftline.lineage import open_client
+from driftline.lineage.audit_verify import INTACT, NOT_INTACT, UNVERIFIED
+from driftline.lineage.registry import check_model_name
+from driftline.streams.checkpointing import CheckpointKeeper
+from driftline.streams.codecs import codec_for
+from driftline.streams.exceptions import StreamsError
+from driftline.streams.stack import http_json
+from driftline.streams.stackfile import resolve_bootstrap, running_stack
 
 
 def audit_trail_query(database: str, model: str | None = None) -> str:

@@ -4,7 +4,7 @@ The lineage role publishes every signed checkpoint to ``<prefix>audit-checkpoint
 (JSON, keyed by model, kept forever), so a checkpoint deleted from ClickHouse is
 still on the topic. Verification reads that topic back, and fetches the record
 behind each audit row from the lifecycle topic (or the drift topic, for
-``drift_detected`` rows) to compare (:mod:`lineage.audit_sources`).
+``drift_detected`` rows) to compare (:mod:`driftline.lineage.audit_sources`).
 """
 
 from __future__ import annotations
@@ -15,20 +15,19 @@ import uuid
 from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
-
-from driftline.errors import DriftlineError
-from driftline.settings import Settings
-from lineage.audit_sources import SourceLog, SourceRecord, Wanted
-from lineage.checkpoints import Checkpoint
-from lineage.commands import LifecycleCommand
-from lineage.drift_sinks import drift_audit_event
-from lineage.events import LifecycleEvent
-from lineage.exceptions import InvalidRecord
-from schemas import SchemaCodec
-from streams.exceptions import BrokerUnavailable
-from streams.kafka import make_producer
-from streams.topics import Topics
-from streams.tracing import trace_headers
+from driftline.core.errors import DriftlineError
+from driftline.core.settings import Settings
+from driftline.lineage.audit_sources import SourceLog, SourceRecord, Wanted
+from driftline.lineage.checkpoints import Checkpoint
+from driftline.lineage.commands import LifecycleCommand
+from driftline.lineage.drift_sinks import drift_audit_event
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import InvalidRecord
+from driftline.schemas import SchemaCodec
+from driftline.streams.exceptions import BrokerUnavailable
+from driftline.streams.kafka import make_producer
+from driftline.streams.topics import Topics
+from driftline.streams.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,7 @@ import time
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-from streams.cli_common import (
+from driftline.streams.cli_common import (
     DriftlineGroup,
     console,
     err_console,
@@ -20,8 +18,9 @@ from streams.cli_common import (
     print_table,
     settings_for_cli,
 )
-from streams.cli_model import model
-from streams.exceptions import StreamsError
+from driftline.streams.cli_model import model
+from driftline.streams.exceptions import StreamsError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 @click.group(cls=DriftlineGroup)
@@ -49,7 +48,7 @@ def up(broker_kind: str | None) -> None:
     to 30 s while it keeps dying. If the broker dies, Apache Kafka is restarted
     from its data dir; Tansu kept everything in memory, so the stack stops.
     """
-    from streams.stack import EmbeddedStack
+    from driftline.streams.stack import EmbeddedStack
 
     settings = settings_for_cli()
     if settings.kafka.bootstrap:
@@ -90,7 +89,7 @@ def _supervise(stack, stop: dict) -> None:
     Tansu holds everything in memory, so if it dies there is nothing to restart
     against: the stack stops and says so.
     """
-    from streams.stack import RestartBackoff
+    from driftline.streams.stack import RestartBackoff
 
     worker_backoff, broker_backoff = RestartBackoff(), RestartBackoff()
     broker_started_at = time.monotonic()
@@ -150,7 +149,7 @@ def topics() -> None:
     not create topics (see infra/kafka/acls.sh). Refuses configs that would lose
     records of truth or table state, naming the fix.
     """
-    from streams.provision import provision
+    from driftline.streams.provision import provision
 
     settings = settings_for_cli()
     created = provision(settings)
@@ -162,7 +161,7 @@ def topics() -> None:
 @main.command()
 def worker() -> None:
     """Run one Faust worker (roles from DRIFTLINE_WORKER_ROLES)."""
-    from streams.worker import run_worker
+    from driftline.streams.worker import run_worker
 
     run_worker(settings_for_cli())
 
@@ -202,14 +201,14 @@ def produce(
 
     --count and --rate are in rows, whatever the frame size.
     """
-    from streams.loadgen import (
+    from driftline.streams.loadgen import (
         produce_at_rate,
         produce_frames_at_rate,
         synthetic_frames,
         synthetic_records,
     )
-    from streams.producer import FeatureProducer
-    from streams.stackfile import resolve_bootstrap
+    from driftline.streams.producer import FeatureProducer
+    from driftline.streams.stackfile import resolve_bootstrap
 
     settings = settings_for_cli()
     producer = FeatureProducer(settings, resolve_bootstrap(settings))
@@ -257,7 +256,7 @@ def produce(
 @click.option("--to", "end", required=True, help="ISO 8601 or epoch ms (exclusive)")
 def replay(model_name: str, version: int, start: str, end: str) -> None:
     """Re-score logged features with a candidate; store it paired with what was served."""
-    from streams.replay_cli import run_replay
+    from driftline.streams.replay_cli import run_replay
 
     settings = settings_for_cli()
     with Progress(
@@ -285,7 +284,7 @@ def replay(model_name: str, version: int, start: str, end: str) -> None:
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="decision cut-off")
 def replay_report_command(replay_id: str, threshold: float) -> None:
     """The paired comparison of a replay: candidate vs served scores and decisions."""
-    from streams.replay_cli import report
+    from driftline.streams.replay_cli import report
 
     rows = report(settings_for_cli(), replay_id, threshold)
     print_table(["measure", "value"], [list(r) for r in rows], title=f"replay {replay_id}")
@@ -306,11 +305,11 @@ def lineage() -> None:
 def lineage_export(output: Path | None) -> None:
     """Every lifecycle event as an OpenLineage RunEvent (Kafka topics and ClickHouse tables
     as datasets)."""
-    from lineage.openlineage import lineage_events, to_json_lines
-    from streams.codecs import codec_for
-    from streams.lifecycle import read_lifecycle
-    from streams.stackfile import resolve_bootstrap
-    from streams.topics import TOPIC_KINDS, Topics
+    from driftline.lineage.openlineage import lineage_events, to_json_lines
+    from driftline.streams.codecs import codec_for
+    from driftline.streams.lifecycle import read_lifecycle
+    from driftline.streams.stackfile import resolve_bootstrap
+    from driftline.streams.topics import TOPIC_KINDS, Topics
 
     settings = settings_for_cli()
     bootstrap = resolve_bootstrap(settings)
@@ -347,8 +346,8 @@ def keys() -> None:
 )
 def keys_new(actor: str, roles: str) -> None:
     """Create a key pair for an actor (and, in development, grant the roles)."""
-    from lineage.keys import key_id
-    from streams.identity import create_actor
+    from driftline.lineage.keys import key_id
+    from driftline.streams.identity import create_actor
 
     settings = settings_for_cli()
     keypair, policy = create_actor(settings, actor, [r for r in roles.split(",") if r])
@@ -360,7 +359,7 @@ def keys_new(actor: str, roles: str) -> None:
 @click.argument("sql")
 def sql(sql: str) -> None:
     """Run a read-only ClickHouse query (through the worker while the stack is up)."""
-    from streams.store_access import query
+    from driftline.streams.store_access import query
 
     columns, rows = query(settings_for_cli(), sql)
     print_table(columns, rows)
@@ -377,8 +376,8 @@ def sql(sql: str) -> None:
 )
 def drift(model_name: str | None, limit: int) -> None:
     """The latest drift events (detector, arm, feature, statistic, p-value), newest first."""
-    from streams.drift_cli import drift_events_query
-    from streams.store_access import query
+    from driftline.streams.drift_cli import drift_events_query
+    from driftline.streams.store_access import query
 
     settings = settings_for_cli()
     columns, rows = query(
@@ -396,8 +395,8 @@ def audit() -> None:
 @click.option("--model", "model_name", default=None)
 def audit_show(model_name: str | None) -> None:
     """The audit trail, oldest first."""
-    from streams.audit_cli import audit_trail_query
-    from streams.store_access import query
+    from driftline.streams.audit_cli import audit_trail_query
+    from driftline.streams.store_access import query
 
     settings = settings_for_cli()
     sql_text = audit_trail_query(settings.clickhouse.database, model_name)
@@ -411,7 +410,7 @@ def audit_verify(model_name: str | None) -> None:
     """Check the hash chains, the signed checkpoints, their copies on the anchor topic and
     every row's source record on Kafka. Exit 0 intact, 1 NOT intact (each problem names
     the row), 3 UNVERIFIED (a check could not run, e.g. no broker reachable)."""
-    from streams.audit_cli import verify_store
+    from driftline.streams.audit_cli import verify_store
 
     report = verify_store(settings_for_cli(), model_name)
     console.print(report.summary(), markup=False)
@@ -424,7 +423,7 @@ def audit_verify(model_name: str | None) -> None:
 @click.option("--actor", default=getpass.getuser, show_default="current user")
 def audit_clear(name: str, reason: str, actor: str) -> None:
     """Lift the audit alarm freezing NAME's promotions (a signed clear_alarm command)."""
-    from streams.models import ModelCommands
+    from driftline.streams.models import ModelCommands
 
     ModelCommands.from_settings(settings_for_cli()).send(
         "clear_alarm", name, None, actor, {"reason": reason}
@@ -443,7 +442,7 @@ def audit_clear(name: str, reason: str, actor: str) -> None:
 @click.option("--rate", type=click.FloatRange(min=10), default=500.0, show_default=True)
 def demo(records: int, rate: float) -> None:
     """Gates, a canary on live traffic, drift and an automatic rollback; about two minutes."""
-    from streams.demo import run_demo
+    from driftline.streams.demo import run_demo
 
     run_demo(settings_for_cli(), console, records=records, rate=rate)
 

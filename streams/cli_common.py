@@ -6,12 +6,11 @@ import datetime as dt
 import sys
 
 import click
+from driftline.core.errors import DriftlineError
+from driftline.core.settings import Settings, load_settings
+from driftline.core.telemetry import configure_telemetry, shutdown_telemetry
 from rich.console import Console
 from rich.table import Table
-
-from driftline.errors import DriftlineError
-from driftline.settings import Settings, load_settings
-from driftline.telemetry import configure_telemetry, shutdown_telemetry
 
 console = Console()
 err_console = Console(stderr=True)

@@ -7,8 +7,13 @@ import sys
 from pathlib import Path
 
 import click
-
-from streams.cli_common import console, format_time, parse_time, print_table, settings_for_cli
+from driftline.streams.cli_common import (
+    console,
+    format_time,
+    parse_time,
+    print_table,
+    settings_for_cli,
+)
 
 
 @click.group()
@@ -29,7 +34,7 @@ def model() -> None:
 )
 def model_register(path: Path, name: str, actor: str, training_data: Path | None) -> None:
     """Store an ONNX file content-addressed and publish a `registered` event."""
-    from streams.models import ModelCommands
+    from driftline.streams.models import ModelCommands
 
     result, created = ModelCommands.from_settings(settings_for_cli()).register(
         path, name, actor, training_data=training_data
@@ -51,7 +56,7 @@ def model_register(path: Path, name: str, actor: str, training_data: Path | None
 @click.option("--actor", default=getpass.getuser, show_default="current user")
 def model_promote(name: str, version: int, actor: str) -> None:
     """Make a registered version the champion (workers swap without a restart)."""
-    from streams.models import ModelCommands
+    from driftline.streams.models import ModelCommands
 
     ModelCommands.from_settings(settings_for_cli()).promote(name, version, actor)
     console.print(f"promoted {name} v{version} to champion (approved by {actor})")
@@ -85,7 +90,7 @@ def _model_action(action: str, help_text: str, *, needs_version: bool = True, tr
         percent: str | None = None,
         experiment: str | None = None,
     ) -> None:
-        from streams.models import ModelCommands
+        from driftline.streams.models import ModelCommands
 
         given = {"reason": reason, "percent": percent, "experiment": experiment}
         arguments = {k: v for k, v in given.items() if v is not None} or None
@@ -150,7 +155,7 @@ def model_validate(
 
     Exit status 0 when the gates pass, 3 when they fail (so a CI job fails too).
     """
-    from streams.validate_cli import publish, run_gates
+    from driftline.streams.validate_cli import publish, run_gates
 
     settings = settings_for_cli()
     validation = run_gates(
@@ -169,7 +174,7 @@ def model_validate(
 @click.argument("name")
 def model_history(name: str) -> None:
     """Every lifecycle event of a model, with state changes and aliases after each."""
-    from streams.models import ModelCommands
+    from driftline.streams.models import ModelCommands
 
     registry = ModelCommands.from_settings(settings_for_cli()).registry()
     rows = [
@@ -196,7 +201,7 @@ def model_history(name: str) -> None:
 )
 def model_at(name: str, when: str) -> None:
     """Which version held each alias at a point in time."""
-    from streams.models import ModelCommands
+    from driftline.streams.models import ModelCommands
 
     time_ms = parse_time(when)
     registry = ModelCommands.from_settings(settings_for_cli()).registry()
@@ -215,7 +220,7 @@ def _aliases(aliases: dict) -> str:
 @model.command("list")
 def model_list() -> None:
     """Every model version, from the lifecycle topic."""
-    from streams.models import ModelCommands
+    from driftline.streams.models import ModelCommands
 
     registry = ModelCommands.from_settings(settings_for_cli()).registry()
     rows = [

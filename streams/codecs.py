@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from driftline.settings import Settings
-from schemas import SchemaCodec, codec_from_registry, default_codec
+from driftline.core.settings import Settings
+from driftline.schemas import SchemaCodec, codec_from_registry, default_codec
 
 
 def codec_for(settings: Settings) -> SchemaCodec:

@@ -6,10 +6,10 @@ import logging
 import time
 from typing import Protocol
 
-from schemas import SchemaCodec
-from streams.delivery import BatchDelivery, DeliveryTracker
-from streams.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
-from streams.stats import WorkerStats
+from driftline.schemas import SchemaCodec
+from driftline.streams.delivery import BatchDelivery, DeliveryTracker
+from driftline.streams.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
+from driftline.streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 

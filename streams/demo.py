@@ -13,28 +13,27 @@ import shutil
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-
-from driftline.settings import DataSettings, Settings
-from inference import train_logistic
-from streams.audit_cli import audit_trail_query
-from streams.demo_story import (
+from driftline.core.settings import DataSettings, Settings
+from driftline.inference import train_logistic
+from driftline.streams.audit_cli import audit_trail_query
+from driftline.streams.demo_story import (
     LiveTraffic,
     print_timeline,
     wait_for_state,
     write_demo_policy,
     write_holdout,
 )
-from streams.identity import create_actor
-from streams.kafka import make_producer
-from streams.loadgen import synthetic_records
-from streams.models import ModelCommands
-from streams.stack import EmbeddedStack, http_json
-from streams.store_access import query
-from streams.topics import Topics
-from streams.validate_cli import publish, run_gates
+from driftline.streams.identity import create_actor
+from driftline.streams.kafka import make_producer
+from driftline.streams.loadgen import synthetic_records
+from driftline.streams.models import ModelCommands
+from driftline.streams.stack import EmbeddedStack, http_json
+from driftline.streams.store_access import query
+from driftline.streams.topics import Topics
+from driftline.streams.validate_cli import publish, run_gates
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 MODEL = "demo"
 N_FEATURES = 16
@@ -229,7 +228,7 @@ def _send_bad_records(settings: Settings, bootstrap: str) -> None:
     topic = Topics(settings.kafka.topic_prefix).features
     producer = make_producer(settings, bootstrap)
     good = next(synthetic_records(model=MODEL, count=1, entities=1, seed=99, n_features=N_FEATURES))
-    from schemas import default_codec
+    from driftline.schemas import default_codec
 
     codec = default_codec()
     short = dict(good, record_id="bad-short", features=good["features"][:15])

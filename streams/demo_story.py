@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from driftline.core.settings import Settings
+from driftline.inference import SyntheticFeatures
+from driftline.streams.loadgen import produce_at_rate, synthetic_records
+from driftline.streams.producer import FeatureProducer
+from driftline.streams.store_access import query
 from rich.console import Console
 from rich.table import Table
-
-from driftline.settings import Settings
-from inference import SyntheticFeatures
-from streams.loadgen import produce_at_rate, synthetic_records
-from streams.producer import FeatureProducer
-from streams.store_access import query
 
 DEMO_POLICY = """
 [gates]

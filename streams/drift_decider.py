@@ -1,10 +1,10 @@
 """The ``decide-drift`` agent: every model's drift decided once, in one place.
 
-Scoring workers (:mod:`streams.drift_stage`) and the outcomes join
-(:mod:`streams.outcome_join`) publish parts of each model's streams to the
+Scoring workers (:mod:`driftline.streams.drift_stage`) and the outcomes join
+(:mod:`driftline.streams.outcome_join`) publish parts of each model's streams to the
 internal topic ``<app>-drift-summaries``, keyed by model, on partition
 ``crc32(model) % partitions``. Faust gives each partition of that topic to
-one worker, so one :class:`drift.decider.Decider` sees all of a model's
+one worker, so one :class:`driftline.drift.decider.Decider` sees all of a model's
 rows and outcomes, from every partition of the features and join topics, and
 one monitor per ``(model, version, arm)`` decides. Alarms become DriftEvents
 on the ``drift`` topic, keyed by model.
@@ -34,16 +34,15 @@ from collections.abc import MutableMapping, Sequence
 
 import numpy as np
 from confluent_kafka import Producer
-
-from drift.config import DriftConfig
-from drift.decider import Decider, References
-from drift.exceptions import InvalidValue, SnapshotError
-from drift.monitor import DriftAlarm, MonitorKey
-from drift.summary import decode_parts
-from schemas import SchemaCodec
-from streams.deadletter import DeadLetterPublisher, InboundMessage
-from streams.delivery import BatchDelivery, DeliveryTracker
-from streams.stats import WorkerStats
+from driftline.drift.config import DriftConfig
+from driftline.drift.decider import Decider, References
+from driftline.drift.exceptions import InvalidValue, SnapshotError
+from driftline.drift.monitor import DriftAlarm, MonitorKey
+from driftline.drift.summary import decode_parts
+from driftline.schemas import SchemaCodec
+from driftline.streams.deadletter import DeadLetterPublisher, InboundMessage
+from driftline.streams.delivery import BatchDelivery, DeliveryTracker
+from driftline.streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 

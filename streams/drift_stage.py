@@ -4,15 +4,15 @@ A scoring worker reads only some partitions of the features topic, so it
 decides nothing. After it scores a batch it keeps, per ``(model, version,
 arm)``, the rows the window tests will see (every single record; one row in
 ``DRIFTLINE_DRIFT_SAMPLE_EVERY`` of each frame,
-:func:`drift.summary.sample_rows`) with their scores, each message's source
+:func:`driftline.drift.summary.sample_rows`) with their scores, each message's source
 partition, offset and record count, merged across partitions by event time
-(:func:`drift.summary.merge_order`), and publishes them as input parts
-(:class:`drift.summary.InputPart`): one summary message per model and batch
+(:func:`driftline.drift.summary.merge_order`), and publishes them as input parts
+(:class:`driftline.drift.summary.InputPart`): one summary message per model and batch
 (more if large) on the internal topic ``<app>-drift-summaries``, partition
 ``crc32(model) % partitions``, so all of a model's parts meet in one place.
 The messages join the batch's delivery: its offsets are committed only once
 they are acknowledged. The ``decide-drift`` agent takes it from there
-(:mod:`streams.drift_decider`).
+(:mod:`driftline.streams.drift_decider`).
 
 Nothing here holds state: a redelivered batch sends the same parts again (the
 same rows, the same offsets) and the decider skips what it has folded.
@@ -26,10 +26,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-
-from drift.config import DriftConfig
-from drift.monitor import MonitorKey
-from drift.summary import (
+from driftline.drift.config import DriftConfig
+from driftline.drift.monitor import MonitorKey
+from driftline.drift.summary import (
     ROW_OVERHEAD,
     InputPart,
     Part,
@@ -39,9 +38,9 @@ from drift.summary import (
     sample_rows,
     split,
 )
-from inference.frames import Frame
-from streams.delivery import BatchDelivery, DeliveryTracker
-from streams.stats import WorkerStats
+from driftline.inference.frames import Frame
+from driftline.streams.delivery import BatchDelivery, DeliveryTracker
+from driftline.streams.stats import WorkerStats
 
 # Brokers refuse messages over 1 MB by default (Tansu too): summaries stay well under.
 MAX_SUMMARY_BYTES = 512 * 1024

@@ -1,6 +1,6 @@
 """Errors raised by the streaming layer (broker, topics, embedded stack, CLI)."""
 
-from driftline.errors import DriftlineError
+from driftline.core.errors import DriftlineError
 
 
 class StreamsError(DriftlineError):
@@ -20,7 +20,7 @@ class TopicMismatch(StreamsError):
 
 
 class TopicMisconfigured(StreamsError):
-    """An existing topic's config breaks the rule for its kind (streams.topic_config)."""
+    """An existing topic's config breaks the rule for its kind (driftline.streams.topic_config)."""
 
 
 class RoleGroupConflict(StreamsError):

@@ -13,7 +13,7 @@ Faust agents that read the low-volume topics. The guarantees stay:
 
 - A batch's offsets are committed only once everything it produced (predictions,
   dead letters, drift summaries, pending outcomes) is acknowledged by the brokers,
-  in consumption order (:class:`streams.delivery.OrderedAcker`).
+  in consumption order (:class:`driftline.streams.delivery.OrderedAcker`).
 - Rebalances are cooperative (incremental). Before a partition is given up, the
   batches already consumed from it are delivered and their offsets committed, so
   its next owner starts exactly after them: nothing lost, nothing scored twice.
@@ -45,9 +45,8 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-
-from streams.delivery import BatchDelivery, DeliveryTracker, OrderedAcker
-from streams.stats import WorkerStats
+from driftline.streams.delivery import BatchDelivery, DeliveryTracker, OrderedAcker
+from driftline.streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,11 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from driftline.settings import KafkaSettings
-from inference import LoadedModel, ModelLoadError, Router
-from inference.device import Device
-from inference.routing import Arm, RoutingTable
-from lineage import (
+from driftline.core.settings import KafkaSettings
+from driftline.inference import LoadedModel, ModelLoadError, Router
+from driftline.inference.device import Device
+from driftline.inference.routing import Arm, RoutingTable
+from driftline.lineage import (
     ArtifactStore,
     InvalidRecord,
     LifecycleEvent,
@@ -29,12 +28,12 @@ from lineage import (
     ModelRegistry,
     ModelVersion,
 )
-from lineage.exceptions import SignatureMissing
-from lineage.profile import ReferenceProfile
-from lineage.traffic import BASIS_POINTS, TrafficSplit
-from schemas import DecodeError, SchemaCodec
-from streams.policy_source import PolicySource
-from streams.stats import WorkerStats
+from driftline.lineage.exceptions import SignatureMissing
+from driftline.lineage.profile import ReferenceProfile
+from driftline.lineage.traffic import BASIS_POINTS, TrafficSplit
+from driftline.schemas import DecodeError, SchemaCodec
+from driftline.streams.policy_source import PolicySource
+from driftline.streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 

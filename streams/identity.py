@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from driftline.settings import Settings
-from lineage.keys import KeyPair, generate_key, public_key_to_base64, save_keypair
-from lineage.rbac import EXAMPLE_ROLES, write_example_roles
-from streams.exceptions import StreamsError
+from driftline.core.settings import Settings
+from driftline.lineage.keys import KeyPair, generate_key, public_key_to_base64, save_keypair
+from driftline.lineage.rbac import EXAMPLE_ROLES, write_example_roles
+from driftline.streams.exceptions import StreamsError
 
 
 def create_actor(settings: Settings, actor: str, roles: list[str]) -> tuple[KeyPair, str]:

@@ -6,8 +6,7 @@ from typing import Any
 
 import faust
 from confluent_kafka import Producer
-
-from driftline.settings import KafkaSettings, Settings
+from driftline.core.settings import KafkaSettings, Settings
 
 
 def producer_config(settings: Settings, bootstrap: str, **overrides: Any) -> dict[str, Any]:

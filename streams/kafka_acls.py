@@ -5,7 +5,7 @@ through the Admin API (:func:`acl_bindings`), and ``infra/kafka/acls.sh`` is thi
 table as ``kafka-acls.sh`` commands (:func:`acls_script`), checked against it by a
 unit test::
 
-    python -m streams.kafka_acls --prefix driftline. > infra/kafka/acls.sh
+    python -m driftline.streams.kafka_acls --prefix driftline. > infra/kafka/acls.sh
 
 Least privilege, with the topic prefix as the fence: every grant names a resource
 under the prefix. Workers share what every start-up does (see which topics exist and
@@ -15,7 +15,7 @@ front by the provisioner, so no worker holds Create.
 
 Producers write ``features`` and ``outcomes`` only; only the registry writes
 ``lifecycle``; dashboards read. The lineage role raises audit alarms as signed
-commands (:mod:`streams.checkpointing`), which the registry turns into lifecycle
+commands (:mod:`driftline.streams.checkpointing`), which the registry turns into lifecycle
 events, so it writes ``commands``, not ``lifecycle``.
 """
 
@@ -59,7 +59,7 @@ class Grant:
 
 @dataclass(frozen=True)
 class Principal:
-    role: str  # a worker role (driftline.settings.WORKER_ROLES) or a client kind
+    role: str  # a worker role (driftline.core.settings.WORKER_ROLES) or a client kind
     why: str
     grants: tuple[Grant, ...]
 
@@ -201,7 +201,7 @@ def acl_bindings(
 
 def acls_script(prefix: str, *, user_prefix: str = USER_PREFIX) -> str:
     """The table as a ``kafka-acls.sh`` script, run by an administrator."""
-    generated = "python -m streams.kafka_acls --prefix " + shlex.quote(prefix)
+    generated = "python -m driftline.streams.kafka_acls --prefix " + shlex.quote(prefix)
     if user_prefix != USER_PREFIX:
         generated += " --user-prefix " + shlex.quote(user_prefix)
     lines = [
@@ -242,7 +242,7 @@ def acls_script(prefix: str, *, user_prefix: str = USER_PREFIX) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m streams.kafka_acls",
+        prog="python -m driftline.streams.kafka_acls",
         description="Print driftline's ACLs as a kafka-acls.sh script.",
     )
     parser.add_argument("--prefix", default="driftline.", help="DRIFTLINE_KAFKA_TOPIC_PREFIX")

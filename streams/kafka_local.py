@@ -1,7 +1,8 @@
 """A local Apache Kafka in KRaft mode: one broker, or a cluster on loopback, as child processes.
 
 The broker is the jar set that ``infra/kafka/pom.xml`` pins, copied by Maven into
-``.cache/kafka-<version>/libs`` (``make kafka`` or ``python -m streams.kafka_local install``).
+``.cache/kafka-<version>/libs`` (``make kafka``, or
+``python -m driftline.streams.kafka_local install``).
 Each node is both broker and controller, listens on free ports of 127.0.0.1 and keeps its
 data in the directory it is given, so a node or a whole cluster can be stopped and started
 again from its data. Nodes are started like the embedded Tansu broker (``spawn_child``):
@@ -26,9 +27,8 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-
-from streams.embedded import free_port, spawn_child, stop_child
-from streams.exceptions import BrokerNotInstalled, BrokerUnavailable
+from driftline.streams.embedded import free_port, spawn_child, stop_child
+from driftline.streams.exceptions import BrokerNotInstalled, BrokerUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
@@ -514,7 +514,7 @@ class KafkaCluster:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args != ["install"]:
-        print("usage: python -m streams.kafka_local install", file=sys.stderr)
+        print("usage: python -m driftline.streams.kafka_local install", file=sys.stderr)
         return 2
     try:
         libs = install()

@@ -7,14 +7,13 @@ import time
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
-
-from driftline.settings import Settings
-from lineage import LifecycleEvent, ModelRegistry
-from schemas import SchemaCodec
-from streams.broker_quirks import detect_quirks
-from streams.exceptions import StreamsError
-from streams.kafka import make_producer
-from streams.tracing import trace_headers
+from driftline.core.settings import Settings
+from driftline.lineage import LifecycleEvent, ModelRegistry
+from driftline.schemas import SchemaCodec
+from driftline.streams.broker_quirks import detect_quirks
+from driftline.streams.exceptions import StreamsError
+from driftline.streams.kafka import make_producer
+from driftline.streams.tracing import trace_headers
 
 
 def cloudevent_headers(event: LifecycleEvent, source: str) -> list[tuple[str, bytes]]:

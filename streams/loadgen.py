@@ -7,9 +7,8 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import numpy as np
-
-from inference import SyntheticFeatures
-from streams.producer import FeatureProducer
+from driftline.inference import SyntheticFeatures
+from driftline.streams.producer import FeatureProducer
 
 _RECORD_NAMESPACE = uuid.UUID("5d3f6a52-7c1e-4d9a-9b0e-2a6f1c8e4b10")
 

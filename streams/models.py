@@ -9,25 +9,24 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from driftline.core.settings import Settings
+from driftline.inference import describe_onnx
+from driftline.inference.signature import positional_names
+from driftline.lineage import LifecycleEvent, ModelRegistry, ModelVersion, sha256_hex
+from driftline.lineage.commands import new_command
+from driftline.lineage.keys import key_id, load_private_key
+from driftline.lineage.metadata import ArtifactMetadata, InputSchema
+from driftline.lineage.profile import ReferenceProfile
+from driftline.streams.artifact_store import artifact_store, region_refusal
+from driftline.streams.codecs import codec_for
+from driftline.streams.exceptions import StreamsError
+from driftline.streams.kafka import make_producer
+from driftline.streams.lifecycle import LifecycleWatcher, load_registry
+from driftline.streams.stackfile import resolve_bootstrap
+from driftline.streams.topics import Topics
+from driftline.streams.tracing import trace_headers
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-
-from driftline.settings import Settings
-from inference import describe_onnx
-from inference.signature import positional_names
-from lineage import LifecycleEvent, ModelRegistry, ModelVersion, sha256_hex
-from lineage.commands import new_command
-from lineage.keys import key_id, load_private_key
-from lineage.metadata import ArtifactMetadata, InputSchema
-from lineage.profile import ReferenceProfile
-from streams.artifact_store import artifact_store, region_refusal
-from streams.codecs import codec_for
-from streams.exceptions import StreamsError
-from streams.kafka import make_producer
-from streams.lifecycle import LifecycleWatcher, load_registry
-from streams.stackfile import resolve_bootstrap
-from streams.topics import Topics
-from streams.tracing import trace_headers
 
 tracer = trace.get_tracer(__name__)
 

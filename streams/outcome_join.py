@@ -10,16 +10,16 @@ partition, in order, and holds the state in the ``outcome-join`` Faust table:
 
 - ``p<partition>|d|<offset>``: what one batch changed (scored parts awaiting
   outcomes, rows labelled, outcomes that overtook their prediction), see
-  :meth:`drift.outcomes.OutcomeJoin.take_delta`; replayed in order on
+  :meth:`driftline.drift.outcomes.OutcomeJoin.take_delta`; replayed in order on
   recovery and deleted once older than the wait window;
 - ``p<partition>|next``: the next join-topic offset to process, so a
   redelivered batch is not joined twice.
 
 The 0/1 errors of joined outcomes are not judged here: a join partition sees
 only some of a model's outcomes. Per batch they go as error parts
-(:class:`drift.summary.ErrorPart`: each error with the offset of the join
+(:class:`driftline.drift.summary.ErrorPart`: each error with the offset of the join
 message it came from) to the model's drift decider on the summaries topic
-(:mod:`streams.drift_decider`), which runs the error detectors once per
+(:mod:`driftline.streams.drift_decider`), which runs the error detectors once per
 version and arm over the outcomes of every partition.
 
 Both kinds of join-topic message go to an explicit partition,
@@ -41,11 +41,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from confluent_kafka import Producer
-
-from drift.config import DriftConfig
-from drift.exceptions import InvalidValue, SnapshotError
-from drift.monitor import MonitorKey
-from drift.outcomes import (
+from driftline.drift.config import DriftConfig
+from driftline.drift.exceptions import InvalidValue, SnapshotError
+from driftline.drift.monitor import MonitorKey
+from driftline.drift.outcomes import (
     OutcomeJoin,
     Pending,
     Report,
@@ -53,14 +52,14 @@ from drift.outcomes import (
     encode_pending,
     join_key,
 )
-from drift.summary import ErrorPart, chunks, encode_parts, split_errors
-from inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
-from schemas import DecodeError, SchemaCodec
-from streams.deadletter import DeadLetterPublisher, InboundMessage
-from streams.delivery import BatchDelivery, DeliveryTracker
-from streams.drift_stage import MAX_SUMMARY_BYTES, summary_partition
-from streams.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
-from streams.stats import WorkerStats
+from driftline.drift.summary import ErrorPart, chunks, encode_parts, split_errors
+from driftline.inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
+from driftline.schemas import DecodeError, SchemaCodec
+from driftline.streams.deadletter import DeadLetterPublisher, InboundMessage
+from driftline.streams.delivery import BatchDelivery, DeliveryTracker
+from driftline.streams.drift_stage import MAX_SUMMARY_BYTES, summary_partition
+from driftline.streams.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
+from driftline.streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 

@@ -12,16 +12,22 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
-from inference.frames import Frame, FrameRejected
-from lineage import AuditLogWriter, DeadLetterSink, InvalidRecord, LifecycleEvent, PredictionSink
-from lineage.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
-from lineage.frame_sinks import FeatureSink, PredictionFrameSink
-from schemas import DecodeError, SchemaCodec
-from streams.deadletter import DeadLetterPublisher, InboundMessage
-from streams.delivery import BatchDelivery
-from streams.stats import WorkerStats
-from streams.tracing import HEADER_GETTER
+from driftline.inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
+from driftline.inference.frames import Frame, FrameRejected
+from driftline.lineage import (
+    AuditLogWriter,
+    DeadLetterSink,
+    InvalidRecord,
+    LifecycleEvent,
+    PredictionSink,
+)
+from driftline.lineage.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
+from driftline.lineage.frame_sinks import FeatureSink, PredictionFrameSink
+from driftline.schemas import DecodeError, SchemaCodec
+from driftline.streams.deadletter import DeadLetterPublisher, InboundMessage
+from driftline.streams.delivery import BatchDelivery
+from driftline.streams.stats import WorkerStats
+from driftline.streams.tracing import HEADER_GETTER
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -17,17 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from lineage.commands import new_command
-from lineage.drift_rules import DriftAction, DriftResponder, DriftSignal
-from lineage.keys import load_private_key
-from lineage.promotion_policy import PromotionPolicy
-from lineage.rbac import EVIDENCE_ARGUMENT
-from schemas import DecodeError, SchemaCodec
-from streams.deadletter import DeadLetterPublisher, InboundMessage
-from streams.delivery import BatchDelivery, DeliveryTracker
-from streams.stats import WorkerStats
-from streams.tracing import trace_headers
+from driftline.lineage.commands import new_command
+from driftline.lineage.drift_rules import DriftAction, DriftResponder, DriftSignal
+from driftline.lineage.keys import load_private_key
+from driftline.lineage.promotion_policy import PromotionPolicy
+from driftline.lineage.rbac import EVIDENCE_ARGUMENT
+from driftline.schemas import DecodeError, SchemaCodec
+from driftline.streams.deadletter import DeadLetterPublisher, InboundMessage
+from driftline.streams.delivery import BatchDelivery, DeliveryTracker
+from driftline.streams.stats import WorkerStats
+from driftline.streams.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 

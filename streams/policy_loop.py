@@ -6,16 +6,16 @@ from ClickHouse (predictions joined with outcomes) since the canary or the
 challenger started, and asks the domain code what to do:
 
 * a canary advances to its next step, is promoted at the last one, waits, or is
-  archived on a guardrail breach (``lineage.canary``);
+  archived on a guardrail breach (``driftline.lineage.canary``);
 * a challenger's experiment continues, promotes the challenger, or archives it
-  when the champion wins or the test stops for futility (``lineage.experiments``);
+  when the champion wins or the test stops for futility (``driftline.lineage.experiments``);
   in ``manual`` mode the decision is only recommended (``/driftline/policy/``).
 
 While a model has an uncleared ``audit_alarm`` (its audit trail failed the lineage
 role's check), promotions and traffic increases are held back and shown as
 ``frozen_by``; archiving a failing canary or a losing challenger still goes out.
 
-Each action is a signed command through :class:`streams.policy_agent.PolicySigner`
+Each action is a signed command through :class:`driftline.streams.policy_agent.PolicySigner`
 carrying the decision's evidence. A command is sent once per decision: until the
 registry reflects it, the same decision is not sent again.
 """
@@ -27,14 +27,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from lineage import ModelRegistry
-from lineage.audit_alarms import FROZEN_ACTIONS
-from lineage.canary import ArmStats, decide_canary
-from lineage.experiments import decide_experiment
-from lineage.policy_queries import arm_stats_from_rows, arm_stats_sql
-from lineage.promotion_policy import PromotionPolicy
-from lineage.sequential import SequentialTest
-from streams.delivery import BatchDelivery
+from driftline.lineage import ModelRegistry
+from driftline.lineage.audit_alarms import FROZEN_ACTIONS
+from driftline.lineage.canary import ArmStats, decide_canary
+from driftline.lineage.experiments import decide_experiment
+from driftline.lineage.policy_queries import arm_stats_from_rows, arm_stats_sql
+from driftline.lineage.promotion_policy import PromotionPolicy
+from driftline.lineage.sequential import SequentialTest
+from driftline.streams.delivery import BatchDelivery
 
 log = logging.getLogger(__name__)
 

@@ -17,18 +17,17 @@ from collections.abc import Sequence
 
 import numpy as np
 from confluent_kafka import KafkaException
+from driftline.core.settings import Settings
+from driftline.inference.frames import pack_frame
+from driftline.schemas import SchemaCodec
+from driftline.streams.codecs import codec_for
+from driftline.streams.delivery import refused
+from driftline.streams.exceptions import StreamsError
+from driftline.streams.kafka import make_producer
+from driftline.streams.topics import Topics
+from driftline.streams.tracing import trace_headers
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-
-from driftline.settings import Settings
-from inference.frames import pack_frame
-from schemas import SchemaCodec
-from streams.codecs import codec_for
-from streams.delivery import refused
-from streams.exceptions import StreamsError
-from streams.kafka import make_producer
-from streams.topics import Topics
-from streams.tracing import trace_headers
 
 tracer = trace.get_tracer(__name__)
 

@@ -1,4 +1,4 @@
-"""`driftline topics` (or `python -m streams.provision`): create driftline's topics up
+"""`driftline topics` (or `python -m driftline.streams.provision`): create driftline's topics up
 front, as the provisioner.
 
 On a secured cluster no worker may create topics (``streams/kafka_acls.py``): the
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sys
 
-from driftline.errors import DriftlineError
-from driftline.settings import Settings, load_settings
-from streams.worker import prepare_topics
+from driftline.core.errors import DriftlineError
+from driftline.core.settings import Settings, load_settings
+from driftline.streams.worker import prepare_topics
 
 
 def provision(settings: Settings) -> list[str]:

@@ -12,20 +12,19 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 
+from driftline.core.errors import DriftlineError
+from driftline.lineage import LifecycleEvent, LineageError, ModelRegistry, ModelVersion
+from driftline.lineage.checkpoints import WriterKey
+from driftline.lineage.commands import LifecycleCommand
+from driftline.lineage.rbac import CommandAuthority, approval_evidence, rejected
+from driftline.schemas import DecodeError, SchemaCodec
+from driftline.streams.deadletter import DeadLetterPublisher, InboundMessage
+from driftline.streams.delivery import BatchDelivery, DeliveryTracker
+from driftline.streams.lifecycle import cloudevent_headers
+from driftline.streams.policy_source import PolicySource
+from driftline.streams.tracing import HEADER_GETTER, PROPAGATOR, trace_headers
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-
-from driftline.errors import DriftlineError
-from lineage import LifecycleEvent, LineageError, ModelRegistry, ModelVersion
-from lineage.checkpoints import WriterKey
-from lineage.commands import LifecycleCommand
-from lineage.rbac import CommandAuthority, approval_evidence, rejected
-from schemas import DecodeError, SchemaCodec
-from streams.deadletter import DeadLetterPublisher, InboundMessage
-from streams.delivery import BatchDelivery, DeliveryTracker
-from streams.lifecycle import cloudevent_headers
-from streams.policy_source import PolicySource
-from streams.tracing import HEADER_GETTER, PROPAGATOR, trace_headers
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)

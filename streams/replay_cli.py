@@ -14,14 +14,14 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from driftline.settings import Settings
-from inference import LoadedModel
-from lineage import open_client
-from lineage.replay import replay, replay_report
-from streams.artifact_store import artifact_store
-from streams.exceptions import StreamsError
-from streams.stack import http_json
-from streams.stackfile import running_stack
+from driftline.core.settings import Settings
+from driftline.inference import LoadedModel
+from driftline.lineage import open_client
+from driftline.lineage.replay import replay, replay_report
+from driftline.streams.artifact_store import artifact_store
+from driftline.streams.exceptions import StreamsError
+from driftline.streams.stack import http_json
+from driftline.streams.stackfile import running_stack
 
 
 def _worker_url(settings: Settings) -> str | None:
@@ -61,7 +61,7 @@ def run_replay(
 
 
 def _replay_here(settings, model, version, start_ms, end_ms, progress):
-    from streams.models import ModelCommands
+    from driftline.streams.models import ModelCommands
 
     registry = ModelCommands.from_settings(settings).registry()
     candidate = registry.get(model, version)

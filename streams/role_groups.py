@@ -18,9 +18,8 @@ import logging
 
 from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient
-
-from streams.exceptions import RoleGroupConflict
-from streams.topics import Topics
+from driftline.streams.exceptions import RoleGroupConflict
+from driftline.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Producer
-
-from driftline.settings import Settings
-from driftline.telemetry import spans_exported
-from inference import Router
-from inference.device import choose_device
-from inference.event_time import EventTimeBounds
-from lineage import (
+from driftline.core.settings import Settings
+from driftline.core.telemetry import spans_exported
+from driftline.inference import Router
+from driftline.inference.device import choose_device
+from driftline.inference.event_time import EventTimeBounds
+from driftline.lineage import (
     AuditLogWriter,
     DeadLetterSink,
     ModelRegistry,
@@ -26,31 +25,31 @@ from lineage import (
     create_tables,
     open_client,
 )
-from lineage.frame_sinks import FeatureSink, PredictionFrameSink
-from lineage.promotion_policy import PromotionPolicy
-from lineage.store import TABLES, redact_dsn
-from schemas import SchemaCodec
-from streams.artifact_store import artifact_store
-from streams.broker_quirks import detect_quirks
-from streams.checkpointing import CheckpointKeeper, trusted_writer
-from streams.codecs import codec_for
-from streams.deadletter import DeadLetterPublisher
-from streams.delivery import DeliveryTracker
-from streams.drift_decider import STATE_TABLE, DriftDecider
-from streams.drift_stage import DriftStage
-from streams.exceptions import StreamsError
-from streams.follower import LifecycleFollower
-from streams.kafka import make_producer
-from streams.limits import MessageLimit
-from streams.outcome_join import JOIN_TABLE, OutcomeJoiner
-from streams.persist import LineageWriter, StoreRunner
-from streams.policy_agent import DriftPolicyAgent, PolicySigner
-from streams.policy_loop import PolicyLoop
-from streams.policy_source import PolicySource
-from streams.registry_agent import RegistryAgent
-from streams.scoring import ScoringPipeline
-from streams.stats import WorkerStats
-from streams.topics import Topics
+from driftline.lineage.frame_sinks import FeatureSink, PredictionFrameSink
+from driftline.lineage.promotion_policy import PromotionPolicy
+from driftline.lineage.store import TABLES, redact_dsn
+from driftline.schemas import SchemaCodec
+from driftline.streams.artifact_store import artifact_store
+from driftline.streams.broker_quirks import detect_quirks
+from driftline.streams.checkpointing import CheckpointKeeper, trusted_writer
+from driftline.streams.codecs import codec_for
+from driftline.streams.deadletter import DeadLetterPublisher
+from driftline.streams.delivery import DeliveryTracker
+from driftline.streams.drift_decider import STATE_TABLE, DriftDecider
+from driftline.streams.drift_stage import DriftStage
+from driftline.streams.exceptions import StreamsError
+from driftline.streams.follower import LifecycleFollower
+from driftline.streams.kafka import make_producer
+from driftline.streams.limits import MessageLimit
+from driftline.streams.outcome_join import JOIN_TABLE, OutcomeJoiner
+from driftline.streams.persist import LineageWriter, StoreRunner
+from driftline.streams.policy_agent import DriftPolicyAgent, PolicySigner
+from driftline.streams.policy_loop import PolicyLoop
+from driftline.streams.policy_source import PolicySource
+from driftline.streams.registry_agent import RegistryAgent
+from driftline.streams.scoring import ScoringPipeline
+from driftline.streams.stats import WorkerStats
+from driftline.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +288,7 @@ def _policy_loop(runtime: WorkerRuntime, promotion: PromotionPolicy) -> PolicyLo
         gate_executor = ThreadPoolExecutor(1, thread_name_prefix="policy-gates")
 
         async def gate(name: str, version: int) -> tuple[bool, dict]:
-            from streams.validate_cli import gate_evidence, run_gates
+            from driftline.streams.validate_cli import gate_evidence, run_gates
 
             def run() -> tuple[bool, dict]:
                 validation = run_gates(settings, name, version)

@@ -13,14 +13,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
-
-from drift.monitor import MonitorKey
-from drift.outcomes import Pending
-from inference import Router
-from inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
-from inference.frames import (
+from driftline.drift.monitor import MonitorKey
+from driftline.drift.outcomes import Pending
+from driftline.inference import Router
+from driftline.inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
+from driftline.inference.frames import (
     NO_CHAMPION,
     Frame,
     FrameRejected,
@@ -28,18 +25,20 @@ from inference.frames import (
     score_frame,
     split_prediction_frame,
 )
-from inference.routing import RoutingTable
-from inference.scoring import score_routed
-from inference.signature import NON_FINITE
-from schemas import DecodeError, SchemaCodec
-from schemas.exceptions import WrongSchema
-from streams.deadletter import DeadLetterPublisher, InboundMessage
-from streams.delivery import BatchDelivery, DeliveryTracker
-from streams.drift_stage import DriftStage, Observation
-from streams.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
-from streams.outcome_join import OutcomeJoiner
-from streams.stats import WorkerStats
-from streams.tracing import link_to, trace_headers
+from driftline.inference.routing import RoutingTable
+from driftline.inference.scoring import score_routed
+from driftline.inference.signature import NON_FINITE
+from driftline.schemas import DecodeError, SchemaCodec
+from driftline.schemas.exceptions import WrongSchema
+from driftline.streams.deadletter import DeadLetterPublisher, InboundMessage
+from driftline.streams.delivery import BatchDelivery, DeliveryTracker
+from driftline.streams.drift_stage import DriftStage, Observation
+from driftline.streams.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
+from driftline.streams.outcome_join import OutcomeJoiner
+from driftline.streams.stats import WorkerStats
+from driftline.streams.tracing import link_to, trace_headers
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 tracer = trace.get_tracer(__name__)
 

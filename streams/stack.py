@@ -17,14 +17,14 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from driftline.settings import Settings
-from streams.embedded import TansuBroker, free_port, spawn_child, stop_child
-from streams.exceptions import StreamsError
-from streams.stackfile import StackInfo
-from streams.worker import prepare_topics
+from driftline.core.settings import Settings
+from driftline.streams.embedded import TansuBroker, free_port, spawn_child, stop_child
+from driftline.streams.exceptions import StreamsError
+from driftline.streams.stackfile import StackInfo
+from driftline.streams.worker import prepare_topics
 
 if TYPE_CHECKING:
-    from streams.kafka_local import KafkaBroker
+    from driftline.streams.kafka_local import KafkaBroker
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def local_kafka(settings: Settings, log_dir: Path) -> KafkaBroker:
     the old bootstrap reconnect, and the node's controller address stays what its
     formatted log dir knows.
     """
-    from streams.kafka_local import KafkaBroker
+    from driftline.streams.kafka_local import KafkaBroker
 
     data_dir = settings.data.dir.resolve() / "kafka"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,7 @@ class EmbeddedStack:
             }
         )
         self.worker = spawn_child(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "driftline.streams.cli", "worker"],
             env=env,
             log_file=self.log_dir / "worker.log",
         )

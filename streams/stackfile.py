@@ -7,8 +7,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from driftline.settings import Settings
-from streams.exceptions import StackNotRunning
+from driftline.core.settings import Settings
+from driftline.streams.exceptions import StackNotRunning
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,12 @@ asks the owning worker over HTTP; otherwise it opens the store itself.
 
 from __future__ import annotations
 
-from driftline.settings import Settings
-from lineage import open_client
-from lineage.store import redact_dsn
-from streams.exceptions import StreamsError
-from streams.stack import http_json
-from streams.stackfile import running_stack
+from driftline.core.settings import Settings
+from driftline.lineage import open_client
+from driftline.lineage.store import redact_dsn
+from driftline.streams.exceptions import StreamsError
+from driftline.streams.stack import http_json
+from driftline.streams.stackfile import running_stack
 
 
 def query(settings: Settings, sql: str) -> tuple[list[str], list[list]]:

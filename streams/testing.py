@@ -5,9 +5,9 @@ keeps what was produced, numbers each message with the next offset of its
 topic partition and fires delivery callbacks on ``poll()`` and ``flush()``.
 
 :class:`DriftLoop` wires the real drift code through it: the scoring side
-(:class:`~streams.drift_stage.DriftStage`) reduces scored frames and records
+(:class:`~driftline.streams.drift_stage.DriftStage`) reduces scored frames and records
 read from any number of features partitions, and the decider agent
-(:class:`~streams.drift_decider.DriftDecider`) folds the summaries, so a
+(:class:`~driftline.streams.drift_decider.DriftDecider`) folds the summaries, so a
 seeded stream can be pushed through on 1 partition or 48 and the DriftEvents
 compared::
 
@@ -26,18 +26,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-
-from drift.config import DriftConfig
-from drift.decider import References
-from drift.monitor import MonitorKey
-from drift.outcomes import Pending
-from schemas import default_codec
-from streams.deadletter import DeadLetterPublisher
-from streams.delivery import BatchDelivery, DeliveryTracker
-from streams.drift_decider import DriftDecider
-from streams.drift_stage import DriftStage
-from streams.outcome_join import OutcomeJoiner
-from streams.stats import WorkerStats
+from driftline.drift.config import DriftConfig
+from driftline.drift.decider import References
+from driftline.drift.monitor import MonitorKey
+from driftline.drift.outcomes import Pending
+from driftline.schemas import default_codec
+from driftline.streams.deadletter import DeadLetterPublisher
+from driftline.streams.delivery import BatchDelivery, DeliveryTracker
+from driftline.streams.drift_decider import DriftDecider
+from driftline.streams.drift_stage import DriftStage
+from driftline.streams.outcome_join import OutcomeJoiner
+from driftline.streams.stats import WorkerStats
 
 
 @dataclass(frozen=True)

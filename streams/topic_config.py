@@ -27,10 +27,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
-
-from driftline.settings import KafkaSettings
-from streams.exceptions import BrokerUnavailable, TopicMisconfigured
-from streams.topics import INTERNAL_TABLES, Topics
+from driftline.core.settings import KafkaSettings
+from driftline.streams.exceptions import BrokerUnavailable, TopicMisconfigured
+from driftline.streams.topics import INTERNAL_TABLES, Topics
 
 log = logging.getLogger(__name__)
 

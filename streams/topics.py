@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
-
-from driftline.settings import WORKER_ROLES
-from streams.exceptions import BrokerUnavailable, TopicMismatch
+from driftline.core.settings import WORKER_ROLES
+from driftline.streams.exceptions import BrokerUnavailable, TopicMismatch
 
 TOPIC_KINDS = (
     "features",

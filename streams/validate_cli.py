@@ -13,16 +13,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftline.settings import Settings
-from inference import LoadedModel
-from lineage import LineageError, ModelVersion
-from lineage.gates import GateReport, Holdout, Integrity, evaluate_gates
-from lineage.promotion_policy import PromotionPolicy
-from lineage.rbac import EVIDENCE_ARGUMENT
-from streams.artifact_store import artifact_store
-from streams.exceptions import StreamsError
-from streams.models import ModelCommands
-from streams.policy_source import PolicySource
+from driftline.core.settings import Settings
+from driftline.inference import LoadedModel
+from driftline.lineage import LineageError, ModelVersion
+from driftline.lineage.gates import GateReport, Holdout, Integrity, evaluate_gates
+from driftline.lineage.promotion_policy import PromotionPolicy
+from driftline.lineage.rbac import EVIDENCE_ARGUMENT
+from driftline.streams.artifact_store import artifact_store
+from driftline.streams.exceptions import StreamsError
+from driftline.streams.models import ModelCommands
+from driftline.streams.policy_source import PolicySource
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import datetime as dt
 
 import faust
+from driftline.core.errors import DriftlineError
+from driftline.streams.replay_jobs import ReplayJobs
+from driftline.streams.runtime import WorkerRuntime
 from faust.web import Request, Response, View
-
-from driftline.errors import DriftlineError
-from streams.replay_jobs import ReplayJobs
-from streams.runtime import WorkerRuntime
 
 
 def _jsonable(value: object) -> object:

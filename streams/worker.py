@@ -5,14 +5,14 @@ from __future__ import annotations
 import gc
 import logging
 
-from driftline.settings import Settings
-from streams.app import create_app
-from streams.embedded import free_port
-from streams.role_groups import refuse_overlapping_role_groups
-from streams.shutdown import BoundedWorker
-from streams.stackfile import resolve_bootstrap
-from streams.topic_config import check_topic_configs, topic_configs
-from streams.topics import Topics, ensure_topics
+from driftline.core.settings import Settings
+from driftline.streams.app import create_app
+from driftline.streams.embedded import free_port
+from driftline.streams.role_groups import refuse_overlapping_role_groups
+from driftline.streams.shutdown import BoundedWorker
+from driftline.streams.stackfile import resolve_bootstrap
+from driftline.streams.topic_config import check_topic_configs, topic_configs
+from driftline.streams.topics import Topics, ensure_topics
 
 log = logging.getLogger(__name__)
 

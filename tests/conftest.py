@@ -32,7 +32,7 @@ def fresh_database(chdb_client) -> Iterator[str]:
 @pytest.fixture(scope="session", autouse=True)
 def telemetry() -> None:
     """The test session is an entry point: it installs the SDK like the CLI does."""
-    from driftline.settings import TelemetrySettings
-    from driftline.telemetry import configure_telemetry
+    from driftline.core.settings import TelemetrySettings
+    from driftline.core.telemetry import configure_telemetry
 
     configure_telemetry(TelemetrySettings(log_level="WARNING"))

@@ -5,10 +5,10 @@ they differ only in how they move messages. It needs numpy, fastavro, onnxruntim
 the repository's ``schemas`` package (the repo root on ``PYTHONPATH``), so it runs in the
 peer venvs too, which have no scikit-learn and no ``inference`` package.
 
-The Prediction is the one driftline's worker publishes (``inference.scoring``): the same
+The Prediction is the one driftline's worker publishes (``driftline.inference.scoring``): the same
 fields, the same prediction id (uuid5 of record id, model and ``served``), the
 probability of class 1 as ``score``, Avro in the Confluent wire format via
-``schemas.default_codec()``. The ONNX Runtime session has driftline's options (one
+``driftline.schemas.default_codec()``. The ONNX Runtime session has driftline's options (one
 intra-op thread, sequential, no spinning).
 """
 
@@ -22,10 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
+from driftline.schemas import default_codec
 
-from schemas import default_codec
-
-# inference.scoring.PREDICTION_NAMESPACE, copied so the peer venvs need no `inference`.
+# driftline.inference.scoring.PREDICTION_NAMESPACE, copied so the peer venvs need no `inference`.
 PREDICTION_NAMESPACE = uuid.UUID("4c7b1a7b-aaee-5228-9774-b05723eb524c")
 _NAMESPACE_BYTES = PREDICTION_NAMESPACE.bytes
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
@@ -38,7 +37,7 @@ def prediction_id(record_id: str, suffix: bytes) -> str:
 
 
 def session_options() -> ort.SessionOptions:
-    """driftline's session options (``inference.model._session_options`` with one thread)."""
+    """driftline's session options (``driftline.inference.model._session_options``, one thread)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -117,7 +116,7 @@ def env(name: str) -> str:
 
 
 # librdkafka settings every peer gets where its library takes them, matching the driftline
-# worker's: a 5 ms producer linger (streams.kafka.producer_config) and a 20 ms fetch wait
+# worker's: a 5 ms producer linger (driftline.streams.kafka.producer_config) and a 20 ms fetch wait
 # (DRIFTLINE_WORKER_FETCH_MAX_WAIT_MS's default).
 PRODUCER_EXTRA = {"linger.ms": 5, "enable.idempotence": True}
 CONSUMER_EXTRA = {"fetch.wait.max.ms": 20}

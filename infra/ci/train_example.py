@@ -11,8 +11,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
-
-from inference import SyntheticFeatures, train_logistic
+from driftline.inference import SyntheticFeatures, train_logistic
 
 
 def main(argv: list[str] | None = None) -> Path:

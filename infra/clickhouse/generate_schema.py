@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from lineage.store import server_schema
+from driftline.lineage.store import server_schema
 
 if __name__ == "__main__":
     target = Path(__file__).with_name("schema.sql")

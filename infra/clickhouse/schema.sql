@@ -3,7 +3,7 @@
 -- Apply as an admin: clickhouse-client --multiquery < schema.sql
 
 -- driftline ClickHouse tables. Source of truth for the column lists:
--- lineage.store.create_tables() runs this file (chDB or a server), and
+-- driftline.lineage.store.create_tables() runs this file (chDB or a server), and
 -- infra/clickhouse/schema.sql is generated from it (a unit test keeps them equal).
 -- The database name placeholder is replaced by a validated identifier.
 -- Statements are split on semicolons, so keep semicolons out of comments.

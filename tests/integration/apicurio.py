@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from streams.embedded import free_port, spawn_child, stop_child
+from driftline.streams.embedded import free_port, spawn_child, stop_child
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = REPO_ROOT / "infra" / "apicurio" / "pom.xml"

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from driftline.core.settings import Settings, load_settings
+from driftline.streams.embedded import TansuBroker, free_port, stop_child
+from driftline.streams.identity import create_actor
+from driftline.streams.kafka_local import KafkaBroker, KafkaCluster
+from driftline.streams.stack import http_json
+from driftline.streams.worker import prepare_topics
 
-from driftline.settings import Settings, load_settings
-from streams.embedded import TansuBroker, free_port, stop_child
-from streams.identity import create_actor
-from streams.kafka_local import KafkaBroker, KafkaCluster
-from streams.stack import http_json
-from streams.worker import prepare_topics
 from tests.integration.helpers import serve_model
 
 TEST_BROKERS = ("tansu", "kafka")
@@ -183,7 +183,7 @@ def start_worker(stack_env: StackEnv, tmp_path: Path) -> Iterator[Callable[..., 
             env["DRIFTLINE_DATA_DIR"] = str(data_dir)
         with open(log_file, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                [sys.executable, "-m", "driftline.streams.cli", "worker"],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

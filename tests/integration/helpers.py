@@ -10,11 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-
-from inference import train_logistic
-from schemas import default_codec
-from streams.models import ModelCommands
-from streams.topics import Topics
+from driftline.inference import train_logistic
+from driftline.schemas import default_codec
+from driftline.streams.models import ModelCommands
+from driftline.streams.topics import Topics
 
 
 def write_model(directory: Path, *, seed: int, n_features: int = 16) -> Path:
@@ -118,8 +117,8 @@ def forged_promotion(model: str, version: int) -> str:
     appended to its audit chain, correctly linked onto the head, citing a lifecycle
     record (offset 999) that does not exist."""
     return f"""
-    from lineage import events as ev
-    from lineage.audit import chain_hash
+    from driftline.lineage import events as ev
+    from driftline.lineage.audit import chain_hash
 
     (seq, head), = client.query(
         f"SELECT seq, hash FROM {{db}}.audit_log WHERE model = {model!r} ORDER BY seq DESC LIMIT 1",

@@ -25,14 +25,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from driftline.core.settings import Settings, load_settings
+from driftline.streams.embedded import free_port, stop_child
+from driftline.streams.identity import create_actor
+from driftline.streams.kafka_acls import acl_bindings
+from driftline.streams.kafka_local import REPO_ROOT, KafkaBroker, install, java_path
+from driftline.streams.provision import provision
+from driftline.streams.topics import Topics
 
-from driftline.settings import Settings, load_settings
-from streams.embedded import free_port, stop_child
-from streams.identity import create_actor
-from streams.kafka_acls import acl_bindings
-from streams.kafka_local import REPO_ROOT, KafkaBroker, install, java_path
-from streams.provision import provision
-from streams.topics import Topics
 from tests.integration.conftest import WorkerProcess
 
 # The administrator: a super user, created when the broker's storage is formatted.
@@ -179,7 +179,7 @@ def deploy(kafka: SecureKafka, data_dir: Path, *, command: bool = False) -> Depl
 
     With ``command``, as an operator would: the ACLs by running ``infra/kafka/acls.sh``
     (through Kafka's own kafka-acls tool), so for its prefix, ``driftline.`` (once per
-    broker), and the topics by `python -m streams.provision`."""
+    broker), and the topics by `python -m driftline.streams.provision`."""
     prefix = "driftline." if command else f"z{uuid.uuid4().hex[:8]}."
     base_env = {
         "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
@@ -207,7 +207,7 @@ def deploy(kafka: SecureKafka, data_dir: Path, *, command: bool = False) -> Depl
     every_topic = found.topics.all() + found.topics.internal()
     if command:
         done = subprocess.run(
-            [sys.executable, "-m", "streams.provision"],
+            [sys.executable, "-m", "driftline.streams.provision"],
             env=os.environ | found.env("provisioner"),
             capture_output=True,
             text=True,
@@ -300,7 +300,7 @@ def start_workers(
         )
         with open(log_file, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                [sys.executable, "-m", "driftline.streams.cli", "worker"],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

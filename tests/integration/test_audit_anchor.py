@@ -14,13 +14,13 @@ import sys
 
 import pytest
 from confluent_kafka import Producer
+from driftline.lineage.checkpoints import Checkpoint
+from driftline.lineage.events import registered
+from driftline.schemas import default_codec
+from driftline.streams.embedded import free_port
+from driftline.streams.lifecycle import load_registry
+from driftline.streams.topics import Topics
 
-from lineage.checkpoints import Checkpoint
-from lineage.events import registered
-from schemas import default_codec
-from streams.embedded import free_port
-from streams.lifecycle import load_registry
-from streams.topics import Topics
 from tests.integration.helpers import forged_promotion, read_topic, tamper_store, wait_until
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def publish(stack_env, model: str, versions: range) -> None:
 
 def cli(stack_env, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "driftline.streams.cli", *args],
         env=os.environ | stack_env.env | env,
         capture_output=True,
         text=True,

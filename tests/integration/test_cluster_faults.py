@@ -13,14 +13,14 @@ import time
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from driftline.schemas import default_codec
+from driftline.streams.identity import create_actor
+from driftline.streams.loadgen import synthetic_frames, synthetic_records
+from driftline.streams.models import ModelCommands
+from driftline.streams.producer import FeatureProducer
+from driftline.streams.topics import Topics
+from driftline.streams.worker import prepare_topics
 
-from schemas import default_codec
-from streams.identity import create_actor
-from streams.loadgen import synthetic_frames, synthetic_records
-from streams.models import ModelCommands
-from streams.producer import FeatureProducer
-from streams.topics import Topics
-from streams.worker import prepare_topics
 from tests.integration.helpers import read_topic, serve_model, wait_until, write_model
 
 pytestmark = pytest.mark.integration

@@ -19,18 +19,18 @@ import time
 
 import numpy as np
 import pytest
+from driftline.inference import describe_onnx
+from driftline.inference.synthetic import SyntheticFeatures
+from driftline.schemas import default_codec
+from driftline.streams.drift_cli import drift_events_query
+from driftline.streams.drift_decider import STATE_TABLE
+from driftline.streams.loadgen import produce_frames_at_rate, synthetic_frames, synthetic_records
+from driftline.streams.models import ModelCommands
+from driftline.streams.producer import FeatureProducer
+from driftline.streams.topics import Topics
 from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 
-from inference import describe_onnx
-from inference.synthetic import SyntheticFeatures
-from schemas import default_codec
-from streams.drift_cli import drift_events_query
-from streams.drift_decider import STATE_TABLE
-from streams.loadgen import produce_frames_at_rate, synthetic_frames, synthetic_records
-from streams.models import ModelCommands
-from streams.producer import FeatureProducer
-from streams.topics import Topics
 from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration

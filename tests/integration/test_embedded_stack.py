@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
+from driftline.streams.stack import http_json
 
-from streams.stack import http_json
 from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def _start_up(tmp_path, *args: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env["DRIFTLINE_DATA_DIR"] = str(tmp_path / "data")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "up", *args],
+        [sys.executable, "-m", "driftline.streams.cli", "up", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -80,7 +80,7 @@ def _cmdline(pid: int) -> str:
 def test_up_restarts_a_dead_worker_on_the_same_broker(tmp_path):
     proc, children, stack_file = _start_up(tmp_path)
     try:
-        (worker,) = [pid for pid in children if "streams.cli worker" in _cmdline(pid)]
+        (worker,) = [pid for pid in children if "driftline.streams.cli worker" in _cmdline(pid)]
         (broker,) = [pid for pid in children if pid != worker]
         info = json.loads(stack_file.read_text())
         os.kill(worker, signal.SIGKILL)
@@ -102,9 +102,10 @@ def test_up_restarts_a_dead_worker_on_the_same_broker(tmp_path):
 
 
 def test_up_on_apache_kafka_keeps_the_registry_across_a_restart(tmp_path):
-    from driftline.settings import load_settings
-    from streams.identity import create_actor
-    from streams.models import ModelCommands
+    from driftline.core.settings import load_settings
+    from driftline.streams.identity import create_actor
+    from driftline.streams.models import ModelCommands
+
     from tests.integration.helpers import write_model
 
     saved = dict(os.environ)

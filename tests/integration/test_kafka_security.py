@@ -25,17 +25,22 @@ from confluent_kafka.admin import (
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
+from driftline.lineage.events import EventType, new_event
+from driftline.streams.codecs import codec_for
+from driftline.streams.exceptions import StreamsError
+from driftline.streams.kafka import make_producer
+from driftline.streams.kafka_acls import PRINCIPALS
+from driftline.streams.kafka_local import BrokerSecurity, KafkaBroker
+from driftline.streams.lifecycle import (
+    LifecycleWatcher,
+    load_registry,
+    publish_lifecycle,
+    read_lifecycle,
+)
+from driftline.streams.loadgen import synthetic_records
+from driftline.streams.models import ModelCommands
+from driftline.streams.producer import FeatureProducer
 
-from lineage.events import EventType, new_event
-from streams.codecs import codec_for
-from streams.exceptions import StreamsError
-from streams.kafka import make_producer
-from streams.kafka_acls import PRINCIPALS
-from streams.kafka_local import BrokerSecurity, KafkaBroker
-from streams.lifecycle import LifecycleWatcher, load_registry, publish_lifecycle, read_lifecycle
-from streams.loadgen import synthetic_records
-from streams.models import ModelCommands
-from streams.producer import FeatureProducer
 from tests.integration.helpers import forged_promotion, tamper_store, wait_until, write_model
 from tests.integration.secure_kafka import (
     ADMIN,

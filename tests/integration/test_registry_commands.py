@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from driftline.lineage import LifecycleEvent, ModelRegistry
+from driftline.lineage.keys import generate_key, save_keypair
+from driftline.streams.identity import create_actor
+from driftline.streams.models import CommandRejected, ModelCommands
 
-from lineage import LifecycleEvent, ModelRegistry
-from lineage.keys import generate_key, save_keypair
-from streams.identity import create_actor
-from streams.models import CommandRejected, ModelCommands
 from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration
@@ -120,7 +120,15 @@ def test_lineage_export_writes_openlineage_run_events(stack_env, start_worker, t
 
     output = tmp_path / "lineage.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "streams.cli", "lineage", "export", "--output", str(output)],
+        [
+            sys.executable,
+            "-m",
+            "driftline.streams.cli",
+            "lineage",
+            "export",
+            "--output",
+            str(output),
+        ],
         env=os.environ | stack_env.env,
         check=True,
     )
@@ -141,9 +149,8 @@ def test_register_keeps_metadata_and_reference_profile_pinned_in_the_chain(
     stack_env, start_worker, tmp_path
 ):
     import numpy as np
-
-    from inference import SyntheticFeatures
-    from lineage import ArtifactStore
+    from driftline.inference import SyntheticFeatures
+    from driftline.lineage import ArtifactStore
 
     settings = stack_env.settings()
     start_worker()
@@ -163,7 +170,7 @@ def test_register_keeps_metadata_and_reference_profile_pinned_in_the_chain(
 
 
 def test_artifacts_encrypted_at_rest_are_served(stack_env, start_worker, tmp_path):
-    from lineage.artifact_crypto import generate_encryption_key
+    from driftline.lineage.artifact_crypto import generate_encryption_key
 
     key_file = tmp_path / "artifact.key"
     key_file.write_text(generate_encryption_key())  # base64 of 32 random bytes

@@ -6,17 +6,17 @@ import threading
 import time
 
 import pytest
-
-from inference.routing import bucket_of
-from streams.loadgen import (
+from driftline.inference.routing import bucket_of
+from driftline.streams.loadgen import (
     produce_at_rate,
     produce_frames_at_rate,
     synthetic_frames,
     synthetic_records,
 )
-from streams.models import ModelCommands
-from streams.producer import FeatureProducer
-from streams.replay_cli import report, run_replay
+from driftline.streams.models import ModelCommands
+from driftline.streams.producer import FeatureProducer
+from driftline.streams.replay_cli import report, run_replay
+
 from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,8 @@ from confluent_kafka.schema_registry import (
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError as ClientError
 from confluent_kafka.serialization import MessageField, SerializationContext
-
-from driftline.settings import load_settings
-from schemas import (
+from driftline.core.settings import load_settings
+from driftline.schemas import (
     SCHEMA_NAMES,
     SchemaCodec,
     SchemaRegistryError,
@@ -33,14 +32,15 @@ from schemas import (
     codec_from_registry,
     wire,
 )
-from schemas.catalog import SchemaEntry
-from schemas.compat import check_backward
-from schemas.registry import schema_text
-from schemas.testing import sample
-from streams.codecs import codec_for
-from streams.loadgen import produce_at_rate, synthetic_records
-from streams.producer import FeatureProducer
-from streams.topics import Topics
+from driftline.schemas.catalog import SchemaEntry
+from driftline.schemas.compat import check_backward
+from driftline.schemas.registry import schema_text
+from driftline.schemas.testing import sample
+from driftline.streams.codecs import codec_for
+from driftline.streams.loadgen import produce_at_rate, synthetic_records
+from driftline.streams.producer import FeatureProducer
+from driftline.streams.topics import Topics
+
 from tests.integration.helpers import read_topic, serve_model, wait_until
 
 pytest_plugins = ["tests.integration.apicurio"]

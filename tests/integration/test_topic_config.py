@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+from driftline.core.settings import KafkaSettings
+from driftline.streams.exceptions import TopicMisconfigured
+from driftline.streams.topic_config import describe_topic_configs, topic_configs
+from driftline.streams.topics import Topics
+from driftline.streams.worker import prepare_topics
 
-from driftline.settings import KafkaSettings
-from streams.exceptions import TopicMisconfigured
-from streams.topic_config import describe_topic_configs, topic_configs
-from streams.topics import Topics
-from streams.worker import prepare_topics
 from tests.integration.conftest import StackEnv
 
 pytestmark = pytest.mark.integration
@@ -99,7 +99,7 @@ def test_a_lifecycle_topic_with_the_brokers_default_retention_stops_start_up(
     _precreate(
         kafka_broker.bootstrap, topics.changelog("drift-state"), {"cleanup.policy": "compact"}
     )
-    with caplog.at_level(logging.WARNING, logger="streams.topic_config"):
+    with caplog.at_level(logging.WARNING, logger="driftline.streams.topic_config"):
         prepare_topics(allowed, kafka_broker.bootstrap)
     assert f"{topics.lifecycle}: retention.ms=604800000" in caplog.text
 
@@ -126,7 +126,7 @@ def test_driftline_topics_provisions_then_finds_everything_in_place(kafka_broker
 
     def run() -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "topics"],
+            [sys.executable, "-m", "driftline.streams.cli", "topics"],
             env=env,
             capture_output=True,
             text=True,

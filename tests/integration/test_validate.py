@@ -8,12 +8,13 @@ import subprocess
 import sys
 import time
 
-from inference import SyntheticFeatures, train_logistic
-from lineage import LifecycleEvent
-from streams.codecs import codec_for
-from streams.identity import create_actor
-from streams.models import ModelCommands
-from streams.topics import Topics
+from driftline.inference import SyntheticFeatures, train_logistic
+from driftline.lineage import LifecycleEvent
+from driftline.streams.codecs import codec_for
+from driftline.streams.identity import create_actor
+from driftline.streams.models import ModelCommands
+from driftline.streams.topics import Topics
+
 from tests.integration.helpers import read_topic, write_model
 
 
@@ -29,7 +30,7 @@ def write_holdout(path, seed: int, rows: int = 2_000) -> None:
 
 def validate(stack_env, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", "model", "validate", *args],
+        [sys.executable, "-m", "driftline.streams.cli", "model", "validate", *args],
         env=os.environ | stack_env.env,
         capture_output=True,
         text=True,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from drift.debounce import KOfN
-from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from driftline.drift.debounce import KOfN
+from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 
 
 def _run(debounce: KOfN, flags: str) -> str:

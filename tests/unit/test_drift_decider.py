@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from drift.config import DriftConfig
-from drift.decider import Decider
-from drift.exceptions import InvalidValue, SnapshotError
-from drift.monitor import MonitorKey
-from drift.summary import (
+from driftline.drift.config import DriftConfig
+from driftline.drift.decider import Decider
+from driftline.drift.exceptions import InvalidValue, SnapshotError
+from driftline.drift.monitor import MonitorKey
+from driftline.drift.summary import (
     ErrorPart,
     InputPart,
     chunks,
@@ -20,7 +19,7 @@ from drift.summary import (
     split,
     split_errors,
 )
-from lineage.profile import ReferenceProfile
+from driftline.lineage.profile import ReferenceProfile
 
 NAMES = tuple(f"f{i:02d}" for i in range(16))
 KEY = MonitorKey("m", 1, "champion")

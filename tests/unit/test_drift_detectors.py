@@ -10,17 +10,16 @@ from functools import cache
 
 import numpy as np
 import pytest
-
-from drift.adwin import ADWIN
-from drift.base import DriftDetector
-from drift.catalog import BINARY_DETECTORS, DETECTORS, make_detector
-from drift.ddm import DDM
-from drift.eddm import EDDM
-from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
-from drift.hddm_a import HDDM_A
-from drift.hddm_w import HDDM_W
-from drift.kswin import KSWIN
-from drift.page_hinkley import PageHinkley
+from driftline.drift.adwin import ADWIN
+from driftline.drift.base import DriftDetector
+from driftline.drift.catalog import BINARY_DETECTORS, DETECTORS, make_detector
+from driftline.drift.ddm import DDM
+from driftline.drift.eddm import EDDM
+from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from driftline.drift.hddm_a import HDDM_A
+from driftline.drift.hddm_w import HDDM_W
+from driftline.drift.kswin import KSWIN
+from driftline.drift.page_hinkley import PageHinkley
 
 NAMES = sorted(DETECTORS)
 

@@ -8,9 +8,9 @@ import pkgutil
 
 import pytest
 
-import drift
+from driftline import drift
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(drift.__path__, "drift."))
+MODULES = sorted(m.name for m in pkgutil.iter_modules(drift.__path__, "driftline.drift."))
 
 
 @pytest.mark.parametrize("name", MODULES)

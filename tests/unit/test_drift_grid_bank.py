@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
-from drift.grid_bank import GridBank
-from drift.window_tests import KSBank, PSIBank
-from lineage.profile import ReferenceProfile
+from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from driftline.drift.grid_bank import GridBank
+from driftline.drift.window_tests import KSBank, PSIBank
+from driftline.lineage.profile import ReferenceProfile
 
 NAMES = [f"f{i:02d}" for i in range(16)]
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from drift.config import DriftConfig
-from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
-from drift.monitor import ArmMonitor, MonitorKey
-from drift.packing import pack, unpack
-from lineage.profile import ReferenceProfile
+from driftline.drift.config import DriftConfig
+from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from driftline.drift.monitor import ArmMonitor, MonitorKey
+from driftline.drift.packing import pack, unpack
+from driftline.lineage.profile import ReferenceProfile
 
 NAMES = tuple(f"f{i:02d}" for i in range(16))
 KEY = MonitorKey("demo", 1, "champion")

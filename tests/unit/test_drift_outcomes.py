@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from drift.exceptions import InvalidValue
-from drift.outcomes import OutcomeJoin, Pending, decode_pending, encode_pending, join_key
+from driftline.drift.exceptions import InvalidValue
+from driftline.drift.outcomes import OutcomeJoin, Pending, decode_pending, encode_pending, join_key
 
 WAIT = 10_000
 

@@ -1,7 +1,7 @@
 """Drift is decided per model version and arm, not per partition: 1, 4 and 12 partitions agree.
 
 Broker-free, over the real scoring-side stage and decider agent
-(:class:`streams.testing.DriftLoop`). The same seeded stream of frames is
+(:class:`driftline.streams.testing.DriftLoop`). The same seeded stream of frames is
 spread over 1, 4 or 12 features partitions by frame id, and scored in
 batches of 16 frames (8,000 records).
 
@@ -19,10 +19,9 @@ import zlib
 
 import numpy as np
 import pytest
-
-from drift.config import DriftConfig
-from lineage.profile import ReferenceProfile
-from streams.testing import Consumed, DriftLoop
+from driftline.drift.config import DriftConfig
+from driftline.lineage.profile import ReferenceProfile
+from driftline.streams.testing import Consumed, DriftLoop
 
 K, FRAME, BATCH = 16, 500, 16
 NAMES = [f"f{i:02d}" for i in range(K)]

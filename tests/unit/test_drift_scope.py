@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drift.scope import VERSION, WORLD, classify
+from driftline.drift.scope import VERSION, WORLD, classify
 
 
 def _event(arm, stream="input", detector="ks", feature="f01"):

@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from driftline.drift import window_tests
+from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
+from driftline.drift.multiplicity import reject
+from driftline.drift.window_tests import KSBank, PSIBank, WindowResult
+from driftline.lineage.profile import ReferenceProfile
 from scipy import stats
-
-from drift import window_tests
-from drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
-from drift.multiplicity import reject
-from drift.window_tests import KSBank, PSIBank, WindowResult
-from lineage.profile import ReferenceProfile
 
 BANKS = [KSBank, PSIBank]
 K = 16

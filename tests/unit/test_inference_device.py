@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-
-from inference import device as dev
-from inference.device import (
+from driftline.inference import device as dev
+from driftline.inference.device import (
     DEVICE_CHOICES,
     SCORE_TOLERANCE,
     CpuRunner,
@@ -16,8 +15,8 @@ from inference.device import (
     gpu_available,
     make_runner,
 )
-from inference.exceptions import InferenceError
-from inference.training import INPUT_NAME, train_logistic, train_mlp
+from driftline.inference.exceptions import InferenceError
+from driftline.inference.training import INPUT_NAME, train_logistic, train_mlp
 
 N_FEATURES = 16
 OUTPUT = "probabilities"

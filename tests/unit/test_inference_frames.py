@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from inference import LoadedModel, SyntheticFeatures, train_logistic
-from inference.frames import Frame, FrameRejected, pack_frame, score_frame, unpack_prediction_frame
-from inference.routing import Arm, RoutingTable
-from inference.scoring import prediction_id, score_routed
-from schemas import SchemaCodec, catalog
-from schemas.codec import default_codec
+from driftline.inference import LoadedModel, SyntheticFeatures, train_logistic
+from driftline.inference.frames import (
+    Frame,
+    FrameRejected,
+    pack_frame,
+    score_frame,
+    unpack_prediction_frame,
+)
+from driftline.inference.routing import Arm, RoutingTable
+from driftline.inference.scoring import prediction_id, score_routed
+from driftline.schemas import SchemaCodec, catalog
+from driftline.schemas.codec import default_codec
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,7 @@ import json
 import numpy as np
 import onnxruntime
 import pytest
-from onnx import TensorProto, helper
-from skl2onnx import to_onnx
-from skl2onnx.common.data_types import FloatTensorType
-from sklearn.linear_model import LinearRegression
-
-from inference import (
+from driftline.inference import (
     InferenceError,
     LoadedModel,
     ModelDigestMismatch,
@@ -23,6 +18,10 @@ from inference import (
     describe_onnx,
     train_logistic,
 )
+from onnx import TensorProto, helper
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.linear_model import LinearRegression
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from inference import LoadedModel, Router, train_logistic
+from driftline.inference import LoadedModel, Router, train_logistic
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from driftline.inference import LoadedModel, train_logistic
+from driftline.inference.routing import Arm, RoutingTable, bucket_of, entity_buckets, fnv1a64
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import chisquare
-
-from inference import LoadedModel, train_logistic
-from inference.routing import Arm, RoutingTable, bucket_of, entity_buckets, fnv1a64
 
 
 @pytest.fixture(scope="module")

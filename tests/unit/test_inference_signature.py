@@ -7,16 +7,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from inference import (
+from driftline.inference import (
     FEATURE_COUNT_MISMATCH,
     FEATURE_NAMES_MISMATCH,
     NON_FINITE,
     InputSignature,
     check_batch,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 NAMES = ("a", "b", "c", "d")
 SIG = InputSignature("features", 4, NAMES, model_name="fraud", model_version=2)

@@ -8,10 +8,9 @@ import json
 import numpy as np
 import onnx
 import pytest
-
-from inference import InferenceError, SyntheticFeatures
-from inference.model import LoadedModel
-from inference.training import train_gbm, train_mlp
+from driftline.inference import InferenceError, SyntheticFeatures
+from driftline.inference.model import LoadedModel
+from driftline.inference.training import train_gbm, train_mlp
 
 N_SAMPLES = 3_000
 N_TREES = 20
@@ -50,7 +49,7 @@ def test_graph_is_one_tree_ensemble_with_n_trees(trained):
 def test_export_carries_provenance_metadata(trained):
     props = _props(onnx.load_from_string(trained.onnx_bytes))
     assert props["model_kind"] == "gradient_boosting"
-    assert props["trainer"] == "inference.training.train_gbm"
+    assert props["trainer"] == "driftline.inference.training.train_gbm"
     assert json.loads(props["feature_names"]) == trained.feature_names
     assert json.loads(props["metrics"]) == trained.metrics
     assert props["n_samples"] == str(N_SAMPLES) and props["seed"] == "0"

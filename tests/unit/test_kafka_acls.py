@@ -5,17 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
-
-from driftline.settings import WORKER_ROLES
-from streams.kafka_acls import PRINCIPALS, acl_bindings, acls_script, main, principal
-from streams.topics import Topics
+from driftline.core.settings import WORKER_ROLES
+from driftline.streams.kafka_acls import PRINCIPALS, acl_bindings, acls_script, main, principal
+from driftline.streams.topics import Topics
 
 ACLS_SH = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "acls.sh"
 
 
 def test_checked_in_acls_sh_is_the_generated_script():
     assert ACLS_SH.read_text() == acls_script("driftline."), (
-        "infra/kafka/acls.sh is stale: python -m streams.kafka_acls --prefix driftline. "
+        "infra/kafka/acls.sh is stale: python -m driftline.streams.kafka_acls --prefix driftline. "
         "> infra/kafka/acls.sh"
     )
 

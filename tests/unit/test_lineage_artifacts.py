@@ -12,8 +12,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
-
-from lineage.artifacts import (
+from driftline.lineage.artifacts import (
     ArtifactMetadata,
     ArtifactStore,
     InputSchema,
@@ -24,7 +23,7 @@ from lineage.artifacts import (
     sha256_hex,
     signing_message,
 )
-from lineage.exceptions import (
+from driftline.lineage.exceptions import (
     ArtifactNotFound,
     DecryptionFailed,
     DigestMismatch,
@@ -36,7 +35,7 @@ from lineage.exceptions import (
     SignatureInvalid,
     SignatureMissing,
 )
-from lineage.profile import ReferenceProfile
+from driftline.lineage.profile import ReferenceProfile
 
 MODEL = b"\x08\x07fake-onnx-bytes" * 100
 

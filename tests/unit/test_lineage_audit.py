@@ -7,12 +7,11 @@ ALTER DELETE and INSERT straight into ClickHouse.
 import hashlib
 
 import pytest
-
-from lineage import events as ev
-from lineage.audit import GENESIS, AuditLogWriter, verify
-from lineage.events import LifecycleEvent
-from lineage.exceptions import StoreError
-from lineage.store import create_tables
+from driftline.lineage import events as ev
+from driftline.lineage.audit import GENESIS, AuditLogWriter, verify
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import StoreError
+from driftline.lineage.store import create_tables
 
 pytestmark = pytest.mark.integration
 

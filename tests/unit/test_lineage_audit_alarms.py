@@ -9,21 +9,20 @@ import hashlib
 from types import SimpleNamespace
 
 import pytest
-
-from lineage import keys
-from lineage.audit import AuditProblem
-from lineage.audit_alarms import alarm_command, alarm_evidence
-from lineage.checkpoints import WriterKey
-from lineage.commands import new_command
-from lineage.events import LifecycleEvent
-from lineage.exceptions import IllegalTransition, PromotionsFrozen
-from lineage.promotion_policy import PromotionPolicy
-from lineage.rbac import CommandAuthority, Policy, write_example_roles
-from lineage.registry import ModelRegistry
-from streams import policy_loop
-from streams.policy_loop import PolicyLoop
-from streams.policy_source import PolicySource
-from streams.registry_agent import RegistryAgent
+from driftline.lineage import keys
+from driftline.lineage.audit import AuditProblem
+from driftline.lineage.audit_alarms import alarm_command, alarm_evidence
+from driftline.lineage.checkpoints import WriterKey
+from driftline.lineage.commands import new_command
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import IllegalTransition, PromotionsFrozen
+from driftline.lineage.promotion_policy import PromotionPolicy
+from driftline.lineage.rbac import CommandAuthority, Policy, write_example_roles
+from driftline.lineage.registry import ModelRegistry
+from driftline.streams import policy_loop
+from driftline.streams.policy_loop import PolicyLoop
+from driftline.streams.policy_source import PolicySource
+from driftline.streams.registry_agent import RegistryAgent
 
 DESCRIPTION = {"input_name": "x", "input_shape": "[null, 4]"}
 PROBLEM = AuditProblem("fraud", 6, "forged", "no record at driftline.lifecycle[0]@99")

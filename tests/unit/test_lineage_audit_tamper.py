@@ -13,13 +13,12 @@ import hashlib
 import time
 
 import pytest
-
-from lineage import events as ev
-from lineage.audit import AuditLogWriter, chain_hash
-from lineage.audit_alarms import alarm_evidence
-from lineage.audit_sources import SourceLog, SourceRecord
-from lineage.audit_tail import TailVerifier
-from lineage.audit_verify import (
+from driftline.lineage import events as ev
+from driftline.lineage.audit import AuditLogWriter, chain_hash
+from driftline.lineage.audit_alarms import alarm_evidence
+from driftline.lineage.audit_sources import SourceLog, SourceRecord
+from driftline.lineage.audit_tail import TailVerifier
+from driftline.lineage.audit_verify import (
     INTACT,
     NOT_INTACT,
     UNVERIFIED,
@@ -27,17 +26,17 @@ from lineage.audit_verify import (
     KafkaEvidence,
     verify_audit,
 )
-from lineage.checkpoints import (
+from driftline.lineage.checkpoints import (
     WriterKey,
     chain_heads,
     load_checkpoints,
     sign,
     store_checkpoints,
 )
-from lineage.events import now_ms
-from lineage.keys import generate_key
-from lineage.registry import ModelRegistry
-from lineage.store import create_tables
+from driftline.lineage.events import now_ms
+from driftline.lineage.keys import generate_key
+from driftline.lineage.registry import ModelRegistry
+from driftline.lineage.store import create_tables
 
 pytestmark = pytest.mark.integration  # real chDB engine
 
@@ -468,7 +467,7 @@ def test_writer_refuses_a_replayed_event_on_the_tail(lineage) -> None:
 
 
 def test_writer_does_not_sign_while_sources_are_unreadable(lineage) -> None:
-    from lineage.audit_sources import SourcesUnavailable
+    from driftline.lineage.audit_sources import SourcesUnavailable
 
     def down(wanted):
         raise SourcesUnavailable("broker down")

@@ -7,15 +7,14 @@ import math
 
 import numpy as np
 import pytest
-
-from lineage.canary import (
+from driftline.lineage.canary import (
     ArmStats,
     CanaryConfig,
     CanaryConfigError,
     CanaryDecision,
     decide_canary,
 )
-from lineage.sequential import SequentialConfig, SequentialTest
+from driftline.lineage.sequential import SequentialConfig, SequentialTest
 
 T0 = 1_800_000_000_000
 CFG = CanaryConfig()

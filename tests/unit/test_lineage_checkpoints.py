@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from lineage import events as ev
-from lineage.audit import AuditLogWriter
-from lineage.checkpoints import (
+from driftline.lineage import events as ev
+from driftline.lineage.audit import AuditLogWriter
+from driftline.lineage.checkpoints import (
     Checkpoint,
     WriterKey,
     check_links,
@@ -15,9 +14,9 @@ from lineage.checkpoints import (
     checkpoint_heads,
     load_checkpoints,
 )
-from lineage.exceptions import InvalidRecord
-from lineage.keys import generate_key
-from lineage.store import create_tables
+from driftline.lineage.exceptions import InvalidRecord
+from driftline.lineage.keys import generate_key
+from driftline.lineage.store import create_tables
 
 pytestmark = pytest.mark.integration  # real chDB engine
 

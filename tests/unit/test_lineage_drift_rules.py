@@ -4,15 +4,14 @@ import itertools
 import json
 
 import pytest
-
-from lineage.drift_rules import (
+from driftline.lineage.drift_rules import (
     DEFAULT_RULES,
     DriftResponder,
     DriftRule,
     DriftRuleError,
     DriftSignal,
 )
-from lineage.promotion_policy import PolicyFileError, PromotionPolicy
+from driftline.lineage.promotion_policy import PolicyFileError, PromotionPolicy
 
 NOW = 1_800_000_000_000
 

@@ -7,17 +7,16 @@ import math
 from dataclasses import dataclass
 
 import pytest
-
-from lineage import events as ev
-from lineage.audit import AuditLogWriter, verify
-from lineage.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
-from lineage.events import EventType, LifecycleEvent
-from lineage.exceptions import InvalidRecord
-from lineage.registry import ModelRegistry
-from lineage.sinks import DeadLetterSink, PredictionSink
-from lineage.store import create_tables
-from schemas import default_codec
-from schemas.testing import sample
+from driftline.lineage import events as ev
+from driftline.lineage.audit import AuditLogWriter, verify
+from driftline.lineage.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
+from driftline.lineage.events import EventType, LifecycleEvent
+from driftline.lineage.exceptions import InvalidRecord
+from driftline.lineage.registry import ModelRegistry
+from driftline.lineage.sinks import DeadLetterSink, PredictionSink
+from driftline.lineage.store import create_tables
+from driftline.schemas import default_codec
+from driftline.schemas.testing import sample
 
 pytestmark = pytest.mark.integration
 
@@ -238,9 +237,9 @@ class Dead:
 
 
 def lineage_writer(client, db, frames=None):
-    from streams.delivery import BatchDelivery
-    from streams.persist import LineageWriter, StoreRunner
-    from streams.stats import WorkerStats
+    from driftline.streams.delivery import BatchDelivery
+    from driftline.streams.persist import LineageWriter, StoreRunner
+    from driftline.streams.stats import WorkerStats
 
     stats, dead = WorkerStats(), Dead()
     writer = LineageWriter(
@@ -304,7 +303,7 @@ def test_store_outcomes_records_kafka_coordinates(chdb_client, db) -> None:
 
 
 def test_a_prediction_frame_with_inconsistent_buffers_is_dead_lettered(chdb_client, db) -> None:
-    from lineage.frame_sinks import PredictionFrameSink
+    from driftline.lineage.frame_sinks import PredictionFrameSink
 
     writer, stats, dead, batch = lineage_writer(
         chdb_client, db, frames=PredictionFrameSink(chdb_client, db)

@@ -4,12 +4,11 @@ import random
 
 import fastavro
 import pytest
+from driftline.lineage import events as ev
+from driftline.lineage.events import EventType, LifecycleEvent
+from driftline.lineage.exceptions import InvalidRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from lineage import events as ev
-from lineage.events import EventType, LifecycleEvent
-from lineage.exceptions import InvalidRecord
 
 # The LifecycleEvent contract from the shared design, inline so this test does
 # not depend on the schemas package.

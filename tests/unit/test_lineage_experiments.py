@@ -6,15 +6,14 @@ import json
 
 import numpy as np
 import pytest
-
-from lineage.canary import ArmStats
-from lineage.experiments import (
+from driftline.lineage.canary import ArmStats
+from driftline.lineage.experiments import (
     ExperimentConfig,
     ExperimentConfigError,
     ExperimentDecision,
     decide_experiment,
 )
-from lineage.sequential import SequentialConfig, SequentialTest
+from driftline.lineage.sequential import SequentialConfig, SequentialTest
 
 
 def binary_arm(arm: str, version: int, n: int, errors: int) -> ArmStats:

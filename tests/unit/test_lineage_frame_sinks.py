@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from inference import LoadedModel, SyntheticFeatures, train_logistic
-from inference.frames import Frame, pack_frame, score_frame
-from inference.routing import Arm, RoutingTable
-from lineage.frame_sinks import FeatureSink, PredictionFrameSink
-from lineage.store import create_tables
+from driftline.inference import LoadedModel, SyntheticFeatures, train_logistic
+from driftline.inference.frames import Frame, pack_frame, score_frame
+from driftline.inference.routing import Arm, RoutingTable
+from driftline.lineage.frame_sinks import FeatureSink, PredictionFrameSink
+from driftline.lineage.store import create_tables
 
 
 @pytest.fixture

@@ -9,18 +9,16 @@ import math
 import numpy as np
 import onnx
 import pytest
-from sklearn import metrics as skm
-
-from inference import LoadedModel, SyntheticFeatures, train_logistic
-from lineage.exceptions import LineageError
-from lineage.gate_metrics import (
+from driftline.inference import LoadedModel, SyntheticFeatures, train_logistic
+from driftline.lineage.exceptions import LineageError
+from driftline.lineage.gate_metrics import (
     accuracy,
     auc,
     brier,
     log_loss,
     positive_rate,
 )
-from lineage.gates import (
+from driftline.lineage.gates import (
     METRICS,
     GateCheck,
     GateConfig,
@@ -34,6 +32,7 @@ from lineage.gates import (
     evaluate_gates,
     measure_latency,
 )
+from sklearn import metrics as skm
 
 N_FEATURES = 8
 N_TRAIN = 3_000

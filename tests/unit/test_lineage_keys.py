@@ -6,11 +6,10 @@ import stat
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from driftline.lineage import keys
+from driftline.lineage.exceptions import InvalidKey, LineageError
 from hypothesis import given
 from hypothesis import strategies as st
-
-from lineage import keys
-from lineage.exceptions import InvalidKey, LineageError
 
 ALICE = keys.generate_key("alice")
 BOB = keys.generate_key("bob")
@@ -46,7 +45,7 @@ def test_overwriting_a_readable_file_makes_it_owner_only(tmp_path) -> None:
 def test_loading_a_readable_private_key_warns(tmp_path, caplog) -> None:
     path = keys.save_private_key(tmp_path / "alice.key", ALICE.private_key)
     path.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="lineage.keys"):
+    with caplog.at_level(logging.WARNING, logger="driftline.lineage.keys"):
         keys.load_private_key(path)
     assert "chmod 600" in caplog.text
 

@@ -5,9 +5,8 @@ import math
 
 import numpy as np
 import pytest
-
-from lineage import create_tables
-from lineage.policy_queries import arm_stats_from_rows, arm_stats_sql
+from driftline.lineage import create_tables
+from driftline.lineage.policy_queries import arm_stats_from_rows, arm_stats_sql
 
 T0 = 1_800_000_000_000
 

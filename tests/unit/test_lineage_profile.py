@@ -1,15 +1,14 @@
 import doctest
 import json
 
+import driftline.lineage.profile
 import numpy as np
 import pytest
+from driftline.lineage.exceptions import InvalidProfile
+from driftline.lineage.profile import ReferenceProfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import lineage.profile
-from lineage.exceptions import InvalidProfile
-from lineage.profile import ReferenceProfile
 
 LEVELS = np.linspace(0.0, 1.0, 101)
 
@@ -28,7 +27,7 @@ def training() -> np.ndarray:
 
 
 def test_docstring_examples() -> None:
-    assert doctest.testmod(lineage.profile).failed == 0
+    assert doctest.testmod(driftline.lineage.profile).failed == 0
 
 
 def test_statistics_match_numpy(training: np.ndarray) -> None:

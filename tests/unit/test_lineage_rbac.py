@@ -3,13 +3,12 @@ import hashlib
 import json
 
 import pytest
-
-from lineage import keys
-from lineage.commands import LifecycleCommand, new_command
-from lineage.events import LifecycleEvent
-from lineage.exceptions import IllegalTransition, LineageError
-from lineage.rbac import CommandAuthority, Policy, write_example_roles
-from lineage.registry import ModelRegistry
+from driftline.lineage import keys
+from driftline.lineage.commands import LifecycleCommand, new_command
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import IllegalTransition, LineageError
+from driftline.lineage.rbac import CommandAuthority, Policy, write_example_roles
+from driftline.lineage.registry import ModelRegistry
 
 KEYS = {name: keys.generate_key(name) for name in ("alice", "bob", "carol", "ci", "policy")}
 B64 = {name: keys.public_key_to_base64(pair.public_key) for name, pair in KEYS.items()}

@@ -1,13 +1,17 @@
 import json
 
 import pytest
+from driftline.lineage import events as ev
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import (
+    IllegalTransition,
+    InvalidRecord,
+    UnknownModel,
+    UnknownVersion,
+)
+from driftline.lineage.registry import ModelRegistry, ModelVersion
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from lineage import events as ev
-from lineage.events import LifecycleEvent
-from lineage.exceptions import IllegalTransition, InvalidRecord, UnknownModel, UnknownVersion
-from lineage.registry import ModelRegistry, ModelVersion
 
 DESCRIPTION = {
     "input_name": "features",
@@ -222,7 +226,7 @@ def test_replay_rebuilds_the_same_registry(cmds, data) -> None:
 
 
 def test_registry_remembers_which_commands_are_answered() -> None:
-    from lineage.events import new_event
+    from driftline.lineage.events import new_event
 
     registry = ModelRegistry()
     answer = new_event(

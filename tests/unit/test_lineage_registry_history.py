@@ -4,14 +4,13 @@ import dataclasses
 import json
 
 import pytest
+from driftline.lineage import events as ev
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import IllegalTransition, UnknownModel
+from driftline.lineage.registry import ALIASES, ModelRegistry, State
+from driftline.schemas import default_codec
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from lineage import events as ev
-from lineage.events import LifecycleEvent
-from lineage.exceptions import IllegalTransition, UnknownModel
-from lineage.registry import ALIASES, ModelRegistry, State
-from schemas import default_codec
 
 DESCRIPTION = {"input_name": "features", "input_shape": json.dumps([None, 4])}
 T0 = 1_700_000_000_000

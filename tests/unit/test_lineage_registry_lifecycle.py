@@ -3,11 +3,10 @@
 import json
 
 import pytest
-
-from lineage import events as ev
-from lineage.events import LifecycleEvent
-from lineage.exceptions import IllegalTransition, UnknownModel, UnknownVersion
-from lineage.registry import ACTIONS, TRANSITIONS, ModelRegistry, State
+from driftline.lineage import events as ev
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import IllegalTransition, UnknownModel, UnknownVersion
+from driftline.lineage.registry import ACTIONS, TRANSITIONS, ModelRegistry, State
 
 DESCRIPTION = {"input_name": "features", "input_shape": json.dumps([None, 4])}
 

@@ -8,9 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy.stats import norm
-
-from lineage.sequential import (
+from driftline.lineage.sequential import (
     ArmSummary,
     Decision,
     SequentialConfig,
@@ -20,7 +18,8 @@ from lineage.sequential import (
     evaluate_paths,
     naive_z_test,
 )
-from lineage.sequential_stats import log_mixture_lr
+from driftline.lineage.sequential_stats import log_mixture_lr
+from scipy.stats import norm
 
 ALPHA = 0.05
 

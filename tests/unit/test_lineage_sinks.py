@@ -1,10 +1,9 @@
 """Prediction and dead-letter sinks against a real chDB engine."""
 
 import pytest
-
-from lineage.exceptions import InvalidRecord, StoreError
-from lineage.sinks import DeadLetterSink, PredictionSink
-from lineage.store import create_tables
+from driftline.lineage.exceptions import InvalidRecord, StoreError
+from driftline.lineage.sinks import DeadLetterSink, PredictionSink
+from driftline.lineage.store import create_tables
 
 pytestmark = pytest.mark.integration
 

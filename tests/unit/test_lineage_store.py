@@ -2,9 +2,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
-from lineage.exceptions import StoreError
-from lineage.store import (
+from driftline.lineage.exceptions import StoreError
+from driftline.lineage.store import (
     TABLES,
     check_identifier,
     create_tables,

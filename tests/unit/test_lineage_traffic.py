@@ -3,10 +3,9 @@
 import json
 
 import pytest
-
-from lineage.exceptions import IllegalTransition
-from lineage.registry import ModelRegistry
-from lineage.traffic import ServedArm, percent_to_bp
+from driftline.lineage.exceptions import IllegalTransition
+from driftline.lineage.registry import ModelRegistry
+from driftline.lineage.traffic import ServedArm, percent_to_bp
 
 DESCRIPTION = {"input_name": "features", "input_shape": json.dumps([None, 4])}
 

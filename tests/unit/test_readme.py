@@ -6,8 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
-from lineage.policy import EXAMPLE_ROLES
-from streams.topics import Topics
+from driftline.lineage.policy import EXAMPLE_ROLES
+from driftline.streams.topics import Topics
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 

@@ -8,9 +8,8 @@ from importlib.resources import files
 import avro.schema
 import fastavro
 import pytest
-
-from schemas import SCHEMA_NAMES, SchemaError, UnknownRecordName, catalog
-from schemas.testing import sample
+from driftline.schemas import SCHEMA_NAMES, SchemaError, UnknownRecordName, catalog
+from driftline.schemas.testing import sample
 
 # The field names are the cross-package contract (see the brief); v1 is frozen.
 CONTRACT_V1 = {
@@ -71,7 +70,7 @@ def _is_timestamp_millis(field_type) -> bool:
 
 
 def test_schema_names_match_the_shipped_files():
-    avro_dir = files("schemas") / "avro"
+    avro_dir = files("driftline.schemas") / "avro"
     current = {r.name for r in avro_dir.iterdir() if r.name.endswith(".avsc")}
     assert current == {f"{catalog.snake_name(n)}.avsc" for n in SCHEMA_NAMES}
     released = {r.name for r in (avro_dir / "history").iterdir() if r.is_dir()}

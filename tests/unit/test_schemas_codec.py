@@ -9,10 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from schemas import (
+from driftline.schemas import (
     SCHEMA_NAMES,
     InvalidRecord,
     SchemaCodec,
@@ -23,9 +20,11 @@ from schemas import (
     default_codec,
     wire,
 )
-from schemas.catalog import SchemaEntry
-from schemas.compat import check_backward
-from schemas.testing import sample
+from driftline.schemas.catalog import SchemaEntry
+from driftline.schemas.compat import check_backward
+from driftline.schemas.testing import sample
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)

@@ -1,4 +1,4 @@
-"""The specialised codec paths (schemas.specialise, decode_many, batched encode_many).
+"""The specialised codec paths (driftline.schemas.specialise, decode_many, batched encode_many).
 
 The contract: byte for byte what fastavro writes, records equal to what
 fastavro reads, and for anything else the very error the fastavro-only codec
@@ -18,11 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from schemas import (
+from driftline.schemas import (
     SCHEMA_NAMES,
     DecodeError,
     InvalidRecord,
@@ -34,11 +30,14 @@ from schemas import (
     specialise,
     wire,
 )
-from schemas.catalog import SchemaEntry
-from schemas.codec import _parse
-from schemas.exceptions import NullValue
-from schemas.specialise import compile_reader, compile_writer
-from schemas.testing import sample
+from driftline.schemas.catalog import SchemaEntry
+from driftline.schemas.codec import _parse
+from driftline.schemas.exceptions import NullValue
+from driftline.schemas.specialise import compile_reader, compile_writer
+from driftline.schemas.testing import sample
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 SLOW = SchemaCodec(specialise=False)
 FAST = SchemaCodec()

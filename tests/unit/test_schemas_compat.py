@@ -6,9 +6,8 @@ import copy
 import json
 
 import pytest
-
-from schemas import SCHEMA_NAMES, IncompatibleSchema, SchemaError, catalog
-from schemas.compat import assert_backward, check_backward, check_catalog
+from driftline.schemas import SCHEMA_NAMES, IncompatibleSchema, SchemaError, catalog
+from driftline.schemas.compat import assert_backward, check_backward, check_catalog
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)

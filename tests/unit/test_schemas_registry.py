@@ -9,9 +9,8 @@ import re
 import socket
 
 import pytest
-
-from schemas import SCHEMA_NAMES, SchemaRegistryError, catalog, codec_from_registry
-from schemas.registry import schema_text
+from driftline.schemas import SCHEMA_NAMES, SchemaRegistryError, catalog, codec_from_registry
+from driftline.schemas.registry import schema_text
 
 # What Apicurio Registry 3.x rewrites before parsing (AvroContentAccepter.removeQuotedBrackets).
 APICURIO_QUOTED_BRACKETS = re.compile(r': *"\{}"')

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from schemas import (
+from driftline.schemas import (
     DecodeError,
     SchemaError,
     UndecodablePayload,
@@ -16,7 +13,9 @@ from schemas import (
     default_codec,
     wire,
 )
-from schemas.testing import sample
+from driftline.schemas.testing import sample
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 @given(schema_id=st.integers(0, 2**31 - 1), body=st.binary(max_size=64))

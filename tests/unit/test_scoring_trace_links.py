@@ -5,18 +5,17 @@ fifth of the hot path's CPU."""
 from __future__ import annotations
 
 import pytest
+from driftline.inference import Router
+from driftline.schemas import default_codec
+from driftline.streams import scoring
+from driftline.streams.deadletter import DeadLetterPublisher
+from driftline.streams.delivery import DeliveryTracker
+from driftline.streams.scoring import ScoringPipeline
+from driftline.streams.stats import WorkerStats
+from driftline.streams.testing import Consumed, RecordingProducer
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from inference import Router
-from schemas import default_codec
-from streams import scoring
-from streams.deadletter import DeadLetterPublisher
-from streams.delivery import DeliveryTracker
-from streams.scoring import ScoringPipeline
-from streams.stats import WorkerStats
-from streams.testing import Consumed, RecordingProducer
 
 TRACE_ID, SPAN_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 
@@ -73,8 +72,9 @@ def test_links_only_where_spans_go_somewhere(spans, link_records, links) -> None
 
 @pytest.mark.parametrize("exported", [True, False])
 def test_the_worker_links_only_when_it_exports(monkeypatch, exported) -> None:
-    from driftline import telemetry
-    from driftline.settings import TelemetrySettings
+    from driftline.core.settings import TelemetrySettings
+
+    from driftline.core import telemetry
 
     monkeypatch.setattr(telemetry, "_configured", None)
     monkeypatch.setattr(telemetry, "_exporting", False)

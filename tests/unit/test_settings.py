@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from driftline.settings import ConfigError, load_settings
+from driftline.core.settings import ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +115,7 @@ def test_security_settings_reach_both_kafka_clients(monkeypatch, tmp_path):
         "sasl_plain_username": "svc",
         "sasl_plain_password": "s3cret",
     }
-    from streams.kafka import faust_credentials
+    from driftline.streams.kafka import faust_credentials
 
     credentials = faust_credentials(kafka)
     assert (credentials.username, credentials.password) == ("svc", "s3cret")

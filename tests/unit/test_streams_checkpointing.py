@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import pytest
-
-from driftline.settings import Settings
-from lineage import events as ev
-from lineage.audit import AuditLogWriter
-from lineage.audit_verify import UNVERIFIED
-from lineage.checkpoints import load_checkpoints
-from lineage.keys import generate_key, save_keypair
-from lineage.store import create_tables
-from streams.checkpointing import CheckpointKeeper, writer_key
-from streams.exceptions import StreamsError
+from driftline.core.settings import Settings
+from driftline.lineage import events as ev
+from driftline.lineage.audit import AuditLogWriter
+from driftline.lineage.audit_verify import UNVERIFIED
+from driftline.lineage.checkpoints import load_checkpoints
+from driftline.lineage.keys import generate_key, save_keypair
+from driftline.lineage.store import create_tables
+from driftline.streams.checkpointing import CheckpointKeeper, writer_key
+from driftline.streams.exceptions import StreamsError
 
 pytestmark = pytest.mark.integration  # real chDB engine
 

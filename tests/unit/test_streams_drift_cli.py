@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from lineage.exceptions import LineageError
-from streams.drift_cli import drift_events_query
+from driftline.lineage.exceptions import LineageError
+from driftline.streams.drift_cli import drift_events_query
 
 
 def test_query_filters_and_limits():

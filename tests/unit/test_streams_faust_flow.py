@@ -2,9 +2,8 @@
 
 import asyncio
 
+from driftline.streams.faust_flow import App, ResumeKeepsQueues
 from mode.utils.queues import FlowControlQueue
-
-from streams.faust_flow import App, ResumeKeepsQueues
 
 
 def test_resume_while_running_keeps_queued_records():

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from driftline.lineage import InvalidRecord
+from driftline.lineage.events import registered
+from driftline.streams.audit_cli import audit_trail_query
+from driftline.streams.lifecycle import cloudevent_headers
+from driftline.streams.topics import TOPIC_KINDS, Topics
+from driftline.streams.tracing import link_to, trace_headers
 from opentelemetry import trace
-
-from lineage import InvalidRecord
-from lineage.events import registered
-from streams.audit_cli import audit_trail_query
-from streams.lifecycle import cloudevent_headers
-from streams.topics import TOPIC_KINDS, Topics
-from streams.tracing import link_to, trace_headers
 
 VALID = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -74,7 +73,7 @@ def test_audit_query_refuses_model_names_that_could_inject_sql():
 
 
 def test_restart_backoff_doubles_to_a_cap_and_resets_after_a_healthy_run():
-    from streams.stack import RestartBackoff
+    from driftline.streams.stack import RestartBackoff
 
     backoff = RestartBackoff(first_s=1, most_s=8, healthy_s=60)
     assert [backoff.after_run(0.5) for _ in range(5)] == [1, 2, 4, 8, 8]

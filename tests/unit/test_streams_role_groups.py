@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from driftline.settings import WORKER_ROLES
-from streams.topics import Topics
+from driftline.core.settings import WORKER_ROLES
+from driftline.streams.topics import Topics
 
 TOPICS = Topics("acme.")
 

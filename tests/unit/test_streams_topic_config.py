@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from driftline.settings import ConfigError, KafkaSettings, load_settings
-from streams.topic_config import compare_configs, topic_configs
-from streams.topics import Topics
+from driftline.core.settings import ConfigError, KafkaSettings, load_settings
+from driftline.streams.topic_config import compare_configs, topic_configs
+from driftline.streams.topics import Topics
 
 TOPICS = Topics("acme.")
 

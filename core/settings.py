@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
+from driftline.core.errors import DriftlineError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,8 +33,6 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from pydantic_settings.exceptions import SettingsError
-
-from driftline.errors import DriftlineError
 
 ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
@@ -412,8 +411,10 @@ class DriftSettings(_Section):
         return self
 
     def config(self, worker_device: str = "cpu") -> Any:
-        """The domain configuration (:class:`drift.config.DriftConfig`)."""
-        from drift.config import DriftConfig  # settings must import without the drift stack
+        """The domain configuration (:class:`driftline.drift.config.DriftConfig`)."""
+        from driftline.drift.config import (
+            DriftConfig,  # settings must import without the drift stack
+        )
 
         device = self.device if self.device != "auto" else worker_device
         return DriftConfig(
