@@ -50,6 +50,7 @@ bench-peers-venvs: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m tests.import_contracts
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

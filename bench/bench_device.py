@@ -59,8 +59,8 @@ def _cupy_device() -> bool:
 def drift_bank_rates(rows: int = 1_048_576, update_rows: int = 65_536) -> None:
     """Feature-values/s of the KS and PSI window banks, NumPy vs CuPy, on the same matrix."""
     from driftline.drift.grid_bank import GridBank
+    from driftline.drift.profile import ReferenceProfile
     from driftline.drift.window_tests import KSBank, PSIBank
-    from driftline.lineage.profile import ReferenceProfile
 
     rng = np.random.default_rng(5)
     names = [f"f{j:02d}" for j in range(N_FEATURES)]

@@ -37,8 +37,8 @@ from driftline.drift.catalog import make_detector
 from driftline.drift.config import DriftConfig
 from driftline.drift.grid_bank import GridBank
 from driftline.drift.monitor import ArmMonitor, DriftAlarm, MonitorKey
+from driftline.drift.profile import ReferenceProfile
 from driftline.drift.window_tests import KSBank, PSIBank
-from driftline.lineage.profile import ReferenceProfile
 from driftline.streams.testing import DriftLoop
 
 from bench.drift_streams import feature_rows, sea_errors

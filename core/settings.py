@@ -410,28 +410,6 @@ class DriftSettings(_Section):
             )
         return self
 
-    def config(self, worker_device: str = "cpu") -> Any:
-        """The domain configuration (:class:`driftline.drift.config.DriftConfig`)."""
-        from driftline.drift.config import (
-            DriftConfig,  # settings must import without the drift stack
-        )
-
-        device = self.device if self.device != "auto" else worker_device
-        return DriftConfig(
-            window=self.window,
-            tests=tuple(t.strip() for t in self.tests.split(",") if t.strip()),
-            method=self.method,
-            alpha=self.alpha,
-            k=self.k,
-            n=self.n,
-            psi_min=self.psi_min,
-            baseline_rows=self.baseline_rows,
-            error_detectors=tuple(d.strip() for d in self.error_detectors.split(",") if d.strip()),
-            decision_threshold=self.decision_threshold,
-            device=device,
-            sample_every=self.sample_every,
-        )
-
 
 class AuditSettings(_Section):
     """Who may sign audit checkpoints, and how late one may be (see README, "The audit log")."""

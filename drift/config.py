@@ -8,11 +8,14 @@ DriftEvent records, so an alarm can be traced to the exact configuration.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from driftline.drift.catalog import BINARY_DETECTORS, DETECTORS
 from driftline.drift.exceptions import InvalidDetectorConfig
 from driftline.drift.multiplicity import METHODS
+
+if TYPE_CHECKING:
+    from driftline.core.settings import DriftSettings
 
 WINDOW_TESTS = ("ks", "psi")
 
@@ -109,6 +112,30 @@ class DriftConfig:
         if self.error_rearm < 1:
             raise InvalidDetectorConfig(f"error_rearm must be >= 1 outcome, got {self.error_rearm}")
 
+    @classmethod
+    def from_settings(cls, settings: DriftSettings, worker_device: str = "cpu") -> DriftConfig:
+        """The configuration the ``DRIFTLINE_DRIFT_*`` settings describe, on ``worker_device``
+        when they ask for ``auto``."""
+        return cls(
+            window=settings.window,
+            tests=_names(settings.tests),
+            method=settings.method,
+            alpha=settings.alpha,
+            k=settings.k,
+            n=settings.n,
+            psi_min=settings.psi_min,
+            baseline_rows=settings.baseline_rows,
+            error_detectors=_names(settings.error_detectors),
+            decision_threshold=settings.decision_threshold,
+            device=worker_device if settings.device == "auto" else settings.device,
+            sample_every=settings.sample_every,
+        )
+
     def params(self) -> dict[str, Any]:
         values = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def _names(listed: str) -> tuple[str, ...]:
+    """``"ks, psi"`` -> ``("ks", "psi")``."""
+    return tuple(name.strip() for name in listed.split(",") if name.strip())

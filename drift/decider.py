@@ -44,8 +44,8 @@ from driftline.drift.config import DriftConfig
 from driftline.drift.exceptions import InvalidValue
 from driftline.drift.monitor import ArmMonitor, DriftAlarm, MonitorKey
 from driftline.drift.packing import pack, unpack
+from driftline.drift.profile import ReferenceProfile
 from driftline.drift.summary import ErrorPart, InputPart, Part
-from driftline.lineage.profile import ReferenceProfile
 
 References = Callable[[str, int], ReferenceProfile | None]
 Stored = Callable[[MonitorKey], bytes | None]

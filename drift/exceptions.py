@@ -19,3 +19,7 @@ class SnapshotError(DriftError):
 
 class InvalidValue(DriftError, ValueError):
     """A value fed to a detector is unusable (not finite, not 0/1 for an error stream...)."""
+
+
+class InvalidProfile(DriftError, ValueError):
+    """A reference profile cannot be built from that data, or its serialised form is malformed."""

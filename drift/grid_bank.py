@@ -22,7 +22,7 @@ placed with a search. Everything is vectorised over rows and features at once,
 on NumPy or CuPy.
 
 >>> import numpy as np
->>> from driftline.lineage.profile import ReferenceProfile
+>>> from driftline.drift.profile import ReferenceProfile
 >>> x = np.random.default_rng(1).normal(size=(20000, 2))
 >>> bank = GridBank(ReferenceProfile.from_matrix(x, ["a", "b"]), window=1000)
 >>> shifted = np.random.default_rng(2).normal(size=(1000, 2)) + [0.0, 1.0]
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from driftline.drift.exceptions import InvalidDetectorConfig, SnapshotError
 from driftline.drift.packing import pack, unpack
+from driftline.drift.profile import ReferenceProfile
 from driftline.drift.window_tests import (
     DEVICES,
     MIN_WINDOW,
@@ -50,7 +51,6 @@ from driftline.drift.window_tests import (
     ks_p_values,
     psi_p_values,
 )
-from driftline.lineage.profile import ReferenceProfile
 
 FORMAT = 2
 TESTS = ("ks", "psi")

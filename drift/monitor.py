@@ -33,8 +33,8 @@ from driftline.drift.catalog import make_detector
 from driftline.drift.config import DriftConfig
 from driftline.drift.exceptions import InvalidValue, SnapshotError
 from driftline.drift.packing import pack, unpack
+from driftline.drift.profile import ReferenceProfile
 from driftline.drift.window_stream import Fired, WindowStream
-from driftline.lineage.profile import ReferenceProfile
 
 SCORE = "score"
 

@@ -36,8 +36,8 @@ from driftline.drift.exceptions import SnapshotError
 from driftline.drift.grid_bank import GridBank
 from driftline.drift.multiplicity import adjust
 from driftline.drift.packing import pack, unpack
+from driftline.drift.profile import ReferenceProfile
 from driftline.drift.window_tests import KSBank, PSIBank, WindowResult
-from driftline.lineage.profile import ReferenceProfile
 
 _BANKS = {"ks": KSBank, "psi": PSIBank}
 _NO_TIME = 2**62  # "no rows yet": above any event time in ms

@@ -2,7 +2,7 @@
 
 A bank buffers serving rows ``[n, k]`` into windows of ``window`` rows and, for
 each completed window, compares all ``k`` feature columns against the training
-:class:`~driftline.lineage.profile.ReferenceProfile` in a handful of 2-D array calls (a
+:class:`~driftline.drift.profile.ReferenceProfile` in a handful of 2-D array calls (a
 stable argsort, cumulative sums, gathers), never a Python loop over rows or
 features. The same code runs on NumPy (``device="cpu"``) and CuPy
 (``device="cuda"``); only the ``k`` statistics per window come back to the
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
-from driftline.lineage.profile import ReferenceProfile
+from driftline.drift.profile import ReferenceProfile
 from scipy import special
 
 FORMAT = 1
@@ -119,7 +119,7 @@ class _WindowBank:
     ) -> None:
         if not isinstance(reference, ReferenceProfile):
             raise InvalidDetectorConfig(
-                f"reference must be a lineage ReferenceProfile, got {type(reference).__name__}"
+                f"reference must be a ReferenceProfile, got {type(reference).__name__}"
             )
         if not isinstance(window, int) or isinstance(window, bool) or window < MIN_WINDOW:
             raise InvalidDetectorConfig(
@@ -423,7 +423,7 @@ class PSIBank(_WindowBank):
         xp = self._xp
         w, k, m = x.shape
         b = self._reference_share.shape[1]
-        # Bin j holds edge[j] <= v < edge[j+1] (driftline.lineage.profile's rule): the bin
+        # Bin j holds edge[j] <= v < edge[j+1] (driftline.drift.profile's rule): the bin
         # index is the number of interior edges <= v.
         _, bins = _knots_before(xp, x, self._edges, ties_first="knots")
         bins = bins + xp.arange(w * k).reshape(w, k, 1) * b

@@ -31,7 +31,6 @@ from driftline.lineage.keys import (
 )
 from driftline.lineage.metadata import ArtifactMetadata, InputSchema
 from driftline.lineage.policy import Policy, write_example_roles
-from driftline.lineage.profile import ReferenceProfile
 from driftline.lineage.rbac import CommandAuthority
 from driftline.lineage.registry import ACTIONS as REGISTRY_ACTIONS
 from driftline.lineage.registry import HistoryEntry, ModelRegistry, ModelVersion, State
@@ -64,7 +63,6 @@ __all__ = [
     "ModelVersion",
     "Policy",
     "PredictionSink",
-    "ReferenceProfile",
     "State",
     "StoreError",
     "UnknownModel",

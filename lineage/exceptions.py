@@ -67,5 +67,17 @@ class MetadataConflict(LineageError):
     """An artifact already has different metadata recorded."""
 
 
-class InvalidProfile(LineageError):
-    """A reference profile cannot be built from that data, or its serialised form is malformed."""
+class GateError(LineageError, ValueError):
+    """Base class for errors in gate configuration, holdout data or metric inputs."""
+
+
+class GateConfigError(GateError):
+    """A gate configuration value is missing, of the wrong type or out of range."""
+
+
+class InvalidHoldout(GateError):
+    """A holdout file or array cannot be used to judge a model."""
+
+
+class MetricUndefined(GateError):
+    """A metric cannot be computed on these labels or scores (e.g. AUC with one class)."""

@@ -29,15 +29,13 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from driftline.inference.exceptions import InferenceError
 from driftline.inference.model import LoadedModel
-from driftline.lineage.exceptions import LineageError
-
-if TYPE_CHECKING:
-    from driftline.lineage.holdout import Holdout
+from driftline.lineage.exceptions import GateConfigError, InvalidHoldout, MetricUndefined
+from driftline.lineage.holdout import Holdout, binary_labels
 
 # sklearn >= 1.5 clips probabilities to the float64 machine epsilon; so do we,
 # so that a log loss recorded here equals the one a notebook computes.
@@ -45,46 +43,11 @@ _EPS = float(np.finfo(np.float64).eps)
 WARMUP_CALLS = 3  # untimed predict calls before latency is measured
 
 
-class GateError(LineageError, ValueError):
-    """Base class for errors in gate configuration, holdout data or metric inputs."""
-
-
-class GateConfigError(GateError):
-    """A gate configuration value is missing, of the wrong type or out of range."""
-
-
-class InvalidHoldout(GateError):
-    """A holdout file or array cannot be used to judge a model."""
-
-
-class MetricUndefined(GateError):
-    """A metric cannot be computed on these labels or scores (e.g. AUC with one class)."""
-
-
 # --------------------------------------------------------------------------- metrics
 
 
-def _labels(labels: Any) -> np.ndarray:
-    """Labels as int64 0/1, or an error naming the first row that is neither."""
-    array = np.asarray(labels)
-    if array.ndim != 1:
-        raise MetricUndefined(f"labels must be one-dimensional, got shape {array.shape}")
-    if array.dtype == bool:
-        return array.astype(np.int64)
-    if not np.issubdtype(array.dtype, np.number):
-        raise MetricUndefined(f"labels must be numeric 0/1, got dtype {array.dtype}")
-    bad = ~((array == 0) | (array == 1))
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise MetricUndefined(
-            f"labels must be 0 or 1; index {row} has {array[row].item()!r}; "
-            "map the positive class to 1 and every other class to 0"
-        )
-    return array.astype(np.int64)
-
-
 def _pair(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = _labels(labels)
+    y = binary_labels(labels)
     s = np.asarray(scores, dtype=np.float64)
     if s.shape != y.shape:
         raise MetricUndefined(f"{len(y)} labels but scores of shape {s.shape}")

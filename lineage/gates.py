@@ -25,13 +25,10 @@ import numpy as np
 from driftline.inference.exceptions import InferenceError
 from driftline.inference.model import LoadedModel
 from driftline.lineage.config_tables import table_arguments
+from driftline.lineage.exceptions import GateConfigError, GateError, InvalidHoldout, MetricUndefined
 from driftline.lineage.gate_metrics import (
     METRICS,
-    GateConfigError,
-    GateError,
-    InvalidHoldout,
     LatencyStats,
-    MetricUndefined,
     ModelEvaluation,
     compare_metrics,
     compare_schema,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from driftline.lineage.gate_metrics import InvalidHoldout, MetricUndefined, _labels
+from driftline.lineage.exceptions import InvalidHoldout, MetricUndefined
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,7 +57,7 @@ class Holdout:
                 "drop or impute non-finite values before gating"
             )
         try:
-            labels = _labels(self.labels)
+            labels = binary_labels(self.labels)
         except MetricUndefined as exc:
             raise InvalidHoldout(f"{where}: {exc}") from None
         if len(labels) != features.shape[0]:
@@ -221,3 +221,22 @@ def _holdout(
     names = [name for i, name in enumerate(header) if i != label_at]
     features = np.delete(values, label_at, axis=1)
     return cls(features, labels.astype(np.int64), names, source)
+
+
+def binary_labels(labels: Any) -> np.ndarray:
+    """Labels as int64 0/1, or an error naming the first row that is neither."""
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise MetricUndefined(f"labels must be one-dimensional, got shape {array.shape}")
+    if array.dtype == bool:
+        return array.astype(np.int64)
+    if not np.issubdtype(array.dtype, np.number):
+        raise MetricUndefined(f"labels must be numeric 0/1, got dtype {array.dtype}")
+    bad = ~((array == 0) | (array == 1))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise MetricUndefined(
+            f"labels must be 0 or 1; index {row} has {array[row].item()!r}; "
+            "map the positive class to 1 and every other class to 0"
+        )
+    return array.astype(np.int64)

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from driftline.lineage.events import EventType
 from driftline.lineage.exceptions import IllegalTransition
-
-if TYPE_CHECKING:  # versions imports State from here; only the annotation needs ModelVersion
-    from driftline.lineage.versions import ModelVersion
 
 
 class State(StrEnum):
@@ -114,7 +111,15 @@ class HistoryEntry:
     also_moved: tuple[tuple[int, str, str], ...] = ()
 
 
-def check_move(action: str, current: ModelVersion, target: str) -> None:
+class PlacedVersion(Protocol):
+    """What a move is checked against: a version and the state it is in (a ModelVersion)."""
+
+    name: str
+    version: int
+    state: str
+
+
+def check_move(action: str, current: PlacedVersion, target: str) -> None:
     """Raise IllegalTransition, listing the allowed moves, unless ``action`` may move
     ``current`` to ``target``."""
     allowed = TRANSITIONS[current.state]

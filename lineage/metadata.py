@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from driftline.drift.exceptions import InvalidProfile
+from driftline.drift.profile import ReferenceProfile
 from driftline.lineage.artifact_crypto import sha256_hex
 from driftline.lineage.events import now_ms
-from driftline.lineage.exceptions import InvalidProfile, InvalidRecord
-from driftline.lineage.profile import ReferenceProfile
+from driftline.lineage.exceptions import InvalidRecord
 
 
 @dataclass(frozen=True)

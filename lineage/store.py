@@ -39,7 +39,9 @@ def check_identifier(name: str) -> str:
 
 def ddl_text(database: str) -> str:
     """The packaged ``tables.sql`` with ``{database}`` filled in (comments kept)."""
-    template = resources.files("driftline.lineage").joinpath("tables.sql").read_text(encoding="utf-8")
+    template = (
+        resources.files("driftline.lineage").joinpath("tables.sql").read_text(encoding="utf-8")
+    )
     return template.replace("{database}", check_identifier(database))
 
 

@@ -17,6 +17,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from driftline.core.settings import KafkaSettings
+from driftline.drift.profile import ReferenceProfile
 from driftline.inference import LoadedModel, ModelLoadError, Router
 from driftline.inference.device import Device
 from driftline.inference.routing import Arm, RoutingTable
@@ -29,7 +30,6 @@ from driftline.lineage import (
     ModelVersion,
 )
 from driftline.lineage.exceptions import SignatureMissing
-from driftline.lineage.profile import ReferenceProfile
 from driftline.lineage.traffic import BASIS_POINTS, TrafficSplit
 from driftline.schemas import DecodeError, SchemaCodec
 from driftline.streams.policy_source import PolicySource

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from driftline.core.settings import Settings
+from driftline.drift.profile import ReferenceProfile
 from driftline.inference import describe_onnx
 from driftline.inference.signature import positional_names
 from driftline.lineage import LifecycleEvent, ModelRegistry, ModelVersion, sha256_hex
 from driftline.lineage.commands import new_command
 from driftline.lineage.keys import key_id, load_private_key
 from driftline.lineage.metadata import ArtifactMetadata, InputSchema
-from driftline.lineage.profile import ReferenceProfile
 from driftline.streams.artifact_store import artifact_store, region_refusal
 from driftline.streams.codecs import codec_for
 from driftline.streams.exceptions import StreamsError

@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import Producer
 from driftline.core.settings import Settings
 from driftline.core.telemetry import spans_exported
+from driftline.drift.config import DriftConfig
 from driftline.inference import Router
 from driftline.inference.device import choose_device
 from driftline.inference.event_time import EventTimeBounds
@@ -142,7 +143,7 @@ class WorkerRuntime:
                 audit_writer=lambda: trusted_writer(settings),
             )
         if "inference" in roles and settings.drift.enabled:
-            config = settings.drift.config(device.kind)
+            config = DriftConfig.from_settings(settings.drift, device.kind)
             # On Tansu, one message per produce request: its end offset counts batches,
             # and Faust recovers a table only up to it (see streams/broker_quirks.py).
             quirks = detect_quirks(settings.kafka.librdkafka_config(bootstrap))

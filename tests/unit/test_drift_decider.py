@@ -8,6 +8,7 @@ from driftline.drift.config import DriftConfig
 from driftline.drift.decider import Decider
 from driftline.drift.exceptions import InvalidValue, SnapshotError
 from driftline.drift.monitor import MonitorKey
+from driftline.drift.profile import ReferenceProfile
 from driftline.drift.summary import (
     ErrorPart,
     InputPart,
@@ -19,7 +20,6 @@ from driftline.drift.summary import (
     split,
     split_errors,
 )
-from driftline.lineage.profile import ReferenceProfile
 
 NAMES = tuple(f"f{i:02d}" for i in range(16))
 KEY = MonitorKey("m", 1, "champion")

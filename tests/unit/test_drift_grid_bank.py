@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 from driftline.drift.grid_bank import GridBank
+from driftline.drift.profile import ReferenceProfile
 from driftline.drift.window_tests import KSBank, PSIBank
-from driftline.lineage.profile import ReferenceProfile
 
 NAMES = [f"f{i:02d}" for i in range(16)]
 

@@ -8,7 +8,7 @@ from driftline.drift.config import DriftConfig
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 from driftline.drift.monitor import ArmMonitor, MonitorKey
 from driftline.drift.packing import pack, unpack
-from driftline.lineage.profile import ReferenceProfile
+from driftline.drift.profile import ReferenceProfile
 
 NAMES = tuple(f"f{i:02d}" for i in range(16))
 KEY = MonitorKey("demo", 1, "champion")

@@ -20,7 +20,7 @@ import zlib
 import numpy as np
 import pytest
 from driftline.drift.config import DriftConfig
-from driftline.lineage.profile import ReferenceProfile
+from driftline.drift.profile import ReferenceProfile
 from driftline.streams.testing import Consumed, DriftLoop
 
 K, FRAME, BATCH = 16, 500, 16

@@ -9,8 +9,8 @@ import pytest
 from driftline.drift import window_tests
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 from driftline.drift.multiplicity import reject
+from driftline.drift.profile import ReferenceProfile
 from driftline.drift.window_tests import KSBank, PSIBank, WindowResult
-from driftline.lineage.profile import ReferenceProfile
 from scipy import stats
 
 BANKS = [KSBank, PSIBank]

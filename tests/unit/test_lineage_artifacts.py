@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+from driftline.drift.profile import ReferenceProfile
 from driftline.lineage.artifacts import (
     ArtifactMetadata,
     ArtifactStore,
@@ -35,7 +36,6 @@ from driftline.lineage.exceptions import (
     SignatureInvalid,
     SignatureMissing,
 )
-from driftline.lineage.profile import ReferenceProfile
 
 MODEL = b"\x08\x07fake-onnx-bytes" * 100
 

@@ -72,9 +72,8 @@ def test_links_only_where_spans_go_somewhere(spans, link_records, links) -> None
 
 @pytest.mark.parametrize("exported", [True, False])
 def test_the_worker_links_only_when_it_exports(monkeypatch, exported) -> None:
-    from driftline.core.settings import TelemetrySettings
-
     from driftline.core import telemetry
+    from driftline.core.settings import TelemetrySettings
 
     monkeypatch.setattr(telemetry, "_configured", None)
     monkeypatch.setattr(telemetry, "_exporting", False)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from driftline.lineage.exceptions import InvalidProfile
+from driftline.drift.exceptions import InvalidProfile
 
 FORMAT = 1
 DEFAULT_QUANTILES = 101

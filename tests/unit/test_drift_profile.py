@@ -1,11 +1,11 @@
 import doctest
 import json
 
-import driftline.lineage.profile
+import driftline.drift.profile
 import numpy as np
 import pytest
-from driftline.lineage.exceptions import InvalidProfile
-from driftline.lineage.profile import ReferenceProfile
+from driftline.drift.exceptions import InvalidProfile
+from driftline.drift.profile import ReferenceProfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -27,7 +27,7 @@ def training() -> np.ndarray:
 
 
 def test_docstring_examples() -> None:
-    assert doctest.testmod(driftline.lineage.profile).failed == 0
+    assert doctest.testmod(driftline.drift.profile).failed == 0
 
 
 def test_statistics_match_numpy(training: np.ndarray) -> None:
