@@ -3,7 +3,7 @@
 Every experiment is checked after each step of --step (100) new observations per
 arm, up to --max-per-arm (20,000) per arm, i.e. 200 checks (--step 10: 2,000), by:
 
-* the mSPRT of :mod:`driftline.lineage.sequential` alone (tau = 0.02, run to the cap),
+* the mSPRT of :mod:`driftline.lineage.promotion.sequential` alone (tau = 0.02, run to the cap),
 * the deployable rule: the mSPRT plus futility when the confidence sequence lies
   inside (-0.02, 0.02) (min_effect = tau = 0.02) and the cap,
 * a naive fixed-sample z-test checked at every step (stop at the first p <= alpha),
@@ -28,15 +28,16 @@ import time
 from typing import Any
 
 import numpy as np
-from driftline.lineage.sequential import (
+
+from driftline.lineage.promotion.sequential import (
     OUTCOMES,
-    ArmSummary,
     PathDecisions,
     SequentialConfig,
     SequentialTest,
     evaluate_paths,
 )
-from driftline.lineage.sequential_stats import (
+from driftline.lineage.promotion.sequential_stats import (
+    ArmSummary,
     bernoulli_variance,
     fixed_sample_size_means,
     fixed_sample_size_proportions,

@@ -12,9 +12,10 @@ import tempfile
 import time
 
 import clickhouse_connect
-from driftline.lineage import AuditLogWriter, create_tables
-from driftline.lineage.audit import COLUMNS
+
+from driftline.lineage.audit.chain import COLUMNS, AuditLogWriter
 from driftline.lineage.events import registered
+from driftline.lineage.store.clickhouse import create_tables
 
 
 def main() -> None:

@@ -36,13 +36,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftline.core.settings import TelemetrySettings
-from driftline.core.telemetry import configure_telemetry
-from driftline.inference import train_gbm, train_logistic
-from driftline.streams.embedded import TansuBroker
-from driftline.streams.kafka_local import KafkaBroker
-from driftline.streams.topics import Topics
-
 from bench.bench_frames import (
     FRAME_ROWS,
     LOW_LATENCY,
@@ -54,6 +47,12 @@ from bench.bench_frames import (
 from bench.bench_single_record import raw_consumer, three_paths
 from bench.broker_hop import broker_hop
 from bench.procstat import cpu_seconds, resident_mib
+from driftline.core.settings import TelemetrySettings
+from driftline.core.telemetry import configure_telemetry
+from driftline.inference import train_gbm, train_logistic
+from driftline.streams.embedded import TansuBroker
+from driftline.streams.kafka_local import KafkaBroker
+from driftline.streams.topics import Topics
 
 FRAME_PARTITIONS = 6  # one, two and three workers all get an equal share
 CORES = os.cpu_count() or 1

@@ -18,6 +18,7 @@ import sys
 import time
 
 import numpy as np
+
 from driftline.inference.device import SCORE_TOLERANCE, choose_device
 from driftline.inference.model import LoadedModel
 from driftline.inference.training import train_gbm, train_logistic, train_mlp

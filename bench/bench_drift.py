@@ -33,6 +33,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from bench.drift_streams import feature_rows, sea_errors
 from driftline.drift.catalog import make_detector
 from driftline.drift.config import DriftConfig
 from driftline.drift.grid_bank import GridBank
@@ -40,8 +42,6 @@ from driftline.drift.monitor import ArmMonitor, DriftAlarm, MonitorKey
 from driftline.drift.profile import ReferenceProfile
 from driftline.drift.window_tests import KSBank, PSIBank
 from driftline.streams.testing import DriftLoop
-
-from bench.drift_streams import feature_rows, sea_errors
 
 K = 16
 NAMES = tuple(f"f{i:02d}" for i in range(K))

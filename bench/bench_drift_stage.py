@@ -33,6 +33,9 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
+
+from bench.bench_frames import FRAME_ROWS, new_topics, steady_rate
+from bench.bench_single_record import spawn_worker
 from driftline.core.settings import TelemetrySettings, load_settings
 from driftline.core.telemetry import configure_telemetry
 from driftline.drift.config import DriftConfig
@@ -47,9 +50,6 @@ from driftline.streams.producer import FeatureProducer
 from driftline.streams.stack import http_json
 from driftline.streams.testing import DriftLoop
 from driftline.streams.topics import Topics
-
-from bench.bench_frames import FRAME_ROWS, new_topics, steady_rate
-from bench.bench_single_record import spawn_worker
 
 ROUNDS = 3  # drift off and on, alternated: runs on a 2-core machine vary by +-30%
 SHIFTED = 3  # the feature that moves by one sigma half-way through the topic

@@ -29,6 +29,15 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.bench_single_record import (
+    PARTITIONS,
+    raw_consumer,
+    register_and_promote,
+    spawn_worker,
+)
+from bench.broker_hop import broker_hop, quantiles
+from bench.procstat import process_usage
 from driftline.core.settings import TelemetrySettings, load_settings
 from driftline.core.telemetry import configure_telemetry
 from driftline.inference import LoadedModel, SyntheticFeatures, train_gbm, train_logistic
@@ -46,15 +55,6 @@ from driftline.streams.producer import FeatureProducer
 from driftline.streams.stack import http_json
 from driftline.streams.topics import Topics
 from driftline.streams.worker import prepare_topics
-
-from bench.bench_single_record import (
-    PARTITIONS,
-    raw_consumer,
-    register_and_promote,
-    spawn_worker,
-)
-from bench.broker_hop import broker_hop, quantiles
-from bench.procstat import process_usage
 
 FRAME_ROWS = 2000
 # The latency profile in the README: a shorter fetch wait (the batch window matters little
@@ -342,8 +342,10 @@ def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, s
 
 def sink_rates(rows: int = 400_000) -> tuple[float, float]:
     import clickhouse_connect
-    from driftline.lineage import PredictionSink, create_tables
-    from driftline.lineage.frame_sinks import PredictionFrameSink
+
+    from driftline.lineage.store.clickhouse import create_tables
+    from driftline.lineage.store.frame_sinks import PredictionFrameSink
+    from driftline.lineage.store.sinks import PredictionSink
 
     model = LoadedModel.load(
         (data := train_logistic(16, 3000, seed=1).onnx_bytes),

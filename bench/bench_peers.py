@@ -64,6 +64,14 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.bench_brokers import kafka as kafka_broker
+from bench.bench_brokers import tansu as tansu_broker
+from bench.bench_frames import new_topics
+from bench.bench_single_record import PARTITIONS, fill, spawn_worker
+from bench.broker_hop import broker_hop, quantiles
+from bench.peers import venvs
+from bench.procstat import cpu_seconds
 from driftline.core.settings import TelemetrySettings, load_settings
 from driftline.core.telemetry import configure_telemetry
 from driftline.inference import train_logistic
@@ -73,14 +81,6 @@ from driftline.streams.loadgen import produce_at_rate, synthetic_records
 from driftline.streams.producer import FeatureProducer
 from driftline.streams.stack import http_json
 from driftline.streams.topics import Topics
-
-from bench.bench_brokers import kafka as kafka_broker
-from bench.bench_brokers import tansu as tansu_broker
-from bench.bench_frames import new_topics
-from bench.bench_single_record import PARTITIONS, fill, spawn_worker
-from bench.broker_hop import broker_hop, quantiles
-from bench.peers import venvs
-from bench.procstat import cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = (

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Producer
+
 from driftline.core.settings import load_settings
 from driftline.inference import train_logistic
 from driftline.streams.codecs import codec_for

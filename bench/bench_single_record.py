@@ -20,10 +20,12 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from driftline.core.settings import TelemetrySettings, load_settings
 from driftline.core.telemetry import configure_telemetry
 from driftline.inference import describe_onnx, train_logistic
-from driftline.lineage import ArtifactStore, ModelRegistry
+from driftline.lineage.artifacts.store import ArtifactStore
+from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.schemas import default_codec
 from driftline.streams.embedded import TansuBroker, free_port, stop_child
 from driftline.streams.lifecycle import publish_lifecycle

@@ -26,11 +26,11 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.procstat import resident_mib
 from driftline.core.settings import load_settings
 from driftline.streams.embedded import TansuBroker
 from driftline.streams.kafka import make_producer
-
-from bench.procstat import resident_mib
 
 PAYLOAD = b"x" * 200  # about a FeatureRecord of 16 features
 

@@ -44,6 +44,11 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+from bench.bench_frames import FRAME_ROWS, wait_ready
+from bench.bench_policy import create_actors, new_champion
+from bench.bench_single_record import PARTITIONS, spawn_worker
+from bench.procstat import cpu_seconds, resident_mib
 from driftline.core.settings import WORKER_ROLES, TelemetrySettings, load_settings
 from driftline.core.telemetry import configure_telemetry
 from driftline.inference.frames import unpack_prediction_frame
@@ -56,11 +61,6 @@ from driftline.streams.producer import FeatureProducer
 from driftline.streams.stack import http_json
 from driftline.streams.topics import Topics
 from driftline.streams.worker import prepare_topics
-
-from bench.bench_frames import FRAME_ROWS, wait_ready
-from bench.bench_policy import create_actors, new_champion
-from bench.bench_single_record import PARTITIONS, spawn_worker
-from bench.procstat import cpu_seconds, resident_mib
 
 RSS_LIMIT_MIB = 1024
 RSS_GROWTH_LIMIT_PCT = 5.0

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import os
 import ssl
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from driftline.core.errors import DriftlineError
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,6 +32,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 from pydantic_settings.exceptions import SettingsError
+
+from driftline.core.errors import DriftlineError
 
 ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
@@ -192,7 +193,9 @@ class KafkaSettings(_Section):
 
 
 class ClickHouseSettings(_Section):
-    dsn: str | None = Field(
+    # A secret: it may hold the password. Settings print it as **********, and errors
+    # name only its scheme.
+    dsn: SecretStr | None = Field(
         None,
         description="chdb:///path, http(s)://user:pass@host:port; unset means chDB in the data dir",
     )
@@ -208,10 +211,12 @@ class ClickHouseSettings(_Section):
 
     @model_validator(mode="after")
     def _known_scheme(self) -> ClickHouseSettings:
-        if self.dsn is not None and not self.dsn.startswith(("chdb:", "http://", "https://")):
+        dsn = self.dsn.get_secret_value() if self.dsn is not None else None
+        if dsn is not None and not dsn.startswith(("chdb:", "http://", "https://")):
+            scheme = dsn.partition(":")[0] if ":" in dsn else "none"
             raise ValueError(
-                f"dsn {self.dsn!r} has an unknown scheme; use chdb:///abs/path, "
-                "http://user:pass@host:8123 or https://user:pass@host:8443"
+                f"the dsn's scheme ({scheme[:16]!r}) is not chdb, http or https; use "
+                "chdb:///abs/path, http://user:pass@host:8123 or https://user:pass@host:8443"
             )
         return self
 
@@ -433,11 +438,6 @@ class AuditSettings(_Section):
     )
 
 
-# The section is called "schema" to match DRIFTLINE_SCHEMA_REGISTRY_URL; that
-# name shadows pydantic's deprecated BaseModel.schema(), which nothing here uses.
-warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
-
-
 class PolicySettings(_Section):
     """The promotion and rollback policy (see README, "Promotion and rollback")."""
 
@@ -463,7 +463,11 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
-    schema: SchemaSettings = SchemaSettings()
+    # Not "schema", which would shadow pydantic's BaseModel.schema(); the aliases keep the
+    # names users write: DRIFTLINE_SCHEMA_* variables and a [schema] table.
+    schema_registry: SchemaSettings = Field(
+        SchemaSettings(), validation_alias=AliasChoices("schema", f"{ENV_PREFIX.lower()}schema")
+    )
     telemetry: TelemetrySettings = TelemetrySettings()
     data: DataSettings = DataSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -506,8 +510,10 @@ class Settings(BaseSettings):
 
     @property
     def clickhouse_dsn(self) -> str:
+        """The DSN, password included: give it to a client, and never print it (see
+        ``driftline.lineage.store.clickhouse.redact_dsn``)."""
         if self.clickhouse.dsn:
-            return self.clickhouse.dsn
+            return self.clickhouse.dsn.get_secret_value()
         return f"chdb://{self.data.clickhouse.resolve()}"
 
     @property
@@ -516,8 +522,21 @@ class Settings(BaseSettings):
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if not isinstance(p, int)]
+    parts = [str(p).removeprefix(ENV_PREFIX.lower()) for p in loc if not isinstance(p, int)]
+    if parts and parts[0] == "schema_registry":
+        parts[0] = "schema"
     return ENV_PREFIX + "_".join(parts[:2]).upper()
+
+
+def _secret_names() -> set[str]:
+    """The variables whose values an error must not repeat: every SecretStr setting."""
+    names = set()
+    for section_name, section in Settings.model_fields.items():
+        model = section.annotation
+        for name, field in getattr(model, "model_fields", {}).items():
+            if "SecretStr" in str(field.annotation):
+                names.add(_env_name((section_name, name)))
+    return names
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -529,10 +548,14 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         problems = []
+        secrets = _secret_names()
         for error in exc.errors():
             name = _env_name(error["loc"])
             value = error.get("input")
-            shown = "" if isinstance(value, dict) else f"={value!r}"
+            if isinstance(value, dict):
+                shown = ""
+            else:
+                shown = "=<hidden>" if name in secrets else f"={value!r}"
             problems.append(f"  {name}{shown}: {error['msg']}")
         raise ConfigError("invalid driftline configuration:\n" + "\n".join(problems)) from exc
     except SettingsError as exc:

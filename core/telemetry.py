@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from driftline.core.settings import TelemetrySettings
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
@@ -17,6 +16,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from driftline import __version__
+from driftline.core.settings import TelemetrySettings
 
 # A batch span links to the records it scored; allow one link per record of a
 # default-sized batch instead of the SDK's default of 128.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from driftline.drift.river_adapter import RiverDetector, check_int, check_real
-from river import drift as river_drift
+from driftline.drift.river_adapter import RiverDetector, check_int, check_real, river_drift
 
 
 class ADWIN(RiverDetector):
@@ -57,7 +56,7 @@ class ADWIN(RiverDetector):
         check_int(self, "grace_period", 0)
 
     def _make_river(self) -> Any:
-        return river_drift.ADWIN(
+        return river_drift().ADWIN(
             delta=self.delta,
             clock=self.clock,
             max_buckets=self.max_buckets,

@@ -6,8 +6,7 @@ import math
 from typing import Any
 
 from driftline.drift.exceptions import InvalidDetectorConfig
-from driftline.drift.river_adapter import RiverDetector, check_int, check_real
-from river.drift import binary
+from driftline.drift.river_adapter import RiverDetector, check_int, check_real, river_drift
 
 
 class DDM(RiverDetector):
@@ -56,7 +55,7 @@ class DDM(RiverDetector):
             )
 
     def _make_river(self) -> Any:
-        return binary.DDM(
+        return river_drift().binary.DDM(
             warm_start=self.warm_start,
             warning_threshold=self.warning_threshold,
             drift_threshold=self.drift_threshold,

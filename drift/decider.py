@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from driftline.drift.config import DriftConfig
 from driftline.drift.exceptions import InvalidValue
 from driftline.drift.monitor import ArmMonitor, DriftAlarm, MonitorKey

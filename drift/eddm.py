@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from driftline.drift.exceptions import InvalidDetectorConfig
-from driftline.drift.river_adapter import RiverDetector, check_int, check_real
-from river.drift import binary
+from driftline.drift.river_adapter import RiverDetector, check_int, check_real, river_drift
 
 
 class EDDM(RiverDetector):
@@ -52,7 +51,9 @@ class EDDM(RiverDetector):
             )
 
     def _make_river(self) -> Any:
-        return binary.EDDM(warm_start=self.warm_start, alpha=self.alpha, beta=self.beta)
+        return river_drift().binary.EDDM(
+            warm_start=self.warm_start, alpha=self.alpha, beta=self.beta
+        )
 
     def _measure(self) -> tuple[float, float, float | None, int, dict[str, Any]]:
         # River keeps the distance statistics private; these are the attributes

@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from driftline.drift.exceptions import InvalidDetectorConfig, SnapshotError
 from driftline.drift.packing import pack, unpack
 from driftline.drift.profile import ReferenceProfile

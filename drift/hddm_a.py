@@ -5,8 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from driftline.drift.river_adapter import RiverDetector, check_choice, check_confidences, check_real
-from river.drift import binary
+from driftline.drift.river_adapter import (
+    RiverDetector,
+    check_choice,
+    check_confidences,
+    check_real,
+    river_drift,
+)
 
 
 def _side(cut: Any, total: Any, confidence: float, sign: int) -> tuple[float, float]:
@@ -61,7 +66,7 @@ class HDDM_A(RiverDetector):  # noqa: N801  (the name used in the literature and
         check_choice(self, "two_sided_test", (False, True))
 
     def _make_river(self) -> Any:
-        return binary.HDDMA(
+        return river_drift().binary.HDDMA(
             drift_confidence=self.drift_confidence,
             warning_confidence=self.warning_confidence,
             two_sided_test=self.two_sided_test,

@@ -5,8 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from driftline.drift.river_adapter import RiverDetector, check_choice, check_confidences, check_real
-from river.drift import binary
+from driftline.drift.river_adapter import (
+    RiverDetector,
+    check_choice,
+    check_confidences,
+    check_real,
+    river_drift,
+)
 
 
 def _side(before: Any, after: Any, confidence: float) -> tuple[float, float]:
@@ -64,7 +69,7 @@ class HDDM_W(RiverDetector):  # noqa: N801  (the name used in the literature and
         check_choice(self, "two_sided_test", (False, True))
 
     def _make_river(self) -> Any:
-        return binary.HDDMW(
+        return river_drift().binary.HDDMW(
             drift_confidence=self.drift_confidence,
             warning_confidence=self.warning_confidence,
             lambda_val=self.lambda_val,

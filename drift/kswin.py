@@ -7,10 +7,10 @@ import random
 import warnings
 from typing import Any
 
-from driftline.drift.exceptions import InvalidDetectorConfig
-from driftline.drift.river_adapter import RiverDetector, check_int, check_real
-from river import drift as river_drift
 from scipy import stats
+
+from driftline.drift.exceptions import InvalidDetectorConfig
+from driftline.drift.river_adapter import RiverDetector, check_int, check_real, river_drift
 
 # River also requires the KS statistic to exceed this before it flags.
 _MIN_STATISTIC = 0.1
@@ -85,7 +85,7 @@ class KSWIN(RiverDetector):
             )
 
     def _make_river(self) -> Any:
-        return river_drift.KSWIN(
+        return river_drift().KSWIN(
             alpha=self.alpha, window_size=self.window_size, stat_size=self.stat_size, seed=self.seed
         )
 

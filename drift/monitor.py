@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from driftline.drift.catalog import make_detector
 from driftline.drift.config import DriftConfig
 from driftline.drift.exceptions import InvalidValue, SnapshotError

@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 import numpy as np
+
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue
 
 METHODS = ("bh", "bonferroni", "none")

@@ -26,6 +26,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from driftline.drift.exceptions import InvalidValue
 from driftline.drift.packing import pack, unpack
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from driftline.drift.river_adapter import RiverDetector, check_choice, check_int, check_real
-from river import drift as river_drift
+from driftline.drift.river_adapter import (
+    RiverDetector,
+    check_choice,
+    check_int,
+    check_real,
+    river_drift,
+)
 
 
 class PageHinkley(RiverDetector):
@@ -50,7 +55,7 @@ class PageHinkley(RiverDetector):
         check_choice(self, "mode", ("up", "down", "both"))
 
     def _make_river(self) -> Any:
-        return river_drift.PageHinkley(
+        return river_drift().PageHinkley(
             min_instances=self.min_instances,
             delta=self.delta,
             threshold=self.threshold,

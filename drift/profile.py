@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+
 from driftline.drift.exceptions import InvalidProfile
 
 FORMAT = 1

@@ -27,10 +27,13 @@ import math
 import numbers
 import pickle
 import struct
+import sys
 import zlib
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
+
 from driftline.drift.base import Reading
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 
@@ -39,6 +42,28 @@ _MAGIC = b"DLDRIFT"
 # magic, format version, name length; then name, crc32 of the payload, payload
 _HEAD = struct.Struct(">7sBB")
 _CRC = struct.Struct(">I")
+
+
+def river_drift() -> ModuleType:
+    """River's ``river.drift``, imported when the first detector is built.
+
+    River's drift package imports its example datasets, and through them its stream
+    helpers, which import scikit-learn whenever it is installed: most of a second and
+    ~100 MB in every worker, for nothing a detector uses. River catches that import's
+    ImportError, so scikit-learn is hidden for this one import, unless the process has
+    already loaded it (the demo and the benchmarks train, and keep River's helper).
+    """
+    if "river.drift" in sys.modules:
+        return sys.modules["river.drift"]
+    hide = "sklearn" not in sys.modules
+    if hide:
+        sys.modules["sklearn"] = None  # type: ignore[assignment]  # import sklearn -> ImportError
+    try:
+        import river.drift
+    finally:
+        if hide:
+            del sys.modules["sklearn"]
+    return river.drift
 
 
 class RiverDetector:

@@ -35,6 +35,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
 from driftline.drift.exceptions import InvalidValue
 from driftline.drift.monitor import MonitorKey
 from driftline.drift.packing import pack, unpack

@@ -30,6 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
+
 from driftline.drift.config import DriftConfig
 from driftline.drift.debounce import KOfN
 from driftline.drift.exceptions import SnapshotError

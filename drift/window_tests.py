@@ -36,9 +36,10 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from scipy import special
+
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 from driftline.drift.profile import ReferenceProfile
-from scipy import special
 
 FORMAT = 1
 DEVICES = ("cpu", "cuda")

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
+
 from driftline.inference.exceptions import InferenceError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from driftline.inference.columns import PackedStrings, pack_times, unpack_times
 from driftline.inference.routing import RoutingTable
 from driftline.inference.scoring import _uuid5_hex, id_key

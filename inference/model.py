@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
 from driftline.inference.device import Device, choose_device, make_runner
 from driftline.inference.exceptions import (
     InferenceError,

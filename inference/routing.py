@@ -4,7 +4,7 @@ An entity's bucket is ``FNV-1a-64(salt + "\\x1f" + entity_id) mod 10000``,
 with the experiment id as salt: the same entity lands in the same bucket on
 every worker, in every language, for as long as the experiment runs, and a new
 experiment reshuffles everyone. Arms own consecutive bucket ranges in the
-order :class:`driftline.lineage.traffic.TrafficSplit` lists them (canary, challengers,
+order :class:`driftline.lineage.registry.traffic.TrafficSplit` lists them (canary, challengers,
 champion last), so growing the canary from 1% to 5% keeps the entities it had.
 
 The hash runs column-wise over a ``[n, width]`` byte matrix in NumPy, a few
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from driftline.inference.columns import PackedStrings
 from driftline.inference.model import LoadedModel
 

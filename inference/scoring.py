@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from driftline.inference.exceptions import InferenceError
 from driftline.inference.model import LoadedModel
 from driftline.inference.routing import RoutingTable

@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import numpy as np
+
 from driftline.inference.exceptions import InferenceError
 
 # Standard deviation of the true logit; ~3 gives a ROC AUC around 0.9, which

@@ -24,8 +24,6 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx.utils
-from driftline.inference.exceptions import InferenceError
-from driftline.inference.synthetic import SyntheticFeatures
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingClassifier
@@ -33,6 +31,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
 from sklearn.neural_network import MLPClassifier
+
+from driftline.inference.exceptions import InferenceError
+from driftline.inference.synthetic import SyntheticFeatures
 
 INPUT_NAME = "features"
 HOLDOUT_FRACTION = 0.2

@@ -48,11 +48,11 @@ class EventType(StrEnum):
     ARCHIVED = "archived"
     ROLLED_BACK = "rolled_back"
     COMMAND_REJECTED = "command_rejected"
-    # A drift detector's alarm (driftline.lineage.drift_sinks.drift_audit_event): recorded in
+    # A drift detector's alarm (driftline.lineage.store.drift_sinks.drift_audit_event): recorded in
     # the model's audit chain and history; it moves no version or alias.
     DRIFT_DETECTED = "drift_detected"
     # The lineage role found the model's audit chain does not verify
-    # (driftline.lineage.audit_alarms): promotions of the model freeze until it is cleared.
+    # (driftline.lineage.audit.alarms): promotions of the model freeze until it is cleared.
     AUDIT_ALARM = "audit_alarm"
     AUDIT_ALARM_CLEARED = "audit_alarm_cleared"
 

@@ -31,8 +31,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attr
-from driftline.lineage.events import EventType, LifecycleEvent
-from driftline.lineage.exceptions import LineageError
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.facet_v2 import (
     RunFacet,
@@ -41,6 +39,9 @@ from openlineage.client.facet_v2 import (
     job_type_job,
 )
 from openlineage.client.serde import Serde
+
+from driftline.lineage.events import EventType, LifecycleEvent
+from driftline.lineage.exceptions import LineageError
 
 # Fixed forever: changing it would give every exported run a new id.
 RUN_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:driftline:lifecycle-event")

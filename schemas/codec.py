@@ -26,6 +26,9 @@ from functools import cache
 from io import BytesIO
 from typing import Any
 
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.validation import ValidationError, validate
+
 from driftline.schemas import catalog, wire
 from driftline.schemas.catalog import SchemaEntry
 from driftline.schemas.exceptions import (
@@ -38,8 +41,6 @@ from driftline.schemas.exceptions import (
     WrongSchema,
 )
 from driftline.schemas.specialise import Reader, Writer, compile_reader, compile_writer
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from fastavro.validation import ValidationError, validate
 
 # Fetches the writer schema of an id this codec does not know (from a registry).
 # It raises UnknownSchemaId when the id does not exist, SchemaRegistryError when

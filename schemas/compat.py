@@ -19,6 +19,7 @@ from avro.compatibility import (
     SchemaCompatibilityType,
     SchemaIncompatibilityType,
 )
+
 from driftline.schemas import catalog
 from driftline.schemas.exceptions import IncompatibleSchema, SchemaError
 

@@ -8,6 +8,8 @@ import logging
 import time
 
 import faust
+from mode.supervisors import CrashingSupervisor
+
 from driftline.core.settings import Settings
 from driftline.streams import faust_flow
 from driftline.streams.batching import gather
@@ -20,7 +22,6 @@ from driftline.streams.kafka import faust_credentials
 from driftline.streams.outcome_join import JOIN_TABLE
 from driftline.streams.runtime import WorkerRuntime
 from driftline.streams.web import register_views
-from mode.supervisors import CrashingSupervisor
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from driftline.core.settings import Settings
-from driftline.lineage import ArtifactStore
-from driftline.lineage.artifact_crypto import load_encryption_key
+from driftline.lineage.artifacts.crypto import load_encryption_key
+from driftline.lineage.artifacts.store import ArtifactStore
 
 
 def artifact_store(settings: Settings) -> ArtifactStore:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from driftline.core.settings import Settings
-from driftline.lineage import open_client
-from driftline.lineage.audit_verify import INTACT, NOT_INTACT, UNVERIFIED
-from driftline.lineage.registry import check_model_name
+from driftline.lineage.audit.verify import INTACT, NOT_INTACT, UNVERIFIED
+from driftline.lineage.registry.versions import check_model_name
+from driftline.lineage.store.clickhouse import open_client
 from driftline.streams.checkpointing import CheckpointKeeper
 from driftline.streams.codecs import codec_for
 from driftline.streams.exceptions import StreamsError

@@ -4,7 +4,7 @@ The lineage role publishes every signed checkpoint to ``<prefix>audit-checkpoint
 (JSON, keyed by model, kept forever), so a checkpoint deleted from ClickHouse is
 still on the topic. Verification reads that topic back, and fetches the record
 behind each audit row from the lifecycle topic (or the drift topic, for
-``drift_detected`` rows) to compare (:mod:`driftline.lineage.audit_sources`).
+``drift_detected`` rows) to compare (:mod:`driftline.lineage.audit.sources`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import uuid
 from collections.abc import Sequence
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
 from driftline.core.errors import DriftlineError
 from driftline.core.settings import Settings
-from driftline.lineage.audit_sources import SourceLog, SourceRecord, Wanted
-from driftline.lineage.checkpoints import Checkpoint
-from driftline.lineage.commands import LifecycleCommand
-from driftline.lineage.drift_sinks import drift_audit_event
+from driftline.lineage.audit.checkpoints import Checkpoint
+from driftline.lineage.audit.sources import SourceLog, SourceRecord, Wanted
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import InvalidRecord
+from driftline.lineage.store.drift_sinks import drift_audit_event
+from driftline.lineage.trust.commands import LifecycleCommand
 from driftline.schemas import SchemaCodec
 from driftline.streams.exceptions import BrokerUnavailable
 from driftline.streams.kafka import make_producer

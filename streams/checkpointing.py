@@ -7,7 +7,7 @@ events, the source records on Kafka) before it signs the head, stores the
 checkpoint in ClickHouse and publishes it to the anchor topic. A tail that fails
 gets an audit alarm instead: a ``raise_alarm`` command signed with the same key,
 which the registry turns into the ``audit_alarm`` lifecycle event that freezes the
-model's promotions (:mod:`driftline.lineage.audit_alarms`).
+model's promotions (:mod:`driftline.lineage.audit.alarms`).
 
 Verification trusts ``<key dir>/<DRIFTLINE_AUDIT_WRITER_KEY>.pub`` and nothing
 else in the key directory.
@@ -20,12 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from driftline.core.settings import Settings
-from driftline.lineage.audit import AuditProblem
-from driftline.lineage.audit_alarms import alarm_command, alarm_key
-from driftline.lineage.audit_sources import SourceLog, SourcesUnavailable, Wanted
-from driftline.lineage.audit_tail import TailVerifier
-from driftline.lineage.audit_verify import AuditVerdict, Cadence, KafkaEvidence, verify_audit
-from driftline.lineage.checkpoints import (
+from driftline.lineage.audit.alarms import alarm_command, alarm_key
+from driftline.lineage.audit.chain import AuditProblem
+from driftline.lineage.audit.checkpoints import (
     Checkpoint,
     WriterKey,
     chain_heads,
@@ -34,8 +31,16 @@ from driftline.lineage.checkpoints import (
     sign,
     store_checkpoints,
 )
-from driftline.lineage.keys import generate_key, load_private_key, load_public_key, save_keypair
-from driftline.lineage.keys import key_id as fingerprint
+from driftline.lineage.audit.sources import SourceLog, SourcesUnavailable, Wanted
+from driftline.lineage.audit.tail import TailVerifier
+from driftline.lineage.audit.verify import AuditVerdict, Cadence, KafkaEvidence, verify_audit
+from driftline.lineage.trust.keys import (
+    generate_key,
+    load_private_key,
+    load_public_key,
+    save_keypair,
+)
+from driftline.lineage.trust.keys import key_id as fingerprint
 from driftline.schemas import SchemaCodec
 from driftline.streams.audit_kafka import AuditKafka
 from driftline.streams.exceptions import BrokerUnavailable, StreamsError
@@ -219,7 +224,7 @@ class CheckpointKeeper:
     # -- verification ---------------------------------------------------------------
 
     def verify(self, model: str | None = None) -> AuditVerdict:
-        """Everything `driftline audit verify` checks (see driftline.lineage.audit_verify)."""
+        """Everything `driftline audit verify` checks (see driftline.lineage.audit.verify)."""
         evidence, unavailable = None, self._kafka_unavailable
         if self._kafka is not None:
             try:

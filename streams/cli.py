@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
 from driftline.streams.cli_common import (
     DriftlineGroup,
     console,
@@ -20,7 +22,6 @@ from driftline.streams.cli_common import (
 )
 from driftline.streams.cli_model import model
 from driftline.streams.exceptions import StreamsError
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 @click.group(cls=DriftlineGroup)
@@ -346,7 +347,7 @@ def keys() -> None:
 )
 def keys_new(actor: str, roles: str) -> None:
     """Create a key pair for an actor (and, in development, grant the roles)."""
-    from driftline.lineage.keys import key_id
+    from driftline.lineage.trust.keys import key_id
     from driftline.streams.identity import create_actor
 
     settings = settings_for_cli()

@@ -6,11 +6,12 @@ import datetime as dt
 import sys
 
 import click
+from rich.console import Console
+from rich.table import Table
+
 from driftline.core.errors import DriftlineError
 from driftline.core.settings import Settings, load_settings
 from driftline.core.telemetry import configure_telemetry, shutdown_telemetry
-from rich.console import Console
-from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from driftline.streams.cli_common import (
     console,
     format_time,

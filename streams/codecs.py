@@ -7,7 +7,7 @@ from driftline.schemas import SchemaCodec, codec_from_registry, default_codec
 
 
 def codec_for(settings: Settings) -> SchemaCodec:
-    registry = settings.schema
+    registry = settings.schema_registry
     if registry.registry_url is None:
         return default_codec()
     auth = {}

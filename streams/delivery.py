@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
 from driftline.streams.exceptions import StreamsError
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,10 @@ import shutil
 import time
 from pathlib import Path
 
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
 from driftline.core.settings import DataSettings, Settings
 from driftline.inference import train_logistic
 from driftline.streams.audit_cli import audit_trail_query
@@ -31,9 +35,6 @@ from driftline.streams.stack import EmbeddedStack, http_json
 from driftline.streams.store_access import query
 from driftline.streams.topics import Topics
 from driftline.streams.validate_cli import publish, run_gates
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 MODEL = "demo"
 N_FEATURES = 16

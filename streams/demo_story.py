@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
+
 from driftline.core.settings import Settings
 from driftline.inference import SyntheticFeatures
 from driftline.streams.loadgen import produce_at_rate, synthetic_records
 from driftline.streams.producer import FeatureProducer
 from driftline.streams.store_access import query
-from rich.console import Console
-from rich.table import Table
 
 DEMO_POLICY = """
 [gates]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from driftline.lineage.registry import check_model_name
+from driftline.lineage.registry.versions import check_model_name
 
 
 def drift_events_query(database: str, model: str | None = None, limit: int = 20) -> str:

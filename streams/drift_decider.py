@@ -34,6 +34,7 @@ from collections.abc import MutableMapping, Sequence
 
 import numpy as np
 from confluent_kafka import Producer
+
 from driftline.drift.config import DriftConfig
 from driftline.drift.decider import Decider, References
 from driftline.drift.exceptions import InvalidValue, SnapshotError

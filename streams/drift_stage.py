@@ -26,6 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+
 from driftline.drift.config import DriftConfig
 from driftline.drift.monitor import MonitorKey
 from driftline.drift.summary import (

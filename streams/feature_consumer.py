@@ -45,6 +45,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+
 from driftline.streams.delivery import BatchDelivery, DeliveryTracker, OrderedAcker
 from driftline.streams.stats import WorkerStats
 

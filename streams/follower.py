@@ -16,21 +16,18 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from driftline.core.settings import KafkaSettings
 from driftline.drift.profile import ReferenceProfile
 from driftline.inference import LoadedModel, ModelLoadError, Router
 from driftline.inference.device import Device
 from driftline.inference.routing import Arm, RoutingTable
-from driftline.lineage import (
-    ArtifactStore,
-    InvalidRecord,
-    LifecycleEvent,
-    LineageError,
-    ModelRegistry,
-    ModelVersion,
-)
-from driftline.lineage.exceptions import SignatureMissing
-from driftline.lineage.traffic import BASIS_POINTS, TrafficSplit
+from driftline.lineage.artifacts.store import ArtifactStore
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import InvalidRecord, LineageError, SignatureMissing
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.registry.traffic import BASIS_POINTS, TrafficSplit
+from driftline.lineage.registry.versions import ModelVersion
 from driftline.schemas import DecodeError, SchemaCodec
 from driftline.streams.policy_source import PolicySource
 from driftline.streams.stats import WorkerStats

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from driftline.core.settings import Settings
-from driftline.lineage.keys import KeyPair, generate_key, public_key_to_base64, save_keypair
-from driftline.lineage.rbac import EXAMPLE_ROLES, write_example_roles
+from driftline.lineage.trust.keys import KeyPair, generate_key, public_key_to_base64, save_keypair
+from driftline.lineage.trust.roles import EXAMPLE_ROLES, write_example_roles
 from driftline.streams.exceptions import StreamsError
 
 

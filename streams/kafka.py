@@ -6,6 +6,7 @@ from typing import Any
 
 import faust
 from confluent_kafka import Producer
+
 from driftline.core.settings import KafkaSettings, Settings
 
 

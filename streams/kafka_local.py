@@ -27,6 +27,7 @@ from pathlib import Path
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+
 from driftline.streams.embedded import free_port, spawn_child, stop_child
 from driftline.streams.exceptions import BrokerNotInstalled, BrokerUnavailable
 

@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
+
 from driftline.core.settings import Settings
-from driftline.lineage import LifecycleEvent, ModelRegistry
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.schemas import SchemaCodec
 from driftline.streams.broker_quirks import detect_quirks
 from driftline.streams.exceptions import StreamsError

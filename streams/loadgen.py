@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import numpy as np
+
 from driftline.inference import SyntheticFeatures
 from driftline.streams.producer import FeatureProducer
 

@@ -9,14 +9,20 @@ from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
 from driftline.core.settings import Settings
 from driftline.drift.profile import ReferenceProfile
 from driftline.inference import describe_onnx
 from driftline.inference.signature import positional_names
-from driftline.lineage import LifecycleEvent, ModelRegistry, ModelVersion, sha256_hex
-from driftline.lineage.commands import new_command
-from driftline.lineage.keys import key_id, load_private_key
-from driftline.lineage.metadata import ArtifactMetadata, InputSchema
+from driftline.lineage.artifacts.crypto import sha256_hex
+from driftline.lineage.artifacts.metadata import ArtifactMetadata, InputSchema
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.registry.versions import ModelVersion
+from driftline.lineage.trust.commands import new_command
+from driftline.lineage.trust.keys import key_id, load_private_key
 from driftline.streams.artifact_store import artifact_store, region_refusal
 from driftline.streams.codecs import codec_for
 from driftline.streams.exceptions import StreamsError
@@ -25,8 +31,6 @@ from driftline.streams.lifecycle import LifecycleWatcher, load_registry
 from driftline.streams.stackfile import resolve_bootstrap
 from driftline.streams.topics import Topics
 from driftline.streams.tracing import trace_headers
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
 tracer = trace.get_tracer(__name__)
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from confluent_kafka import Producer
+
 from driftline.drift.config import DriftConfig
 from driftline.drift.exceptions import InvalidValue, SnapshotError
 from driftline.drift.monitor import MonitorKey

@@ -14,15 +14,12 @@ from typing import TypeVar
 
 from driftline.inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
 from driftline.inference.frames import Frame, FrameRejected
-from driftline.lineage import (
-    AuditLogWriter,
-    DeadLetterSink,
-    InvalidRecord,
-    LifecycleEvent,
-    PredictionSink,
-)
-from driftline.lineage.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
-from driftline.lineage.frame_sinks import FeatureSink, PredictionFrameSink
+from driftline.lineage.audit.chain import AuditLogWriter
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import InvalidRecord
+from driftline.lineage.store.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
+from driftline.lineage.store.frame_sinks import FeatureSink, PredictionFrameSink
+from driftline.lineage.store.sinks import DeadLetterSink, PredictionSink
 from driftline.schemas import DecodeError, SchemaCodec
 from driftline.streams.deadletter import DeadLetterPublisher, InboundMessage
 from driftline.streams.delivery import BatchDelivery

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from driftline.lineage.commands import new_command
-from driftline.lineage.drift_rules import DriftAction, DriftResponder, DriftSignal
-from driftline.lineage.keys import load_private_key
-from driftline.lineage.promotion_policy import PromotionPolicy
-from driftline.lineage.rbac import EVIDENCE_ARGUMENT
+
+from driftline.lineage.promotion.drift_rules import DriftAction, DriftResponder, DriftSignal
+from driftline.lineage.promotion.policy import PromotionPolicy
+from driftline.lineage.trust.commands import new_command
+from driftline.lineage.trust.keys import load_private_key
+from driftline.lineage.trust.rbac import EVIDENCE_ARGUMENT
 from driftline.schemas import DecodeError, SchemaCodec
 from driftline.streams.deadletter import DeadLetterPublisher, InboundMessage
 from driftline.streams.delivery import BatchDelivery, DeliveryTracker

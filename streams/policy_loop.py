@@ -6,9 +6,10 @@ from ClickHouse (predictions joined with outcomes) since the canary or the
 challenger started, and asks the domain code what to do:
 
 * a canary advances to its next step, is promoted at the last one, waits, or is
-  archived on a guardrail breach (``driftline.lineage.canary``);
+  archived on a guardrail breach (``driftline.lineage.promotion.canary``);
 * a challenger's experiment continues, promotes the challenger, or archives it
-  when the champion wins or the test stops for futility (``driftline.lineage.experiments``);
+  when the champion wins or the test stops for futility
+  (``driftline.lineage.promotion.experiments``);
   in ``manual`` mode the decision is only recommended (``/driftline/policy/``).
 
 While a model has an uncleared ``audit_alarm`` (its audit trail failed the lineage
@@ -27,13 +28,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from driftline.lineage import ModelRegistry
-from driftline.lineage.audit_alarms import FROZEN_ACTIONS
-from driftline.lineage.canary import ArmStats, decide_canary
-from driftline.lineage.experiments import decide_experiment
-from driftline.lineage.policy_queries import arm_stats_from_rows, arm_stats_sql
-from driftline.lineage.promotion_policy import PromotionPolicy
-from driftline.lineage.sequential import SequentialTest
+from driftline.lineage.promotion.canary import ArmStats, decide_canary
+from driftline.lineage.promotion.experiments import decide_experiment
+from driftline.lineage.promotion.policy import PromotionPolicy
+from driftline.lineage.promotion.queries import arm_stats_from_rows, arm_stats_sql
+from driftline.lineage.promotion.sequential import SequentialTest
+from driftline.lineage.registry.alarms import FROZEN_ACTIONS
+from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.streams.delivery import BatchDelivery
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from driftline.lineage.policy import Policy
+from driftline.lineage.trust.roles import Policy
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from confluent_kafka import KafkaException
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
 from driftline.core.settings import Settings
 from driftline.inference.frames import pack_frame
 from driftline.schemas import SchemaCodec
@@ -26,8 +29,6 @@ from driftline.streams.exceptions import StreamsError
 from driftline.streams.kafka import make_producer
 from driftline.streams.topics import Topics
 from driftline.streams.tracing import trace_headers
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
 tracer = trace.get_tracer(__name__)
 

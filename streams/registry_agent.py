@@ -12,19 +12,23 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
 from driftline.core.errors import DriftlineError
-from driftline.lineage import LifecycleEvent, LineageError, ModelRegistry, ModelVersion
-from driftline.lineage.checkpoints import WriterKey
-from driftline.lineage.commands import LifecycleCommand
-from driftline.lineage.rbac import CommandAuthority, approval_evidence, rejected
+from driftline.lineage.audit.checkpoints import WriterKey
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.exceptions import LineageError
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.registry.versions import ModelVersion
+from driftline.lineage.trust.commands import LifecycleCommand
+from driftline.lineage.trust.rbac import CommandAuthority, approval_evidence, rejected
 from driftline.schemas import DecodeError, SchemaCodec
 from driftline.streams.deadletter import DeadLetterPublisher, InboundMessage
 from driftline.streams.delivery import BatchDelivery, DeliveryTracker
 from driftline.streams.lifecycle import cloudevent_headers
 from driftline.streams.policy_source import PolicySource
 from driftline.streams.tracing import HEADER_GETTER, PROPAGATOR, trace_headers
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)

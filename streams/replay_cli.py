@@ -16,8 +16,8 @@ from typing import Any
 
 from driftline.core.settings import Settings
 from driftline.inference import LoadedModel
-from driftline.lineage import open_client
-from driftline.lineage.replay import replay, replay_report
+from driftline.lineage.promotion.replay import replay, replay_report
+from driftline.lineage.store.clickhouse import open_client
 from driftline.streams.artifact_store import artifact_store
 from driftline.streams.exceptions import StreamsError
 from driftline.streams.stack import http_json

@@ -2,7 +2,7 @@
 
 The CLI starts a job over HTTP and polls its progress; the job loads the
 candidate version through the lifecycle follower (digest and signature
-checked, like any served model) and runs :func:`driftline.lineage.replay.replay` on the
+checked, like any served model) and runs :func:`driftline.lineage.promotion.replay.replay` on the
 store thread, so it never races the sinks for the chDB engine.
 """
 
@@ -14,8 +14,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from driftline.lineage import LineageError
-from driftline.lineage.replay import replay, replay_report
+from driftline.lineage.exceptions import LineageError
+from driftline.lineage.promotion.replay import replay, replay_report
 
 
 @dataclass

@@ -18,6 +18,7 @@ import logging
 
 from confluent_kafka import ConsumerGroupState, KafkaException
 from confluent_kafka.admin import AdminClient
+
 from driftline.streams.exceptions import RoleGroupConflict
 from driftline.streams.topics import Topics
 

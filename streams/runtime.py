@@ -12,23 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Producer
+
 from driftline.core.settings import Settings
 from driftline.core.telemetry import spans_exported
 from driftline.drift.config import DriftConfig
 from driftline.inference import Router
 from driftline.inference.device import choose_device
 from driftline.inference.event_time import EventTimeBounds
-from driftline.lineage import (
-    AuditLogWriter,
-    DeadLetterSink,
-    ModelRegistry,
-    PredictionSink,
-    create_tables,
-    open_client,
-)
-from driftline.lineage.frame_sinks import FeatureSink, PredictionFrameSink
-from driftline.lineage.promotion_policy import PromotionPolicy
-from driftline.lineage.store import TABLES, redact_dsn
+from driftline.lineage.audit.chain import AuditLogWriter
+from driftline.lineage.promotion.policy import PromotionPolicy
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.store.clickhouse import TABLES, create_tables, open_client, redact_dsn
+from driftline.lineage.store.frame_sinks import FeatureSink, PredictionFrameSink
+from driftline.lineage.store.sinks import DeadLetterSink, PredictionSink
 from driftline.schemas import SchemaCodec
 from driftline.streams.artifact_store import artifact_store
 from driftline.streams.broker_quirks import detect_quirks

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
 from driftline.drift.monitor import MonitorKey
 from driftline.drift.outcomes import Pending
 from driftline.inference import Router
@@ -37,8 +40,6 @@ from driftline.streams.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
 from driftline.streams.outcome_join import OutcomeJoiner
 from driftline.streams.stats import WorkerStats
 from driftline.streams.tracing import link_to, trace_headers
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 
 tracer = trace.get_tracer(__name__)
 

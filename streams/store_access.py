@@ -7,8 +7,7 @@ asks the owning worker over HTTP; otherwise it opens the store itself.
 from __future__ import annotations
 
 from driftline.core.settings import Settings
-from driftline.lineage import open_client
-from driftline.lineage.store import redact_dsn
+from driftline.lineage.store.clickhouse import open_client, redact_dsn
 from driftline.streams.exceptions import StreamsError
 from driftline.streams.stack import http_json
 from driftline.streams.stackfile import running_stack

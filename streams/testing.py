@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+
 from driftline.drift.config import DriftConfig
 from driftline.drift.decider import References
 from driftline.drift.monitor import MonitorKey

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
+
 from driftline.core.settings import KafkaSettings
 from driftline.streams.exceptions import BrokerUnavailable, TopicMisconfigured
 from driftline.streams.topics import INTERNAL_TABLES, Topics

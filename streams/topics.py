@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
 from driftline.core.settings import WORKER_ROLES
 from driftline.streams.exceptions import BrokerUnavailable, TopicMismatch
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 from driftline.core.settings import Settings
 from driftline.inference import LoadedModel
-from driftline.lineage import LineageError, ModelVersion
-from driftline.lineage.gates import GateReport, Holdout, Integrity, evaluate_gates
-from driftline.lineage.promotion_policy import PromotionPolicy
-from driftline.lineage.rbac import EVIDENCE_ARGUMENT
+from driftline.lineage.exceptions import LineageError
+from driftline.lineage.promotion.gates import GateReport, Integrity, evaluate_gates
+from driftline.lineage.promotion.holdout import Holdout
+from driftline.lineage.promotion.policy import PromotionPolicy
+from driftline.lineage.registry.versions import ModelVersion
+from driftline.lineage.trust.rbac import EVIDENCE_ARGUMENT
 from driftline.streams.artifact_store import artifact_store
 from driftline.streams.exceptions import StreamsError
 from driftline.streams.models import ModelCommands

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 
 import faust
+from faust.web import Request, Response, View
+
 from driftline.core.errors import DriftlineError
 from driftline.streams.replay_jobs import ReplayJobs
 from driftline.streams.runtime import WorkerRuntime
-from faust.web import Request, Response, View
 
 
 def _jsonable(value: object) -> object:

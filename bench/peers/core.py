@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
+
 from driftline.schemas import default_codec
 
 # driftline.inference.scoring.PREDICTION_NAMESPACE, copied so the peer venvs need no `inference`.

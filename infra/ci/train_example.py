@@ -11,6 +11,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+
 from driftline.inference import SyntheticFeatures, train_logistic
 
 

@@ -1,8 +1,11 @@
-"""Regenerate schema.sql from lineage/tables.sql: ``python infra/clickhouse/generate_schema.py``."""
+"""Regenerate schema.sql from lineage/store/tables.sql.
+
+Run ``python infra/clickhouse/generate_schema.py``.
+"""
 
 from pathlib import Path
 
-from driftline.lineage.store import server_schema
+from driftline.lineage.store.clickhouse import server_schema
 
 if __name__ == "__main__":
     target = Path(__file__).with_name("schema.sql")

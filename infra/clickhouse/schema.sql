@@ -1,9 +1,9 @@
--- GENERATED from lineage/tables.sql by infra/clickhouse/generate_schema.py.
--- Do not edit here: edit lineage/tables.sql and regenerate (a unit test checks).
+-- GENERATED from lineage/store/tables.sql by infra/clickhouse/generate_schema.py.
+-- Do not edit here: edit lineage/store/tables.sql and regenerate (a unit test checks).
 -- Apply as an admin: clickhouse-client --multiquery < schema.sql
 
 -- driftline ClickHouse tables. Source of truth for the column lists:
--- driftline.lineage.store.create_tables() runs this file (chDB or a server), and
+-- driftline.lineage.store.clickhouse.create_tables() runs this file (chDB or a server), and
 -- infra/clickhouse/schema.sql is generated from it (a unit test keeps them equal).
 -- The database name placeholder is replaced by a validated identifier.
 -- Statements are split on semicolons, so keep semicolons out of comments.
@@ -87,7 +87,7 @@ ENGINE = ReplacingMergeTree
 ORDER BY (source_topic, partition, offset, reason)
 SETTINGS non_replicated_deduplication_window = 1000;
 
--- Signed checkpoints of each model's audit chain head (lineage/checkpoints.py):
+-- Signed checkpoints of each model's audit chain head (lineage/audit/checkpoints.py):
 -- they expose rows cut off a chain's end and chains recomputed from scratch.
 -- prev_seq is the seq of the model's previous checkpoint (signed too), so a
 -- checkpoint deleted from between two others is missed. reason: interval or
@@ -148,7 +148,7 @@ ENGINE = ReplacingMergeTree
 ORDER BY (model, replay_id, record_id)
 SETTINGS non_replicated_deduplication_window = 1000;
 
--- One row per DriftEvent from the drift topic (lineage/drift_sinks.py). Each
+-- One row per DriftEvent from the drift topic (lineage/store/drift_sinks.py). Each
 -- alarm is also appended to its model's audit chain as a drift_detected event.
 -- Re-delivered alarms collapse on (model, event_id): query with FINAL or
 -- uniqExact(event_id). Identical retried inserts are dropped earlier by

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from driftline.streams.embedded import free_port, spawn_child, stop_child
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

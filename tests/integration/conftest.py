@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from driftline.core.settings import Settings, load_settings
 from driftline.streams.embedded import TansuBroker, free_port, stop_child
 from driftline.streams.identity import create_actor
 from driftline.streams.kafka_local import KafkaBroker, KafkaCluster
 from driftline.streams.stack import http_json
 from driftline.streams.worker import prepare_topics
-
 from tests.integration.helpers import serve_model
 
 TEST_BROKERS = ("tansu", "kafka")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+
 from driftline.inference import train_logistic
 from driftline.schemas import default_codec
 from driftline.streams.models import ModelCommands
@@ -118,7 +119,7 @@ def forged_promotion(model: str, version: int) -> str:
     record (offset 999) that does not exist."""
     return f"""
     from driftline.lineage import events as ev
-    from driftline.lineage.audit import chain_hash
+    from driftline.lineage.audit.chain import chain_hash
 
     (seq, head), = client.query(
         f"SELECT seq, hash FROM {{db}}.audit_log WHERE model = {model!r} ORDER BY seq DESC LIMIT 1",

@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
-from driftline.schemas import default_codec
 from hypothesis import strategies as st
+
+from driftline.schemas import default_codec
 
 CODEC = default_codec()
 DECODE_REASONS = {"undecodable", "unknown_magic_byte", "unknown_schema_id", "wrong_schema"}

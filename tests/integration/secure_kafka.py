@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
 from driftline.core.settings import Settings, load_settings
 from driftline.streams.embedded import free_port, stop_child
 from driftline.streams.identity import create_actor
@@ -32,7 +33,6 @@ from driftline.streams.kafka_acls import acl_bindings
 from driftline.streams.kafka_local import REPO_ROOT, KafkaBroker, install, java_path
 from driftline.streams.provision import provision
 from driftline.streams.topics import Topics
-
 from tests.integration.conftest import WorkerProcess
 
 # The administrator: a super user, created when the broker's storage is formatted.

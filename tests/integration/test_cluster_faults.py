@@ -13,6 +13,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+
 from driftline.schemas import default_codec
 from driftline.streams.identity import create_actor
 from driftline.streams.loadgen import synthetic_frames, synthetic_records
@@ -20,7 +21,6 @@ from driftline.streams.models import ModelCommands
 from driftline.streams.producer import FeatureProducer
 from driftline.streams.topics import Topics
 from driftline.streams.worker import prepare_topics
-
 from tests.integration.helpers import read_topic, serve_model, wait_until, write_model
 
 pytestmark = pytest.mark.integration

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaPartition
 from confluent_kafka.admin import AdminClient
+
 from driftline.streams.embedded import free_port, stop_child
 from driftline.streams.exceptions import TopicMismatch
 from driftline.streams.loadgen import produce_at_rate, synthetic_records
@@ -26,7 +27,6 @@ from driftline.streams.models import ModelCommands
 from driftline.streams.producer import FeatureProducer
 from driftline.streams.stack import http_json
 from driftline.streams.topics import TOPIC_KINDS, ensure_topics
-
 from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration

@@ -19,6 +19,9 @@ import time
 
 import numpy as np
 import pytest
+from skl2onnx import to_onnx
+from sklearn.linear_model import LogisticRegression
+
 from driftline.inference import describe_onnx
 from driftline.inference.synthetic import SyntheticFeatures
 from driftline.schemas import default_codec
@@ -28,9 +31,6 @@ from driftline.streams.loadgen import produce_frames_at_rate, synthetic_frames, 
 from driftline.streams.models import ModelCommands
 from driftline.streams.producer import FeatureProducer
 from driftline.streams.topics import Topics
-from skl2onnx import to_onnx
-from sklearn.linear_model import LogisticRegression
-
 from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration

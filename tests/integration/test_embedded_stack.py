@@ -11,8 +11,8 @@ import sys
 import time
 
 import pytest
-from driftline.streams.stack import http_json
 
+from driftline.streams.stack import http_json
 from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -105,7 +105,6 @@ def test_up_on_apache_kafka_keeps_the_registry_across_a_restart(tmp_path):
     from driftline.core.settings import load_settings
     from driftline.streams.identity import create_actor
     from driftline.streams.models import ModelCommands
-
     from tests.integration.helpers import write_model
 
     saved = dict(os.environ)

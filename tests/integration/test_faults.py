@@ -6,10 +6,10 @@ import signal
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+
 from driftline.lineage.events import registered
 from driftline.schemas import default_codec
 from driftline.streams.topics import Topics
-
 from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -59,8 +59,8 @@ def test_lineage_consumer_killed_mid_stream_stores_every_event_once(stack_env, s
 
 
 def test_registry_agent_killed_mid_stream_answers_every_command_once(stack_env, start_worker):
-    from driftline.lineage.commands import new_command
-    from driftline.lineage.keys import load_private_key
+    from driftline.lineage.trust.commands import new_command
+    from driftline.lineage.trust.keys import load_private_key
 
     settings = stack_env.settings()
     db = settings.clickhouse.database

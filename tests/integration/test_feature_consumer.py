@@ -13,12 +13,12 @@ import time
 from collections import Counter
 
 import pytest
+
 from driftline.schemas import default_codec
 from driftline.streams.loadgen import synthetic_records
 from driftline.streams.producer import FeatureProducer
 from driftline.streams.topics import Topics
 from driftline.streams.worker import prepare_topics
-
 from tests.integration.helpers import read_topic, serve_model, wait_until
 
 pytestmark = pytest.mark.integration

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+
 from driftline.inference.frames import pack_frame
 from driftline.schemas import default_codec
 from driftline.streams.loadgen import synthetic_records
 from driftline.streams.topics import Topics
-
 from tests.integration.helpers import dead_letters, read_topic, send_in_order, wait_until
 
 pytestmark = pytest.mark.integration

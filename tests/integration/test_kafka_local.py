@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
+
 from driftline.streams.embedded import stop_child
 from driftline.streams.kafka_local import KafkaCluster
 from driftline.streams.topics import ensure_topics
-
 from tests.integration.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.integration

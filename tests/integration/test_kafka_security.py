@@ -25,6 +25,7 @@ from confluent_kafka.admin import (
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
+
 from driftline.lineage.events import EventType, new_event
 from driftline.streams.codecs import codec_for
 from driftline.streams.exceptions import StreamsError
@@ -40,7 +41,6 @@ from driftline.streams.lifecycle import (
 from driftline.streams.loadgen import synthetic_records
 from driftline.streams.models import ModelCommands
 from driftline.streams.producer import FeatureProducer
-
 from tests.integration.helpers import forged_promotion, tamper_store, wait_until, write_model
 from tests.integration.secure_kafka import (
     ADMIN,

@@ -15,15 +15,15 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import pytest
-from driftline.lineage import LifecycleEvent
-from driftline.lineage.commands import new_command
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.trust.commands import new_command
 from driftline.schemas import default_codec
 from driftline.streams.loadgen import synthetic_records
 from driftline.streams.models import ModelCommands
 from driftline.streams.topics import Topics
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
-
 from tests.integration.helpers import read_topic, wait_until
 from tests.integration.hostile import (
     DECODE_REASONS,

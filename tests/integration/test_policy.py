@@ -7,11 +7,11 @@ import time
 import uuid
 
 from confluent_kafka import Producer
+
 from driftline.streams.codecs import codec_for
 from driftline.streams.lifecycle import LifecycleWatcher
 from driftline.streams.models import ModelCommands
 from driftline.streams.topics import Topics
-
 from tests.integration.helpers import wait_until, write_model
 
 

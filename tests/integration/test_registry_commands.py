@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from driftline.lineage import LifecycleEvent, ModelRegistry
-from driftline.lineage.keys import generate_key, save_keypair
+
+from driftline.lineage.events import LifecycleEvent
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.trust.keys import generate_key, save_keypair
 from driftline.streams.identity import create_actor
 from driftline.streams.models import CommandRejected, ModelCommands
-
 from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration
@@ -149,8 +150,9 @@ def test_register_keeps_metadata_and_reference_profile_pinned_in_the_chain(
     stack_env, start_worker, tmp_path
 ):
     import numpy as np
+
     from driftline.inference import SyntheticFeatures
-    from driftline.lineage import ArtifactStore
+    from driftline.lineage.artifacts.store import ArtifactStore
 
     settings = stack_env.settings()
     start_worker()
@@ -170,7 +172,7 @@ def test_register_keeps_metadata_and_reference_profile_pinned_in_the_chain(
 
 
 def test_artifacts_encrypted_at_rest_are_served(stack_env, start_worker, tmp_path):
-    from driftline.lineage.artifact_crypto import generate_encryption_key
+    from driftline.lineage.artifacts.crypto import generate_encryption_key
 
     key_file = tmp_path / "artifact.key"
     key_file.write_text(generate_encryption_key())  # base64 of 32 random bytes

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+
 from driftline.inference.routing import bucket_of
 from driftline.streams.loadgen import (
     produce_at_rate,
@@ -16,7 +17,6 @@ from driftline.streams.loadgen import (
 from driftline.streams.models import ModelCommands
 from driftline.streams.producer import FeatureProducer
 from driftline.streams.replay_cli import report, run_replay
-
 from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration

@@ -22,6 +22,7 @@ from confluent_kafka.schema_registry import (
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError as ClientError
 from confluent_kafka.serialization import MessageField, SerializationContext
+
 from driftline.core.settings import load_settings
 from driftline.schemas import (
     SCHEMA_NAMES,
@@ -40,7 +41,6 @@ from driftline.streams.codecs import codec_for
 from driftline.streams.loadgen import produce_at_rate, synthetic_records
 from driftline.streams.producer import FeatureProducer
 from driftline.streams.topics import Topics
-
 from tests.integration.helpers import read_topic, serve_model, wait_until
 
 pytest_plugins = ["tests.integration.apicurio"]

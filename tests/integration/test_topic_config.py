@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+
 from driftline.core.settings import KafkaSettings
 from driftline.streams.exceptions import TopicMisconfigured
 from driftline.streams.topic_config import describe_topic_configs, topic_configs
 from driftline.streams.topics import Topics
 from driftline.streams.worker import prepare_topics
-
 from tests.integration.conftest import StackEnv
 
 pytestmark = pytest.mark.integration

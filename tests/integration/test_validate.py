@@ -9,12 +9,11 @@ import sys
 import time
 
 from driftline.inference import SyntheticFeatures, train_logistic
-from driftline.lineage import LifecycleEvent
+from driftline.lineage.events import LifecycleEvent
 from driftline.streams.codecs import codec_for
 from driftline.streams.identity import create_actor
 from driftline.streams.models import ModelCommands
 from driftline.streams.topics import Topics
-
 from tests.integration.helpers import read_topic, write_model
 
 

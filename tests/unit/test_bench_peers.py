@@ -7,13 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
+
+from bench.bench_peers import best_of, markdown_table, steady_stretch
+from bench.peers.core import Scorer, prediction_id
 from driftline.inference import LoadedModel, score_records, train_logistic
 from driftline.inference import prediction_id as worker_prediction_id
 from driftline.schemas import default_codec
 from driftline.streams.loadgen import synthetic_records
-
-from bench.bench_peers import best_of, markdown_table, steady_stretch
-from bench.peers.core import Scorer, prediction_id
 
 
 def test_the_steady_stretch_runs_from_5_to_95_percent() -> None:

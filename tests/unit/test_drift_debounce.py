@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from driftline.drift.debounce import KOfN
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 

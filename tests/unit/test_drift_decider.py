@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from driftline.drift.config import DriftConfig
 from driftline.drift.decider import Decider
 from driftline.drift.exceptions import InvalidValue, SnapshotError

@@ -10,6 +10,7 @@ from functools import cache
 
 import numpy as np
 import pytest
+
 from driftline.drift.adwin import ADWIN
 from driftline.drift.base import DriftDetector
 from driftline.drift.catalog import BINARY_DETECTORS, DETECTORS, make_detector

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 from driftline.drift.grid_bank import GridBank
 from driftline.drift.profile import ReferenceProfile

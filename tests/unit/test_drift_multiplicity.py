@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue
 from driftline.drift.multiplicity import METHODS, adjust, reject
 
@@ -74,8 +75,9 @@ class TestErrors:
 
 
 def test_bh_equals_scipy_on_random_p_values():
-    from driftline.drift.multiplicity import bh_adjust
     from scipy import stats
+
+    from driftline.drift.multiplicity import bh_adjust
 
     rng = np.random.default_rng(11)
     for k in (1, 2, 16, 200):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from driftline.drift.exceptions import InvalidValue
 from driftline.drift.outcomes import OutcomeJoin, Pending, decode_pending, encode_pending, join_key
 

@@ -19,6 +19,7 @@ import zlib
 
 import numpy as np
 import pytest
+
 from driftline.drift.config import DriftConfig
 from driftline.drift.profile import ReferenceProfile
 from driftline.streams.testing import Consumed, DriftLoop

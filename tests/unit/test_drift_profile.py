@@ -1,14 +1,15 @@
 import doctest
 import json
 
-import driftline.drift.profile
 import numpy as np
 import pytest
-from driftline.drift.exceptions import InvalidProfile
-from driftline.drift.profile import ReferenceProfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+import driftline.drift.profile
+from driftline.drift.exceptions import InvalidProfile
+from driftline.drift.profile import ReferenceProfile
 
 LEVELS = np.linspace(0.0, 1.0, 101)
 

@@ -6,12 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from driftline.drift import window_tests
 from driftline.drift.exceptions import InvalidDetectorConfig, InvalidValue, SnapshotError
 from driftline.drift.multiplicity import reject
 from driftline.drift.profile import ReferenceProfile
 from driftline.drift.window_tests import KSBank, PSIBank, WindowResult
-from scipy import stats
 
 BANKS = [KSBank, PSIBank]
 K = 16

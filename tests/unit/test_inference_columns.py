@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from driftline.inference.columns import PackedStrings, pack_times, unpack_times
-from driftline.inference.routing import bucket_of, entity_buckets
 from hypothesis import given
 from hypothesis import strategies as st
+
+from driftline.inference.columns import PackedStrings, pack_times, unpack_times
+from driftline.inference.routing import bucket_of, entity_buckets
 
 ids = st.lists(st.text(max_size=12), max_size=40)
 

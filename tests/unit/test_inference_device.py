@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+
 from driftline.inference import device as dev
 from driftline.inference.device import (
     DEVICE_CHOICES,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from driftline.inference import LoadedModel, SyntheticFeatures, train_logistic
 from driftline.inference.frames import (
     Frame,

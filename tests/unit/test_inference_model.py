@@ -8,6 +8,11 @@ import json
 import numpy as np
 import onnxruntime
 import pytest
+from onnx import TensorProto, helper
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.linear_model import LinearRegression
+
 from driftline.inference import (
     InferenceError,
     LoadedModel,
@@ -18,10 +23,6 @@ from driftline.inference import (
     describe_onnx,
     train_logistic,
 )
-from onnx import TensorProto, helper
-from skl2onnx import to_onnx
-from skl2onnx.common.data_types import FloatTensorType
-from sklearn.linear_model import LinearRegression
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from driftline.inference import LoadedModel, Router, train_logistic
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from driftline.inference import LoadedModel, train_logistic
-from driftline.inference.routing import Arm, RoutingTable, bucket_of, entity_buckets, fnv1a64
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import chisquare
+
+from driftline.inference import LoadedModel, train_logistic
+from driftline.inference.routing import Arm, RoutingTable, bucket_of, entity_buckets, fnv1a64
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,9 @@ import uuid
 import fastavro
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from driftline.inference import (
     FEATURE_COUNT_MISMATCH,
     NON_FINITE,
@@ -19,8 +22,6 @@ from driftline.inference import (
     score_records,
     train_logistic,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 NOW = 1_700_000_060_000
 T0 = 1_700_000_000_000

@@ -7,6 +7,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from driftline.inference import (
     FEATURE_COUNT_MISMATCH,
     FEATURE_NAMES_MISMATCH,
@@ -14,8 +17,6 @@ from driftline.inference import (
     InputSignature,
     check_batch,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 NAMES = ("a", "b", "c", "d")
 SIG = InputSignature("features", 4, NAMES, model_name="fraud", model_version=2)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+
 from driftline.inference import InferenceError, SyntheticFeatures, train_logistic
 
 N_SAMPLES = 5_000

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+
 from driftline.inference import InferenceError, SyntheticFeatures
 from driftline.inference.model import LoadedModel
 from driftline.inference.training import train_gbm, train_mlp

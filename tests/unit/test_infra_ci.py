@@ -5,8 +5,9 @@ from pathlib import Path
 
 import yaml
 from click.testing import CliRunner
-from driftline.lineage.gates import Holdout
-from driftline.lineage.promotion_policy import PromotionPolicy
+
+from driftline.lineage.promotion.holdout import Holdout
+from driftline.lineage.promotion.policy import PromotionPolicy
 from driftline.streams.cli import main
 
 CI = Path(__file__).resolve().parents[2] / "infra" / "ci"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
+
 from driftline.core.settings import WORKER_ROLES
 from driftline.streams.kafka_acls import PRINCIPALS, acl_bindings, acls_script, main, principal
 from driftline.streams.topics import Topics

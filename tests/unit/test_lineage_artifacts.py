@@ -12,11 +12,9 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+
 from driftline.drift.profile import ReferenceProfile
-from driftline.lineage.artifacts import (
-    ArtifactMetadata,
-    ArtifactStore,
-    InputSchema,
+from driftline.lineage.artifacts.crypto import (
     as_private_key,
     as_public_key,
     generate_encryption_key,
@@ -24,6 +22,8 @@ from driftline.lineage.artifacts import (
     sha256_hex,
     signing_message,
 )
+from driftline.lineage.artifacts.metadata import ArtifactMetadata, InputSchema
+from driftline.lineage.artifacts.store import ArtifactStore
 from driftline.lineage.exceptions import (
     ArtifactNotFound,
     DecryptionFailed,

@@ -7,11 +7,12 @@ ALTER DELETE and INSERT straight into ClickHouse.
 import hashlib
 
 import pytest
+
 from driftline.lineage import events as ev
-from driftline.lineage.audit import GENESIS, AuditLogWriter, verify
+from driftline.lineage.audit.chain import GENESIS, AuditLogWriter, verify
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import StoreError
-from driftline.lineage.store import create_tables
+from driftline.lineage.store.clickhouse import create_tables
 
 pytestmark = pytest.mark.integration
 

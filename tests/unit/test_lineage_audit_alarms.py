@@ -9,16 +9,18 @@ import hashlib
 from types import SimpleNamespace
 
 import pytest
-from driftline.lineage import keys
-from driftline.lineage.audit import AuditProblem
-from driftline.lineage.audit_alarms import alarm_command, alarm_evidence
-from driftline.lineage.checkpoints import WriterKey
-from driftline.lineage.commands import new_command
+
+from driftline.lineage.audit.alarms import alarm_command, alarm_evidence
+from driftline.lineage.audit.chain import AuditProblem
+from driftline.lineage.audit.checkpoints import WriterKey
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import IllegalTransition, PromotionsFrozen
-from driftline.lineage.promotion_policy import PromotionPolicy
-from driftline.lineage.rbac import CommandAuthority, Policy, write_example_roles
-from driftline.lineage.registry import ModelRegistry
+from driftline.lineage.promotion.policy import PromotionPolicy
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.trust import keys
+from driftline.lineage.trust.commands import new_command
+from driftline.lineage.trust.rbac import CommandAuthority
+from driftline.lineage.trust.roles import Policy, write_example_roles
 from driftline.streams import policy_loop
 from driftline.streams.policy_loop import PolicyLoop
 from driftline.streams.policy_source import PolicySource

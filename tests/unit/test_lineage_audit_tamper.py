@@ -13,12 +13,20 @@ import hashlib
 import time
 
 import pytest
+
 from driftline.lineage import events as ev
-from driftline.lineage.audit import AuditLogWriter, chain_hash
-from driftline.lineage.audit_alarms import alarm_evidence
-from driftline.lineage.audit_sources import SourceLog, SourceRecord
-from driftline.lineage.audit_tail import TailVerifier
-from driftline.lineage.audit_verify import (
+from driftline.lineage.audit.alarms import alarm_evidence
+from driftline.lineage.audit.chain import AuditLogWriter, chain_hash
+from driftline.lineage.audit.checkpoints import (
+    WriterKey,
+    chain_heads,
+    load_checkpoints,
+    sign,
+    store_checkpoints,
+)
+from driftline.lineage.audit.sources import SourceLog, SourceRecord
+from driftline.lineage.audit.tail import TailVerifier
+from driftline.lineage.audit.verify import (
     INTACT,
     NOT_INTACT,
     UNVERIFIED,
@@ -26,17 +34,10 @@ from driftline.lineage.audit_verify import (
     KafkaEvidence,
     verify_audit,
 )
-from driftline.lineage.checkpoints import (
-    WriterKey,
-    chain_heads,
-    load_checkpoints,
-    sign,
-    store_checkpoints,
-)
 from driftline.lineage.events import now_ms
-from driftline.lineage.keys import generate_key
-from driftline.lineage.registry import ModelRegistry
-from driftline.lineage.store import create_tables
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.store.clickhouse import create_tables
+from driftline.lineage.trust.keys import generate_key
 
 pytestmark = pytest.mark.integration  # real chDB engine
 
@@ -467,7 +468,7 @@ def test_writer_refuses_a_replayed_event_on_the_tail(lineage) -> None:
 
 
 def test_writer_does_not_sign_while_sources_are_unreadable(lineage) -> None:
-    from driftline.lineage.audit_sources import SourcesUnavailable
+    from driftline.lineage.audit.sources import SourcesUnavailable
 
     def down(wanted):
         raise SourcesUnavailable("broker down")

@@ -7,14 +7,15 @@ import math
 
 import numpy as np
 import pytest
-from driftline.lineage.canary import (
+
+from driftline.lineage.promotion.canary import (
     ArmStats,
     CanaryConfig,
     CanaryConfigError,
     CanaryDecision,
     decide_canary,
 )
-from driftline.lineage.sequential import SequentialConfig, SequentialTest
+from driftline.lineage.promotion.sequential import SequentialConfig, SequentialTest
 
 T0 = 1_800_000_000_000
 CFG = CanaryConfig()

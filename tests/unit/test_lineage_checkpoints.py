@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from driftline.lineage import events as ev
-from driftline.lineage.audit import AuditLogWriter
-from driftline.lineage.checkpoints import (
+from driftline.lineage.audit.chain import AuditLogWriter
+from driftline.lineage.audit.checkpoints import (
     Checkpoint,
     WriterKey,
     check_links,
@@ -15,8 +16,8 @@ from driftline.lineage.checkpoints import (
     load_checkpoints,
 )
 from driftline.lineage.exceptions import InvalidRecord
-from driftline.lineage.keys import generate_key
-from driftline.lineage.store import create_tables
+from driftline.lineage.store.clickhouse import create_tables
+from driftline.lineage.trust.keys import generate_key
 
 pytestmark = pytest.mark.integration  # real chDB engine
 

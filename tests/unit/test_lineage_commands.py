@@ -3,13 +3,14 @@ import json
 import uuid
 
 import pytest
-from driftline.lineage import keys
-from driftline.lineage.commands import ACTIONS, LifecycleCommand, new_command
-from driftline.lineage.events import now_ms
-from driftline.lineage.exceptions import InvalidRecord
-from driftline.schemas.codec import default_codec
 from hypothesis import given
 from hypothesis import strategies as st
+
+from driftline.lineage.events import now_ms
+from driftline.lineage.exceptions import InvalidRecord
+from driftline.lineage.trust import keys
+from driftline.lineage.trust.commands import ACTIONS, LifecycleCommand, new_command
+from driftline.schemas.codec import default_codec
 
 ALICE = keys.generate_key("alice")
 BOB = keys.generate_key("bob")

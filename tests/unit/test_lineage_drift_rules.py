@@ -4,14 +4,15 @@ import itertools
 import json
 
 import pytest
-from driftline.lineage.drift_rules import (
+
+from driftline.lineage.promotion.drift_rules import (
     DEFAULT_RULES,
     DriftResponder,
     DriftRule,
     DriftRuleError,
     DriftSignal,
 )
-from driftline.lineage.promotion_policy import PolicyFileError, PromotionPolicy
+from driftline.lineage.promotion.policy import PolicyFileError, PromotionPolicy
 
 NOW = 1_800_000_000_000
 

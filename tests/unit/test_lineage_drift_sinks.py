@@ -7,14 +7,15 @@ import math
 from dataclasses import dataclass
 
 import pytest
+
 from driftline.lineage import events as ev
-from driftline.lineage.audit import AuditLogWriter, verify
-from driftline.lineage.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
+from driftline.lineage.audit.chain import AuditLogWriter, verify
 from driftline.lineage.events import EventType, LifecycleEvent
 from driftline.lineage.exceptions import InvalidRecord
-from driftline.lineage.registry import ModelRegistry
-from driftline.lineage.sinks import DeadLetterSink, PredictionSink
-from driftline.lineage.store import create_tables
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.store.clickhouse import create_tables
+from driftline.lineage.store.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
+from driftline.lineage.store.sinks import DeadLetterSink, PredictionSink
 from driftline.schemas import default_codec
 from driftline.schemas.testing import sample
 
@@ -303,7 +304,7 @@ def test_store_outcomes_records_kafka_coordinates(chdb_client, db) -> None:
 
 
 def test_a_prediction_frame_with_inconsistent_buffers_is_dead_lettered(chdb_client, db) -> None:
-    from driftline.lineage.frame_sinks import PredictionFrameSink
+    from driftline.lineage.store.frame_sinks import PredictionFrameSink
 
     writer, stats, dead, batch = lineage_writer(
         chdb_client, db, frames=PredictionFrameSink(chdb_client, db)

@@ -4,11 +4,12 @@ import random
 
 import fastavro
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from driftline.lineage import events as ev
 from driftline.lineage.events import EventType, LifecycleEvent
 from driftline.lineage.exceptions import InvalidRecord
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # The LifecycleEvent contract from the shared design, inline so this test does
 # not depend on the schemas package.

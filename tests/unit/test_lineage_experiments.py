@@ -6,14 +6,15 @@ import json
 
 import numpy as np
 import pytest
-from driftline.lineage.canary import ArmStats
-from driftline.lineage.experiments import (
+
+from driftline.lineage.promotion.canary import ArmStats
+from driftline.lineage.promotion.experiments import (
     ExperimentConfig,
     ExperimentConfigError,
     ExperimentDecision,
     decide_experiment,
 )
-from driftline.lineage.sequential import SequentialConfig, SequentialTest
+from driftline.lineage.promotion.sequential import SequentialConfig, SequentialTest
 
 
 def binary_arm(arm: str, version: int, n: int, errors: int) -> ArmStats:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from driftline.inference import LoadedModel, SyntheticFeatures, train_logistic
 from driftline.inference.frames import Frame, pack_frame, score_frame
 from driftline.inference.routing import Arm, RoutingTable
-from driftline.lineage.frame_sinks import FeatureSink, PredictionFrameSink
-from driftline.lineage.store import create_tables
+from driftline.lineage.store.clickhouse import create_tables
+from driftline.lineage.store.frame_sinks import FeatureSink, PredictionFrameSink
 
 
 @pytest.fixture

@@ -9,30 +9,33 @@ import math
 import numpy as np
 import onnx
 import pytest
+from sklearn import metrics as skm
+
 from driftline.inference import LoadedModel, SyntheticFeatures, train_logistic
-from driftline.lineage.exceptions import LineageError
-from driftline.lineage.gate_metrics import (
+from driftline.lineage.exceptions import (
+    GateConfigError,
+    InvalidHoldout,
+    LineageError,
+    MetricUndefined,
+)
+from driftline.lineage.promotion.gate_metrics import (
+    METRICS,
+    ModelEvaluation,
     accuracy,
     auc,
     brier,
     log_loss,
+    measure_latency,
     positive_rate,
 )
-from driftline.lineage.gates import (
-    METRICS,
+from driftline.lineage.promotion.gates import (
     GateCheck,
     GateConfig,
-    GateConfigError,
     GateReport,
-    Holdout,
     Integrity,
-    InvalidHoldout,
-    MetricUndefined,
-    ModelEvaluation,
     evaluate_gates,
-    measure_latency,
 )
-from sklearn import metrics as skm
+from driftline.lineage.promotion.holdout import Holdout
 
 N_FEATURES = 8
 N_TRAIN = 3_000

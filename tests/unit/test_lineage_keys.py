@@ -6,10 +6,11 @@ import stat
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from driftline.lineage import keys
-from driftline.lineage.exceptions import InvalidKey, LineageError
 from hypothesis import given
 from hypothesis import strategies as st
+
+from driftline.lineage.exceptions import InvalidKey, LineageError
+from driftline.lineage.trust import keys
 
 ALICE = keys.generate_key("alice")
 BOB = keys.generate_key("bob")
@@ -45,7 +46,7 @@ def test_overwriting_a_readable_file_makes_it_owner_only(tmp_path) -> None:
 def test_loading_a_readable_private_key_warns(tmp_path, caplog) -> None:
     path = keys.save_private_key(tmp_path / "alice.key", ALICE.private_key)
     path.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="driftline.lineage.keys"):
+    with caplog.at_level(logging.WARNING, logger="driftline.lineage.trust.keys"):
         keys.load_private_key(path)
     assert "chmod 600" in caplog.text
 

@@ -2,6 +2,9 @@ import json
 import uuid
 
 import pytest
+from openlineage.client.event_v2 import InputDataset, OutputDataset, RunEvent, RunState
+from openlineage.client.serde import Serde
+
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import LineageError
 from driftline.lineage.openlineage import (
@@ -12,8 +15,6 @@ from driftline.lineage.openlineage import (
     run_id,
     to_json_lines,
 )
-from openlineage.client.event_v2 import InputDataset, OutputDataset, RunEvent, RunState
-from openlineage.client.serde import Serde
 
 DIGEST = "ab" * 32
 PRODUCER = "https://example.org/driftline/v0.3"

@@ -5,8 +5,9 @@ import math
 
 import numpy as np
 import pytest
-from driftline.lineage import create_tables
-from driftline.lineage.policy_queries import arm_stats_from_rows, arm_stats_sql
+
+from driftline.lineage.promotion.queries import arm_stats_from_rows, arm_stats_sql
+from driftline.lineage.store.clickhouse import create_tables
 
 T0 = 1_800_000_000_000
 

@@ -3,12 +3,14 @@ import hashlib
 import json
 
 import pytest
-from driftline.lineage import keys
-from driftline.lineage.commands import LifecycleCommand, new_command
+
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import IllegalTransition, LineageError
-from driftline.lineage.rbac import CommandAuthority, Policy, write_example_roles
-from driftline.lineage.registry import ModelRegistry
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.trust import keys
+from driftline.lineage.trust.commands import LifecycleCommand, new_command
+from driftline.lineage.trust.rbac import CommandAuthority
+from driftline.lineage.trust.roles import Policy, write_example_roles
 
 KEYS = {name: keys.generate_key(name) for name in ("alice", "bob", "carol", "ci", "policy")}
 B64 = {name: keys.public_key_to_base64(pair.public_key) for name, pair in KEYS.items()}

@@ -1,6 +1,9 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from driftline.lineage import events as ev
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import (
@@ -9,9 +12,8 @@ from driftline.lineage.exceptions import (
     UnknownModel,
     UnknownVersion,
 )
-from driftline.lineage.registry import ModelRegistry, ModelVersion
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.registry.versions import ModelVersion
 
 DESCRIPTION = {
     "input_name": "features",

@@ -4,13 +4,15 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from driftline.lineage import events as ev
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import IllegalTransition, UnknownModel
-from driftline.lineage.registry import ALIASES, ModelRegistry, State
+from driftline.lineage.registry.lifecycle import ALIASES, State
+from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.schemas import default_codec
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 DESCRIPTION = {"input_name": "features", "input_shape": json.dumps([None, 4])}
 T0 = 1_700_000_000_000

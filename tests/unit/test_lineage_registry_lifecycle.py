@@ -3,10 +3,12 @@
 import json
 
 import pytest
+
 from driftline.lineage import events as ev
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import IllegalTransition, UnknownModel, UnknownVersion
-from driftline.lineage.registry import ACTIONS, TRANSITIONS, ModelRegistry, State
+from driftline.lineage.registry.lifecycle import ACTIONS, TRANSITIONS, State
+from driftline.lineage.registry.model_registry import ModelRegistry
 
 DESCRIPTION = {"input_name": "features", "input_shape": json.dumps([None, 4])}
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from driftline.inference import LoadedModel, SyntheticFeatures, train_logistic
 from driftline.inference.frames import Frame, pack_frame, score_frame
 from driftline.inference.routing import Arm, RoutingTable
 from driftline.lineage.exceptions import LineageError
-from driftline.lineage.frame_sinks import FeatureSink, PredictionFrameSink
-from driftline.lineage.replay import ServedGroup, latest_replay_id, replay, replay_report
-from driftline.lineage.store import create_tables
+from driftline.lineage.promotion.replay import ServedGroup, latest_replay_id, replay, replay_report
+from driftline.lineage.store.clickhouse import create_tables
+from driftline.lineage.store.frame_sinks import FeatureSink, PredictionFrameSink
 
 T0 = 1_700_000_000_000
 N_ROWS, FRAME_ROWS, SERVED_FRAMES = 3_000, 500, 5  # the last frame was never served

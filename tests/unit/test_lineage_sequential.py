@@ -8,18 +8,21 @@ import warnings
 
 import numpy as np
 import pytest
-from driftline.lineage.sequential import (
-    ArmSummary,
+from scipy.stats import norm
+
+from driftline.lineage.promotion.sequential import (
     Decision,
     SequentialConfig,
-    SequentialConfigError,
-    SequentialInputError,
     SequentialTest,
     evaluate_paths,
+)
+from driftline.lineage.promotion.sequential_stats import (
+    ArmSummary,
+    SequentialConfigError,
+    SequentialInputError,
+    log_mixture_lr,
     naive_z_test,
 )
-from driftline.lineage.sequential_stats import log_mixture_lr
-from scipy.stats import norm
 
 ALPHA = 0.05
 

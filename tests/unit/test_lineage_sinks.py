@@ -1,9 +1,10 @@
 """Prediction and dead-letter sinks against a real chDB engine."""
 
 import pytest
+
 from driftline.lineage.exceptions import InvalidRecord, StoreError
-from driftline.lineage.sinks import DeadLetterSink, PredictionSink
-from driftline.lineage.store import create_tables
+from driftline.lineage.store.clickhouse import create_tables
+from driftline.lineage.store.sinks import DeadLetterSink, PredictionSink
 
 pytestmark = pytest.mark.integration
 

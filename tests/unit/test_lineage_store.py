@@ -2,8 +2,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 from driftline.lineage.exceptions import StoreError
-from driftline.lineage.store import (
+from driftline.lineage.store.clickhouse import (
     TABLES,
     check_identifier,
     create_tables,

@@ -3,9 +3,10 @@
 import json
 
 import pytest
+
 from driftline.lineage.exceptions import IllegalTransition
-from driftline.lineage.registry import ModelRegistry
-from driftline.lineage.traffic import ServedArm, percent_to_bp
+from driftline.lineage.registry.model_registry import ModelRegistry
+from driftline.lineage.registry.traffic import ServedArm, percent_to_bp
 
 DESCRIPTION = {"input_name": "features", "input_shape": json.dumps([None, 4])}
 

@@ -6,7 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from driftline.lineage.policy import EXAMPLE_ROLES
+from driftline.lineage.trust.roles import EXAMPLE_ROLES
 from driftline.streams.topics import Topics
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")

@@ -8,6 +8,7 @@ from importlib.resources import files
 import avro.schema
 import fastavro
 import pytest
+
 from driftline.schemas import SCHEMA_NAMES, SchemaError, UnknownRecordName, catalog
 from driftline.schemas.testing import sample
 

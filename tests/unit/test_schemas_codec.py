@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from driftline.schemas import (
     SCHEMA_NAMES,
     InvalidRecord,
@@ -23,8 +26,6 @@ from driftline.schemas import (
 from driftline.schemas.catalog import SchemaEntry
 from driftline.schemas.compat import check_backward
 from driftline.schemas.testing import sample
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)

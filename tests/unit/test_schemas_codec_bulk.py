@@ -18,6 +18,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from driftline.schemas import (
     SCHEMA_NAMES,
     DecodeError,
@@ -35,9 +39,6 @@ from driftline.schemas.codec import _parse
 from driftline.schemas.exceptions import NullValue
 from driftline.schemas.specialise import compile_reader, compile_writer
 from driftline.schemas.testing import sample
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 SLOW = SchemaCodec(specialise=False)
 FAST = SchemaCodec()

@@ -6,6 +6,7 @@ import copy
 import json
 
 import pytest
+
 from driftline.schemas import SCHEMA_NAMES, IncompatibleSchema, SchemaError, catalog
 from driftline.schemas.compat import assert_backward, check_backward, check_catalog
 

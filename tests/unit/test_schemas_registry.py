@@ -9,6 +9,7 @@ import re
 import socket
 
 import pytest
+
 from driftline.schemas import SCHEMA_NAMES, SchemaRegistryError, catalog, codec_from_registry
 from driftline.schemas.registry import schema_text
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from driftline.schemas import (
     DecodeError,
     SchemaError,
@@ -14,8 +17,6 @@ from driftline.schemas import (
     wire,
 )
 from driftline.schemas.testing import sample
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 @given(schema_id=st.integers(0, 2**31 - 1), body=st.binary(max_size=64))

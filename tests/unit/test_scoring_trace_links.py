@@ -5,6 +5,10 @@ fifth of the hot path's CPU."""
 from __future__ import annotations
 
 import pytest
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from driftline.inference import Router
 from driftline.schemas import default_codec
 from driftline.streams import scoring
@@ -13,9 +17,6 @@ from driftline.streams.delivery import DeliveryTracker
 from driftline.streams.scoring import ScoringPipeline
 from driftline.streams.stats import WorkerStats
 from driftline.streams.testing import Consumed, RecordingProducer
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 TRACE_ID, SPAN_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 

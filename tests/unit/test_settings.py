@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from driftline.core.settings import ConfigError, load_settings
 
 
@@ -35,7 +36,7 @@ def test_environment_variables_fill_each_section(monkeypatch, tmp_path):
     assert settings.kafka.bootstrap == "kafka-1:9092,kafka-2:9092"
     assert settings.clickhouse_dsn == "https://writer:pw@ch:8443"
     assert not settings.embedded_clickhouse
-    assert settings.schema.registry_url == "http://registry:8081"
+    assert settings.schema_registry.registry_url == "http://registry:8081"
     assert settings.telemetry.otlp_endpoint == "http://collector:4318"
     assert settings.data.dir == tmp_path
     assert settings.worker.role_set == {"inference"}
@@ -68,7 +69,7 @@ def test_config_file_is_read_and_environment_wins(monkeypatch, tmp_path):
             "unknown role(s) ['training']; use a comma-separated subset of "
             "['inference', 'lineage', 'policy', 'registry']",
         ),
-        ("DRIFTLINE_CLICKHOUSE_DSN", "mysql://db", "unknown scheme"),
+        ("DRIFTLINE_CLICKHOUSE_DSN", "mysql://db", "scheme ('mysql') is not chdb, http or https"),
         ("DRIFTLINE_SCHEMA_REGISTRY_URL", "registry:8081", "DRIFTLINE_SCHEMA_REGISTRY_URL"),
         ("DRIFTLINE_TELEMETRY_LOG_LEVEL", "LOUD", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
     ],
@@ -78,6 +79,52 @@ def test_bad_values_name_the_setting_and_accepted_values(monkeypatch, name, valu
     with pytest.raises(ConfigError) as excinfo:
         load_settings()
     assert expected in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DRIFTLINE_CLICKHOUSE_DSN", "mysql://reader:hunter2@db:3306"),
+        ("DRIFTLINE_CLICKHOUSE_DSN", "hunter2"),
+        ("DRIFTLINE_CLICKHOUSE_DSN", "https://reader:hunter2@ch:8443"),
+        ("DRIFTLINE_KAFKA_SASL_PASSWORD", "hunter2"),
+        ("DRIFTLINE_SCHEMA_REGISTRY_PASSWORD", "hunter2"),
+    ],
+)
+def test_no_message_or_repr_repeats_a_secret(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    # A setting that fails beside the secret, so the error lists every input it saw.
+    monkeypatch.setenv("DRIFTLINE_KAFKA_PARTITIONS", "0")
+    with pytest.raises(ConfigError) as excinfo:
+        load_settings()
+    assert "hunter2" not in str(excinfo.value)
+    monkeypatch.delenv("DRIFTLINE_KAFKA_PARTITIONS")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:  # the unknown schemes
+        assert "hunter2" not in str(exc)
+        assert name in str(exc) or "clickhouse" in str(exc).lower()
+    else:
+        assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+
+
+def test_every_secret_setting_is_known_as_secret():
+    from driftline.core.settings import _secret_names
+
+    assert {
+        "DRIFTLINE_CLICKHOUSE_DSN",
+        "DRIFTLINE_KAFKA_SASL_PASSWORD",
+        "DRIFTLINE_SCHEMA_REGISTRY_PASSWORD",
+    } <= _secret_names()
+
+
+def test_the_schema_section_keeps_its_names(monkeypatch, tmp_path):
+    config = tmp_path / "driftline.toml"
+    config.write_text('[schema]\nregistry_url = "http://from-file:8081"\n')
+    monkeypatch.setenv("DRIFTLINE_CONFIG", str(config))
+    assert load_settings().schema_registry.registry_url == "http://from-file:8081"
+    monkeypatch.setenv("DRIFTLINE_SCHEMA_REGISTRY_URL", "http://from-env:8081")
+    assert load_settings().schema_registry.registry_url == "http://from-env:8081"
 
 
 def test_sasl_needs_its_credentials(monkeypatch):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+
 from driftline.core.settings import Settings
 from driftline.lineage import events as ev
-from driftline.lineage.audit import AuditLogWriter
-from driftline.lineage.audit_verify import UNVERIFIED
-from driftline.lineage.checkpoints import load_checkpoints
-from driftline.lineage.keys import generate_key, save_keypair
-from driftline.lineage.store import create_tables
+from driftline.lineage.audit.chain import AuditLogWriter
+from driftline.lineage.audit.checkpoints import load_checkpoints
+from driftline.lineage.audit.verify import UNVERIFIED
+from driftline.lineage.store.clickhouse import create_tables
+from driftline.lineage.trust.keys import generate_key, save_keypair
 from driftline.streams.checkpointing import CheckpointKeeper, writer_key
 from driftline.streams.exceptions import StreamsError
 

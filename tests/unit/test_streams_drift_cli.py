@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from driftline.lineage.exceptions import LineageError
 from driftline.streams.drift_cli import drift_events_query
 

@@ -2,8 +2,9 @@
 
 import asyncio
 
-from driftline.streams.faust_flow import App, ResumeKeepsQueues
 from mode.utils.queues import FlowControlQueue
+
+from driftline.streams.faust_flow import App, ResumeKeepsQueues
 
 
 def test_resume_while_running_keeps_queued_records():

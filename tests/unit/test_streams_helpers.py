@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from driftline.lineage import InvalidRecord
+from opentelemetry import trace
+
 from driftline.lineage.events import registered
+from driftline.lineage.exceptions import InvalidRecord
 from driftline.streams.audit_cli import audit_trail_query
 from driftline.streams.lifecycle import cloudevent_headers
 from driftline.streams.topics import TOPIC_KINDS, Topics
 from driftline.streams.tracing import link_to, trace_headers
-from opentelemetry import trace
 
 VALID = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from driftline.core.settings import WORKER_ROLES
 from driftline.streams.topics import Topics
 

@@ -1,0 +1,60 @@
+"""Heavy libraries load only where they are used: a worker that does not train never
+imports scikit-learn or skl2onnx, and the drift package loads neither ClickHouse nor
+cryptography. Each check runs in a fresh interpreter, since this one has imported them all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ["sklearn", "skl2onnx", "pandas", "clickhouse_connect", "cryptography", "faust", "river"]
+
+
+def _loaded_after(code: str) -> set[str]:
+    report = f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    probe = f"{code}\nimport json, sys\n{report}"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def test_the_drift_package_loads_neither_the_store_nor_the_key_libraries():
+    loaded = _loaded_after(
+        "import driftline.drift, driftline.drift.monitor, driftline.drift.decider, "
+        "driftline.drift.catalog, driftline.drift.window_tests, driftline.drift.profile"
+    )
+    assert loaded == set()
+
+
+def test_a_worker_with_river_detectors_imports_no_training_library():
+    loaded = _loaded_after(
+        "import driftline.streams.cli, driftline.streams.app, driftline.streams.runtime\n"
+        "from driftline.drift.catalog import DETECTORS, make_detector\n"
+        "detectors = [make_detector(name) for name in DETECTORS]\n"
+        "for d in detectors:\n"
+        "    d.restore(d.clone().snapshot())"
+    )
+    assert "river" in loaded  # the detectors are River's
+    assert loaded.isdisjoint({"sklearn", "skl2onnx", "pandas"})
+
+
+def test_river_keeps_its_scikit_learn_helper_where_scikit_learn_is_already_loaded():
+    loaded = _loaded_after(
+        "import sklearn\n"
+        "from driftline.drift.catalog import make_detector\n"
+        "make_detector('adwin')\n"
+        "import river.stream\n"
+        "assert hasattr(river.stream, 'iter_sklearn_dataset')"
+    )
+    assert {"sklearn", "river"} <= loaded
+
+
+@pytest.mark.parametrize("name", ["TrainedModel", "train_logistic", "train_gbm"])
+def test_training_loads_on_first_use(name):
+    loaded = _loaded_after(f"import driftline.inference as i\nassert callable(i.{name})")
+    assert {"sklearn", "skl2onnx"} <= loaded
+    assert _loaded_after("import driftline.inference").isdisjoint({"sklearn", "skl2onnx"})
