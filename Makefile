@@ -22,7 +22,7 @@ test: $(STAMP) kafka apicurio
 # The Apache Kafka jars the integration tests run (pinned in infra/kafka/pom.xml), fetched
 # by Maven into .cache/ once; needs java and mvn, and says what to install if they're missing.
 kafka: $(STAMP)
-	$(BIN)/python -m driftline.streams.kafka_local install
+	$(BIN)/python -m driftline.streams.embedded.kafka_local install
 
 # The schema registry the integration tests run (Apicurio Registry, pinned in
 # infra/apicurio/pom.xml), fetched by Maven and unpacked into .cache/ once; needs mvn to fetch

@@ -50,9 +50,9 @@ from bench.procstat import cpu_seconds, resident_mib
 from driftline.core.settings import TelemetrySettings
 from driftline.core.telemetry import configure_telemetry
 from driftline.inference import train_gbm, train_logistic
-from driftline.streams.embedded import TansuBroker
-from driftline.streams.kafka_local import KafkaBroker
-from driftline.streams.topics import Topics
+from driftline.streams.embedded.kafka_local import KafkaBroker
+from driftline.streams.embedded.tansu import TansuBroker
+from driftline.streams.kafka.topics import Topics
 
 FRAME_PARTITIONS = 6  # one, two and three workers all get an equal share
 CORES = os.cpu_count() or 1

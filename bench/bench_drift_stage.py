@@ -43,13 +43,14 @@ from driftline.inference import LoadedModel, SyntheticFeatures, train_logistic
 from driftline.inference.frames import Frame, pack_frame, score_frame
 from driftline.inference.routing import RoutingTable
 from driftline.schemas import default_codec
-from driftline.streams.delivery import BatchDelivery
-from driftline.streams.embedded import TansuBroker, stop_child
-from driftline.streams.loadgen import produce_frames_at_rate, synthetic_frames
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.stack import http_json
+from driftline.streams.demo.loadgen import produce_frames_at_rate, synthetic_frames
+from driftline.streams.embedded.processes import stop_child
+from driftline.streams.embedded.stack import http_json
+from driftline.streams.embedded.tansu import TansuBroker
+from driftline.streams.kafka.delivery import BatchDelivery
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.topics import Topics
 from driftline.streams.testing import DriftLoop
-from driftline.streams.topics import Topics
 
 ROUNDS = 3  # drift off and on, alternated: runs on a 2-core machine vary by +-30%
 SHIFTED = 3  # the feature that moves by one sigma half-way through the topic

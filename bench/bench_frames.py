@@ -44,17 +44,18 @@ from driftline.inference import LoadedModel, SyntheticFeatures, train_gbm, train
 from driftline.inference.frames import Frame, pack_frame, score_frame, unpack_prediction_frame
 from driftline.inference.routing import RoutingTable
 from driftline.schemas import default_codec
-from driftline.streams.embedded import TansuBroker, stop_child
-from driftline.streams.loadgen import (
+from driftline.streams.demo.loadgen import (
     produce_at_rate,
     produce_frames_at_rate,
     synthetic_frames,
     synthetic_records,
 )
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.stack import http_json
-from driftline.streams.topics import Topics
-from driftline.streams.worker import prepare_topics
+from driftline.streams.embedded.processes import stop_child
+from driftline.streams.embedded.stack import http_json
+from driftline.streams.embedded.tansu import TansuBroker
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.provision import prepare_topics
+from driftline.streams.kafka.topics import Topics
 
 FRAME_ROWS = 2000
 # The latency profile in the README: a shorter fetch wait (the batch window matters little

@@ -76,11 +76,11 @@ from driftline.core.settings import TelemetrySettings, load_settings
 from driftline.core.telemetry import configure_telemetry
 from driftline.inference import train_logistic
 from driftline.schemas import default_codec
-from driftline.streams.embedded import stop_child
-from driftline.streams.loadgen import produce_at_rate, synthetic_records
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.stack import http_json
-from driftline.streams.topics import Topics
+from driftline.streams.demo.loadgen import produce_at_rate, synthetic_records
+from driftline.streams.embedded.processes import stop_child
+from driftline.streams.embedded.stack import http_json
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = (

@@ -25,13 +25,14 @@ from confluent_kafka import Producer
 
 from driftline.core.settings import load_settings
 from driftline.inference import train_logistic
-from driftline.streams.codecs import codec_for
-from driftline.streams.embedded import TansuBroker, free_port, stop_child
-from driftline.streams.identity import create_actor
-from driftline.streams.lifecycle import LifecycleWatcher
-from driftline.streams.models import ModelCommands
-from driftline.streams.topics import Topics
-from driftline.streams.worker import prepare_topics
+from driftline.streams.control.identity import create_actor
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.embedded.processes import free_port, stop_child
+from driftline.streams.embedded.tansu import TansuBroker
+from driftline.streams.kafka.codecs import codec_for
+from driftline.streams.kafka.lifecycle_topic import LifecycleWatcher
+from driftline.streams.kafka.provision import prepare_topics
+from driftline.streams.kafka.topics import Topics
 
 
 def _drift_record(model: str, version: int) -> dict:

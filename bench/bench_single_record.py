@@ -27,13 +27,14 @@ from driftline.inference import describe_onnx, train_logistic
 from driftline.lineage.artifacts.store import ArtifactStore
 from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.schemas import default_codec
-from driftline.streams.embedded import TansuBroker, free_port, stop_child
-from driftline.streams.lifecycle import publish_lifecycle
-from driftline.streams.loadgen import produce_at_rate, synthetic_records
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.stack import http_json
-from driftline.streams.topics import Topics
-from driftline.streams.worker import prepare_topics
+from driftline.streams.demo.loadgen import produce_at_rate, synthetic_records
+from driftline.streams.embedded.processes import free_port, stop_child
+from driftline.streams.embedded.stack import http_json
+from driftline.streams.embedded.tansu import TansuBroker
+from driftline.streams.kafka.lifecycle_topic import publish_lifecycle
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.provision import prepare_topics
+from driftline.streams.kafka.topics import Topics
 
 PARTITIONS = 2
 

@@ -2,7 +2,7 @@
 
 Produce-to-prediction crosses the broker twice (features in, predictions
 out), so two of these hops bound it from below. The producer is configured
-like driftline's (``driftline.streams.kafka.producer_config``, 5 ms linger) and the
+like driftline's (``driftline.streams.kafka.clients.producer_config``, 5 ms linger) and the
 consumer like the latency benchmark's reader (5 ms fetch wait), on a topic of
 its own with one partition.
 
@@ -29,8 +29,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.procstat import resident_mib
 from driftline.core.settings import load_settings
-from driftline.streams.embedded import TansuBroker
-from driftline.streams.kafka import make_producer
+from driftline.streams.embedded.tansu import TansuBroker
+from driftline.streams.kafka.clients import make_producer
 
 PAYLOAD = b"x" * 200  # about a FeatureRecord of 16 features
 

@@ -52,15 +52,15 @@ from bench.procstat import cpu_seconds, resident_mib
 from driftline.core.settings import WORKER_ROLES, TelemetrySettings, load_settings
 from driftline.core.telemetry import configure_telemetry
 from driftline.inference.frames import unpack_prediction_frame
-from driftline.streams.codecs import codec_for
-from driftline.streams.embedded import stop_child
-from driftline.streams.kafka_local import KafkaBroker
-from driftline.streams.loadgen import produce_frames_at_rate, synthetic_frames
-from driftline.streams.models import ModelCommands
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.stack import http_json
-from driftline.streams.topics import Topics
-from driftline.streams.worker import prepare_topics
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import produce_frames_at_rate, synthetic_frames
+from driftline.streams.embedded.kafka_local import KafkaBroker
+from driftline.streams.embedded.processes import stop_child
+from driftline.streams.embedded.stack import http_json
+from driftline.streams.kafka.codecs import codec_for
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.provision import prepare_topics
+from driftline.streams.kafka.topics import Topics
 
 RSS_LIMIT_MIB = 1024
 RSS_GROWTH_LIMIT_PCT = 5.0

@@ -20,7 +20,7 @@ class TopicMismatch(StreamsError):
 
 
 class TopicMisconfigured(StreamsError):
-    """An existing topic's config breaks the rule for its kind (driftline.streams.topic_config)."""
+    """An existing topic's config breaks the rule for its kind (see kafka/topic_config.py)."""
 
 
 class RoleGroupConflict(StreamsError):

@@ -5,9 +5,9 @@ keeps what was produced, numbers each message with the next offset of its
 topic partition and fires delivery callbacks on ``poll()`` and ``flush()``.
 
 :class:`DriftLoop` wires the real drift code through it: the scoring side
-(:class:`~driftline.streams.drift_stage.DriftStage`) reduces scored frames and records
+(:class:`~driftline.streams.stages.drift_reduce.DriftStage`) reduces scored frames and records
 read from any number of features partitions, and the decider agent
-(:class:`~driftline.streams.drift_decider.DriftDecider`) folds the summaries, so a
+(:class:`~driftline.streams.stages.drift_decider.DriftDecider`) folds the summaries, so a
 seeded stream can be pushed through on 1 partition or 48 and the DriftEvents
 compared::
 
@@ -32,11 +32,11 @@ from driftline.drift.decider import References
 from driftline.drift.monitor import MonitorKey
 from driftline.drift.outcomes import Pending
 from driftline.schemas import default_codec
-from driftline.streams.deadletter import DeadLetterPublisher
-from driftline.streams.delivery import BatchDelivery, DeliveryTracker
-from driftline.streams.drift_decider import DriftDecider
-from driftline.streams.drift_stage import DriftStage
-from driftline.streams.outcome_join import OutcomeJoiner
+from driftline.streams.kafka.delivery import BatchDelivery, DeliveryTracker
+from driftline.streams.stages.deadletter import DeadLetterPublisher
+from driftline.streams.stages.drift_decider import DriftDecider
+from driftline.streams.stages.drift_reduce import DriftStage
+from driftline.streams.stages.outcome_join import OutcomeJoiner
 from driftline.streams.stats import WorkerStats
 
 

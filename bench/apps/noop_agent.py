@@ -43,7 +43,7 @@ async def noop(stream):
 
 
 if __name__ == "__main__":
-    from driftline.streams.worker import tune_gc
+    from driftline.streams.app.worker import tune_gc
 
     tune_gc()  # the same tuning the driftline worker applies: a fair baseline
     app.main()

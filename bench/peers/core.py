@@ -117,7 +117,7 @@ def env(name: str) -> str:
 
 
 # librdkafka settings every peer gets where its library takes them, matching the driftline
-# worker's: a 5 ms producer linger (driftline.streams.kafka.producer_config) and a 20 ms fetch wait
-# (DRIFTLINE_WORKER_FETCH_MAX_WAIT_MS's default).
+# worker's: a 5 ms producer linger (driftline.streams.kafka.clients.producer_config) and a
+# 20 ms fetch wait (DRIFTLINE_WORKER_FETCH_MAX_WAIT_MS's default).
 PRODUCER_EXTRA = {"linger.ms": 5, "enable.idempotence": True}
 CONSUMER_EXTRA = {"fetch.wait.max.ms": 20}

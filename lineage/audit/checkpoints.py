@@ -199,7 +199,8 @@ def checkpoint_heads(
 ) -> list[Checkpoint]:
     """Sign and store the head of every chain that moved since its last checkpoint, as the
     table says. The lineage role verifies each new tail before it signs
-    (:class:`driftline.streams.checkpointing.CheckpointKeeper`); this is the unchecked primitive."""
+    (``CheckpointKeeper`` in ``driftline.streams.stages.checkpointing``); this is the unchecked
+    primitive."""
     done: dict[str, int] = {}
     for c in load_checkpoints(client, database):
         done[c.model] = max(done.get(c.model, 0), c.seq)

@@ -13,7 +13,7 @@ A record can be legitimately gone: below a partition's low watermark
 restart (the embedded one). A row recorded before the oldest record its topic
 still holds is counted as *unsourced*, not forged: it can be checked only
 against the signed checkpoints. Reading Kafka is the caller's job (see
-``driftline.streams.audit_kafka``); this module only compares.
+``driftline.streams.kafka.audit_records``); this module only compares.
 """
 
 from __future__ import annotations

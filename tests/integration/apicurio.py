@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from driftline.streams.embedded import free_port, spawn_child, stop_child
+from driftline.streams.embedded.processes import free_port, spawn_child, stop_child
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = REPO_ROOT / "infra" / "apicurio" / "pom.xml"

@@ -25,11 +25,12 @@ from pathlib import Path
 import pytest
 
 from driftline.core.settings import Settings, load_settings
-from driftline.streams.embedded import TansuBroker, free_port, stop_child
-from driftline.streams.identity import create_actor
-from driftline.streams.kafka_local import KafkaBroker, KafkaCluster
-from driftline.streams.stack import http_json
-from driftline.streams.worker import prepare_topics
+from driftline.streams.control.identity import create_actor
+from driftline.streams.embedded.kafka_local import KafkaBroker, KafkaCluster
+from driftline.streams.embedded.processes import free_port, stop_child
+from driftline.streams.embedded.stack import http_json
+from driftline.streams.embedded.tansu import TansuBroker
+from driftline.streams.kafka.provision import prepare_topics
 from tests.integration.helpers import serve_model
 
 TEST_BROKERS = ("tansu", "kafka")

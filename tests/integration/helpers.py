@@ -13,8 +13,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftline.inference import train_logistic
 from driftline.schemas import default_codec
-from driftline.streams.models import ModelCommands
-from driftline.streams.topics import Topics
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.kafka.topics import Topics
 
 
 def write_model(directory: Path, *, seed: int, n_features: int = 16) -> Path:

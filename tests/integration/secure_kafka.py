@@ -27,12 +27,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from driftline.core.settings import Settings, load_settings
-from driftline.streams.embedded import free_port, stop_child
-from driftline.streams.identity import create_actor
-from driftline.streams.kafka_acls import acl_bindings
-from driftline.streams.kafka_local import REPO_ROOT, KafkaBroker, install, java_path
-from driftline.streams.provision import provision
-from driftline.streams.topics import Topics
+from driftline.streams.control.identity import create_actor
+from driftline.streams.embedded.kafka_local import REPO_ROOT, KafkaBroker, install, java_path
+from driftline.streams.embedded.processes import free_port, stop_child
+from driftline.streams.kafka.acls import acl_bindings
+from driftline.streams.kafka.provision import provision
+from driftline.streams.kafka.topics import Topics
 from tests.integration.conftest import WorkerProcess
 
 # The administrator: a super user, created when the broker's storage is formatted.
@@ -179,7 +179,7 @@ def deploy(kafka: SecureKafka, data_dir: Path, *, command: bool = False) -> Depl
 
     With ``command``, as an operator would: the ACLs by running ``infra/kafka/acls.sh``
     (through Kafka's own kafka-acls tool), so for its prefix, ``driftline.`` (once per
-    broker), and the topics by `python -m driftline.streams.provision`."""
+    broker), and the topics by `python -m driftline.streams.kafka.provision`."""
     prefix = "driftline." if command else f"z{uuid.uuid4().hex[:8]}."
     base_env = {
         "DRIFTLINE_KAFKA_TOPIC_PREFIX": prefix,
@@ -207,7 +207,7 @@ def deploy(kafka: SecureKafka, data_dir: Path, *, command: bool = False) -> Depl
     every_topic = found.topics.all() + found.topics.internal()
     if command:
         done = subprocess.run(
-            [sys.executable, "-m", "driftline.streams.provision"],
+            [sys.executable, "-m", "driftline.streams.kafka.provision"],
             env=os.environ | found.env("provisioner"),
             capture_output=True,
             text=True,

@@ -18,9 +18,9 @@ from confluent_kafka import Producer
 from driftline.lineage.audit.checkpoints import Checkpoint
 from driftline.lineage.events import registered
 from driftline.schemas import default_codec
-from driftline.streams.embedded import free_port
-from driftline.streams.lifecycle import load_registry
-from driftline.streams.topics import Topics
+from driftline.streams.embedded.processes import free_port
+from driftline.streams.kafka.lifecycle_topic import load_registry
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import forged_promotion, read_topic, tamper_store, wait_until
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import struct
 import pytest
 
 from driftline.schemas import default_codec
-from driftline.streams.loadgen import synthetic_records
-from driftline.streams.topics import Topics
+from driftline.streams.demo.loadgen import synthetic_records
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import dead_letters, send_in_order, wait_until
 
 pytestmark = pytest.mark.integration

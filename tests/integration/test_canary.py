@@ -7,9 +7,9 @@ import time
 import numpy as np
 
 from driftline.inference import train_logistic
-from driftline.streams.loadgen import produce_frames_at_rate, synthetic_frames
-from driftline.streams.models import ModelCommands
-from driftline.streams.producer import FeatureProducer
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import produce_frames_at_rate, synthetic_frames
+from driftline.streams.kafka.producer import FeatureProducer
 from tests.integration.helpers import wait_until, write_model
 
 POLICY = """

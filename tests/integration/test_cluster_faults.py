@@ -15,12 +15,12 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from driftline.schemas import default_codec
-from driftline.streams.identity import create_actor
-from driftline.streams.loadgen import synthetic_frames, synthetic_records
-from driftline.streams.models import ModelCommands
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.topics import Topics
-from driftline.streams.worker import prepare_topics
+from driftline.streams.control.identity import create_actor
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import synthetic_frames, synthetic_records
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.provision import prepare_topics
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import read_topic, serve_model, wait_until, write_model
 
 pytestmark = pytest.mark.integration
@@ -223,7 +223,7 @@ def test_three_workers_on_twelve_partitions_survive_a_killed_worker_and_its_retu
     create_actor(settings, "carol", ["data-scientist"])
 
     store = start_worker(DRIFTLINE_WORKER_ROLES="lineage,registry,policy")
-    # The scoring workers run the features consumer (streams/feature_consumer.py).
+    # The scoring workers run the features consumer (streams/kafka/feature_consumer.py).
     scoring = {"DRIFTLINE_WORKER_ROLES": "inference", "DRIFTLINE_WORKER_FEATURES_CONSUMER": "kafka"}
     workers = [start_worker(**scoring) for _ in range(3)]
     commands = ModelCommands.from_settings(settings)

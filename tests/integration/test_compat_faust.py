@@ -20,13 +20,13 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaPartition
 from confluent_kafka.admin import AdminClient
 
-from driftline.streams.embedded import free_port, stop_child
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import produce_at_rate, synthetic_records
+from driftline.streams.embedded.processes import free_port, stop_child
+from driftline.streams.embedded.stack import http_json
 from driftline.streams.exceptions import TopicMismatch
-from driftline.streams.loadgen import produce_at_rate, synthetic_records
-from driftline.streams.models import ModelCommands
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.stack import http_json
-from driftline.streams.topics import TOPIC_KINDS, ensure_topics
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.topics import TOPIC_KINDS, ensure_topics
 from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration

@@ -25,12 +25,16 @@ from sklearn.linear_model import LogisticRegression
 from driftline.inference import describe_onnx
 from driftline.inference.synthetic import SyntheticFeatures
 from driftline.schemas import default_codec
-from driftline.streams.drift_cli import drift_events_query
-from driftline.streams.drift_decider import STATE_TABLE
-from driftline.streams.loadgen import produce_frames_at_rate, synthetic_frames, synthetic_records
-from driftline.streams.models import ModelCommands
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.topics import Topics
+from driftline.streams.cli.drift import drift_events_query
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import (
+    produce_frames_at_rate,
+    synthetic_frames,
+    synthetic_records,
+)
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.topics import Topics
+from driftline.streams.stages.drift_decider import STATE_TABLE
 from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration

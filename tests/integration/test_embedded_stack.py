@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from driftline.streams.stack import http_json
+from driftline.streams.embedded.stack import http_json
 from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -103,8 +103,8 @@ def test_up_restarts_a_dead_worker_on_the_same_broker(tmp_path):
 
 def test_up_on_apache_kafka_keeps_the_registry_across_a_restart(tmp_path):
     from driftline.core.settings import load_settings
-    from driftline.streams.identity import create_actor
-    from driftline.streams.models import ModelCommands
+    from driftline.streams.control.identity import create_actor
+    from driftline.streams.control.model_commands import ModelCommands
     from tests.integration.helpers import write_model
 
     saved = dict(os.environ)

@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from driftline.lineage.events import registered
 from driftline.schemas import default_codec
-from driftline.streams.topics import Topics
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The scoring workers' own features consumer (driftline.streams.feature_consumer) on a real broker.
+"""The scoring workers' own features consumer (streams/kafka/feature_consumer.py), on a real broker.
 
 Cooperative rebalances hand partitions over cleanly: the batches consumed from a
 partition are delivered and committed before its next owner reads it, so workers
@@ -15,10 +15,10 @@ from collections import Counter
 import pytest
 
 from driftline.schemas import default_codec
-from driftline.streams.loadgen import synthetic_records
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.topics import Topics
-from driftline.streams.worker import prepare_topics
+from driftline.streams.demo.loadgen import synthetic_records
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.provision import prepare_topics
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import read_topic, serve_model, wait_until
 
 pytestmark = pytest.mark.integration

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from driftline.streams.demo.loadgen import synthetic_records
 from driftline.streams.exceptions import StreamsError
-from driftline.streams.loadgen import synthetic_records
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.topics import Topics
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import read_topic
 
 

@@ -18,8 +18,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from driftline.inference.frames import pack_frame
 from driftline.schemas import default_codec
-from driftline.streams.loadgen import synthetic_records
-from driftline.streams.topics import Topics
+from driftline.streams.demo.loadgen import synthetic_records
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import dead_letters, read_topic, send_in_order, wait_until
 
 pytestmark = pytest.mark.integration

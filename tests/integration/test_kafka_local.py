@@ -14,9 +14,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from driftline.streams.embedded import stop_child
-from driftline.streams.kafka_local import KafkaCluster
-from driftline.streams.topics import ensure_topics
+from driftline.streams.embedded.kafka_local import KafkaCluster
+from driftline.streams.embedded.processes import stop_child
+from driftline.streams.kafka.topics import ensure_topics
 from tests.integration.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,7 @@ _CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from driftline.streams.kafka_local import KafkaBroker
+    from driftline.streams.embedded.kafka_local import KafkaBroker
 
     broker = KafkaBroker(Path(sys.argv[1])).start()
     print(broker.proc.pid, broker.bootstrap, flush=True)
@@ -168,7 +168,7 @@ def test_cluster_keeps_every_record_through_a_killed_leader_and_a_stopped_node(k
 
 
 def test_only_tansu_is_treated_as_counting_batches_in_end_offsets(kafka_broker, tansu_broker):
-    from driftline.streams.broker_quirks import detect_quirks
+    from driftline.streams.kafka.broker_quirks import detect_quirks
 
     assert not detect_quirks(
         {"bootstrap.servers": kafka_broker.bootstrap}

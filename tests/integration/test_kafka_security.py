@@ -1,5 +1,5 @@
 """Zero trust on the broker: SASL/SCRAM-SHA-512 over TLS, the StandardAuthorizer, and
-driftline's ACL table (streams/kafka_acls.py), one principal per worker role and client.
+driftline's ACL table (streams/kafka/acls.py), one principal per worker role and client.
 
 One Apache Kafka node for the module, with a throwaway CA. Every driftline part talks
 to it on the SASL_SSL listener as its own principal, holding only its ACLs: the
@@ -27,20 +27,20 @@ from confluent_kafka.admin import (
 )
 
 from driftline.lineage.events import EventType, new_event
-from driftline.streams.codecs import codec_for
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import synthetic_records
+from driftline.streams.embedded.kafka_local import BrokerSecurity, KafkaBroker
 from driftline.streams.exceptions import StreamsError
-from driftline.streams.kafka import make_producer
-from driftline.streams.kafka_acls import PRINCIPALS
-from driftline.streams.kafka_local import BrokerSecurity, KafkaBroker
-from driftline.streams.lifecycle import (
+from driftline.streams.kafka.acls import PRINCIPALS
+from driftline.streams.kafka.clients import make_producer
+from driftline.streams.kafka.codecs import codec_for
+from driftline.streams.kafka.lifecycle_topic import (
     LifecycleWatcher,
     load_registry,
     publish_lifecycle,
     read_lifecycle,
 )
-from driftline.streams.loadgen import synthetic_records
-from driftline.streams.models import ModelCommands
-from driftline.streams.producer import FeatureProducer
+from driftline.streams.kafka.producer import FeatureProducer
 from tests.integration.helpers import forged_promotion, tamper_store, wait_until, write_model
 from tests.integration.secure_kafka import (
     ADMIN,
@@ -59,7 +59,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def kafka_secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
     """One KRaft node with a SASL_SSL listener and the StandardAuthorizer; a SCRAM user
-    (random password) per principal of streams/kafka_acls.py, with no ACLs yet."""
+    (random password) per principal of streams/kafka/acls.py, with no ACLs yet."""
     directory = tmp_path_factory.mktemp("kafka-secure")
     ca_file, keystore = make_tls(directory)
     passwords = {ADMIN: secrets.token_urlsafe(16)}
@@ -274,7 +274,7 @@ def test_a_wrong_password_is_refused(deployment: Deployment, caplog: pytest.LogC
 
 
 # Who may write and read each topic, said again here by hand: the broker must agree with
-# this, so a change to streams/kafka_acls.py that breaks the rules fails here.
+# this, so a change to streams/kafka/acls.py that breaks the rules fails here.
 WRITERS = {
     "features": {"producer"},
     "outcomes": {"producer"},

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.trust.commands import new_command
 from driftline.schemas import default_codec
-from driftline.streams.loadgen import synthetic_records
-from driftline.streams.models import ModelCommands
-from driftline.streams.topics import Topics
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import synthetic_records
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import read_topic, wait_until
 from tests.integration.hostile import (
     DECODE_REASONS,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftline.streams.loadgen import produce_frames_at_rate, synthetic_frames
-from driftline.streams.models import ModelCommands
-from driftline.streams.producer import FeatureProducer
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import produce_frames_at_rate, synthetic_frames
+from driftline.streams.kafka.producer import FeatureProducer
 from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration

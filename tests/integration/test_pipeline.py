@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from driftline.schemas import default_codec
-from driftline.streams.loadgen import produce_at_rate, synthetic_records
-from driftline.streams.models import ModelCommands
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.topics import Topics
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import produce_at_rate, synthetic_records
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration

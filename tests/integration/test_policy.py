@@ -8,10 +8,10 @@ import uuid
 
 from confluent_kafka import Producer
 
-from driftline.streams.codecs import codec_for
-from driftline.streams.lifecycle import LifecycleWatcher
-from driftline.streams.models import ModelCommands
-from driftline.streams.topics import Topics
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.kafka.codecs import codec_for
+from driftline.streams.kafka.lifecycle_topic import LifecycleWatcher
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import wait_until, write_model
 
 

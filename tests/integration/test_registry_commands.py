@@ -9,8 +9,8 @@ import pytest
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.lineage.trust.keys import generate_key, save_keypair
-from driftline.streams.identity import create_actor
-from driftline.streams.models import CommandRejected, ModelCommands
+from driftline.streams.control.identity import create_actor
+from driftline.streams.control.model_commands import CommandRejected, ModelCommands
 from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration

@@ -8,15 +8,15 @@ import time
 import pytest
 
 from driftline.inference.routing import bucket_of
-from driftline.streams.loadgen import (
+from driftline.streams.cli.replay import report, run_replay
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import (
     produce_at_rate,
     produce_frames_at_rate,
     synthetic_frames,
     synthetic_records,
 )
-from driftline.streams.models import ModelCommands
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.replay_cli import report, run_replay
+from driftline.streams.kafka.producer import FeatureProducer
 from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration

@@ -37,10 +37,10 @@ from driftline.schemas.catalog import SchemaEntry
 from driftline.schemas.compat import check_backward
 from driftline.schemas.registry import schema_text
 from driftline.schemas.testing import sample
-from driftline.streams.codecs import codec_for
-from driftline.streams.loadgen import produce_at_rate, synthetic_records
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.topics import Topics
+from driftline.streams.demo.loadgen import produce_at_rate, synthetic_records
+from driftline.streams.kafka.codecs import codec_for
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import read_topic, serve_model, wait_until
 
 pytest_plugins = ["tests.integration.apicurio"]

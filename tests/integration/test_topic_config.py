@@ -11,9 +11,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from driftline.core.settings import KafkaSettings
 from driftline.streams.exceptions import TopicMisconfigured
-from driftline.streams.topic_config import describe_topic_configs, topic_configs
-from driftline.streams.topics import Topics
-from driftline.streams.worker import prepare_topics
+from driftline.streams.kafka.provision import prepare_topics
+from driftline.streams.kafka.topic_config import describe_topic_configs, topic_configs
+from driftline.streams.kafka.topics import Topics
 from tests.integration.conftest import StackEnv
 
 pytestmark = pytest.mark.integration
@@ -99,7 +99,7 @@ def test_a_lifecycle_topic_with_the_brokers_default_retention_stops_start_up(
     _precreate(
         kafka_broker.bootstrap, topics.changelog("drift-state"), {"cleanup.policy": "compact"}
     )
-    with caplog.at_level(logging.WARNING, logger="driftline.streams.topic_config"):
+    with caplog.at_level(logging.WARNING, logger="driftline.streams.kafka.topic_config"):
         prepare_topics(allowed, kafka_broker.bootstrap)
     assert f"{topics.lifecycle}: retention.ms=604800000" in caplog.text
 

@@ -10,12 +10,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from driftline.streams.embedded import free_port
-from driftline.streams.loadgen import synthetic_records
-from driftline.streams.models import ModelCommands
-from driftline.streams.producer import FeatureProducer
-from driftline.streams.topics import Topics
-from driftline.streams.tracing import HEADER_GETTER
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.demo.loadgen import synthetic_records
+from driftline.streams.embedded.processes import free_port
+from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.topics import Topics
+from driftline.streams.kafka.tracing import HEADER_GETTER
 from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration

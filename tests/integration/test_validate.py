@@ -10,10 +10,10 @@ import time
 
 from driftline.inference import SyntheticFeatures, train_logistic
 from driftline.lineage.events import LifecycleEvent
-from driftline.streams.codecs import codec_for
-from driftline.streams.identity import create_actor
-from driftline.streams.models import ModelCommands
-from driftline.streams.topics import Topics
+from driftline.streams.control.identity import create_actor
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.kafka.codecs import codec_for
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import read_topic, write_model
 
 

@@ -13,7 +13,7 @@ from bench.peers.core import Scorer, prediction_id
 from driftline.inference import LoadedModel, score_records, train_logistic
 from driftline.inference import prediction_id as worker_prediction_id
 from driftline.schemas import default_codec
-from driftline.streams.loadgen import synthetic_records
+from driftline.streams.demo.loadgen import synthetic_records
 
 
 def test_the_steady_stretch_runs_from_5_to_95_percent() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from driftline.streams.demo_story import ConceptDrift
+from driftline.streams.demo.story import ConceptDrift
 
 
 def test_predictions_scored_before_the_change_keep_the_base_rate() -> None:

@@ -16,7 +16,7 @@ import asyncio
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from driftline.streams.feature_consumer import FeatureConsumer
+from driftline.streams.kafka.feature_consumer import FeatureConsumer
 
 TOPIC = "features"
 

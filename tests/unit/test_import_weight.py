@@ -32,7 +32,8 @@ def test_the_drift_package_loads_neither_the_store_nor_the_key_libraries():
 
 def test_a_worker_with_river_detectors_imports_no_training_library():
     loaded = _loaded_after(
-        "import driftline.streams.cli, driftline.streams.app, driftline.streams.runtime\n"
+        "import driftline.streams.cli.main, driftline.streams.app.faust_app\n"
+        "import driftline.streams.app.runtime, driftline.streams.app.worker\n"
         "from driftline.drift.catalog import DETECTORS, make_detector\n"
         "detectors = [make_detector(name) for name in DETECTORS]\n"
         "for d in detectors:\n"

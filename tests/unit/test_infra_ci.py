@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from driftline.lineage.promotion.holdout import Holdout
 from driftline.lineage.promotion.policy import PromotionPolicy
-from driftline.streams.cli import main
+from driftline.streams.cli.main import main
 
 CI = Path(__file__).resolve().parents[2] / "infra" / "ci"
 

@@ -1,4 +1,4 @@
-"""The ACL table (streams/kafka_acls.py): its rules, and infra/kafka/acls.sh generated from it."""
+"""The ACL table (streams/kafka/acls.py): its rules, and infra/kafka/acls.sh generated from it."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 
 from driftline.core.settings import WORKER_ROLES
-from driftline.streams.kafka_acls import PRINCIPALS, acl_bindings, acls_script, main, principal
-from driftline.streams.topics import Topics
+from driftline.streams.kafka.acls import PRINCIPALS, acl_bindings, acls_script, main, principal
+from driftline.streams.kafka.topics import Topics
 
 ACLS_SH = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "acls.sh"
 
 
 def test_checked_in_acls_sh_is_the_generated_script():
     assert ACLS_SH.read_text() == acls_script("driftline."), (
-        "infra/kafka/acls.sh is stale: python -m driftline.streams.kafka_acls --prefix driftline. "
+        "infra/kafka/acls.sh is stale: python -m driftline.streams.kafka.acls --prefix driftline. "
         "> infra/kafka/acls.sh"
     )
 

@@ -21,10 +21,10 @@ from driftline.lineage.trust import keys
 from driftline.lineage.trust.commands import new_command
 from driftline.lineage.trust.rbac import CommandAuthority
 from driftline.lineage.trust.roles import Policy, write_example_roles
-from driftline.streams import policy_loop
-from driftline.streams.policy_loop import PolicyLoop
-from driftline.streams.policy_source import PolicySource
-from driftline.streams.registry_agent import RegistryAgent
+from driftline.streams.stages import policy_loop
+from driftline.streams.stages.policy_loop import PolicyLoop
+from driftline.streams.stages.registry_agent import RegistryAgent
+from driftline.streams.stages.roles_source import PolicySource
 
 DESCRIPTION = {"input_name": "x", "input_shape": "[null, 4]"}
 PROBLEM = AuditProblem("fraud", 6, "forged", "no record at driftline.lifecycle[0]@99")

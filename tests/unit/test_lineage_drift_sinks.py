@@ -238,8 +238,8 @@ class Dead:
 
 
 def lineage_writer(client, db, frames=None):
-    from driftline.streams.delivery import BatchDelivery
-    from driftline.streams.persist import LineageWriter, StoreRunner
+    from driftline.streams.kafka.delivery import BatchDelivery
+    from driftline.streams.stages.persist import LineageWriter, StoreRunner
     from driftline.streams.stats import WorkerStats
 
     stats, dead = WorkerStats(), Dead()

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from driftline.lineage.trust.roles import EXAMPLE_ROLES
-from driftline.streams.topics import Topics
+from driftline.streams.kafka.topics import Topics
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 

@@ -11,10 +11,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from driftline.inference import Router
 from driftline.schemas import default_codec
-from driftline.streams import scoring
-from driftline.streams.deadletter import DeadLetterPublisher
-from driftline.streams.delivery import DeliveryTracker
-from driftline.streams.scoring import ScoringPipeline
+from driftline.streams.kafka.delivery import DeliveryTracker
+from driftline.streams.stages import scoring
+from driftline.streams.stages.deadletter import DeadLetterPublisher
+from driftline.streams.stages.scoring import ScoringPipeline
 from driftline.streams.stats import WorkerStats
 from driftline.streams.testing import Consumed, RecordingProducer
 

@@ -162,7 +162,7 @@ def test_security_settings_reach_both_kafka_clients(monkeypatch, tmp_path):
         "sasl_plain_username": "svc",
         "sasl_plain_password": "s3cret",
     }
-    from driftline.streams.kafka import faust_credentials
+    from driftline.streams.kafka.clients import faust_credentials
 
     credentials = faust_credentials(kafka)
     assert (credentials.username, credentials.password) == ("svc", "s3cret")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from driftline.streams.batching import gather
+from driftline.streams.kafka.batching import gather
 
 
 class FakeStream:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from driftline.streams.broker_quirks import TANSU_CLUSTER_ID, quirks_of
+from driftline.streams.kafka.broker_quirks import TANSU_CLUSTER_ID, quirks_of
 
 
 def test_tansu_gets_one_record_batches_for_table_state():

@@ -11,8 +11,8 @@ from driftline.lineage.audit.checkpoints import load_checkpoints
 from driftline.lineage.audit.verify import UNVERIFIED
 from driftline.lineage.store.clickhouse import create_tables
 from driftline.lineage.trust.keys import generate_key, save_keypair
-from driftline.streams.checkpointing import CheckpointKeeper, writer_key
 from driftline.streams.exceptions import StreamsError
+from driftline.streams.stages.checkpointing import CheckpointKeeper, writer_key
 
 pytestmark = pytest.mark.integration  # real chDB engine
 

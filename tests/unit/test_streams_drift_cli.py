@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from driftline.lineage.exceptions import LineageError
-from driftline.streams.drift_cli import drift_events_query
+from driftline.streams.cli.drift import drift_events_query
 
 
 def test_query_filters_and_limits():

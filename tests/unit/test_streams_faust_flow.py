@@ -4,7 +4,7 @@ import asyncio
 
 from mode.utils.queues import FlowControlQueue
 
-from driftline.streams.faust_flow import App, ResumeKeepsQueues
+from driftline.streams.app.flow import App, ResumeKeepsQueues
 
 
 def test_resume_while_running_keeps_queued_records():

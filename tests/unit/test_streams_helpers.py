@@ -7,10 +7,10 @@ from opentelemetry import trace
 
 from driftline.lineage.events import registered
 from driftline.lineage.exceptions import InvalidRecord
-from driftline.streams.audit_cli import audit_trail_query
-from driftline.streams.lifecycle import cloudevent_headers
-from driftline.streams.topics import TOPIC_KINDS, Topics
-from driftline.streams.tracing import link_to, trace_headers
+from driftline.streams.control.store_access import audit_trail_query
+from driftline.streams.kafka.lifecycle_topic import cloudevent_headers
+from driftline.streams.kafka.topics import TOPIC_KINDS, Topics
+from driftline.streams.kafka.tracing import link_to, trace_headers
 
 VALID = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -74,7 +74,7 @@ def test_audit_query_refuses_model_names_that_could_inject_sql():
 
 
 def test_restart_backoff_doubles_to_a_cap_and_resets_after_a_healthy_run():
-    from driftline.streams.stack import RestartBackoff
+    from driftline.streams.embedded.stack import RestartBackoff
 
     backoff = RestartBackoff(first_s=1, most_s=8, healthy_s=60)
     assert [backoff.after_run(0.5) for _ in range(5)] == [1, 2, 4, 8, 8]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from driftline.core.settings import WORKER_ROLES
-from driftline.streams.topics import Topics
+from driftline.streams.kafka.topics import Topics
 
 TOPICS = Topics("acme.")
 

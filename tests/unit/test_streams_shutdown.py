@@ -2,11 +2,11 @@ import subprocess
 import sys
 import time
 
-from driftline.streams.shutdown import BoundedWorker, exit_after
+from driftline.streams.app.shutdown import BoundedWorker, exit_after
 
 HANGS = """
 import time
-from driftline.streams.shutdown import exit_after
+from driftline.streams.app.shutdown import exit_after
 exit_after(0.3)
 time.sleep(30)  # a stop stuck on a dead broker
 """

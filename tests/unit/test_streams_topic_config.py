@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from driftline.core.settings import ConfigError, KafkaSettings, load_settings
-from driftline.streams.topic_config import compare_configs, topic_configs
-from driftline.streams.topics import Topics
+from driftline.streams.kafka.topic_config import compare_configs, topic_configs
+from driftline.streams.kafka.topics import Topics
 
 TOPICS = Topics("acme.")
 

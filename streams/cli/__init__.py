@@ -1,0 +1,1 @@
+"""The `driftline` command line (``python -m driftline.streams.cli``)."""

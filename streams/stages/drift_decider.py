@@ -1,0 +1,183 @@
+"""The ``decide-drift`` agent: every model's drift decided once, in one place.
+
+Scoring workers (:mod:`driftline.streams.stages.drift_reduce`) and the outcomes join
+(:mod:`driftline.streams.stages.outcome_join`) publish parts of each model's streams to the
+internal topic ``<app>-drift-summaries``, keyed by model, on partition
+``crc32(model) % partitions``. Faust gives each partition of that topic to
+one worker, so one :class:`driftline.drift.decider.Decider` sees all of a model's
+rows and outcomes, from every partition of the features and join topics, and
+one monitor per ``(model, version, arm)`` decides. Alarms become DriftEvents
+on the ``drift`` topic, keyed by model.
+
+State: after each batch every monitor it changed is written to the
+``drift-state`` Faust table, one record per monitor (``m|<model, version,
+arm>``) holding the detectors and the marks (next offset per source
+partition), on the changelog partition of the summaries partition it came
+from; the batch's offsets are committed only once those records and the
+DriftEvents are delivered. After a restart or rebalance Faust recovers the
+table from its changelog, each monitor is restored from its record when next
+fed, and the marks skip what it had already counted.
+
+Tansu (the embedded broker) reports a partition's end offset as the last
+batch's base offset + 1, and Faust recovers a table up to that offset, so on
+Tansu the state producer sends one message per batch (streams/kafka/broker_quirks.py);
+on Apache Kafka it batches normally.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import MutableMapping, Sequence
+
+import numpy as np
+from confluent_kafka import Producer
+
+from driftline.drift.config import DriftConfig
+from driftline.drift.decider import Decider, References
+from driftline.drift.exceptions import InvalidValue, SnapshotError
+from driftline.drift.monitor import DriftAlarm, MonitorKey
+from driftline.drift.summary import decode_parts
+from driftline.schemas import SchemaCodec
+from driftline.streams.kafka.delivery import BatchDelivery, DeliveryTracker
+from driftline.streams.stages.deadletter import DeadLetterPublisher, InboundMessage
+from driftline.streams.stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "drift-state"
+INVALID_SUMMARY = "invalid_drift_summary"
+_EVENT_NAMESPACE = uuid.UUID("5d1f3a52-8c1e-4f0e-9a57-3b2f1c0d7e11")
+
+
+def state_key(key: MonitorKey) -> bytes:
+    return f"m|{key.text()}".encode()
+
+
+def event_id(alarm: DriftAlarm) -> str:
+    """Stable across redelivery and restarts: the same alarm at the same record, the same id."""
+    k = alarm.key
+    name = (
+        f"{k.model}|{k.version}|{k.arm}|{alarm.stream}|{alarm.detector}|"
+        f"{alarm.feature}|{alarm.position}"
+    )
+    return uuid.uuid5(_EVENT_NAMESPACE, name).hex
+
+
+def drift_record(alarm: DriftAlarm, detected_at: int) -> dict:
+    """The Avro DriftEvent for an alarm."""
+    p_value = alarm.p_value if alarm.p_value is None or np.isfinite(alarm.p_value) else None
+    evidence = dict(alarm.evidence) | {"position": alarm.position}
+    return {
+        "event_id": event_id(alarm),
+        "model": alarm.key.model,
+        "version": alarm.key.version,
+        "arm": alarm.key.arm,
+        "detector": alarm.detector,
+        "feature": alarm.feature,
+        "statistic": float(alarm.statistic),
+        "threshold": float(alarm.threshold),
+        "p_value": p_value,
+        "window_size": int(alarm.window_size),
+        "evidence": json.dumps(evidence, sort_keys=True, default=float),
+        "detected_at": detected_at,
+    }
+
+
+class DriftDecider:
+    def __init__(
+        self,
+        *,
+        config: DriftConfig,
+        codec: SchemaCodec,
+        delivery: DeliveryTracker,
+        dead_letters: DeadLetterPublisher,
+        drift_topic: str,
+        state_topic: str,
+        state_producer: Producer,
+        references: References,
+        stats: WorkerStats,
+    ) -> None:
+        self.config = config
+        self._codec = codec
+        self._delivery = delivery
+        self._dead = dead_letters
+        self._drift_topic = drift_topic
+        self._state_topic = state_topic
+        self._state_producer = state_producer
+        self._stats = stats
+        self.table: MutableMapping[bytes, bytes] = {}  # the Faust table's local data
+        self.decider = Decider(config, references, lambda key: self.table.get(state_key(key)))
+        self._partition_of: dict[MonitorKey, int] = {}
+
+    def partitions_changed(self) -> None:
+        """Forget in-memory monitors: each is rebuilt from the (recovered) table when next fed."""
+        self.decider.forget()
+        self._partition_of.clear()
+
+    def process(self, messages: Sequence[InboundMessage], batch: BatchDelivery) -> None:
+        """Fold a batch of summary messages; publish alarms; write the monitors it changed."""
+        started = time.perf_counter()
+        now = time.time_ns() // 1_000_000
+        skipped = self.decider.skipped
+        parts = []
+        for message in messages:
+            try:
+                decoded = decode_parts(bytes(message.value or b""))
+            except (SnapshotError, InvalidValue) as exc:
+                # Only driftline writes this topic, so this is a bug or corruption: keep it.
+                self._dead.publish(message, INVALID_SUMMARY, str(exc), batch)
+                continue
+            for part in decoded:
+                self._partition_of[part.key] = message.partition
+            parts += decoded
+        # The whole batch at once: a scoring batch's pieces fold as one part.
+        alarms = self.decider.fold_all(parts)
+        for alarm in alarms:
+            value = self._codec.encode("DriftEvent", drift_record(alarm, now))
+            self._delivery.produce(batch, self._drift_topic, value, key=alarm.key.model.encode())
+        self._stats.drift_events += len(alarms)
+        self._stats.drift_redelivered += self.decider.skipped - skipped
+        self._stats.drift_restored.update(self.decider.restored)
+        for key in self.decider.take_touched():
+            batch.expect()
+            self._send_state(self._partition_of[key], state_key(key), key, batch)
+        self._stats.timing["decide_s"] += time.perf_counter() - started
+
+    def _send_state(self, partition: int, key: bytes, monitor: MonitorKey, batch) -> None:
+        blob = self.decider.record(monitor)
+
+        def delivered(err, msg) -> None:
+            if err is not None:
+                # Re-sent here, not by the batch: it must land on this exact partition.
+                log.warning("drift state of %s not delivered (%s); re-sending", monitor, err)
+                self._resend(partition, key, blob, delivered)
+                return
+            self.table[key] = blob
+            batch.on_delivery(None, msg)
+
+        self._resend(partition, key, blob, delivered)
+        self._stats.drift_snapshot_bytes += len(blob)
+
+    def _resend(self, partition: int, key: bytes, blob: bytes, delivered) -> None:
+        while True:
+            try:
+                self._state_producer.produce(
+                    self._state_topic, blob, key=key, partition=partition, on_delivery=delivered
+                )
+                return
+            except BufferError:
+                self._state_producer.poll(0.05)
+
+    def status(self) -> dict:
+        """The monitors this worker decides for (the /driftline/drift/ view)."""
+        return {"config": self.config.params(), "monitors": self.decider.status()}
+
+    def poll(self) -> None:
+        """Serve the state producer's delivery callbacks (call often, on the event loop)."""
+        self._state_producer.poll(0)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        self._state_producer.flush(timeout)
