@@ -27,7 +27,7 @@ import pytest
 from driftline.core.settings import Settings, load_settings
 from driftline.streams.control.identity import create_actor
 from driftline.streams.embedded.kafka_local import KafkaBroker, KafkaCluster
-from driftline.streams.embedded.processes import free_port, stop_child
+from driftline.streams.embedded.processes import free_port, spawn_child, stop_child
 from driftline.streams.embedded.stack import http_json
 from driftline.streams.embedded.tansu import TansuBroker
 from driftline.streams.kafka.provision import prepare_topics
@@ -182,13 +182,10 @@ def start_worker(stack_env: StackEnv, tmp_path: Path) -> Iterator[Callable[..., 
         env = os.environ | stack_env.env | {"DRIFTLINE_WORKER_WEB_PORT": str(port)} | extra_env
         if data_dir is not None:
             env["DRIFTLINE_DATA_DIR"] = str(data_dir)
-        with open(log_file, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "driftline.streams.cli", "worker"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        # A child that dies with the test run, even on SIGKILL: no orphaned worker.
+        proc = spawn_child(
+            [sys.executable, "-m", "driftline.streams.cli", "worker"], env=env, log_file=log_file
+        )
         worker = WorkerProcess(proc, f"http://127.0.0.1:{port}", log_file)
         started.append(worker)
         deadline = time.monotonic() + ready_timeout_s

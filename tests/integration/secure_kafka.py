@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 from driftline.core.settings import Settings, load_settings
 from driftline.streams.control.identity import create_actor
 from driftline.streams.embedded.kafka_local import REPO_ROOT, KafkaBroker, install, java_path
-from driftline.streams.embedded.processes import free_port, stop_child
+from driftline.streams.embedded.processes import free_port, spawn_child, stop_child
 from driftline.streams.kafka.acls import acl_bindings
 from driftline.streams.kafka.provision import provision
 from driftline.streams.kafka.topics import Topics
@@ -298,13 +298,9 @@ def start_workers(
         env = os.environ | deployment.env(
             role, DRIFTLINE_WORKER_ROLES=role, DRIFTLINE_WORKER_WEB_PORT=str(port)
         )
-        with open(log_file, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "driftline.streams.cli", "worker"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        proc = spawn_child(
+            [sys.executable, "-m", "driftline.streams.cli", "worker"], env=env, log_file=log_file
+        )
         workers[role] = Worker(proc, f"http://127.0.0.1:{port}", log_file, role=role)
     deadline = time.monotonic() + timeout_s
     waiting = dict(workers)

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from driftline.streams.control.model_commands import ModelCommands
 from driftline.streams.demo.loadgen import produce_at_rate, synthetic_records
-from driftline.streams.embedded.processes import free_port, stop_child
+from driftline.streams.embedded.processes import free_port, spawn_child, stop_child
 from driftline.streams.embedded.stack import http_json
 from driftline.streams.exceptions import TopicMismatch
 from driftline.streams.kafka.producer import FeatureProducer
@@ -96,20 +96,10 @@ def test_aiokafka_group_join_commit_and_resume(any_broker):
 
 def _start_counter(env: dict) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.integration.apps.counter",
-            "worker",
-            "-l",
-            "warn",
-            "--web-port",
-            str(port),
-        ],
+    proc = spawn_child(
+        [sys.executable, "-m", "tests.integration.apps.counter", "worker", "-l", "warn"]
+        + ["--web-port", str(port)],
         env=os.environ | env | {"WEB_PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
     return proc, f"http://127.0.0.1:{port}/counts/"
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from driftline.streams.embedded.processes import spawn_child
 from driftline.streams.embedded.stack import http_json
 from tests.integration.helpers import wait_until
 
@@ -36,12 +37,7 @@ def _children(pid: int) -> list[int]:
 def _start_up(tmp_path, *args: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env["DRIFTLINE_DATA_DIR"] = str(tmp_path / "data")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "driftline.streams.cli", "up", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_child([sys.executable, "-m", "driftline.streams.cli", "up", *args], env=env)
     stack_file = tmp_path / "data" / "stack.json"
     wait_until(stack_file.exists, timeout_s=90, what="stack.json")
     info = json.loads(stack_file.read_text())
