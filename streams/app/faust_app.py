@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import faust
 from mode.supervisors import CrashingSupervisor
@@ -20,7 +21,7 @@ from driftline.streams.kafka.clients import faust_credentials
 from driftline.streams.kafka.delivery import DeliveryTracker, OrderedAcker
 from driftline.streams.kafka.feature_consumer import FeatureConsumer, consumer_config
 from driftline.streams.stages.drift_decider import STATE_TABLE
-from driftline.streams.stages.isolation import isolated, isolated_async
+from driftline.streams.stages.isolation import Fill, isolated, isolated_async
 from driftline.streams.stages.outcome_join import JOIN_TABLE
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,35 @@ def _faust_broker_url(bootstrap: str) -> str:
 def create_app(
     settings: Settings, bootstrap: str, *, web_port: int
 ) -> tuple[faust.App, WorkerRuntime]:
+    """The worker's Faust app: the runtime built from ``settings``, and one wiring per role."""
     runtime = WorkerRuntime.build(settings, bootstrap)
-    worker = settings.worker
-    fast_features = runtime.scoring is not None and worker.features_consumer == "kafka"
+    fast_features = runtime.scoring is not None and settings.worker.features_consumer == "kafka"
     # One consumer group per set of roles; two when the features consumer runs.
     agents_group, features_group = runtime.topics.worker_groups(
-        worker.role_set, features_consumer=fast_features
+        settings.worker.role_set, features_consumer=fast_features
     )
+    wiring = Wiring(_new_app(settings, bootstrap, agents_group, web_port), runtime, settings)
+    if runtime.follower is not None:
+        wiring.task(runtime.follower.run)
+    if runtime.registry is not None:
+        wire_registry(wiring)
+    if runtime.policy is not None or runtime.policy_loop is not None:
+        wire_policy(wiring)
+    if runtime.drift is not None:
+        wire_drift(wiring)
+    if runtime.scoring is not None:
+        wire_scoring(wiring, features_group if fast_features else None)
+    if runtime.lineage is not None:
+        wire_lineage(wiring)
+    register_views(wiring.app, runtime)
+    wiring.task(runtime.delivery.serve)
+    return wiring.app, runtime
+
+
+def _new_app(settings: Settings, bootstrap: str, group: str, web_port: int) -> faust.App:
+    worker = settings.worker
     app = faust_flow.App(
-        agents_group,
+        group,
         broker=_faust_broker_url(bootstrap),
         broker_credentials=faust_credentials(settings.kafka),
         broker_session_timeout=worker.session_timeout_s,
@@ -51,9 +72,9 @@ def create_app(
         topic_partitions=settings.kafka.partitions,
         topic_replication_factor=settings.kafka.replication_factor,
         topic_disable_leader=True,
-        # prepare_topics (streams/app/worker.py) has created every topic, changelogs included,
-        # with its config, before the app exists. Faust's own declare would ask to create
-        # them again (CreateTopics), which a worker's ACLs refuse on a secured cluster.
+        # prepare_topics (streams/kafka/provision.py) has created every topic, changelogs
+        # included, with its config, before the app exists. Faust's own declare would ask to
+        # create them again (CreateTopics), which a worker's ACLs refuse on a secured cluster.
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=worker.fetch_max_bytes,
@@ -66,46 +87,88 @@ def create_app(
         agent_supervisor=CrashingSupervisor,
     )
     app.transport = with_fetch_wait(worker.fetch_max_wait_ms)(app.conf.broker_consumer, app)
-    batch_size = worker.batch_size
-    within = worker.batch_window_ms / 1000
+    return app
 
-    def raw_topic(name: str) -> faust.TopicT:
-        return app.topic(name, key_serializer="raw", value_serializer="raw")
 
-    follower, delivery = runtime.follower, runtime.delivery
-    dead = runtime.dead_letters
+class Wiring:
+    """What every role's wiring needs: the app, the runtime, and agents over stages."""
 
-    def guarded(fill, what: str):
-        return isolated(fill, dead, what)
+    def __init__(self, app: faust.App, runtime: WorkerRuntime, settings: Settings) -> None:
+        self.app, self.runtime, self.settings = app, runtime, settings
+        self.batch_size = settings.worker.batch_size
+        self.within = settings.worker.batch_window_ms / 1000
 
-    if follower is not None:
+    def raw_topic(self, name: str) -> faust.TopicT:
+        return self.app.topic(name, key_serializer="raw", value_serializer="raw")
 
-        @app.task
-        async def follow_lifecycle() -> None:
-            await follower.run()
+    def guarded(self, fill: Fill, what: str) -> Fill:
+        return isolated(fill, self.runtime.dead_letters, what)
 
-    if runtime.registry is not None:
-        registry_agent = runtime.registry
+    def task(self, run: Callable[[], Awaitable[None]]) -> None:
+        async def run_task() -> None:
+            await run()
 
-        @app.agent(raw_topic(runtime.topics.name("commands")), name="decide-commands")
-        async def decide_commands(stream: faust.StreamT) -> None:
-            await follower.caught_up.wait()  # decide against the whole history
-            decide = guarded(registry_agent.process, "deciding a command")
-            await deliver_then_ack(stream, delivery, decide, 100, within)
+        run_task.__name__ = run_task.__qualname__ = f"task_{_name_of(run)}"
+        self.app.task(run_task)
 
+    def stage_agent(
+        self,
+        topic: str,
+        name: str,
+        fill: Fill,
+        what: str,
+        *,
+        size: int | None = None,
+        within: float | None = None,
+        after_history: bool = True,
+    ) -> None:
+        """An agent feeding ``topic``'s batches to ``fill``, acking each batch once what it
+        produced is delivered; ``after_history``: not before the lifecycle is caught up."""
+        follower, delivery = self.runtime.follower, self.runtime.delivery
+        guarded = self.guarded(fill, what)
+        size = size or self.batch_size
+        within = self.within if within is None else within
+
+        async def agent(stream: faust.StreamT) -> None:
+            if after_history:
+                await follower.caught_up.wait()
+            await deliver_then_ack(stream, delivery, guarded, size, within)
+
+        self.app.agent(self.raw_topic(topic), name=name)(agent)
+
+    def timer(self, interval_s: float, tick: Callable[[], Awaitable[None]]) -> None:
+        async def on_tick() -> None:
+            await tick()
+
+        on_tick.__name__ = on_tick.__qualname__ = f"timer_{_name_of(tick)}"
+        self.app.timer(interval_s)(on_tick)
+
+
+def wire_registry(w: Wiring) -> None:
+    """Signed commands in, lifecycle events out, decided against the whole history."""
+    topic = w.runtime.topics.name("commands")
+    w.stage_agent(
+        topic, "decide-commands", w.runtime.registry.process, "deciding a command", size=100
+    )
+
+
+def wire_policy(w: Wiring) -> None:
+    """The drift reflex on drift events, and the canary and experiment loop on a timer."""
+    runtime = w.runtime
     if runtime.policy is not None:
-        policy_agent = runtime.policy
-
-        @app.agent(raw_topic(runtime.topics.name("drift")), name="policy-drift")
-        async def policy_drift(stream: faust.StreamT) -> None:
-            # Small batches, no wait: a drift rollback should take well under 2 s.
-            respond = guarded(policy_agent.process, "the drift policy")
-            await deliver_then_ack(stream, delivery, respond, 100, 0.01)
-
+        # Small batches, no wait: a drift rollback should take well under 2 s.
+        w.stage_agent(
+            runtime.topics.name("drift"),
+            "policy-drift",
+            runtime.policy.process,
+            "the drift policy",
+            size=100,
+            within=0.01,
+            after_history=False,
+        )
     if runtime.policy_loop is not None:
-        policy_loop = runtime.policy_loop
+        follower, delivery, policy_loop = runtime.follower, runtime.delivery, runtime.policy_loop
 
-        @app.timer(settings.policy.interval_s)
         async def evaluate_policy() -> None:
             if not follower.caught_up.is_set():
                 return
@@ -116,79 +179,88 @@ def create_app(
                 log.exception("policy evaluation failed; trying again next tick")
             await delivery.wait(batch)
 
-    if runtime.drift is not None:
-        decider, outcomes = runtime.decider, runtime.outcomes
+        w.timer(w.settings.policy.interval_s, evaluate_policy)
 
-        def state_table(name: str) -> faust.Table:
-            # Recovered from its changelog on start and rebalance; our pipelines write it.
-            changelog = app.topic(
-                runtime.topics.changelog(name),
-                key_type=bytes,
-                value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
-                partitions=settings.kafka.partitions,
-            )
-            return app.Table(
-                name,
-                key_type=bytes,
-                value_type=bytes,
-                partitions=settings.kafka.partitions,
-                changelog_topic=changelog,
-            )
 
-        decider.table = state_table(STATE_TABLE).data
-        outcomes.table = state_table(JOIN_TABLE).data
+def wire_drift(w: Wiring) -> None:
+    """The decider and the outcomes join, with their state in changelogged tables."""
+    runtime, app, settings = w.runtime, w.app, w.settings
+    decider, outcomes, delivery = runtime.decider, runtime.outcomes, runtime.delivery
 
-        @app.on_partitions_assigned.connect
-        async def _drift_reassigned(sender, assigned, **kwargs) -> None:
-            decider.partitions_changed()
-            outcomes.partitions_changed()
+    def state_table(name: str) -> faust.Table:
+        # Recovered from its changelog on start and rebalance; our pipelines write it.
+        changelog = app.topic(
+            runtime.topics.changelog(name),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.kafka.partitions,
+        )
+        return app.Table(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.kafka.partitions,
+            changelog_topic=changelog,
+        )
 
-        @app.task
-        async def serve_drift_state() -> None:
-            while True:
-                decider.poll()
-                await asyncio.sleep(0.005)
+    decider.table = state_table(STATE_TABLE).data
+    outcomes.table = state_table(JOIN_TABLE).data
 
-        @app.agent(raw_topic(runtime.topics.drift_summaries), name="decide-drift")
-        async def decide_drift(stream: faust.StreamT) -> None:
-            # Every partition's rows and outcomes of a model meet here: one monitor decides.
-            await follower.caught_up.wait()  # the versions' training profiles are known
-            decide = guarded(decider.process, "deciding drift")
-            await deliver_then_ack(stream, delivery, decide, batch_size, within)
+    @app.on_partitions_assigned.connect
+    async def _drift_reassigned(sender, assigned, **kwargs) -> None:
+        decider.partitions_changed()
+        outcomes.partitions_changed()
 
-        @app.agent(raw_topic(runtime.topics.name("outcomes")), name="route-outcomes")
-        async def route_outcomes(stream: faust.StreamT) -> None:
-            route = guarded(outcomes.route, "routing outcomes")
-            await deliver_then_ack(stream, delivery, route, batch_size, within)
+    async def serve_drift_state() -> None:
+        while True:
+            decider.poll()
+            await asyncio.sleep(0.005)
 
-        @app.agent(raw_topic(runtime.topics.outcome_join), name="join-outcomes")
-        async def join_outcomes(stream: faust.StreamT) -> None:
-            await follower.caught_up.wait()
-            join = guarded(outcomes.process, "joining outcomes")
-            await deliver_then_ack(stream, delivery, join, batch_size, within)
+    w.task(serve_drift_state)
+    # Every partition's rows and outcomes of a model meet here: one monitor decides, once
+    # the versions' training profiles are known.
+    w.stage_agent(runtime.topics.drift_summaries, "decide-drift", decider.process, "deciding drift")
+    w.stage_agent(
+        runtime.topics.name("outcomes"),
+        "route-outcomes",
+        outcomes.route,
+        "routing outcomes",
+        after_history=False,
+    )
+    w.stage_agent(
+        runtime.topics.outcome_join, "join-outcomes", outcomes.process, "joining outcomes"
+    )
 
-        @app.timer(max(1.0, min(30.0, settings.drift.outcome_wait_s / 4)))
-        async def expire_outcomes() -> None:
-            batch = delivery.batch()
-            outcomes.expire(batch)
-            await delivery.wait(batch)
+    async def expire_outcomes() -> None:
+        batch = delivery.batch()
+        outcomes.expire(batch)
+        await delivery.wait(batch)
 
-    if fast_features:
+    w.timer(max(1.0, min(30.0, settings.drift.outcome_wait_s / 4)), expire_outcomes)
+
+
+def wire_scoring(w: Wiring, features_group: str | None) -> None:
+    """Features in, predictions out: through the features consumer when it has a group,
+    else through a Faust agent."""
+    runtime, app, worker = w.runtime, w.app, w.settings.worker
+    follower, delivery = runtime.follower, runtime.delivery
+    score = w.guarded(runtime.scoring.process, "scoring")
+    if features_group is not None:
         features = FeatureConsumer(
             config=consumer_config(
-                settings.kafka.librdkafka_config(bootstrap),
+                w.settings.kafka.librdkafka_config(runtime.bootstrap),
                 group=features_group,
                 session_timeout_s=worker.session_timeout_s,
                 fetch_max_wait_ms=worker.fetch_max_wait_ms,
                 fetch_max_bytes=worker.fetch_max_bytes,
             ),
             topic=runtime.topics.features,
-            score=guarded(runtime.scoring.process, "scoring"),
+            score=score,
             delivery=delivery,
             stats=runtime.stats,
-            batch_size=batch_size,
+            batch_size=w.batch_size,
             max_in_flight=worker.max_in_flight,
             ready=follower.caught_up,
             loop=app.loop,
@@ -196,90 +268,91 @@ def create_app(
         )
         runtime.features_consumer = features
 
-        @app.task
         async def start_features_consumer() -> None:
             # Stopped with the app (a runtime dependency), after the Faust consumer.
             await app.add_runtime_dependency(features)
 
-    elif runtime.scoring is not None:
-        scoring = runtime.scoring
+        w.task(start_features_consumer)
+        return
 
-        @app.agent(raw_topic(runtime.topics.features), name="score-features")
-        async def score_features(stream: faust.StreamT) -> None:
-            await follower.caught_up.wait()
-            acker = OrderedAcker(delivery, stream.ack, max_in_flight=worker.max_in_flight)
-            acking = asyncio.ensure_future(acker.run())
-            timing = runtime.stats.timing
-            score = guarded(scoring.process, "scoring")
-            try:
-                async for events in gather(stream, batch_size, within):
-                    started = time.perf_counter()
-                    batch = delivery.batch()
-                    score([event.message for event in events], batch)
-                    submitted = time.perf_counter()
-                    # Waits only while max_in_flight earlier batches await delivery.
-                    await acker.submit(events, batch)
-                    timing["score_s"] += submitted - started
-                    timing["backpressure_s"] += time.perf_counter() - submitted
-            finally:
-                acking.cancel()
+    @app.agent(w.raw_topic(runtime.topics.features), name="score-features")
+    async def score_features(stream: faust.StreamT) -> None:
+        await follower.caught_up.wait()
+        acker = OrderedAcker(delivery, stream.ack, max_in_flight=worker.max_in_flight)
+        acking = asyncio.ensure_future(acker.run())
+        timing = runtime.stats.timing
+        try:
+            async for events in gather(stream, w.batch_size, w.within):
+                started = time.perf_counter()
+                batch = delivery.batch()
+                score([event.message for event in events], batch)
+                submitted = time.perf_counter()
+                # Waits only while max_in_flight earlier batches await delivery.
+                await acker.submit(events, batch)
+                timing["score_s"] += submitted - started
+                timing["backpressure_s"] += time.perf_counter() - submitted
+        finally:
+            acking.cancel()
 
-    if runtime.lineage is not None:
-        lineage = runtime.lineage
-        rows, interval = settings.clickhouse.flush_rows, settings.clickhouse.flush_interval_s
 
-        def persisting(topic: str, name: str, store) -> None:
-            store = isolated_async(store, dead, f"storing {name.removeprefix('store-')}")
+def wire_lineage(w: Wiring) -> None:
+    """Every topic the store keeps, written before its offsets are committed, and the
+    audit chain heads signed on a timer and at shutdown."""
+    runtime, app, settings = w.runtime, w.app, w.settings
+    lineage, topics = runtime.lineage, runtime.topics
+    rows, interval = settings.clickhouse.flush_rows, settings.clickhouse.flush_interval_s
 
-            @app.agent(raw_topic(topic), name=name)
-            async def persist(stream: faust.StreamT) -> None:
-                async for events in stream.noack_take(rows, interval):
-                    batch = runtime.delivery.batch()  # dead letters raised while storing
-                    await store([event.message for event in events], batch)
-                    await runtime.delivery.wait(batch)
-                    for event in events:
-                        await stream.ack(event)
+    def persisting(topic: str, name: str, store) -> None:
+        store = isolated_async(
+            store, runtime.dead_letters, f"storing {name.removeprefix('store-')}"
+        )
 
-        persisting(runtime.topics.predictions, "store-predictions", lineage.store_predictions)
-
-        @app.agent(raw_topic(runtime.topics.features), name="log-features")
-        async def log_features(stream: faust.StreamT) -> None:
+        @app.agent(w.raw_topic(topic), name=name)
+        async def persist(stream: faust.StreamT) -> None:
             async for events in stream.noack_take(rows, interval):
-                await lineage.store_features([event.message for event in events])
+                batch = runtime.delivery.batch()  # dead letters raised while storing
+                await store([event.message for event in events], batch)
+                await runtime.delivery.wait(batch)
                 for event in events:
                     await stream.ack(event)
 
-        persisting(runtime.topics.lifecycle, "store-lifecycle", lineage.store_lifecycle)
-        persisting(runtime.topics.deadletter, "store-deadletters", lineage.store_dead_letters)
-        persisting(runtime.topics.name("drift"), "store-drift", lineage.store_drift)
-        persisting(runtime.topics.name("outcomes"), "store-outcomes", lineage.store_outcomes)
+    persisting(topics.predictions, "store-predictions", lineage.store_predictions)
 
-        @app.timer(worker.checkpoint_interval_s)
-        async def checkpoint_chain_heads() -> None:
-            signed = await runtime.store.call(runtime.checkpoints.checkpoint)
-            if signed:
-                runtime.stats.rows_stored["audit_checkpoints"] += signed
+    @app.agent(w.raw_topic(topics.features), name="log-features")
+    async def log_features(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(rows, interval):
+            await lineage.store_features([event.message for event in events])
+            for event in events:
+                await stream.ack(event)
 
-        @app.on_before_shutdown.connect
-        async def _checkpoint_at_shutdown(sender, **kwargs) -> None:
-            # Consumers are stopped and drained by now: sign the last rows too, so a clean
-            # stop leaves no tail for verification to call unverified.
-            try:
-                await runtime.store.call(lambda: runtime.checkpoints.checkpoint("shutdown"))
-            except Exception:
-                log.exception("the shutdown checkpoint of the audit chain heads failed")
+    persisting(topics.lifecycle, "store-lifecycle", lineage.store_lifecycle)
+    persisting(topics.deadletter, "store-deadletters", lineage.store_dead_letters)
+    persisting(topics.name("drift"), "store-drift", lineage.store_drift)
+    persisting(topics.name("outcomes"), "store-outcomes", lineage.store_outcomes)
 
-        @app.on_partitions_assigned.connect
-        async def _reassigned(sender, assigned, **kwargs) -> None:
-            lineage.partitions_reassigned()
+    async def checkpoint_chain_heads() -> None:
+        signed = await runtime.store.call(runtime.checkpoints.checkpoint)
+        if signed:
+            runtime.stats.rows_stored["audit_checkpoints"] += signed
 
-    register_views(app, runtime)
+    w.timer(settings.worker.checkpoint_interval_s, checkpoint_chain_heads)
 
-    @app.task
-    async def serve_deliveries() -> None:
-        await runtime.delivery.serve()
+    @app.on_before_shutdown.connect
+    async def _checkpoint_at_shutdown(sender, **kwargs) -> None:
+        # Consumers are stopped and drained by now: sign the last rows too, so a clean
+        # stop leaves no tail for verification to call unverified.
+        try:
+            await runtime.store.call(lambda: runtime.checkpoints.checkpoint("shutdown"))
+        except Exception:
+            log.exception("the shutdown checkpoint of the audit chain heads failed")
 
-    return app, runtime
+    @app.on_partitions_assigned.connect
+    async def _reassigned(sender, assigned, **kwargs) -> None:
+        lineage.partitions_reassigned()
+
+
+def _name_of(function: Callable) -> str:
+    return getattr(function, "__name__", "run").strip("_") or "run"
 
 
 async def deliver_then_ack(stream, delivery: DeliveryTracker, fill, size: int, within: float):

@@ -89,8 +89,14 @@ class WorkerRuntime:
     signer: PolicySigner | None = None
     policy_loop: PolicyLoop | None = None
 
+    router: Router | None = None
+    roles_source: PolicySource | None = None
+    event_times: EventTimeBounds | None = None
+    device_kind: str = "cpu"
+
     @classmethod
     def build(cls, settings: Settings, bootstrap: str) -> WorkerRuntime:
+        """What a worker with ``settings``' roles holds: the shared parts, then each role's."""
         topics = Topics(settings.kafka.topic_prefix)
         codec = codec_for(settings)
         # A consumed batch's outputs are all produced at once: lingering only delays them.
@@ -99,150 +105,178 @@ class WorkerRuntime:
         )
         delivery = DeliveryTracker(producer)
         stats = WorkerStats()
-        dead = DeadLetterPublisher(
+        runtime = cls(settings, bootstrap, topics, codec, producer, delivery, stats)
+        runtime.dead_letters = DeadLetterPublisher(
             codec=codec,
             delivery=delivery,
             topic=topics.deadletter,
             stats=stats,
             limit=MessageLimit(settings.kafka.message_max_bytes),
         )
-        runtime = cls(settings, bootstrap, topics, codec, producer, delivery, stats)
-        runtime.dead_letters = dead
-        event_times = EventTimeBounds(int(settings.worker.event_time_max_ahead_s * 1000))
+        runtime.event_times = EventTimeBounds(int(settings.worker.event_time_max_ahead_s * 1000))
+        runtime.roles_source = PolicySource(settings.roles_file)
         roles = settings.worker.role_set
-        policy = PolicySource(settings.roles_file)
         if roles & {"inference", "registry"}:
-            router = Router()
-            worker = settings.worker
-            device = choose_device(worker.device, device_id=worker.device_id)
-            log.info("models run on %s: %s", device.kind, device.reason)
-            runtime.follower = LifecycleFollower(
-                bootstrap=bootstrap,
-                kafka=settings.kafka,
-                topic=topics.lifecycle,
-                codec=codec,
-                registry=ModelRegistry(),
-                router=router,
-                artifacts=artifact_store(settings),
-                stats=stats,
-                ort_threads=settings.worker.ort_threads,
-                policy=policy,
-                require_signature=settings.worker.require_signed_artifacts,
-                device=device,
-            )
+            runtime._add_follower()
         if "registry" in roles:
-            runtime.registry = RegistryAgent(
-                codec=codec,
-                registry=runtime.follower.registry,
-                policy=policy,
-                delivery=delivery,
-                dead_letters=dead,
-                lifecycle_topic=topics.lifecycle,
-                audit_writer=lambda: trusted_writer(settings),
-            )
+            runtime._add_registry()
         if "inference" in roles and settings.drift.enabled:
-            config = DriftConfig.from_settings(settings.drift, device.kind)
-            # On Tansu, one message per produce request: its end offset counts batches,
-            # and Faust recovers a table only up to it (see streams/kafka/broker_quirks.py).
-            quirks = detect_quirks(settings.kafka.librdkafka_config(bootstrap))
-            state_producer = make_producer(settings, bootstrap, **quirks.state_producer_overrides)
-            runtime.drift = DriftStage(
-                config=config,
-                delivery=delivery,
-                summaries_topic=topics.drift_summaries,
-                partitions=settings.kafka.partitions,
-                stats=stats,
-            )
-            runtime.decider = DriftDecider(
-                config=config,
-                codec=codec,
-                delivery=delivery,
-                dead_letters=dead,
-                drift_topic=topics.name("drift"),
-                state_topic=topics.changelog(STATE_TABLE),
-                state_producer=state_producer,
-                references=runtime.follower.reference,
-                stats=stats,
-            )
-            runtime.outcomes = OutcomeJoiner(
-                config=config,
-                wait_ms=int(settings.drift.outcome_wait_s * 1000),
-                max_pending=settings.drift.max_pending_predictions,
-                partitions=settings.kafka.partitions,
-                codec=codec,
-                delivery=delivery,
-                dead_letters=dead,
-                join_topic=topics.outcome_join,
-                summaries_topic=topics.drift_summaries,
-                state_topic=topics.changelog(JOIN_TABLE),
-                state_producer=state_producer,
-                stats=stats,
-                limit=MessageLimit(settings.kafka.message_max_bytes),
-                event_times=event_times,
-            )
+            runtime._add_drift()
         if "inference" in roles:
-            runtime.scoring = ScoringPipeline(
-                codec=codec,
-                router=router,
-                delivery=delivery,
-                dead_letters=dead,
-                predictions_topic=topics.predictions,
-                stats=stats,
-                link_records=spans_exported(),
-                drift=runtime.drift,
-                outcomes=runtime.outcomes,
-                limit=MessageLimit(settings.kafka.message_max_bytes),
-                event_times=event_times,
-            )
+            runtime._add_scoring()
         if "lineage" in roles:
-            client = open_client(settings.clickhouse_dsn)
-            database = settings.clickhouse.database
-            if settings.embedded_clickhouse:
-                create_tables(client, database)
-            else:
-                # A production writer holds INSERT only: the DDL is applied by an admin.
-                require_tables(client, database, settings.clickhouse_dsn)
-            runtime.store_client = client
-            runtime.store = StoreRunner(stats)
-            runtime.checkpoints = CheckpointKeeper(
-                settings, client, bootstrap=bootstrap, codec=codec
-            )
-            runtime.checkpoints.prepare()
-            runtime.lineage = LineageWriter(
-                codec=codec,
-                store=runtime.store,
-                predictions=PredictionSink(client, database),
-                frames=PredictionFrameSink(client, database),
-                features=FeatureSink(
-                    client, database, sample_rate=settings.clickhouse.feature_sample_rate
-                ),
-                audit=AuditLogWriter(client, database),
-                dead_letter_sink=DeadLetterSink(client, database),
-                dead_letters=dead,
-                stats=stats,
-                event_times=event_times,
-            )
+            runtime._add_lineage()
         if "policy" in roles:
-            promotion = PromotionPolicy.load(settings.policy_file)
-            runtime.signer = PolicySigner(
-                actor=settings.policy.actor,
-                key_path=settings.key_dir / f"{settings.policy.actor}.key",
-                codec=codec,
-                delivery=delivery,
-                commands_topic=topics.name("commands"),
-                stats=stats,
-                source=promotion.source,
-            )
-            runtime.policy = DriftPolicyAgent(
-                policy=promotion,
-                signer=runtime.signer,
-                codec=codec,
-                delivery=delivery,
-                dead_letters=dead,
-            )
-            log.info("policy role: %s", promotion.source)
-            runtime.policy_loop = _policy_loop(runtime, promotion)
+            runtime._add_policy()
         return runtime
+
+    def _add_follower(self) -> None:
+        """The lifecycle follower: the registry, the router and the models it serves."""
+        settings, worker = self.settings, self.settings.worker
+        device = choose_device(worker.device, device_id=worker.device_id)
+        log.info("models run on %s: %s", device.kind, device.reason)
+        self.device_kind = device.kind
+        self.router = Router()
+        self.follower = LifecycleFollower(
+            bootstrap=self.bootstrap,
+            kafka=settings.kafka,
+            topic=self.topics.lifecycle,
+            codec=self.codec,
+            registry=ModelRegistry(),
+            router=self.router,
+            artifacts=artifact_store(settings),
+            stats=self.stats,
+            ort_threads=worker.ort_threads,
+            policy=self.roles_source,
+            require_signature=worker.require_signed_artifacts,
+            device=device,
+        )
+
+    def _add_registry(self) -> None:
+        """Signed commands decided against the follower's registry."""
+        settings = self.settings
+        self.registry = RegistryAgent(
+            codec=self.codec,
+            registry=self.follower.registry,
+            policy=self.roles_source,
+            delivery=self.delivery,
+            dead_letters=self.dead_letters,
+            lifecycle_topic=self.topics.lifecycle,
+            audit_writer=lambda: trusted_writer(settings),
+        )
+
+    def _add_drift(self) -> None:
+        """The scoring side's reduction, the decider and the outcomes join."""
+        settings, topics = self.settings, self.topics
+        config = DriftConfig.from_settings(settings.drift, self.device_kind)
+        # On Tansu, one message per produce request: its end offset counts batches,
+        # and Faust recovers a table only up to it (see streams/kafka/broker_quirks.py).
+        quirks = detect_quirks(settings.kafka.librdkafka_config(self.bootstrap))
+        state_producer = make_producer(settings, self.bootstrap, **quirks.state_producer_overrides)
+        self.drift = DriftStage(
+            config=config,
+            delivery=self.delivery,
+            summaries_topic=topics.drift_summaries,
+            partitions=settings.kafka.partitions,
+            stats=self.stats,
+        )
+        self.decider = DriftDecider(
+            config=config,
+            codec=self.codec,
+            delivery=self.delivery,
+            dead_letters=self.dead_letters,
+            drift_topic=topics.name("drift"),
+            state_topic=topics.changelog(STATE_TABLE),
+            state_producer=state_producer,
+            references=self.follower.reference,
+            stats=self.stats,
+        )
+        self.outcomes = OutcomeJoiner(
+            config=config,
+            wait_ms=int(settings.drift.outcome_wait_s * 1000),
+            max_pending=settings.drift.max_pending_predictions,
+            partitions=settings.kafka.partitions,
+            codec=self.codec,
+            delivery=self.delivery,
+            dead_letters=self.dead_letters,
+            join_topic=topics.outcome_join,
+            summaries_topic=topics.drift_summaries,
+            state_topic=topics.changelog(JOIN_TABLE),
+            state_producer=state_producer,
+            stats=self.stats,
+            limit=MessageLimit(settings.kafka.message_max_bytes),
+            event_times=self.event_times,
+        )
+
+    def _add_scoring(self) -> None:
+        """Features in, predictions out, through the router the follower keeps current."""
+        self.scoring = ScoringPipeline(
+            codec=self.codec,
+            router=self.router,
+            delivery=self.delivery,
+            dead_letters=self.dead_letters,
+            predictions_topic=self.topics.predictions,
+            stats=self.stats,
+            link_records=spans_exported(),
+            drift=self.drift,
+            outcomes=self.outcomes,
+            limit=MessageLimit(self.settings.kafka.message_max_bytes),
+            event_times=self.event_times,
+        )
+
+    def _add_lineage(self) -> None:
+        """The store: its client and tables, the sinks, and the audit chain's checkpoints."""
+        settings = self.settings
+        client = open_client(settings.clickhouse_dsn)
+        database = settings.clickhouse.database
+        if settings.embedded_clickhouse:
+            create_tables(client, database)
+        else:
+            # A production writer holds INSERT only: the DDL is applied by an admin.
+            require_tables(client, database, settings.clickhouse_dsn)
+        self.store_client = client
+        self.store = StoreRunner(self.stats)
+        self.checkpoints = CheckpointKeeper(
+            settings, client, bootstrap=self.bootstrap, codec=self.codec
+        )
+        self.checkpoints.prepare()
+        self.lineage = LineageWriter(
+            codec=self.codec,
+            store=self.store,
+            predictions=PredictionSink(client, database),
+            frames=PredictionFrameSink(client, database),
+            features=FeatureSink(
+                client, database, sample_rate=settings.clickhouse.feature_sample_rate
+            ),
+            audit=AuditLogWriter(client, database),
+            dead_letter_sink=DeadLetterSink(client, database),
+            dead_letters=self.dead_letters,
+            stats=self.stats,
+            event_times=self.event_times,
+        )
+
+    def _add_policy(self) -> None:
+        """The drift reflex and the canary and experiment loop, signing as the policy actor."""
+        settings = self.settings
+        promotion = PromotionPolicy.load(settings.policy_file)
+        self.signer = PolicySigner(
+            actor=settings.policy.actor,
+            key_path=settings.key_dir / f"{settings.policy.actor}.key",
+            codec=self.codec,
+            delivery=self.delivery,
+            commands_topic=self.topics.name("commands"),
+            stats=self.stats,
+            source=promotion.source,
+        )
+        self.policy = DriftPolicyAgent(
+            policy=promotion,
+            signer=self.signer,
+            codec=self.codec,
+            delivery=self.delivery,
+            dead_letters=self.dead_letters,
+        )
+        log.info("policy role: %s", promotion.source)
+        self.policy_loop = _policy_loop(self, promotion)
 
     def close(self) -> None:
         if self.decider is not None:
@@ -294,7 +328,7 @@ def _policy_loop(runtime: WorkerRuntime, promotion: PromotionPolicy) -> PolicyLo
                 validation = validate(
                     runtime.follower.registry,
                     artifact_store(settings),
-                    PolicySource(settings.roles_file).current(),
+                    runtime.roles_source.current(),
                     policy,
                     name,
                     version,
