@@ -4,6 +4,17 @@
 keeps what was produced, numbers each message with the next offset of its
 topic partition and fires delivery callbacks on ``poll()`` and ``flush()``.
 
+:class:`StageRig` is what any stage needs around it (the codec, that producer, the
+delivery tracker, stats and the dead-letter publisher), with builders for the
+messages a stage consumes, so one batch can go through any stage and every output
+and dead letter be read back::
+
+    rig = StageRig()
+    agent = RegistryAgent(codec=rig.codec, delivery=rig.delivery,
+                          dead_letters=rig.dead_letters, ...)
+    batch = rig.run(agent, [rig.message("commands", "LifecycleCommand", command.to_avro())])
+    rig.produced("lifecycle", "LifecycleEvent"), rig.dead()
+
 :class:`DriftLoop` wires the real drift code through it: the scoring side
 (:class:`~driftline.streams.stages.drift_reduce.DriftStage`) reduces scored frames and records
 read from any number of features partitions, and the decider agent
@@ -103,6 +114,56 @@ class RecordingProducer:
         """Everything produced to ``topic`` since the last take, in produce order."""
         taken, self.produced[topic] = self.produced[topic], []
         return taken
+
+
+class StageRig:
+    """A stage's surroundings without a broker, and the messages it consumes."""
+
+    def __init__(self, codec: Any = None, *, deadletter_topic: str = "deadletter") -> None:
+        self.codec = codec or default_codec()
+        self.producer = RecordingProducer()
+        self.delivery = DeliveryTracker(self.producer)
+        self.stats = WorkerStats()
+        self.deadletter_topic = deadletter_topic
+        self.dead_letters = DeadLetterPublisher(
+            codec=self.codec, delivery=self.delivery, topic=deadletter_topic, stats=self.stats
+        )
+        self._offsets: dict[tuple[str, int], int] = defaultdict(int)
+
+    def raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = b"key",
+        partition: int = 0,
+        headers: object = None,
+    ) -> Consumed:
+        """A consumed message holding ``value`` as it is, at the partition's next offset."""
+        offset = self._offsets[(topic, partition)]
+        self._offsets[(topic, partition)] += 1
+        return Consumed(topic, partition, offset, key, value, headers)
+
+    def message(self, topic: str, schema: str, record: dict[str, Any], **where: Any) -> Consumed:
+        """A consumed message carrying ``record`` as ``schema`` in the wire format."""
+        return self.raw(topic, self.codec.encode(schema, record), **where)
+
+    def run(self, stage: Any, messages: list[Consumed]) -> BatchDelivery:
+        """One batch through ``stage`` (a :class:`~driftline.streams.stages.stage.Stage`, or
+        its ``process``-like function); returns the batch, delivered."""
+        fill = getattr(stage, "process", stage)
+        batch = self.delivery.batch()
+        fill(messages, batch)
+        self.producer.flush()
+        return batch
+
+    def produced(self, topic: str, schema: str) -> list[dict[str, Any]]:
+        """The records produced to ``topic`` since the last read, decoded as ``schema``."""
+        return [self.codec.decode_as(schema, m.value) for m in self.producer.take(topic)]
+
+    def dead(self) -> list[dict[str, Any]]:
+        """The dead letters published since the last read."""
+        return self.produced(self.deadletter_topic, "DeadLetter")
 
 
 class DriftLoop:
