@@ -7,3 +7,7 @@ Each subpackage keeps its own ``exceptions.py`` whose classes derive from
 
 class DriftlineError(Exception):
     """Base class for errors raised by driftline."""
+
+
+class ConfigError(DriftlineError):
+    """A setting is missing or has a value driftline cannot use."""

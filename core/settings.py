@@ -33,7 +33,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
-from driftline.core.errors import DriftlineError
+from driftline.core.errors import ConfigError
 
 ENV_PREFIX = "DRIFTLINE_"
 CONFIG_FILE_ENV = "DRIFTLINE_CONFIG"
@@ -48,10 +48,6 @@ STREAM_TOPIC_KINDS = (
     "outcome-join",
     "drift-summaries",
 )
-
-
-class ConfigError(DriftlineError):
-    """A setting is missing or has a value driftline cannot use."""
 
 
 class _Section(BaseModel):

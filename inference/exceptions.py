@@ -39,3 +39,12 @@ class ModelDigestMismatch(ModelLoadError):
 
 class UnsupportedModel(ModelLoadError):
     """The ONNX graph parses but its interface is not one driftline can serve."""
+
+
+class FrameRejected(InferenceError):
+    """A whole frame cannot be scored; ``reason`` is the dead-letter reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail

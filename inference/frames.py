@@ -22,21 +22,13 @@ from typing import Any
 import numpy as np
 
 from driftline.inference.columns import PackedStrings, pack_times, unpack_times
+from driftline.inference.exceptions import FrameRejected
 from driftline.inference.routing import RoutingTable
 from driftline.inference.scoring import _uuid5_hex, id_key
 from driftline.inference.signature import FEATURE_COUNT_MISMATCH, FEATURE_NAMES_MISMATCH
 
 INVALID_FRAME = "invalid_frame"
 NO_CHAMPION = "no_champion"
-
-
-class FrameRejected(Exception):
-    """A whole frame cannot be scored; ``reason`` is the dead-letter reason code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -81,3 +81,31 @@ class InvalidHoldout(GateError):
 
 class MetricUndefined(GateError):
     """A metric cannot be computed on these labels or scores (e.g. AUC with one class)."""
+
+
+class SourcesUnavailable(LineageError):
+    """The source records could not be read (no broker, a timeout): nothing is known."""
+
+
+class SequentialConfigError(LineageError, ValueError):
+    """A :class:`SequentialConfig` value is out of range or inconsistent."""
+
+
+class SequentialInputError(LineageError, ValueError):
+    """An arm summary is malformed or does not fit the configured metric."""
+
+
+class PolicyFileError(LineageError, ValueError):
+    """The promotion policy file cannot be used."""
+
+
+class CanaryConfigError(LineageError, ValueError):
+    """A canary setting (or a figure handed to :func:`decide_canary`) is out of range."""
+
+
+class DriftRuleError(LineageError, ValueError):
+    """A drift rule in the policy file is malformed."""
+
+
+class ExperimentConfigError(LineageError, ValueError):
+    """An experiment setting is out of range, or the test does not fit the metric."""

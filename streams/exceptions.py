@@ -29,3 +29,7 @@ class RoleGroupConflict(StreamsError):
 
 class StackNotRunning(StreamsError):
     """A command needs the embedded stack (``driftline up``) and none is recorded."""
+
+
+class CommandRejected(StreamsError):
+    """The registry agent refused a command; the refusal is in the audit log too."""

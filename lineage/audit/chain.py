@@ -30,7 +30,7 @@ from typing import Any
 
 from driftline.lineage.events import LifecycleEvent, now_ms
 from driftline.lineage.exceptions import StoreError
-from driftline.lineage.store.clickhouse import AUDIT_LOG, table
+from driftline.lineage.store.clickhouse import AUDIT_LOG, ClickHouseClient, table
 
 GENESIS = "0" * 64
 
@@ -62,7 +62,7 @@ def chain_hash(prev_hash: str, canonical: bytes) -> str:
 class AuditLogWriter:
     """Appends lifecycle events to ``<database>.audit_log``, extending each model's chain."""
 
-    def __init__(self, client: Any, database: str) -> None:
+    def __init__(self, client: ClickHouseClient, database: str) -> None:
         self.client = client
         self.database = database
         self.table = table(database, AUDIT_LOG)
@@ -284,7 +284,9 @@ _CHAIN_SQL = (
 )
 
 
-def read_chain(client: Any, database: str, model: str, from_seq: int = 1) -> list[ChainRow]:
+def read_chain(
+    client: ClickHouseClient, database: str, model: str, from_seq: int = 1
+) -> list[ChainRow]:
     """``model``'s rows from ``from_seq`` on, in chain order (raises StoreError)."""
     name = table(database, AUDIT_LOG)
     try:
@@ -305,7 +307,7 @@ def read_chain(client: Any, database: str, model: str, from_seq: int = 1) -> lis
     ]  # fmt: skip
 
 
-def chain_models(client: Any, database: str) -> list[str]:
+def chain_models(client: ClickHouseClient, database: str) -> list[str]:
     name = table(database, AUDIT_LOG)
     try:
         return sorted(r[0] for r in client.query(f"SELECT DISTINCT model FROM {name}").result_rows)
@@ -313,7 +315,7 @@ def chain_models(client: Any, database: str) -> list[str]:
         raise StoreError(f"listing the models in {name} failed: {exc}") from exc
 
 
-def verify(client: Any, database: str, model: str | None = None) -> AuditReport:
+def verify(client: ClickHouseClient, database: str, model: str | None = None) -> AuditReport:
     """Walk every model's chain (or just ``model``'s) and report the first problem in each.
 
     The chain alone: see :func:`driftline.lineage.audit.verify.verify_audit` for the checks

@@ -28,7 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from driftline.lineage.audit.chain import AuditProblem
 from driftline.lineage.events import now_ms
 from driftline.lineage.exceptions import InvalidRecord, StoreError
-from driftline.lineage.store.clickhouse import AUDIT_LOG, CHECKPOINTS, check_identifier
+from driftline.lineage.store.clickhouse import (
+    AUDIT_LOG,
+    CHECKPOINTS,
+    ClickHouseClient,
+    check_identifier,
+)
 from driftline.lineage.trust.keys import key_id
 
 REASONS = ("interval", "shutdown")
@@ -133,7 +138,9 @@ def sign(
     )
 
 
-def store_checkpoints(client: Any, database: str, checkpoints: Sequence[Checkpoint]) -> None:
+def store_checkpoints(
+    client: ClickHouseClient, database: str, checkpoints: Sequence[Checkpoint]
+) -> None:
     if not checkpoints:
         return
     name = f"{check_identifier(database)}.{CHECKPOINTS}"
@@ -148,7 +155,7 @@ def store_checkpoints(client: Any, database: str, checkpoints: Sequence[Checkpoi
 
 
 def load_checkpoints(
-    client: Any, database: str, model: str | None = None, *, newest: bool = False
+    client: ClickHouseClient, database: str, model: str | None = None, *, newest: bool = False
 ) -> list[Checkpoint]:
     """Every stored checkpoint (or ``model``'s), by model, seq and signing time; with
     ``newest``, only those at each model's highest checkpointed seq."""
@@ -185,7 +192,7 @@ def load_checkpoints(
     return checkpoints
 
 
-def chain_heads(client: Any, database: str) -> dict[str, tuple[int, str]]:
+def chain_heads(client: ClickHouseClient, database: str) -> dict[str, tuple[int, str]]:
     """model -> (seq, hash) of the newest row in the audit log."""
     db = check_identifier(database)
     rows = _rows(
@@ -195,7 +202,11 @@ def chain_heads(client: Any, database: str) -> dict[str, tuple[int, str]]:
 
 
 def checkpoint_heads(
-    client: Any, database: str, private_key: Ed25519PrivateKey, *, reason: str = "interval"
+    client: ClickHouseClient,
+    database: str,
+    private_key: Ed25519PrivateKey,
+    *,
+    reason: str = "interval",
 ) -> list[Checkpoint]:
     """Sign and store the head of every chain that moved since its last checkpoint, as the
     table says. The lineage role verifies each new tail before it signs
@@ -307,7 +318,9 @@ def check_rows(
     return problems
 
 
-def _rows(client: Any, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple]:
+def _rows(
+    client: ClickHouseClient, sql: str, parameters: Mapping[str, Any] | None = None
+) -> list[tuple]:
     try:
         return client.query(sql, parameters=dict(parameters or {})).result_rows
     except Exception as exc:

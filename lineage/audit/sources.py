@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 from driftline.lineage.audit.chain import AuditProblem, ChainRow
 from driftline.lineage.events import LifecycleEvent
-from driftline.lineage.exceptions import LineageError
 
 Coordinates = tuple[str, int, int]  # topic, partition, offset
 # (topic, partition) -> (lowest, highest) offset wanted, inclusive.
@@ -58,10 +57,6 @@ class SourceLog:
 
 
 SourceFetcher = Callable[[Wanted], SourceLog]
-
-
-class SourcesUnavailable(LineageError):
-    """The source records could not be read (no broker, a timeout): nothing is known."""
 
 
 def wanted(rows: Iterable[ChainRow]) -> dict[tuple[str, int], tuple[int, int]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from driftline.lineage.audit.chain import GENESIS, AuditProblem, ChainRow, read_chain, walk
 from driftline.lineage.audit.checkpoints import (
@@ -22,9 +21,9 @@ from driftline.lineage.audit.checkpoints import (
     check_signatures,
     load_checkpoints,
 )
-from driftline.lineage.audit.sources import SourceFetcher, SourcesUnavailable, check_rows, wanted
-from driftline.lineage.exceptions import StoreError
-from driftline.lineage.store.clickhouse import AUDIT_LOG, table
+from driftline.lineage.audit.sources import SourceFetcher, check_rows, wanted
+from driftline.lineage.exceptions import SourcesUnavailable, StoreError
+from driftline.lineage.store.clickhouse import AUDIT_LOG, ClickHouseClient, table
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class TailVerifier:
 
     def __init__(
         self,
-        client: Any,
+        client: ClickHouseClient,
         database: str,
         writer: WriterKey,
         sign: Callable[[str, int, str, int, str], Checkpoint],

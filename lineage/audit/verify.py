@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from driftline.lineage.audit.chain import AuditProblem, ChainRow, chain_models, read_chain, walk
 from driftline.lineage.audit.checkpoints import (
@@ -38,6 +37,7 @@ from driftline.lineage.audit.checkpoints import (
 from driftline.lineage.audit.checkpoints import check_rows as check_checkpointed_rows
 from driftline.lineage.audit.sources import SourceFetcher, check_rows, missing_rows, wanted
 from driftline.lineage.events import now_ms as _now_ms
+from driftline.lineage.store.clickhouse import ClickHouseClient
 
 INTACT, NOT_INTACT, UNVERIFIED = "intact", "NOT intact", "UNVERIFIED"
 
@@ -104,7 +104,7 @@ class AuditVerdict:
 
 
 def verify_audit(
-    client: Any,
+    client: ClickHouseClient,
     database: str,
     writer: WriterKey,
     cadence: Cadence,

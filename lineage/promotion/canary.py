@@ -27,23 +27,14 @@ from dataclasses import asdict, dataclass, field
 from numbers import Integral, Real
 from typing import Any
 
-from driftline.lineage.exceptions import LineageError
+from driftline.lineage.exceptions import CanaryConfigError, SequentialConfigError
 from driftline.lineage.promotion.config_tables import table_arguments
 from driftline.lineage.promotion.sequential import SequentialConfig, SequentialTest
-from driftline.lineage.promotion.sequential_stats import (
-    ArmSummary,
-    SequentialConfigError,
-    is_finite_real,
-    is_int,
-)
+from driftline.lineage.promotion.sequential_stats import ArmSummary, is_finite_real, is_int
 
 ARMS = ("champion", "canary", "challenger", "shadow")
 ACTIONS = ("wait", "advance", "promote", "rollback")
 STATUSES = ("pass", "breach", "pending")
-
-
-class CanaryConfigError(LineageError, ValueError):
-    """A canary setting (or a figure handed to :func:`decide_canary`) is out of range."""
 
 
 def json_safe(value: Any) -> Any:

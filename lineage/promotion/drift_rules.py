@@ -26,17 +26,13 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
-from driftline.lineage.exceptions import LineageError
+from driftline.lineage.exceptions import DriftRuleError
 from driftline.lineage.promotion.config_tables import table_arguments
 
 ACTIONS = ("rollback", "pause_canary")
 ARMS = ("champion", "challenger", "canary", "shadow", "any")
 SCOPES = ("version", "any")
 STREAMS = ("input", "score", "error", "*")
-
-
-class DriftRuleError(LineageError, ValueError):
-    """A drift rule in the policy file is malformed."""
 
 
 @dataclass(frozen=True)

@@ -26,19 +26,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from driftline.lineage.exceptions import LineageError
+from driftline.lineage.exceptions import ExperimentConfigError, SequentialConfigError
 from driftline.lineage.promotion.canary import ArmStats, json_safe
 from driftline.lineage.promotion.config_tables import table_arguments
 from driftline.lineage.promotion.sequential import SequentialConfig, SequentialTest
-from driftline.lineage.promotion.sequential_stats import SequentialConfigError
 
 METRICS = ("error_rate", "outcome")
 MODES = ("auto", "manual")
 OUTCOMES = ("continue", "promote", "keep_champion")
-
-
-class ExperimentConfigError(LineageError, ValueError):
-    """An experiment setting is out of range, or the test does not fit the metric."""
 
 
 @dataclass(frozen=True)

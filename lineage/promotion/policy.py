@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from driftline.lineage.exceptions import LineageError
+from driftline.lineage.exceptions import PolicyFileError
 from driftline.lineage.promotion.canary import CanaryConfig
 from driftline.lineage.promotion.drift_rules import DEFAULT_RULES, DriftRule
 from driftline.lineage.promotion.experiments import ExperimentConfig
@@ -49,10 +49,6 @@ DEFAULT_GATES = {
     "max_regression": {"auc": 0.02},
 }
 SECTIONS = ("gates", "drift_rules", "canary", "experiment")
-
-
-class PolicyFileError(LineageError, ValueError):
-    """The promotion policy file cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,13 @@ import pyarrow.compute as pc
 from driftline.inference.signature import FEATURE_COUNT_MISMATCH, FEATURE_NAMES_MISMATCH, NON_FINITE
 from driftline.lineage.exceptions import LineageError, StoreError
 from driftline.lineage.store.arrow_insert import insert_arrow_table
-from driftline.lineage.store.clickhouse import FEATURES, PREDICTIONS, REPLAYS, table
+from driftline.lineage.store.clickhouse import (
+    FEATURES,
+    PREDICTIONS,
+    REPLAYS,
+    ClickHouseClient,
+    table,
+)
 
 if TYPE_CHECKING:
     from driftline.inference.model import LoadedModel
@@ -79,7 +85,9 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def _query(client: Any, sql: str, parameters: dict[str, Any], what: str, arrow: bool = False):
+def _query(
+    client: ClickHouseClient, sql: str, parameters: dict[str, Any], what: str, arrow: bool = False
+):
     try:
         run = client.query_arrow if arrow else client.query
         return run(sql, parameters=parameters)
@@ -87,7 +95,9 @@ def _query(client: Any, sql: str, parameters: dict[str, Any], what: str, arrow: 
         raise StoreError(f"{what} failed: {exc}") from exc
 
 
-def _no_rows_error(client: Any, database: str, model: str, start_ms: int, end_ms: int) -> str:
+def _no_rows_error(
+    client: ClickHouseClient, database: str, model: str, start_ms: int, end_ms: int
+) -> str:
     name = table(database, FEATURES)
     count, first, last = _query(
         client,
@@ -136,7 +146,7 @@ def _checked_matrix(chunk: pa.Table, model: LoadedModel, skipped: dict[str, int]
 
 
 def replay(
-    client: Any,
+    client: ClickHouseClient,
     database: str,
     model: LoadedModel,
     *,
@@ -203,7 +213,12 @@ def replay(
 
 
 def _paired(
-    client: Any, database: str, model: LoadedModel, replay_id: str, rows: pa.Table, scores: Any
+    client: ClickHouseClient,
+    database: str,
+    model: LoadedModel,
+    replay_id: str,
+    rows: pa.Table,
+    scores: Any,
 ) -> pa.Table:
     """The chunk's scored rows beside what was served for each record id (NULL if nothing)."""
     times = rows.column("event_ms")
@@ -319,7 +334,7 @@ GROUP BY served_version, served_arm ORDER BY served_version, served_arm
 
 
 def replay_report(
-    client: Any, database: str, replay_id: str, *, threshold: float = 0.5
+    client: ClickHouseClient, database: str, replay_id: str, *, threshold: float = 0.5
 ) -> ReplayReport:
     """The paired comparison of one replay, computed in ClickHouse."""
     name = table(database, REPLAYS)
@@ -347,7 +362,7 @@ def replay_report(
     )  # fmt: skip
 
 
-def latest_replay_id(client: Any, database: str, model: str) -> str | None:
+def latest_replay_id(client: ClickHouseClient, database: str, model: str) -> str | None:
     """The id of ``model``'s most recently written replay, or None if it has none."""
     name = table(database, REPLAYS)
     rows = _query(

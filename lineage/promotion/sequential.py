@@ -58,10 +58,9 @@ from typing import Any
 
 import numpy as np
 
+from driftline.lineage.exceptions import SequentialConfigError, SequentialInputError
 from driftline.lineage.promotion.sequential_stats import (
     ArmSummary,
-    SequentialConfigError,
-    SequentialInputError,
     bernoulli_variance,
     cs_half_width,
     difference_variance,

@@ -33,7 +33,7 @@ import numpy as np
 from scipy.special import erfc
 from scipy.stats import norm
 
-from driftline.lineage.exceptions import LineageError
+from driftline.lineage.exceptions import SequentialInputError
 
 BINARY_FLOOR = 1e-6  # conversion rates are clipped to [floor, 1 - floor] before p(1 - p)
 VARIANCE_FLOOR = 1e-12  # V is floored at this share of tau^2: identical values stay finite
@@ -126,14 +126,6 @@ def fixed_sample_size_means(
     """Per-arm n of a two-sided two-sample z-test: ``2 sd^2 (z_{1-a/2} + z_{1-b})^2 / effect^2``."""
     za, zb = norm.ppf(1.0 - alpha / 2.0), norm.ppf(power)
     return int(np.ceil(2.0 * sd**2 * (za + zb) ** 2 / effect**2))
-
-
-class SequentialConfigError(LineageError, ValueError):
-    """A :class:`SequentialConfig` value is out of range or inconsistent."""
-
-
-class SequentialInputError(LineageError, ValueError):
-    """An arm summary is malformed or does not fit the configured metric."""
 
 
 def is_finite_real(value: Any) -> bool:

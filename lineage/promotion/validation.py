@@ -19,7 +19,7 @@ from driftline.lineage.promotion.gates import GateReport, Integrity, evaluate_ga
 from driftline.lineage.promotion.holdout import Holdout
 from driftline.lineage.promotion.policy import PromotionPolicy
 from driftline.lineage.registry.versions import ModelVersion
-from driftline.lineage.trust.roles import Policy as Roles
+from driftline.lineage.trust.roles import Roles
 
 
 class VersionLookup(Protocol):

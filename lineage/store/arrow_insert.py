@@ -17,14 +17,14 @@ the caller never builds datetime objects.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import pyarrow as pa
 
 from driftline.lineage.exceptions import StoreError
+from driftline.lineage.store.clickhouse import ClickHouseClient
 
 
-def is_chdb(client: Any) -> bool:
+def is_chdb(client: ClickHouseClient) -> bool:
     return type(client).__name__ == "ChdbClient"
 
 
@@ -33,7 +33,7 @@ def _select_list(columns: Sequence[str], millis: Sequence[str]) -> str:
 
 
 def insert_arrow_table(
-    client: Any,
+    client: ClickHouseClient,
     table: str,
     data: pa.Table,
     *,

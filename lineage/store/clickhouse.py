@@ -8,12 +8,38 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
 
 from driftline.lineage.exceptions import StoreError
+
+
+class ClickHouseClient(Protocol):
+    """What driftline uses of a clickhouse-connect client, a server's or chDB's.
+
+    Tests wrap a real client in something of this shape to inject failures.
+    """
+
+    def query(
+        self, query: str, parameters: Any = None, settings: dict[str, Any] | None = None
+    ) -> Any: ...
+
+    def query_arrow(
+        self, query: str, parameters: Any = None, settings: dict[str, Any] | None = None
+    ) -> Any: ...
+
+    def command(
+        self, cmd: str, parameters: Any = None, settings: dict[str, Any] | None = None
+    ) -> Any: ...
+
+    def insert(self, table: str, data: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+    def insert_arrow(self, table: str, arrow_table: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
 
 AUDIT_LOG = "audit_log"
 PREDICTIONS = "predictions"
@@ -64,7 +90,7 @@ def ddl_statements(database: str) -> list[str]:
     return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
 
 
-def create_tables(client: Any, database: str) -> None:
+def create_tables(client: ClickHouseClient, database: str) -> None:
     """Create the database and every table if missing; safe to call on every start."""
     for statement in ddl_statements(database):
         try:
@@ -95,7 +121,7 @@ def _password(dsn: str) -> str | None:
         return None
 
 
-def open_client(dsn: str, **kwargs: Any) -> Any:
+def open_client(dsn: str, **kwargs: Any) -> ClickHouseClient:
     """A clickhouse_connect client for ``dsn``; failures become StoreError naming the DSN."""
     try:
         return clickhouse_connect.get_client(dsn=dsn, **kwargs)

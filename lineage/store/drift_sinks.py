@@ -19,7 +19,7 @@ from typing import Any
 
 from driftline.lineage.events import EventType, LifecycleEvent
 from driftline.lineage.exceptions import InvalidRecord
-from driftline.lineage.store.clickhouse import DRIFT, OUTCOMES
+from driftline.lineage.store.clickhouse import DRIFT, OUTCOMES, ClickHouseClient
 from driftline.lineage.store.sinks import _REQUIRED, _ColumnSink
 
 # (column, default) in table order. ``stream`` is not a DriftEvent field: the
@@ -146,7 +146,12 @@ class DriftSink(_ColumnSink):
     identity = ("event_id",)
 
     def __init__(
-        self, client: Any, database: str, table_name: str = DRIFT, *, dedup_token: bool = True
+        self,
+        client: ClickHouseClient,
+        database: str,
+        table_name: str = DRIFT,
+        *,
+        dedup_token: bool = True,
     ) -> None:
         super().__init__(client, database, table_name, dedup_token=dedup_token)
 
@@ -174,6 +179,11 @@ class OutcomeSink(_ColumnSink):
     identity = ("prediction_id", "source_partition", "source_offset")
 
     def __init__(
-        self, client: Any, database: str, table_name: str = OUTCOMES, *, dedup_token: bool = True
+        self,
+        client: ClickHouseClient,
+        database: str,
+        table_name: str = OUTCOMES,
+        *,
+        dedup_token: bool = True,
     ) -> None:
         super().__init__(client, database, table_name, dedup_token=dedup_token)

@@ -21,7 +21,7 @@ from driftline.inference.columns import PackedStrings
 from driftline.inference.frames import Frame, unpack_prediction_frame
 from driftline.inference.routing import entity_buckets
 from driftline.lineage.store.arrow_insert import insert_arrow_table
-from driftline.lineage.store.clickhouse import FEATURES, PREDICTIONS, table
+from driftline.lineage.store.clickhouse import FEATURES, PREDICTIONS, ClickHouseClient, table
 
 
 def _token(table_name: str, keys: list[str]) -> str:
@@ -44,7 +44,9 @@ def _row_ids(prefixes: list[str], counts: list[int], rows: np.ndarray) -> pa.Arr
 class PredictionFrameSink:
     """Buffers decoded PredictionFrame records for the ``predictions`` table."""
 
-    def __init__(self, client: Any, database: str, table_name: str = PREDICTIONS) -> None:
+    def __init__(
+        self, client: ClickHouseClient, database: str, table_name: str = PREDICTIONS
+    ) -> None:
         self.client = client
         self.table = table(database, table_name)
         self.clear()
@@ -122,7 +124,12 @@ class FeatureSink:
     """
 
     def __init__(
-        self, client: Any, database: str, *, sample_rate: float = 1.0, table_name: str = FEATURES
+        self,
+        client: ClickHouseClient,
+        database: str,
+        *,
+        sample_rate: float = 1.0,
+        table_name: str = FEATURES,
     ) -> None:
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"feature sample rate must be within [0, 1], got {sample_rate!r}")

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from driftline.lineage.exceptions import InvalidRecord, StoreError
-from driftline.lineage.store.clickhouse import DEADLETTERS, PREDICTIONS, table
+from driftline.lineage.store.clickhouse import DEADLETTERS, PREDICTIONS, ClickHouseClient, table
 
 _REQUIRED = object()
 
@@ -61,7 +61,9 @@ class _ColumnSink:
     fields: tuple[tuple[str, Any], ...] = ()
     identity: tuple[str, ...] = ()  # columns that identify a row, for the dedup token
 
-    def __init__(self, client: Any, database: str, table_name: str, *, dedup_token: bool = True):
+    def __init__(
+        self, client: ClickHouseClient, database: str, table_name: str, *, dedup_token: bool = True
+    ):
         self.client = client
         self.table = table(database, table_name)
         self.dedup_token = dedup_token
@@ -153,7 +155,12 @@ class PredictionSink(_ColumnSink):
     identity = ("prediction_id",)
 
     def __init__(
-        self, client: Any, database: str, table_name: str = PREDICTIONS, *, dedup_token: bool = True
+        self,
+        client: ClickHouseClient,
+        database: str,
+        table_name: str = PREDICTIONS,
+        *,
+        dedup_token: bool = True,
     ) -> None:
         super().__init__(client, database, table_name, dedup_token=dedup_token)
 
@@ -166,6 +173,11 @@ class DeadLetterSink(_ColumnSink):
     identity = ("source_topic", "partition", "offset", "reason")
 
     def __init__(
-        self, client: Any, database: str, table_name: str = DEADLETTERS, *, dedup_token: bool = True
+        self,
+        client: ClickHouseClient,
+        database: str,
+        table_name: str = DEADLETTERS,
+        *,
+        dedup_token: bool = True,
     ) -> None:
         super().__init__(client, database, table_name, dedup_token=dedup_token)

@@ -5,7 +5,7 @@ into the lifecycle event the registry plans for it, or into a
 ``command_rejected`` event that says which check refused it and why. It never
 raises for a refusal and never drops a command: a refused request is audited
 like an accepted one. What each actor may do comes from the roles file, a
-:class:`~driftline.lineage.trust.roles.Policy` (see :mod:`driftline.lineage.trust.roles` for
+:class:`~driftline.lineage.trust.roles.Roles` (see :mod:`driftline.lineage.trust.roles` for
 its format).
 """
 
@@ -25,7 +25,7 @@ from driftline.lineage.exceptions import (
 )
 from driftline.lineage.trust.commands import ACTIONS, LifecycleCommand
 from driftline.lineage.trust.roles import (
-    Policy,
+    Roles,
 )
 
 # Evidence keys the authority sets itself; a command's arguments may not override them.
@@ -80,12 +80,12 @@ class CommandAuthority:
 
     def __init__(
         self,
-        policy: Policy,
+        roles: Roles,
         *,
         max_age_ms: int | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> None:
-        self.policy = policy
+        self.roles = roles
         self.max_age_ms = max_age_ms
         self._clock = clock
 
@@ -127,11 +127,11 @@ class CommandAuthority:
         return None
 
     def _check_actor(self, command: LifecycleCommand) -> None:
-        if command.actor not in self.policy.actors:
+        if command.actor not in self.roles.actors:
             raise _Refused(
                 "unknown_actor",
-                f"actor {command.actor!r} is not in the {self.policy.source}; known actors: "
-                f"{', '.join(sorted(self.policy.actors))}",
+                f"actor {command.actor!r} is not in the {self.roles.source}; known actors: "
+                f"{', '.join(sorted(self.roles.actors))}",
             )
 
     def _check_signature(self, command: LifecycleCommand) -> None:
@@ -141,12 +141,12 @@ class CommandAuthority:
                 f"command {command.command_id} is unsigned; sign it with the actor's private key "
                 "(LifecycleCommand.signed)",
             )
-        entry = self.policy.keyring.get(command.key_id or "")
-        own = ", ".join(self.policy.keyring.key_ids_of(command.actor)) or "none"
+        entry = self.roles.keyring.get(command.key_id or "")
+        own = ", ".join(self.roles.keyring.key_ids_of(command.actor)) or "none"
         if entry is None:
             raise _Refused(
                 "signature",
-                f"key {command.key_id} is not in the {self.policy.source}; "
+                f"key {command.key_id} is not in the {self.roles.source}; "
                 f"{command.actor!r} signs with: {own}",
             )
         if entry.actor != command.actor:
@@ -181,10 +181,10 @@ class CommandAuthority:
                 "unknown_action",
                 f"action {action!r} is not a lifecycle action; accepted: {', '.join(ACTIONS)}",
             )
-        if self.policy.allows(command.actor, action, model):
+        if self.roles.allows(command.actor, action, model):
             return
-        roles = ", ".join(self.policy.actors[command.actor].roles)
-        allowing = ", ".join(self.policy.roles_allowing(action, model)) or "none"
+        roles = ", ".join(self.roles.actors[command.actor].roles)
+        allowing = ", ".join(self.roles.roles_allowing(action, model)) or "none"
         raise _Refused(
             "rbac",
             f"{command.actor!r} (roles: {roles}) may not {action} model {model!r}; "
@@ -202,7 +202,7 @@ class CommandAuthority:
             )
 
     def _check_four_eyes(self, command: LifecycleCommand, registry: PlanningRegistry) -> None:
-        if command.action != "promote" or not self.policy.four_eyes:
+        if command.action != "promote" or not self.roles.four_eyes:
             return
         if command.version is None:
             raise _Refused(

@@ -12,7 +12,7 @@ and every role with the actions it allows on which models (fnmatch patterns)::
     [roles.approver]
     allow = [{ actions = ["promote", "rollback", "archive", "reject"], models = ["fraud*"] }]
 
-:class:`Policy` is the validated file; :func:`write_example_roles` writes one
+:class:`Roles` is the validated file; :func:`write_example_roles` writes one
 for demos and tests. :mod:`driftline.lineage.trust.rbac` judges commands against it.
 """
 
@@ -70,7 +70,7 @@ class Actor:
 
 
 @dataclass(frozen=True)
-class Policy:
+class Roles:
     """A validated roles file: actors, roles, keys and the four-eyes switch."""
 
     source: str
@@ -80,13 +80,13 @@ class Policy:
     keyring: keys.KeyRing
 
     @classmethod
-    def load(cls, path: Path) -> Policy:
+    def load(cls, path: Path) -> Roles:
         """Read and validate a roles file; every error names the file and the bad entry."""
         path = Path(path)
         return cls.from_dict(keys.read_toml(path), source=f"roles file {path}")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "roles") -> Policy:
+    def from_dict(cls, data: Mapping[str, Any], source: str = "roles") -> Roles:
         """Validate an already-parsed roles document (``source`` labels error messages)."""
         _check_keys(data, _TOP_KEYS, source)
         four_eyes = data.get("four_eyes", True)  # safe default: separation of duties on
@@ -252,5 +252,5 @@ def write_example_roles(
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     except OSError as exc:
         raise LineageError(f"cannot write roles file {path}: {exc}") from exc
-    Policy.load(path)  # what we write must load; fail here, not in the demo
+    Roles.load(path)  # what we write must load; fail here, not in the demo
     return path

@@ -24,7 +24,13 @@ from driftline.lineage.audit.chain import AuditLogWriter
 from driftline.lineage.promotion.policy import PromotionPolicy
 from driftline.lineage.promotion.validation import gate_evidence, load_holdout, validate
 from driftline.lineage.registry.model_registry import ModelRegistry
-from driftline.lineage.store.clickhouse import TABLES, create_tables, open_client, redact_dsn
+from driftline.lineage.store.clickhouse import (
+    TABLES,
+    ClickHouseClient,
+    create_tables,
+    open_client,
+    redact_dsn,
+)
 from driftline.lineage.store.frame_sinks import FeatureSink, PredictionFrameSink
 from driftline.lineage.store.sinks import DeadLetterSink, PredictionSink
 from driftline.schemas import SchemaCodec
@@ -46,7 +52,7 @@ from driftline.streams.stages.persist import LineageWriter, StoreRunner
 from driftline.streams.stages.policy_loop import PolicyLoop
 from driftline.streams.stages.policy_reflex import DriftPolicyAgent, PolicySigner
 from driftline.streams.stages.registry_agent import RegistryAgent
-from driftline.streams.stages.roles_source import PolicySource
+from driftline.streams.stages.roles_source import RolesSource
 from driftline.streams.stages.scoring import ScoringPipeline
 from driftline.streams.stats import WorkerStats
 
@@ -81,7 +87,7 @@ class WorkerRuntime:
     checkpoints: CheckpointKeeper | None = None
     lineage: LineageWriter | None = None
     store: StoreRunner | None = None
-    store_client: object | None = None
+    store_client: ClickHouseClient | None = None
     drift: DriftStage | None = None
     decider: DriftDecider | None = None
     outcomes: OutcomeJoiner | None = None
@@ -90,7 +96,7 @@ class WorkerRuntime:
     policy_loop: PolicyLoop | None = None
 
     router: Router | None = None
-    roles_source: PolicySource | None = None
+    roles_source: RolesSource | None = None
     event_times: EventTimeBounds | None = None
     device_kind: str = "cpu"
 
@@ -114,7 +120,7 @@ class WorkerRuntime:
             limit=MessageLimit(settings.kafka.message_max_bytes),
         )
         runtime.event_times = EventTimeBounds(int(settings.worker.event_time_max_ahead_s * 1000))
-        runtime.roles_source = PolicySource(settings.roles_file)
+        runtime.roles_source = RolesSource(settings.roles_file)
         roles = settings.worker.role_set
         if roles & {"inference", "registry"}:
             runtime._add_follower()
@@ -147,7 +153,7 @@ class WorkerRuntime:
             artifacts=artifact_store(settings),
             stats=self.stats,
             ort_threads=worker.ort_threads,
-            policy=self.roles_source,
+            roles=self.roles_source,
             require_signature=worker.require_signed_artifacts,
             device=device,
         )
@@ -158,7 +164,7 @@ class WorkerRuntime:
         self.registry = RegistryAgent(
             codec=self.codec,
             registry=self.follower.registry,
-            policy=self.roles_source,
+            roles=self.roles_source,
             delivery=self.delivery,
             dead_letters=self.dead_letters,
             lifecycle_topic=self.topics.lifecycle,

@@ -25,7 +25,7 @@ from driftline.lineage.trust.commands import new_command
 from driftline.lineage.trust.keys import key_id, load_private_key
 from driftline.streams.artifact_store import artifact_store, region_refusal
 from driftline.streams.embedded.stackfile import resolve_bootstrap
-from driftline.streams.exceptions import StreamsError
+from driftline.streams.exceptions import CommandRejected, StreamsError
 from driftline.streams.kafka.clients import make_producer
 from driftline.streams.kafka.codecs import codec_for
 from driftline.streams.kafka.lifecycle_topic import LifecycleWatcher, load_registry
@@ -33,10 +33,6 @@ from driftline.streams.kafka.topics import Topics
 from driftline.streams.kafka.tracing import trace_headers
 
 tracer = trace.get_tracer(__name__)
-
-
-class CommandRejected(StreamsError):
-    """The registry agent refused a command; the refusal is in the audit log too."""
 
 
 @dataclass(frozen=True)

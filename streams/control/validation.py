@@ -23,7 +23,7 @@ from driftline.lineage.trust.rbac import EVIDENCE_ARGUMENT
 from driftline.streams.artifact_store import artifact_store
 from driftline.streams.control.model_commands import ModelCommands
 from driftline.streams.exceptions import StreamsError
-from driftline.streams.stages.roles_source import PolicySource
+from driftline.streams.stages.roles_source import RolesSource
 
 
 def run_gates(
@@ -44,7 +44,7 @@ def run_gates(
         )
     rows = load_holdout(Path(holdout), label_column or policy.label_column)
     registry = ModelCommands.from_settings(settings).registry()
-    roles = PolicySource(settings.roles_file).current()
+    roles = RolesSource(settings.roles_file).current()
     return validate(registry, artifact_store(settings), roles, policy, name, version, rows)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from driftline.core.settings import Settings
 from driftline.lineage.audit.alarms import alarm_command, alarm_key
@@ -31,9 +30,11 @@ from driftline.lineage.audit.checkpoints import (
     sign,
     store_checkpoints,
 )
-from driftline.lineage.audit.sources import SourceLog, SourcesUnavailable, Wanted
+from driftline.lineage.audit.sources import SourceLog, Wanted
 from driftline.lineage.audit.tail import TailVerifier
 from driftline.lineage.audit.verify import AuditVerdict, Cadence, KafkaEvidence, verify_audit
+from driftline.lineage.exceptions import SourcesUnavailable
+from driftline.lineage.store.clickhouse import ClickHouseClient
 from driftline.lineage.trust.keys import (
     generate_key,
     load_private_key,
@@ -84,7 +85,7 @@ class CheckpointKeeper:
     def __init__(
         self,
         settings: Settings,
-        client: Any,
+        client: ClickHouseClient,
         *,
         bootstrap: str | None = None,
         codec: SchemaCodec | None = None,

@@ -29,7 +29,7 @@ from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.lineage.registry.traffic import BASIS_POINTS, TrafficSplit
 from driftline.lineage.registry.versions import ModelVersion
 from driftline.schemas import DecodeError, SchemaCodec
-from driftline.streams.stages.roles_source import PolicySource
+from driftline.streams.stages.roles_source import RolesSource
 from driftline.streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class LifecycleFollower:
         artifacts: ArtifactStore,
         stats: WorkerStats,
         ort_threads: int = 1,
-        policy: PolicySource | None = None,
+        roles: RolesSource | None = None,
         require_signature: bool = True,
         device: Device | None = None,
     ) -> None:
@@ -58,7 +58,7 @@ class LifecycleFollower:
         self._refused: set[tuple[str, int]] = set()
         # (model, version) -> training reference profile, for the drift stage.
         self._references: dict[tuple[str, int], ReferenceProfile | None] = {}
-        self._policy = policy
+        self._roles = roles
         self._require_signature = require_signature
         self._bootstrap = bootstrap
         self._kafka = kafka
@@ -177,13 +177,13 @@ class LifecycleFollower:
         if not self._require_signature:
             return None
         signer = version.signed_by
-        policy = self._policy.current() if self._policy else None
-        if not signer or policy is None or signer not in policy.keyring:
+        roles = self._roles.current() if self._roles else None
+        if not signer or roles is None or signer not in roles.keyring:
             raise SignatureMissing(
                 f"{version.name} v{version.version} has no artifact signature from a key in the "
                 f"roles file (signed_by={signer!r}); register it with `driftline model register`"
             )
-        return policy.keyring[signer].public_key
+        return roles.keyring[signer].public_key
 
     async def load_version(self, version: ModelVersion) -> LoadedModel | None:
         """Load and verify one version off the event loop; None (logged, counted) if refused."""

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from driftline.inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
-from driftline.inference.frames import Frame, FrameRejected
+from driftline.inference.exceptions import FrameRejected
+from driftline.inference.frames import Frame
 from driftline.lineage.audit.chain import AuditLogWriter
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import InvalidRecord

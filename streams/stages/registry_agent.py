@@ -28,7 +28,7 @@ from driftline.streams.kafka.delivery import BatchDelivery, DeliveryTracker
 from driftline.streams.kafka.lifecycle_topic import cloudevent_headers
 from driftline.streams.kafka.tracing import HEADER_GETTER, PROPAGATOR, trace_headers
 from driftline.streams.stages.deadletter import DeadLetterPublisher, InboundMessage
-from driftline.streams.stages.roles_source import PolicySource
+from driftline.streams.stages.roles_source import RolesSource
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -40,7 +40,7 @@ class RegistryAgent:
         *,
         codec: SchemaCodec,
         registry: ModelRegistry,
-        policy: PolicySource,
+        roles: RolesSource,
         delivery: DeliveryTracker,
         dead_letters: DeadLetterPublisher,
         lifecycle_topic: str,
@@ -49,7 +49,7 @@ class RegistryAgent:
         self._codec = codec
         self._audit_writer = audit_writer
         self._registry = registry
-        self._policy = policy
+        self._roles = roles
         self._delivery = delivery
         self._dead = dead_letters
         self._topic = lifecycle_topic
@@ -108,17 +108,17 @@ class RegistryAgent:
             if alarm is not None:
                 return alarm
         try:
-            policy = self._policy.current()
+            roles = self._roles.current()
         except LineageError as exc:
             return rejected(command, "policy", f"the roles file cannot be used: {exc}")
-        if policy is None:
+        if roles is None:
             return rejected(
                 command,
                 "policy",
-                f"no roles file at {self._policy.path}: create actors with "
+                f"no roles file at {self._roles.path}: create actors with "
                 "`driftline keys new` or set DRIFTLINE_REGISTRY_ROLES_FILE",
             )
-        authority = CommandAuthority(policy)
+        authority = CommandAuthority(roles)
         if command.action != "register":
             return authority.decide(command, self._registry)
         refusal = authority.authorize(command, self._registry)

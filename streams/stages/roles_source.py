@@ -5,24 +5,24 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from driftline.lineage.trust.roles import Policy
+from driftline.lineage.trust.roles import Roles
 
 log = logging.getLogger(__name__)
 
 
-class PolicySource:
+class RolesSource:
     """The roles file, re-read when it changes, so new actors need no restart."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._loaded: tuple[float, Policy] | None = None
+        self._loaded: tuple[float, Roles] | None = None
 
-    def current(self) -> Policy | None:
+    def current(self) -> Roles | None:
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
             return None
         if self._loaded is None or self._loaded[0] != mtime:
-            self._loaded = (mtime, Policy.load(self.path))
+            self._loaded = (mtime, Roles.load(self.path))
             log.info("loaded roles file %s", self.path)
         return self._loaded[1]

@@ -20,10 +20,10 @@ from driftline.drift.monitor import MonitorKey
 from driftline.drift.outcomes import Pending
 from driftline.inference import Router
 from driftline.inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
+from driftline.inference.exceptions import FrameRejected
 from driftline.inference.frames import (
     NO_CHAMPION,
     Frame,
-    FrameRejected,
     non_finite_detail,
     score_frame,
     split_prediction_frame,

@@ -10,7 +10,8 @@ from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.lineage.trust.keys import generate_key, save_keypair
 from driftline.streams.control.identity import create_actor
-from driftline.streams.control.model_commands import CommandRejected, ModelCommands
+from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.exceptions import CommandRejected
 from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration

@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 
 from driftline.inference import LoadedModel, SyntheticFeatures, train_logistic
-from driftline.inference.frames import (
-    Frame,
-    FrameRejected,
-    pack_frame,
-    score_frame,
-    unpack_prediction_frame,
-)
+from driftline.inference.exceptions import FrameRejected
+from driftline.inference.frames import Frame, pack_frame, score_frame, unpack_prediction_frame
 from driftline.inference.routing import Arm, RoutingTable
 from driftline.inference.scoring import prediction_id, score_routed
 from driftline.schemas import SchemaCodec, catalog

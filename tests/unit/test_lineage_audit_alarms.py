@@ -20,11 +20,11 @@ from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.lineage.trust import keys
 from driftline.lineage.trust.commands import new_command
 from driftline.lineage.trust.rbac import CommandAuthority
-from driftline.lineage.trust.roles import Policy, write_example_roles
+from driftline.lineage.trust.roles import Roles, write_example_roles
 from driftline.streams.stages import policy_loop
 from driftline.streams.stages.policy_loop import PolicyLoop
 from driftline.streams.stages.registry_agent import RegistryAgent
-from driftline.streams.stages.roles_source import PolicySource
+from driftline.streams.stages.roles_source import RolesSource
 
 DESCRIPTION = {"input_name": "x", "input_shape": "[null, 4]"}
 PROBLEM = AuditProblem("fraud", 6, "forged", "no record at driftline.lifecycle[0]@99")
@@ -152,7 +152,7 @@ def authority(tmp_path) -> CommandAuthority:
         {name: pair.public_key for name, pair in KEYS.items()},
         {"alice": ["data-scientist"], "bob": ["approver"]},
     )
-    return CommandAuthority(Policy.load(path))
+    return CommandAuthority(Roles.load(path))
 
 
 def signed(action, version, actor, arguments=None):
@@ -234,7 +234,7 @@ def registry_agent(roles_file, registry: ModelRegistry) -> RegistryAgent:
     return RegistryAgent(
         codec=None,
         registry=registry,
-        policy=PolicySource(roles_file),
+        roles=RolesSource(roles_file),
         delivery=None,
         dead_letters=None,
         lifecycle_topic="driftline.lifecycle",

@@ -468,7 +468,7 @@ def test_writer_refuses_a_replayed_event_on_the_tail(lineage) -> None:
 
 
 def test_writer_does_not_sign_while_sources_are_unreadable(lineage) -> None:
-    from driftline.lineage.audit.sources import SourcesUnavailable
+    from driftline.lineage.exceptions import SourcesUnavailable
 
     def down(wanted):
         raise SourcesUnavailable("broker down")

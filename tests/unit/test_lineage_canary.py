@@ -8,13 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from driftline.lineage.promotion.canary import (
-    ArmStats,
-    CanaryConfig,
-    CanaryConfigError,
-    CanaryDecision,
-    decide_canary,
-)
+from driftline.lineage.exceptions import CanaryConfigError
+from driftline.lineage.promotion.canary import ArmStats, CanaryConfig, CanaryDecision, decide_canary
 from driftline.lineage.promotion.sequential import SequentialConfig, SequentialTest
 
 T0 = 1_800_000_000_000

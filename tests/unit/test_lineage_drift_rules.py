@@ -5,14 +5,14 @@ import json
 
 import pytest
 
+from driftline.lineage.exceptions import DriftRuleError, PolicyFileError
 from driftline.lineage.promotion.drift_rules import (
     DEFAULT_RULES,
     DriftResponder,
     DriftRule,
-    DriftRuleError,
     DriftSignal,
 )
-from driftline.lineage.promotion.policy import PolicyFileError, PromotionPolicy
+from driftline.lineage.promotion.policy import PromotionPolicy
 
 NOW = 1_800_000_000_000
 

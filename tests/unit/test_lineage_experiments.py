@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from driftline.lineage.exceptions import ExperimentConfigError
 from driftline.lineage.promotion.canary import ArmStats
 from driftline.lineage.promotion.experiments import (
     ExperimentConfig,
-    ExperimentConfigError,
     ExperimentDecision,
     decide_experiment,
 )

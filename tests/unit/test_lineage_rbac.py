@@ -10,7 +10,7 @@ from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.lineage.trust import keys
 from driftline.lineage.trust.commands import LifecycleCommand, new_command
 from driftline.lineage.trust.rbac import CommandAuthority
-from driftline.lineage.trust.roles import Policy, write_example_roles
+from driftline.lineage.trust.roles import Roles, write_example_roles
 
 KEYS = {name: keys.generate_key(name) for name in ("alice", "bob", "carol", "ci", "policy")}
 B64 = {name: keys.public_key_to_base64(pair.public_key) for name, pair in KEYS.items()}
@@ -37,10 +37,10 @@ allow = [{{ actions = ["*"], models = ["*"] }}]
 DESCRIPTION = {"input_name": "x", "input_shape": "[null, 4]"}
 
 
-def load(tmp_path, text: str = ROLES) -> Policy:
+def load(tmp_path, text: str = ROLES) -> Roles:
     path = tmp_path / "roles.toml"
     path.write_text(text)
-    return Policy.load(path)
+    return Roles.load(path)
 
 
 def register(registry: ModelRegistry, name: str, actor: str) -> int:
@@ -365,7 +365,7 @@ def test_roles_file_needs_actors_and_roles(tmp_path) -> None:
     with pytest.raises(LineageError, match=r"missing or empty \[roles\] table"):
         load(tmp_path, "[actors]\n")
     with pytest.raises(LineageError, match="cannot read"):
-        Policy.load(tmp_path / "missing.toml")
+        Roles.load(tmp_path / "missing.toml")
 
 
 # -- bootstrap ----------------------------------------------------------------
@@ -377,7 +377,7 @@ def test_write_example_roles(tmp_path) -> None:
         {name: KEYS[name].public_key for name in ("alice", "ci", "policy")} | {"bob": B64["bob"]},
         roles={"bob": ["approver"]},
     )
-    policy = Policy.load(path)
+    policy = Roles.load(path)
     assert policy.four_eyes is True
     assert {name: actor.roles for name, actor in policy.actors.items()} == {
         "alice": ("data-scientist",),
@@ -394,7 +394,7 @@ def test_write_example_roles(tmp_path) -> None:
 
 def test_write_example_roles_four_eyes_off(tmp_path) -> None:
     path = write_example_roles(tmp_path / "r.toml", {"alice": B64["alice"]}, four_eyes=False)
-    assert Policy.load(path).four_eyes is False
+    assert Roles.load(path).four_eyes is False
 
 
 def test_write_example_roles_refuses_an_undefined_role(tmp_path) -> None:

@@ -10,19 +10,14 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from driftline.lineage.exceptions import SequentialConfigError, SequentialInputError
 from driftline.lineage.promotion.sequential import (
     Decision,
     SequentialConfig,
     SequentialTest,
     evaluate_paths,
 )
-from driftline.lineage.promotion.sequential_stats import (
-    ArmSummary,
-    SequentialConfigError,
-    SequentialInputError,
-    log_mixture_lr,
-    naive_z_test,
-)
+from driftline.lineage.promotion.sequential_stats import ArmSummary, log_mixture_lr, naive_z_test
 
 ALPHA = 0.05
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from driftline.core.settings import ConfigError, load_settings
+from driftline.core.errors import ConfigError
+from driftline.core.settings import load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from driftline.schemas.testing import sample
 from driftline.streams.stages.outcome_join import OutcomeJoiner
 from driftline.streams.stages.policy_reflex import DriftPolicyAgent, PolicySigner
 from driftline.streams.stages.registry_agent import RegistryAgent
-from driftline.streams.stages.roles_source import PolicySource
+from driftline.streams.stages.roles_source import RolesSource
 from driftline.streams.stages.scoring import ScoringPipeline
 from driftline.streams.stages.stage import Stage
 from driftline.streams.testing import StageRig
@@ -125,7 +125,7 @@ def registry_stage(tmp_path):
     agent = RegistryAgent(
         codec=rig.codec,
         registry=registry,
-        policy=PolicySource(roles),
+        roles=RolesSource(roles),
         delivery=rig.delivery,
         dead_letters=rig.dead_letters,
         lifecycle_topic="lifecycle",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from driftline.core.settings import ConfigError, KafkaSettings, load_settings
+from driftline.core.errors import ConfigError
+from driftline.core.settings import KafkaSettings, load_settings
 from driftline.streams.kafka.topic_config import compare_configs, topic_configs
 from driftline.streams.kafka.topics import Topics
 
