@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from driftline.inference.exceptions import InferenceError
 from driftline.inference.model import LoadedModel
 from driftline.inference.routing import RoutingTable
 from driftline.inference.signature import Rejection, check_batch
+from driftline.schemas.records import FeatureRecord, Prediction
 
 # uuid5(NAMESPACE_URL, "https://driftline.dev/ns/prediction"), spelled out so
 # other languages can compute the same ids.
@@ -75,7 +75,7 @@ class ScoredBatch:
     refer to the input ``records`` too.
     """
 
-    predictions: list[dict[str, Any]]
+    predictions: list[Prediction]
     rejected: list[Rejection]
     model_latency_ms: float
     accepted: list[int]
@@ -83,7 +83,7 @@ class ScoredBatch:
 
 def score_records(
     model: LoadedModel,
-    records: Sequence[dict[str, Any]],
+    records: Sequence[FeatureRecord],
     *,
     arm: str = "champion",
     experiment_id: str | None = None,
@@ -147,13 +147,13 @@ class RoutedBatch:
     those are counted in ``shadow_rejected``.
     """
 
-    predictions: list[dict[str, Any]]
+    predictions: list[Prediction]
     rejected: list[Rejection]
     unserved: list[int]
     shadow_rejected: int = 0
 
 
-def score_routed(table: RoutingTable, records: Sequence[dict[str, Any]]) -> RoutedBatch:
+def score_routed(table: RoutingTable, records: Sequence[FeatureRecord]) -> RoutedBatch:
     """Split ``records`` between the table's served arms by entity, score each, then the shadows."""
     experiment = table.experiment_id
     if not table.is_split and not table.shadows:
@@ -161,7 +161,7 @@ def score_routed(table: RoutingTable, records: Sequence[dict[str, Any]]) -> Rout
         scored = score_records(arm.model, records, arm=arm.name, experiment_id=experiment)
         return RoutedBatch(scored.predictions, scored.rejected, [])
     assigned = table.assign([record["entity_id"] for record in records])
-    predictions: list[dict[str, Any]] = []
+    predictions: list[Prediction] = []
     rejected: list[Rejection] = []
     for index, arm in enumerate(table.served):
         mine = np.flatnonzero(assigned == index).tolist()

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from driftline.lineage.exceptions import InvalidRecord
+from driftline.schemas import records
 
 AVRO_FIELDS = (
     "event_id",
@@ -124,7 +125,7 @@ class LifecycleEvent:
         object.__setattr__(self, "attributes", dict(self.attributes))
         object.__setattr__(self, "evidence", _json_copy(self.evidence, self.event_id))
 
-    def to_avro(self) -> dict[str, Any]:
+    def to_avro(self) -> records.LifecycleEvent:
         """The Avro record as a dict (evidence JSON-encoded, timestamps int ms)."""
         return {
             "event_id": self.event_id,
@@ -140,7 +141,7 @@ class LifecycleEvent:
         }
 
     @classmethod
-    def from_avro(cls, record: Mapping[str, Any]) -> LifecycleEvent:
+    def from_avro(cls, record: records.LifecycleEvent | Mapping[str, Any]) -> LifecycleEvent:
         """Build an event from a decoded Avro record (or anything shaped like one)."""
         try:
             raw_evidence = record.get("evidence") or "{}"

@@ -28,6 +28,7 @@ from typing import Any
 
 from driftline.lineage.exceptions import DriftRuleError
 from driftline.lineage.promotion.config_tables import table_arguments
+from driftline.schemas import records
 
 ACTIONS = ("rollback", "pause_canary")
 ARMS = ("champion", "challenger", "canary", "shadow", "any")
@@ -129,7 +130,7 @@ class DriftSignal:
     detected_at: int
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> DriftSignal:
+    def from_record(cls, record: records.DriftEvent | Mapping[str, Any]) -> DriftSignal:
         try:
             evidence = json.loads(record.get("evidence") or "{}")
         except ValueError:

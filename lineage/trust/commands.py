@@ -27,6 +27,7 @@ from driftline.lineage.events import now_ms
 from driftline.lineage.exceptions import InvalidRecord
 from driftline.lineage.registry import lifecycle
 from driftline.lineage.trust import keys
+from driftline.schemas import records
 
 # Every action a command may ask for; the roles file may name only these (or "*").
 # Registration creates a version; every other action moves one (registry.lifecycle).
@@ -109,7 +110,7 @@ class LifecycleCommand:
     def is_signed(self) -> bool:
         return self.key_id is not None and self.signature is not None
 
-    def to_avro(self) -> dict[str, Any]:
+    def to_avro(self) -> records.LifecycleCommand:
         """The Avro record as a dict (``issued_at`` int ms, ``signature`` bytes or None)."""
         return {
             "command_id": self.command_id,
@@ -124,7 +125,7 @@ class LifecycleCommand:
         }
 
     @classmethod
-    def from_avro(cls, record: Mapping[str, Any]) -> LifecycleCommand:
+    def from_avro(cls, record: records.LifecycleCommand | Mapping[str, Any]) -> LifecycleCommand:
         """Build a command from a decoded Avro record (or anything shaped like one)."""
         try:
             return cls(
