@@ -1,5 +1,8 @@
 """Typed, validated settings, read from the environment in one place.
 
+Long on purpose: every section is here, so the variables, their defaults and their checks
+read as one list (the README's configuration table is this file).
+
 Every setting is ``DRIFTLINE_<SECTION>_<NAME>`` (for example
 ``DRIFTLINE_KAFKA_BOOTSTRAP``), optionally preceded by a TOML file named by
 ``DRIFTLINE_CONFIG`` whose tables are the sections (``[kafka]``,

@@ -1,5 +1,8 @@
 """Tumbling-window two-sample tests (KS, PSI) over every feature at once.
 
+Long on purpose: the KS and PSI banks share their windowing, reference handling and
+snapshots, and read best side by side.
+
 A bank buffers serving rows ``[n, k]`` into windows of ``window`` rows and, for
 each completed window, compares all ``k`` feature columns against the training
 :class:`~driftline.drift.profile.ReferenceProfile` in a handful of 2-D array calls (a

@@ -1,5 +1,8 @@
 """Schema-specialised Avro readers and writers, generated from a parsed schema.
 
+Long on purpose: one code generator, whose reader and writer share the walk over a schema's
+types and the runtime helpers the generated code calls.
+
 fastavro interprets the schema for every datum: each field costs a dispatch on
 its type name, an options lookup and, when reading, one ``read`` call on a file
 object per primitive. For the hot records that is most of a decode or encode.

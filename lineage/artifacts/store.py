@@ -1,5 +1,7 @@
 """Content-addressed artifact store: a file's name is the SHA-256 of its bytes.
 
+Long on purpose: reading, writing, verifying and region placement share one layout.
+
 Layout: ``<root>/sha256/<first two hex digits>/<digest><suffix>``, with optional
 sidecars next to it: ``<digest>.meta.json`` (:class:`ArtifactMetadata`) and
 ``<digest>.sig`` (a raw 64-byte Ed25519 signature). Writes go to a temporary

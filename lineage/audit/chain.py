@@ -1,5 +1,8 @@
 """The hash-chained audit log of lifecycle events, and its verifier.
 
+Long on purpose: the writer and the walk are the two halves of one row format; keeping
+them together keeps the hash rule in one place.
+
 Per model, each row carries ``seq`` (1, 2, 3, ...), ``prev_hash`` (the previous
 row's hash, ``"0" * 64`` for the first) and
 ``hash = sha256(bytes.fromhex(prev_hash) + canonical)``, where ``canonical`` is

@@ -1,4 +1,8 @@
-"""The `driftline` command line. Each command reads settings once, then delegates."""
+"""The `driftline` command line. Each command reads settings once, then delegates.
+
+Long on purpose: the whole command table, each command a few lines that hand over to
+``control``, ``embedded``, ``demo`` or ``app``; the larger groups have modules of their own.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """A local Apache Kafka in KRaft mode: one broker, or a cluster on loopback, as child processes.
 
+Long on purpose: a local broker's whole life (install from the pinned jars, configure,
+format, start, stop, kill) in one place, each step small.
+
 The broker is the jar set that ``infra/kafka/pom.xml`` pins, copied by Maven into
 ``.cache/kafka-<version>/libs`` (``make kafka``, or
 ``python -m driftline.streams.embedded.kafka_local install``).
