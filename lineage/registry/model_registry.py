@@ -97,20 +97,11 @@ class ModelRegistry:
     # -- planning: what a command would publish (see planning.py) -------------
 
     def plan(
-        self,
-        action: str,
-        name: str,
-        version: int | None,
-        actor: str,
-        *,
-        evidence: Mapping[str, Any] | None = None,
-        arguments: Mapping[str, str] | None = None,
+        self, action: str, name: str, version: int | None, actor: str, **options: Any
     ) -> LifecycleEvent:
         """The event that carries out ``action`` on ``name``; raises what the registry
-        refuses (see :meth:`CommandPlanner.plan`)."""
-        return self._planner.plan(
-            action, name, version, actor, evidence=evidence, arguments=arguments
-        )
+        refuses. ``options``: ``evidence`` and ``arguments`` (see :meth:`CommandPlanner.plan`)."""
+        return self._planner.plan(action, name, version, actor, **options)
 
     def plan_register(
         self,
