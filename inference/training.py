@@ -221,14 +221,16 @@ def train_mlp(
     """
     if not hidden or any(width < 1 for width in hidden):
         raise InferenceError(f"hidden layer widths must be >= 1, got {hidden!r}")
-    # A handful of epochs is enough on this data; the convergence warning is noise here.
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)
-    return _fit_and_export(
-        MLPClassifier(hidden_layer_sizes=hidden, max_iter=max_iter, random_state=seed),
-        n_features=n_features,
-        n_samples=n_samples,
-        seed=seed,
-        trainer="driftline.inference.training.train_mlp",
-        extra_props={"model_kind": "mlp", "hidden": json.dumps(list(hidden))},
-        probabilities_only=True,
-    )
+    # A handful of epochs is enough on this data; the convergence warning is noise here
+    # (silenced for this fit only, not for the process).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        return _fit_and_export(
+            MLPClassifier(hidden_layer_sizes=hidden, max_iter=max_iter, random_state=seed),
+            n_features=n_features,
+            n_samples=n_samples,
+            seed=seed,
+            trainer="driftline.inference.training.train_mlp",
+            extra_props={"model_kind": "mlp", "hidden": json.dumps(list(hidden))},
+            probabilities_only=True,
+        )

@@ -59,3 +59,22 @@ def test_training_loads_on_first_use(name):
     loaded = _loaded_after(f"import driftline.inference as i\nassert callable(i.{name})")
     assert {"sklearn", "skl2onnx"} <= loaded
     assert _loaded_after("import driftline.inference").isdisjoint({"sklearn", "skl2onnx"})
+
+
+def test_no_driftline_import_changes_the_warnings_filters():
+    probe = (
+        "import importlib, pkgutil, warnings\n"
+        "import faust, river.drift, clickhouse_connect, onnxruntime, sklearn, requests\n"
+        "import openlineage.client\n"  # theirs first: they set filters of their own
+        "before = list(warnings.filters)\n"
+        "for package in ('core', 'schemas', 'inference', 'drift', 'lineage', 'streams'):\n"
+        "    root = importlib.import_module('driftline.' + package)\n"
+        "    for info in pkgutil.walk_packages(root.__path__, root.__name__ + '.'):\n"
+        "        if not info.name.endswith('__main__'):\n"
+        "            importlib.import_module(info.name)\n"
+        "print(warnings.filters == before)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "True"
