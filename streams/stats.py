@@ -1,10 +1,57 @@
-"""In-process counters a worker exposes on its HTTP API."""
+"""In-process counters a worker exposes on its HTTP API and as Prometheus metrics.
+
+Everything here is updated once per batch (a histogram takes a batch's values in one
+NumPy call), so keeping the figures costs the hot path nothing per record but a tuple
+count; ``/metrics`` reads them only when scraped (``driftline.streams.app.metrics``).
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Produce-to-prediction latency, seconds: from the record's Kafka timestamp to its score.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Records per scoring batch.
+BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class Buckets:
+    """A histogram's bucket counts and sum, filled a batch of values at a time.
+
+    ``counts[i]`` holds the values ``<= bounds[i]`` that no smaller bound holds (the
+    last slot: above every bound); Prometheus's cumulative ``le`` buckets add them up.
+    """
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = np.asarray(tuple(bounds), dtype=np.float64)
+        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)
+        self.sum = 0.0
+
+    def observe_many(self, values: np.ndarray) -> None:
+        if len(values):
+            slots = np.searchsorted(self.bounds, values, side="left")
+            self.counts += np.bincount(slots, minlength=len(self.counts))
+            self.sum += float(values.sum())
+
+    def observe(self, value: float) -> None:
+        self.counts[int(np.searchsorted(self.bounds, value, side="left"))] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, count)`` pairs as Prometheus writes them, ``+Inf`` last."""
+        running = np.cumsum(self.counts).tolist()
+        labels = [_le(bound) for bound in self.bounds.tolist()] + ["+Inf"]
+        return list(zip(labels, running, strict=True))
+
+
+def _le(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else repr(bound)
 
 
 @dataclass
@@ -31,6 +78,11 @@ class WorkerStats:
     outcomes: Counter = field(default_factory=Counter)  # joined, late, unmatched, ...
     policy_actions: int = 0  # signed commands the policy role published
     policy_actions_unsigned: int = 0  # actions not taken: no key for the policy actor
+    predictions_by: Counter = field(default_factory=Counter)  # (model, version, arm) -> n
+    latency_s: Buckets = field(default_factory=lambda: Buckets(LATENCY_BUCKETS_S))
+    batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_BUCKETS))
+    drift_alarms: Counter = field(default_factory=Counter)  # (model, detector, feature) -> n
+    policy_decisions: Counter = field(default_factory=Counter)  # action -> signed commands
 
     def batch_done(self, records: int, predictions: int) -> None:
         now = time.time()
@@ -41,6 +93,20 @@ class WorkerStats:
         self.records_in += records
         self.predictions_out += predictions
         self.batches += 1
+        self.batch_sizes.observe(records)
+
+    def predicted(self, predictions: list[Mapping[str, Any]]) -> None:
+        """Count a batch's Prediction records by model, version and arm, and their latency."""
+        if not predictions:
+            return
+        self.predictions_by.update((p["model"], p["version"], p["arm"]) for p in predictions)
+        latencies = np.fromiter((p["latency_ms"] for p in predictions), np.float64)
+        self.latency_s.observe_many(latencies / 1000.0)
+
+    def predicted_frame(self, parts: list[Mapping[str, Any]]) -> None:
+        """Count a scored frame's rows by model, version and arm (one part per arm)."""
+        for part in parts:
+            self.predictions_by[(part["model"], part["version"], part["arm"])] += part["n_rows"]
 
     def as_dict(self) -> dict:
         return {

@@ -1,4 +1,5 @@
-"""The worker's HTTP API (Faust's web server): health, stats, models, drift, policy, SQL, replay.
+"""The worker's HTTP API (Faust's web server): health, stats, metrics, models, drift, policy,
+SQL, replay.
 
 In embedded mode the worker owns the chDB store, so other processes (the CLI,
 dashboards, tests) read it through ``POST /driftline/sql`` here.
@@ -12,6 +13,7 @@ import faust
 from faust.web import Request, Response, View
 
 from driftline.core.errors import DriftlineError
+from driftline.streams.app.metrics import CONTENT_TYPE, WorkerCollector, metrics_text
 from driftline.streams.app.runtime import WorkerRuntime
 from driftline.streams.stages.replay_jobs import ReplayJobs
 
@@ -25,6 +27,19 @@ def _jsonable(value: object) -> object:
 
 
 def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
+    collector = WorkerCollector(
+        runtime.stats,
+        router=runtime.scoring.router if runtime.scoring is not None else None,
+        roles=frozenset(runtime.settings.worker.role_set),
+    )
+
+    @app.page("/metrics")
+    class Metrics(View):
+        """Prometheus's scrape target (see driftline.streams.app.metrics)."""
+
+        async def get(self, request: Request) -> Response:
+            return self.bytes(metrics_text(collector), content_type=CONTENT_TYPE)
+
     @app.page("/driftline/health/")
     class Health(View):
         async def get(self, request: Request) -> Response:

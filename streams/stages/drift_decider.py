@@ -136,8 +136,12 @@ class DriftDecider:
         # The whole batch at once: a scoring batch's pieces fold as one part.
         alarms = self.decider.fold_all(parts)
         for alarm in alarms:
-            value = self._codec.encode("DriftEvent", drift_record(alarm, now))
+            record = drift_record(alarm, now)
+            value = self._codec.encode("DriftEvent", record)
             self._delivery.produce(batch, self._drift_topic, value, key=alarm.key.model.encode())
+            self._stats.drift_alarms[
+                (record["model"], record["detector"], record["feature"] or "")
+            ] += 1
         self._stats.drift_events += len(alarms)
         self._stats.drift_redelivered += self.decider.skipped - skipped
         self._stats.drift_restored.update(self.decider.restored)

@@ -95,6 +95,7 @@ class PolicySigner:
             headers=trace_headers(),
         )
         self._stats.policy_actions += 1
+        self._stats.policy_decisions[action] += 1
         return True
 
 

@@ -168,6 +168,7 @@ class ScoringPipeline:
         if max(map(len, values), default=0) > self._limit.max_value_bytes // 2:
             predictions, values = self._drop_oversized(items, predictions, values, batch)
         self._publish(values, [p["entity_id"].encode() for p in predictions], batch, headers)
+        self._stats.predicted(predictions)
         if self.outcomes is not None:
             for p in predictions:
                 self._pend(p["prediction_id"], p, np.array([p["score"]]))
@@ -201,6 +202,7 @@ class ScoringPipeline:
         values = self._encode_frame_parts(message, scored.parts, batch)
         key = frame.frame_id.encode()
         self._publish(values, [key] * len(values), batch, headers)
+        self._stats.predicted_frame(scored.parts)
         if self.outcomes is not None:
             for part in scored.parts:
                 scores = np.frombuffer(part["score"], dtype="<f8")

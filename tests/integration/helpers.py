@@ -136,3 +136,19 @@ def forged_promotion(model: str, version: int) -> str:
                       "source_partition", "source_offset", "recorded_at"],
     )
 """
+
+
+def scrape_metrics(worker_url: str) -> dict[tuple[str, frozenset], float]:
+    """A worker's /metrics as (sample name, labels) -> value, parsed by prometheus_client."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(worker_url + "/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

@@ -9,7 +9,7 @@ import pytest
 from driftline.schemas import default_codec
 from driftline.streams.demo.loadgen import synthetic_records
 from driftline.streams.kafka.topics import Topics
-from tests.integration.helpers import dead_letters, send_in_order, wait_until
+from tests.integration.helpers import dead_letters, scrape_metrics, send_in_order, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +100,13 @@ def test_good_records_around_bad_ones_are_all_scored(stack_env, serving_worker):
     )
     assert reasons == [["feature_count_mismatch", 6], ["non_finite", 6], ["unknown_magic_byte", 6]]
     assert serving_worker.proc.poll() is None  # still running
+    # The worker's Prometheus counters say the same, reason by reason.
+    counted = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in scrape_metrics(serving_worker.url).items()
+        if name == "driftline_dead_letters_total"
+    }
+    assert counted == {reason: n for reason, n in reasons}
 
 
 def test_records_for_a_model_without_champion_are_dead_lettered(stack_env, start_worker):

@@ -11,7 +11,7 @@ from driftline.streams.control.model_commands import ModelCommands
 from driftline.streams.demo.loadgen import produce_at_rate, synthetic_records
 from driftline.streams.kafka.producer import FeatureProducer
 from driftline.streams.kafka.topics import Topics
-from tests.integration.helpers import read_topic, wait_until, write_model
+from tests.integration.helpers import read_topic, scrape_metrics, wait_until, write_model
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +54,12 @@ def test_records_become_stored_predictions_and_audited_events(stack_env, start_w
         f"FROM {db}.predictions FINAL"
     )[0]
     assert (count, unique, versions, arms) == (sent, sent, [version], ["champion"])
+    # The worker's Prometheus counters agree with the store.
+    metrics = scrape_metrics(worker.url)
+    labels = frozenset({"model": "demo", "version": str(version), "arm": "champion"}.items())
+    assert metrics[("driftline_predictions_total", labels)] == count
+    assert metrics[("driftline_records_consumed_total", frozenset())] == sent
+    assert metrics[("driftline_prediction_latency_seconds_count", frozenset())] == count
 
     predictions = read_topic(stack_env.bootstrap, Topics(stack_env.prefix).predictions, 2)
     assert len(predictions) == sent

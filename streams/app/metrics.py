@@ -1,0 +1,138 @@
+"""Prometheus metrics at ``/metrics`` on the worker's web port.
+
+A custom collector reads the worker's counters (:class:`~driftline.streams.stats.WorkerStats`)
+and the router only when Prometheus scrapes, so the hot path pays nothing for them but
+the per-batch counting it already does. Names follow Prometheus's conventions: base
+units in the name (``_seconds``), ``_total`` on counters (the client library adds it),
+labels for the dimensions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from driftline.streams.stats import Buckets, WorkerStats
+
+# What Prometheus's text format says it is; aiohttp takes the charset separately.
+CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+class WorkerCollector(Collector):
+    """The worker's figures as metric families, read at scrape time."""
+
+    def __init__(self, stats: WorkerStats, router: Any = None, roles: frozenset = frozenset()):
+        self.stats = stats
+        self.router = router  # driftline.inference.Router of an inference worker, else None
+        self.roles = roles
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        yield _counter(
+            "driftline_records_consumed", "Feature records and frames consumed by scoring", [],
+            [((), stats.records_in)],
+        )  # fmt: skip
+        yield _counter(
+            "driftline_predictions",
+            "Predictions published, by model, version and arm (frame rows count one each)",
+            ["model", "version", "arm"],
+            [((m, str(v), a), n) for (m, v, a), n in sorted(stats.predictions_by.items())],
+        )
+        yield _histogram(
+            "driftline_prediction_latency_seconds",
+            "From a feature record's Kafka timestamp to its prediction",
+            stats.latency_s,
+        )
+        yield _histogram(
+            "driftline_scoring_batch_records", "Records per scoring batch", stats.batch_sizes
+        )
+        yield _counter(
+            "driftline_dead_letters", "Messages set aside as dead letters, by reason", ["reason"],
+            [((reason,), n) for reason, n in sorted(stats.dead_letters.items())],
+        )  # fmt: skip
+        yield _counter(
+            "driftline_drift_alarms",
+            "Drift events this worker's decider raised, by model, detector and feature",
+            ["model", "detector", "feature"],
+            [(key, n) for key, n in sorted(stats.drift_alarms.items())],
+        )
+        yield _counter(
+            "driftline_policy_decisions",
+            "Signed commands the policy sent, by action",
+            ["action"],
+            [((action,), n) for action, n in sorted(stats.policy_decisions.items())],
+        )
+        yield _counter(
+            "driftline_outcomes", "Outcomes met by the join, by what became of them", ["result"],
+            [((result,), n) for result, n in sorted(stats.outcomes.items())],
+        )  # fmt: skip
+        yield _counter(
+            "driftline_rows_stored", "Rows written to ClickHouse, by table", ["table"],
+            [((table,), n) for table, n in sorted(stats.rows_stored.items())],
+        )  # fmt: skip
+        yield _counter(
+            "driftline_clickhouse_insert_failures",
+            "ClickHouse inserts that failed (and were retried before any offset was committed)",
+            [],
+            [((), stats.store_failures)],
+        )
+        yield from self._served()
+        uptime = GaugeMetricFamily(
+            "driftline_worker_uptime_seconds", "Seconds since the worker started", labels=["roles"]
+        )
+        uptime.add_metric([",".join(sorted(self.roles))], time.time() - stats.started_at)
+        yield uptime
+
+    def _served(self) -> Iterator[Metric]:
+        """What each model serves: an info metric per loaded version, and each arm's share."""
+        if self.router is None:
+            return
+        info = GaugeMetricFamily(
+            "driftline_model_info",
+            "A version this worker serves (1), with its arm and artifact digest",
+            labels=["model", "version", "arm", "digest"],
+        )
+        share = GaugeMetricFamily(
+            "driftline_arm_traffic_ratio",
+            "Each served arm's share of a model's traffic (shadows: 0)",
+            labels=["model", "version", "arm", "experiment_id"],
+        )
+        for model, served in self.router.loaded().items():
+            experiment = served.get("experiment_id") or ""
+            for arm in served["arms"]:
+                version = str(arm["version"])
+                digest = served["digest"] if arm["arm"] == "champion" else ""
+                info.add_metric([model, version, arm["arm"], digest or ""], 1.0)
+                share.add_metric([model, version, arm["arm"], experiment], arm["traffic_bp"] / 1e4)
+        yield info
+        yield share
+
+
+def _counter(name: str, documentation: str, labels: list[str], samples) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for values, count in samples:
+        family.add_metric(list(values), count)
+    return family
+
+
+def _histogram(name: str, documentation: str, buckets: Buckets) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], buckets.cumulative(), sum_value=buckets.sum)
+    return family
+
+
+def metrics_text(collector: WorkerCollector) -> bytes:
+    """One scrape, in Prometheus's text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry)
