@@ -17,6 +17,8 @@ import numpy as np
 
 # Produce-to-prediction latency, seconds: from the record's Kafka timestamp to its score.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# One ClickHouse insert, seconds (a flush of a sink, retries not included).
+INSERT_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Records per scoring batch.
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
@@ -83,6 +85,8 @@ class WorkerStats:
     batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_BUCKETS))
     drift_alarms: Counter = field(default_factory=Counter)  # (model, detector, feature) -> n
     policy_decisions: Counter = field(default_factory=Counter)  # action -> signed commands
+    insert_latency_s: Buckets = field(default_factory=lambda: Buckets(INSERT_BUCKETS_S))
+    consumer_lag: dict = field(default_factory=dict)  # (topic, partition) -> records behind
 
     def batch_done(self, records: int, predictions: int) -> None:
         now = time.time()

@@ -31,10 +31,17 @@ CONTENT_TYPE = "text/plain; version=0.0.4"
 class WorkerCollector(Collector):
     """The worker's figures as metric families, read at scrape time."""
 
-    def __init__(self, stats: WorkerStats, router: Any = None, roles: frozenset = frozenset()):
+    def __init__(
+        self,
+        stats: WorkerStats,
+        router: Any = None,
+        roles: frozenset = frozenset(),
+        audit: Any = None,
+    ) -> None:
         self.stats = stats
         self.router = router  # driftline.inference.Router of an inference worker, else None
         self.roles = roles
+        self.audit = audit  # the lineage role's CheckpointKeeper, else None
 
     def collect(self) -> Iterator[Metric]:
         stats = self.stats
@@ -86,7 +93,21 @@ class WorkerCollector(Collector):
             [],
             [((), stats.store_failures)],
         )
+        yield _histogram(
+            "driftline_clickhouse_insert_seconds",
+            "One ClickHouse insert (a sink's flush), retries not included",
+            stats.insert_latency_s,
+        )
+        lag = GaugeMetricFamily(
+            "driftline_consumer_lag_records",
+            "Records behind the end of each assigned features partition (librdkafka statistics)",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), behind in sorted(stats.consumer_lag.items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag
         yield from self._served()
+        yield from self._audit()
         uptime = GaugeMetricFamily(
             "driftline_worker_uptime_seconds", "Seconds since the worker started", labels=["roles"]
         )
@@ -116,6 +137,28 @@ class WorkerCollector(Collector):
                 share.add_metric([model, version, arm["arm"], experiment], arm["traffic_bp"] / 1e4)
         yield info
         yield share
+
+    def _audit(self) -> Iterator[Metric]:
+        """Each chain's state after the lineage role's last checkpoint round."""
+        if self.audit is None:
+            return
+        intact = GaugeMetricFamily(
+            "driftline_audit_chain_intact",
+            "1 while the model's audit chain verifies, 0 once a round found a problem",
+            labels=["model"],
+        )
+        for model, problems in sorted(self.audit.problems.items()):
+            intact.add_metric([model], 0.0 if problems else 1.0)
+        age = GaugeMetricFamily(
+            "driftline_audit_checkpoint_age_seconds",
+            "Seconds since the model's newest signed checkpoint",
+            labels=["model"],
+        )
+        now_ms = time.time() * 1000
+        for model, signed_at in sorted(self.audit.last_signed_at.items()):
+            age.add_metric([model], max(0.0, (now_ms - signed_at) / 1000))
+        yield intact
+        yield age
 
 
 def _counter(name: str, documentation: str, labels: list[str], samples) -> CounterMetricFamily:

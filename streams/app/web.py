@@ -31,6 +31,7 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
         runtime.stats,
         router=runtime.scoring.router if runtime.scoring is not None else None,
         roles=frozenset(runtime.settings.worker.role_set),
+        audit=runtime.checkpoints,
     )
 
     @app.page("/metrics")

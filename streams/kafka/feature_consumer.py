@@ -29,6 +29,7 @@ and runs the rebalance callbacks; the event loop is never blocked by it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -180,7 +181,10 @@ class FeatureConsumer(mode.Service):
                 acking.cancel()
 
     def _subscribe(self, loop: asyncio.AbstractEventLoop) -> Consumer:
-        consumer = Consumer(self._config | {"on_commit": self._on_commit}, logger=log)
+        consumer = Consumer(
+            self._config | {"on_commit": self._on_commit, "stats_cb": self._on_statistics},
+            logger=log,
+        )
         consumer.subscribe(
             [self._topic],
             on_assign=lambda _consumer, partitions: self._assigned(partitions),
@@ -188,6 +192,20 @@ class FeatureConsumer(mode.Service):
             on_lost=lambda _consumer, partitions: self._lost(partitions),
         )
         return consumer
+
+    def _on_statistics(self, report: str) -> None:
+        """librdkafka's statistics (every ``statistics.interval.ms``): keep each assigned
+        partition's consumer lag for /metrics. Runs in the consumer thread, within a poll."""
+        try:
+            partitions = json.loads(report)["topics"][self._topic]["partitions"]
+        except (KeyError, ValueError):
+            return
+        lag = {
+            (self._topic, int(p)): int(info["consumer_lag"])
+            for p, info in partitions.items()
+            if p != "-1" and info.get("consumer_lag", -1) >= 0 and int(p) in self.assignment
+        }
+        self._stats.consumer_lag = lag  # replaced whole: the scraping thread reads a snapshot
 
     def _assigned(self, partitions: list[TopicPartition]) -> None:
         self.assignment |= {tp.partition for tp in partitions}
@@ -387,4 +405,6 @@ def consumer_config(
         # A message larger than the fetch size is still returned whole (KIP-74).
         "enable.partition.eof": False,
         "log.connection.close": False,
+        # Consumer lag per partition for /metrics, from librdkafka's own statistics.
+        "statistics.interval.ms": 5000,
     }

@@ -104,6 +104,9 @@ class CheckpointKeeper:
         self._verifier: TailVerifier | None = None
         self._unanchored: list[Checkpoint] = []  # stored, not yet on the anchor topic
         self._alarmed: set[str] = set()  # alarm keys (model, first problem) raised
+        # For /metrics, replaced whole each round (the scrape reads from another thread):
+        self.last_signed_at: dict[str, int] = {}  # model -> its newest checkpoint, epoch ms
+        self.problems: dict[str, int] = {}  # model -> problems the last round found
 
     # -- the lineage role -----------------------------------------------------------
 
@@ -149,6 +152,7 @@ class CheckpointKeeper:
         # nothing across a restart) are published again: their signature proves them.
         on_topic = {(a.model, a.seq, a.signed_at) for a in anchored}
         valid, _ = check_signatures(stored, writer)
+        self._note_signed(valid)
         self._unanchored = [c for c in valid if (c.model, c.seq, c.signed_at) not in on_topic]
         self._publish_pending()
 
@@ -165,11 +169,22 @@ class CheckpointKeeper:
             self._verifier.forget(c.model for c in result.signed)
             raise
         self._unanchored += result.signed
+        self._note_signed(result.signed)
+        found: dict[str, int] = {}
+        for problem in result.problems:
+            found[problem.model] = found.get(problem.model, 0) + 1
+        self.problems = {model: found.get(model, 0) for model in {*self.last_signed_at, *found}}
         self._publish_pending()
         for note in result.deferred:
             log.warning("audit tail not signed this round: %s", note)
         self._alarm(result.problems)
         return len(result.signed)
+
+    def _note_signed(self, checkpoints: Sequence[Checkpoint]) -> None:
+        newest = dict(self.last_signed_at)
+        for c in checkpoints:
+            newest[c.model] = max(newest.get(c.model, 0), c.signed_at)
+        self.last_signed_at = newest
 
     def _sign(self, model: str, seq: int, digest: str, prev_seq: int, reason: str) -> Checkpoint:
         return sign(self._private_key, model, seq, digest, prev_seq=prev_seq, reason=reason)

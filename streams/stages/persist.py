@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -46,10 +47,13 @@ class StoreRunner:
         backoff = 0.2
         while True:
             future = asyncio.ensure_future(self.call(fn))
+            started = time.perf_counter()
             try:
                 # Shielded: a shutdown waits for an insert in flight rather than
                 # abandoning it half-way through.
-                return await asyncio.shield(future)
+                stored = await asyncio.shield(future)
+                self._stats.insert_latency_s.observe(time.perf_counter() - started)
+                return stored
             except asyncio.CancelledError:
                 await asyncio.wait_for(asyncio.shield(future), timeout=30)
                 raise

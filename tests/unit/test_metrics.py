@@ -3,6 +3,10 @@ that agree with what the stages did, histograms filled a batch at a time."""
 
 from __future__ import annotations
 
+import json
+import time
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from driftline.inference import LoadedModel, Router, train_logistic
 from driftline.schemas.testing import sample
 from driftline.streams.app.metrics import WorkerCollector, metrics_text
+from driftline.streams.kafka.feature_consumer import FeatureConsumer
 from driftline.streams.stages.scoring import ScoringPipeline
 from driftline.streams.stats import Buckets
 from driftline.streams.testing import StageRig
@@ -101,3 +106,50 @@ def test_conventions_counters_end_in_total_and_units_are_base_units():
     )}  # fmt: skip
     assert kinds["driftline_dead_letters"] == "counter"
     assert kinds["driftline_prediction_latency_seconds"] == "histogram"
+
+
+def test_lag_insert_latency_and_audit_state_are_exported():
+    stats = StageRig().stats
+    stats.consumer_lag = {("features", 0): 12, ("features", 1): 0}
+    stats.insert_latency_s.observe(0.02)
+    audit = SimpleNamespace(
+        problems={"fraud": 0, "churn": 2},
+        last_signed_at={"fraud": int(time.time() * 1000) - 30_000},
+    )
+    families = scrape(WorkerCollector(stats, audit=audit))
+    assert value(families, "driftline_consumer_lag_records", topic="features", partition=0) == 12
+    assert value(families, "driftline_clickhouse_insert_seconds_bucket", le="0.025") == 1
+    assert value(families, "driftline_audit_chain_intact", model="fraud") == 1
+    assert value(families, "driftline_audit_chain_intact", model="churn") == 0
+    age = value(families, "driftline_audit_checkpoint_age_seconds", model="fraud")
+    assert 29 <= age < 60
+
+
+def test_the_features_consumer_keeps_the_lag_librdkafka_reports():
+    stats = StageRig().stats
+    consumer = FeatureConsumer(
+        config={},
+        topic="features",
+        score=lambda messages, batch: None,
+        delivery=None,
+        stats=stats,
+        batch_size=10,
+        max_in_flight=1,
+    )
+    consumer.assignment = {0, 1}
+    report = {
+        "topics": {
+            "features": {
+                "partitions": {
+                    "0": {"consumer_lag": 40},
+                    "1": {"consumer_lag": -1},  # unknown yet
+                    "2": {"consumer_lag": 7},  # not ours (any more)
+                    "-1": {"consumer_lag": -1},  # librdkafka's internal partition
+                }
+            }
+        }
+    }
+    consumer._on_statistics(json.dumps(report))
+    assert stats.consumer_lag == {("features", 0): 40}
+    consumer._on_statistics("not json")  # kept, not raised
+    assert stats.consumer_lag == {("features", 0): 40}
