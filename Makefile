@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test kafka apicurio bench lint fmt clean
+.PHONY: demo test kafka apicurio prometheus bench lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/driftline demo
 
-test: $(STAMP) kafka apicurio
+test: $(STAMP) kafka apicurio prometheus
 	$(BIN)/python -m pytest
 
 # The Apache Kafka jars the integration tests run (pinned in infra/kafka/pom.xml), fetched
@@ -29,6 +29,12 @@ kafka: $(STAMP)
 # and a Java 21+ to run, and says what to install if either is missing.
 apicurio: $(STAMP)
 	$(BIN)/python -m tests.integration.apicurio install
+
+# Debian's Prometheus and Alertmanager for the alerting tests (pinned in
+# tests/integration/debian_tools.py): `apt-get download` and `dpkg-deb -x` into .cache/debian
+# once, no root needed; binaries already on PATH are used as they are.
+prometheus: $(STAMP)
+	$(BIN)/python -m tests.integration.debian_tools install
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_single_record.py

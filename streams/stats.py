@@ -83,8 +83,8 @@ class WorkerStats:
     predictions_by: Counter = field(default_factory=Counter)  # (model, version, arm) -> n
     latency_s: Buckets = field(default_factory=lambda: Buckets(LATENCY_BUCKETS_S))
     batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_BUCKETS))
-    drift_alarms: Counter = field(default_factory=Counter)  # (model, detector, feature) -> n
-    policy_decisions: Counter = field(default_factory=Counter)  # action -> signed commands
+    drift_alarms: Counter = field(default_factory=Counter)  # (model, arm, detector, feature)
+    policy_decisions: Counter = field(default_factory=Counter)  # decision -> signed commands
     insert_latency_s: Buckets = field(default_factory=lambda: Buckets(INSERT_BUCKETS_S))
     consumer_lag: dict = field(default_factory=dict)  # (topic, partition) -> records behind
 

@@ -69,14 +69,14 @@ class WorkerCollector(Collector):
         )  # fmt: skip
         yield _counter(
             "driftline_drift_alarms",
-            "Drift events this worker's decider raised, by model, detector and feature",
-            ["model", "detector", "feature"],
+            "Drift events this worker's decider raised, by model, arm, detector and feature",
+            ["model", "arm", "detector", "feature"],
             [(key, n) for key, n in sorted(stats.drift_alarms.items())],
         )
         yield _counter(
             "driftline_policy_decisions",
-            "Signed commands the policy sent, by action",
-            ["action"],
+            "Signed commands the policy sent, by decision (a traffic command to 0% is a pause)",
+            ["decision"],
             [((action,), n) for action, n in sorted(stats.policy_decisions.items())],
         )
         yield _counter(

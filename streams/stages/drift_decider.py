@@ -139,9 +139,13 @@ class DriftDecider:
             record = drift_record(alarm, now)
             value = self._codec.encode("DriftEvent", record)
             self._delivery.produce(batch, self._drift_topic, value, key=alarm.key.model.encode())
-            self._stats.drift_alarms[
-                (record["model"], record["detector"], record["feature"] or "")
-            ] += 1
+            labels = (
+                record["model"],
+                record["arm"] or "",
+                record["detector"],
+                record["feature"] or "",
+            )
+            self._stats.drift_alarms[labels] += 1
         self._stats.drift_events += len(alarms)
         self._stats.drift_redelivered += self.decider.skipped - skipped
         self._stats.drift_restored.update(self.decider.restored)

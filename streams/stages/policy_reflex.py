@@ -95,8 +95,16 @@ class PolicySigner:
             headers=trace_headers(),
         )
         self._stats.policy_actions += 1
-        self._stats.policy_decisions[action] += 1
+        self._stats.policy_decisions[decision_kind(action, arguments)] += 1
         return True
+
+
+def decision_kind(action: str, arguments: dict[str, str]) -> str:
+    """The decision a command carries out, as /metrics counts it: a ``traffic`` command to
+    0% pauses the version (a halted canary); every other command is its action."""
+    if action == "traffic" and arguments.get("percent") in ("0", "0.0"):
+        return "pause"
+    return action
 
 
 class DriftPolicyAgent:
