@@ -25,7 +25,7 @@ W1 = {"instance": "w1", "job": "driftline"}
 SCENARIOS = {
     "DriftlineChampionDrift": (
         [('driftline_drift_alarms_total{model="fraud",arm="champion",detector="ks",'
-          'feature="amount",instance="w1",job="driftline"}', "0 0 1 1 1 1")],
+          'feature="amount",instance="w1",job="driftline"}', "_ _ 1 1 1 1")],
         [('driftline_drift_alarms_total{model="fraud",arm="canary",detector="ks",'
           'feature="amount",instance="w1",job="driftline"}', "0 0 1 1 1 1")],
         5,
@@ -34,7 +34,7 @@ SCENARIOS = {
     ),
     "DriftlineRollbackPerformed": (
         [('driftline_policy_decisions_total{decision="rollback",instance="w1",job="driftline"}',
-          "0 0 1 1")],
+          "_ _ 1 1")],
         [('driftline_policy_decisions_total{decision="promote",instance="w1",job="driftline"}',
           "0 0 1 1")],
         3,
