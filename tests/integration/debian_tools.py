@@ -28,6 +28,10 @@ PACKAGES = {
 }
 
 
+# Debian builds Alertmanager to read its notification templates from this fixed path.
+ALERTMANAGER_TEMPLATES = Path("/usr/share/prometheus/alertmanager")
+
+
 class ToolUnavailable(RuntimeError):
     """A Debian tool cannot be found or fetched; the message says what to install."""
 
@@ -55,11 +59,30 @@ def binary(name: str) -> Path:
     raise ToolUnavailable(f"{name} is none of the tools this module installs")
 
 
+def alertmanager_templates() -> None:
+    """Put the unpacked Alertmanager's templates where Debian's build reads them (once)."""
+    if (ALERTMANAGER_TEMPLATES / "default.tmpl").exists():
+        return
+    source = unpacked("prometheus-alertmanager") / "usr/share/prometheus/alertmanager"
+    try:
+        ALERTMANAGER_TEMPLATES.mkdir(parents=True, exist_ok=True)
+        for template in source.glob("*.tmpl"):
+            shutil.copy2(template, ALERTMANAGER_TEMPLATES / template.name)
+    except OSError as exc:
+        raise ToolUnavailable(
+            f"Debian's Alertmanager reads its templates from {ALERTMANAGER_TEMPLATES}, which "
+            f"cannot be written ({exc}): run `make prometheus` once as root, or "
+            "`apt-get install prometheus-alertmanager`"
+        ) from exc
+
+
 def install(package: str) -> Path:
     """Fetch and unpack ``package`` once; returns where it is unpacked."""
     version, _ = PACKAGES[package]
     target = unpacked(package)
     if (target / _COMPLETE).exists():
+        if package == "prometheus-alertmanager":
+            alertmanager_templates()
         return target
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
@@ -85,6 +108,8 @@ def install(package: str) -> Path:
             shutil.rmtree(target)
         subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(target)], check=True)
     (target / _COMPLETE).write_text(version + "\n")
+    if package == "prometheus-alertmanager":
+        alertmanager_templates()
     return target
 
 
