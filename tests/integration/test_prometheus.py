@@ -20,6 +20,7 @@ from driftline.streams.kafka.producer import FeatureProducer
 from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import send_in_order, wait_until, write_model
 from tests.integration.monitoring import Alertmanager, Prometheus, WebhookReceiver
+from tests.integration.test_grafana_dashboards import dashboard_targets
 from tests.integration.test_policy import drift_event, publish
 
 pytestmark = pytest.mark.integration
@@ -81,6 +82,18 @@ def test_prometheus_counts_what_clickhouse_stores(stack_env, serving_worker, tmp
         assert prometheus.scalar('up{job="driftline"}') == 1.0
         served = prometheus.query('driftline_model_info{model="demo", arm="champion"}')
         assert [row["metric"]["version"] for row in served] == ["1"]
+        # Every PromQL expression of the Grafana dashboard runs here; those the worker's
+        # traffic feeds return series.
+        fed = {"Throughput", "Produce-to-prediction", "Arms and", "Dead letters"}
+        wait_until(  # rate() needs two scrapes in its window
+            lambda: (prometheus.scalar('count_over_time(up{job="driftline"}[1m])') or 0) >= 3,
+            timeout_s=20,
+            what="three scrapes",
+        )
+        for title, expr in dashboard_targets("prometheus"):
+            result = prometheus.query(expr.replace("$model", ".*"))
+            if any(title.startswith(prefix) for prefix in fed):
+                assert result, f"{title}: {expr} returned nothing"
     finally:
         prometheus.stop()
 
