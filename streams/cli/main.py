@@ -361,6 +361,31 @@ def keys_new(actor: str, roles: str) -> None:
 
 
 @main.command()
+@click.option(
+    "--worker",
+    "worker_url",
+    default=None,
+    help="the worker's URL (default: the running `driftline up` stack's worker)",
+)
+def status(worker_url: str | None) -> None:
+    """One screen: the worker's health, throughput, lag, served models and recent decisions."""
+    from driftline.streams.cli.status import render
+    from driftline.streams.control.status import read_status
+    from driftline.streams.embedded.stackfile import running_stack
+
+    settings = settings_for_cli()
+    if worker_url is None:
+        info = running_stack(settings)
+        if info is None:
+            raise StreamsError(
+                "no running stack found: start one with `driftline up`, or name a worker "
+                "with --worker http://HOST:6066"
+            )
+        worker_url = info.worker_url
+    render(read_status(worker_url.rstrip("/"), settings.clickhouse.database))
+
+
+@main.command()
 @click.argument("sql")
 def sql(sql: str) -> None:
     """Run a read-only ClickHouse query (through the worker while the stack is up)."""
