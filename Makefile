@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test kafka apicurio prometheus bench lint fmt clean
+.PHONY: demo test kafka apicurio prometheus browser bench lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/driftline demo
 
-test: $(STAMP) kafka apicurio prometheus
+test: $(STAMP) kafka apicurio prometheus browser
 	$(BIN)/python -m pytest
 
 # The Apache Kafka jars the integration tests run (pinned in infra/kafka/pom.xml), fetched
@@ -35,6 +35,11 @@ apicurio: $(STAMP)
 # once, no root needed; binaries already on PATH are used as they are.
 prometheus: $(STAMP)
 	$(BIN)/python -m tests.integration.debian_tools install
+
+# Debian's Chromium for the dashboard's browser test (with its ~130 libraries: apt, as root);
+# skipped when chromium is already on PATH.
+browser: $(STAMP)
+	$(BIN)/python -m tests.integration.debian_tools install-chromium
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_single_record.py

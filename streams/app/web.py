@@ -13,6 +13,7 @@ import faust
 from faust.web import Request, Response, View
 
 from driftline.core.errors import DriftlineError
+from driftline.streams.app.dashboard import STATIC, DashboardFeed
 from driftline.streams.app.metrics import CONTENT_TYPE, WorkerCollector, metrics_text
 from driftline.streams.app.runtime import WorkerRuntime
 from driftline.streams.stages.replay_jobs import ReplayJobs
@@ -33,6 +34,37 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
         roles=frozenset(runtime.settings.worker.role_set),
         audit=runtime.checkpoints,
     )
+
+    feed = DashboardFeed(runtime)
+
+    @app.timer(1.0)
+    async def sample_dashboard() -> None:
+        feed.sample()
+
+    static = {
+        "": ("index.html", "text/html"),
+        "app.js": ("app.js", "text/javascript"),
+        "style.css": ("style.css", "text/css"),
+    }
+
+    def static_view(name: str, content_type: str) -> type[View]:
+        body = (STATIC / name).read_bytes()
+
+        class Static(View):
+            async def get(self, request: Request) -> Response:
+                return self.bytes(body, content_type=content_type)
+
+        return Static
+
+    for path, (name, content_type) in static.items():
+        app.page(f"/driftline/dashboard/{path}")(static_view(name, content_type))
+
+    @app.page("/driftline/dashboard/data/")
+    class DashboardData(View):
+        """What the live page polls (see driftline.streams.app.dashboard)."""
+
+        async def get(self, request: Request) -> Response:
+            return self.json(await feed.data())
 
     @app.page("/metrics")
     class Metrics(View):

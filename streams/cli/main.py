@@ -70,6 +70,9 @@ def up(broker_kind: str | None) -> None:
         f"[green]driftline is up[/]  broker {info.bootstrap} ({name})  "
         f"worker {info.worker_url}/driftline/  store {info.clickhouse_dsn}"
     )
+    console.print(
+        f"live dashboard {info.worker_url}/driftline/dashboard/  metrics {info.worker_url}/metrics"
+    )
     console.print(f"logs in {stack.log_dir}; Ctrl-C to stop")
     try:
         _supervise(stack, stop)

@@ -1,4 +1,7 @@
-"""Debian's Prometheus and Alertmanager for the tests, unpacked into ``.cache/`` once.
+"""Debian's Prometheus, Alertmanager and Chromium for the tests.
+
+Prometheus and Alertmanager are unpacked into ``.cache/`` once; Chromium, which needs
+about 130 libraries, is installed with apt (``make browser``, as root).
 
 ``install()`` (``make prometheus``, a step of ``make test``, or
 ``python -m tests.integration.debian_tools install``) asks apt for the pinned packages'
@@ -119,10 +122,51 @@ def _download(package: str, version: str, where: str) -> subprocess.CompletedPro
     )
 
 
+def chromium() -> Path:
+    """Debian's Chromium, for the browser tests: on PATH, or installed with apt (as root)."""
+    found = shutil.which("chromium")
+    if found:
+        return Path(found)
+    raise ToolUnavailable(
+        "chromium is not installed: run `make browser` (as root it runs "
+        "`apt-get install --no-install-recommends chromium`), or install Debian's chromium"
+    )
+
+
+def install_chromium() -> Path:
+    """Install Debian's Chromium once (it brings ~130 libraries, so apt, not an unpack)."""
+    if shutil.which("chromium"):
+        return Path(shutil.which("chromium"))
+    if os.geteuid() != 0:
+        raise ToolUnavailable(
+            "installing chromium needs root: run `sudo apt-get install --no-install-recommends "
+            "chromium` once"
+        )
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    command = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+    installed = subprocess.run(command, env=env, capture_output=True, text=True)
+    if installed.returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        installed = subprocess.run(command, env=env, capture_output=True, text=True)
+    if installed.returncode != 0:
+        raise ToolUnavailable(f"apt-get install chromium failed: {installed.stderr[-500:]}")
+    return chromium()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["install-chromium"]:
+        try:
+            print(f"chromium: {install_chromium()}")
+        except ToolUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     if args[:1] != ["install"]:
-        print("usage: python -m tests.integration.debian_tools install [PACKAGE ...]")
+        print(
+            "usage: python -m tests.integration.debian_tools install [PACKAGE ...] | "
+            "install-chromium"
+        )
         return 2
     for package in args[1:] or list(PACKAGES):
         try:

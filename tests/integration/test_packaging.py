@@ -43,6 +43,10 @@ for name in names:
     importlib.import_module(name)
 from driftline.schemas import default_codec
 assert default_codec().encode  # the Avro schemas came with the install
+from driftline.streams.app.dashboard import STATIC
+assert all((STATIC / f).is_file() for f in ("index.html", "app.js", "style.css"))
+from driftline.lineage.store.clickhouse import ddl_text
+assert "audit_log" in ddl_text("driftline")
 print(len(names), "modules from", driftline.__file__)
 """
 

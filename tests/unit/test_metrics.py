@@ -153,3 +153,15 @@ def test_the_features_consumer_keeps_the_lag_librdkafka_reports():
     assert stats.consumer_lag == {("features", 0): 40}
     consumer._on_statistics("not json")  # kept, not raised
     assert stats.consumer_lag == {("features", 0): 40}
+
+
+def test_the_dashboards_quantiles_interpolate_like_histogram_quantile():
+    from driftline.streams.app.dashboard import quantile
+
+    bounds = np.array([0.01, 0.1, 1.0])
+    assert quantile(bounds, np.zeros(4, dtype=np.int64), 0.5) is None
+    # 100 values: 50 in (0, 0.01], 50 in (0.01, 0.1]
+    counts = np.array([50, 50, 0, 0])
+    assert quantile(bounds, counts, 0.5) == pytest.approx(0.01)
+    assert quantile(bounds, counts, 0.99) == pytest.approx(0.01 + 0.09 * 49 / 50)
+    assert quantile(bounds, np.array([0, 0, 0, 5]), 0.5) == 1.0  # above the last bound
