@@ -389,6 +389,29 @@ def status(worker_url: str | None) -> None:
 
 
 @main.command()
+@click.argument("kind", type=click.Choice(["canary", "experiment", "drift"]))
+@click.option("--model", "model_name", required=True, help="model name")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="the HTML file to write (default: KIND-MODEL.html)",
+)
+def report(kind: str, model_name: str, out: Path | None) -> None:
+    """A self-contained HTML report with plots: a canary's steps and guardrails, an
+    experiment's sequential test against its boundary, or drift statistics against
+    their thresholds."""
+    from driftline.streams.control.reports import report as build
+    from driftline.streams.control.store_access import query
+
+    settings = settings_for_cli()
+    out = out or Path(f"{kind}-{model_name}.html")
+    page = build(kind, lambda sql: query(settings, sql), settings.clickhouse.database, model_name)
+    out.write_text(page, encoding="utf-8")
+    console.print(f"wrote {out} ({len(page):,} bytes)")
+
+
+@main.command()
 @click.argument("sql")
 def sql(sql: str) -> None:
     """Run a read-only ClickHouse query (through the worker while the stack is up)."""
