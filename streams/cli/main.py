@@ -467,7 +467,9 @@ def audit_verify(model_name: str | None) -> None:
     the row), 3 UNVERIFIED (a check could not run, e.g. no broker reachable)."""
     from driftline.streams.cli.audit import verify_store
 
-    report = verify_store(settings_for_cli(), model_name)
+    # A long log takes a while: chains, checkpoints, the anchor topic, every source record.
+    with console.status("verifying the audit log (chains, checkpoints, anchors, sources)..."):
+        report = verify_store(settings_for_cli(), model_name)
     console.print(report.summary(), markup=False)
     sys.exit(report.exit_code)
 

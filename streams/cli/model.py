@@ -159,9 +159,16 @@ def model_validate(
     from driftline.streams.control.validation import publish, run_gates
 
     settings = settings_for_cli()
-    validation = run_gates(
-        settings, name, version, holdout=holdout, label_column=label_column, policy_file=policy_file
-    )
+    # Loading both models, scoring the holdout and timing them takes seconds: show it.
+    with console.status(f"running the quality gates on {name} v{version}..."):
+        validation = run_gates(
+            settings,
+            name,
+            version,
+            holdout=holdout,
+            label_column=label_column,
+            policy_file=policy_file,
+        )
     for line in validation.report.summary_lines():
         console.print(line, markup=False, highlight=False)
     if not dry_run:
