@@ -37,8 +37,10 @@ class WorkerCollector(Collector):
         router: Any = None,
         roles: frozenset = frozenset(),
         audit: Any = None,
+        faust_monitor: Any = None,
     ) -> None:
         self.stats = stats
+        self.faust_monitor = faust_monitor  # faust's Monitor: the agents' offsets per partition
         self.router = router  # driftline.inference.Router of an inference worker, else None
         self.roles = roles
         self.audit = audit  # the lineage role's CheckpointKeeper, else None
@@ -100,10 +102,11 @@ class WorkerCollector(Collector):
         )
         lag = GaugeMetricFamily(
             "driftline_consumer_lag_records",
-            "Records behind the end of each assigned features partition (librdkafka statistics)",
+            "Records behind the end of each partition this worker consumes: the features "
+            "consumer's from librdkafka's statistics, the Faust agents' from their commits",
             labels=["topic", "partition"],
         )
-        for (topic, partition), behind in sorted(stats.consumer_lag.items()):
+        for (topic, partition), behind in sorted(self._lag().items()):
             lag.add_metric([topic, str(partition)], behind)
         yield lag
         yield from self._served()
@@ -113,6 +116,16 @@ class WorkerCollector(Collector):
         )
         uptime.add_metric([",".join(sorted(self.roles))], time.time() - stats.started_at)
         yield uptime
+
+    def _lag(self) -> dict[tuple[str, int], int]:
+        lag = dict(self.stats.consumer_lag)
+        monitor = self.faust_monitor
+        if monitor is not None:
+            committed = dict(monitor.tp_committed_offsets or {})
+            for tp, end in dict(monitor.tp_end_offsets or {}).items():
+                if tp in committed and (tp.topic, tp.partition) not in lag:
+                    lag[(tp.topic, tp.partition)] = max(0, int(end) - int(committed[tp]))
+        return lag
 
     def _served(self) -> Iterator[Metric]:
         """What each model serves: an info metric per loaded version, and each arm's share."""

@@ -33,6 +33,7 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
         router=runtime.scoring.router if runtime.scoring is not None else None,
         roles=frozenset(runtime.settings.worker.role_set),
         audit=runtime.checkpoints,
+        faust_monitor=app.monitor,
     )
 
     feed = DashboardFeed(runtime)

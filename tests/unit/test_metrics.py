@@ -165,3 +165,20 @@ def test_the_dashboards_quantiles_interpolate_like_histogram_quantile():
     assert quantile(bounds, counts, 0.5) == pytest.approx(0.01)
     assert quantile(bounds, counts, 0.99) == pytest.approx(0.01 + 0.09 * 49 / 50)
     assert quantile(bounds, np.array([0, 0, 0, 5]), 0.5) == 1.0  # above the last bound
+
+
+def test_the_faust_agents_lag_comes_from_their_commits():
+    from faust.types import TP
+
+    stats = StageRig().stats
+    stats.consumer_lag = {("features", 0): 5}
+    monitor = SimpleNamespace(
+        tp_end_offsets={TP("outcomes", 0): 120, TP("outcomes", 1): 40, TP("commands", 0): 9},
+        tp_committed_offsets={TP("outcomes", 0): 100, TP("outcomes", 1): 40},
+    )
+    families = scrape(WorkerCollector(stats, faust_monitor=monitor))
+    assert value(families, "driftline_consumer_lag_records", topic="outcomes", partition=0) == 20
+    assert value(families, "driftline_consumer_lag_records", topic="outcomes", partition=1) == 0
+    assert value(families, "driftline_consumer_lag_records", topic="features", partition=0) == 5
+    with pytest.raises(AssertionError):  # nothing committed yet: no figure rather than a guess
+        value(families, "driftline_consumer_lag_records", topic="commands", partition=0)
