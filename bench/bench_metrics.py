@@ -18,7 +18,6 @@ import time
 import numpy as np
 
 from driftline.inference import LoadedModel, Router, train_logistic
-from driftline.streams.stages.scoring import ScoringPipeline
 from driftline.streams.stats import WorkerStats
 from driftline.streams.testing import StageRig
 
@@ -52,14 +51,7 @@ def run(with_metrics: bool, messages: list, batch: int, model: LoadedModel) -> f
     if not with_metrics:
         rig.stats.predicted = lambda predictions: None  # type: ignore[method-assign]
         rig.stats.batch_done = _counts_only(rig.stats)  # type: ignore[method-assign]
-    stage = ScoringPipeline(
-        codec=rig.codec,
-        router=router,
-        delivery=rig.delivery,
-        dead_letters=rig.dead_letters,
-        predictions_topic="predictions",
-        stats=rig.stats,
-    )
+    stage = rig.scoring(router)
     started = time.perf_counter()
     for i in range(0, len(messages), batch):
         rig.run(stage, messages[i : i + batch])

@@ -48,6 +48,7 @@ from driftline.streams.stages.deadletter import DeadLetterPublisher
 from driftline.streams.stages.drift_decider import DriftDecider
 from driftline.streams.stages.drift_reduce import DriftStage
 from driftline.streams.stages.outcome_join import OutcomeJoiner
+from driftline.streams.stages.scoring import ScoringPipeline
 from driftline.streams.stats import WorkerStats
 
 
@@ -147,6 +148,17 @@ class StageRig:
     def message(self, topic: str, schema: str, record: dict[str, Any], **where: Any) -> Consumed:
         """A consumed message carrying ``record`` as ``schema`` in the wire format."""
         return self.raw(topic, self.codec.encode(schema, record), **where)
+
+    def scoring(self, router: Any, predictions_topic: str = "predictions") -> ScoringPipeline:
+        """The scoring stage over this rig, serving what ``router`` holds."""
+        return ScoringPipeline(
+            codec=self.codec,
+            router=router,
+            delivery=self.delivery,
+            dead_letters=self.dead_letters,
+            predictions_topic=predictions_topic,
+            stats=self.stats,
+        )
 
     def run(self, stage: Any, messages: list[Consumed]) -> BatchDelivery:
         """One batch through ``stage`` (a :class:`~driftline.streams.stages.stage.Stage`, or

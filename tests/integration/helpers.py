@@ -152,3 +152,21 @@ def scrape_metrics(worker_url: str) -> dict[tuple[str, frozenset], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def champions_in_turn(settings, worker, tmp_path: Path, seeds=(1, 2)) -> list[int]:
+    """Register model "demo" once per seed (alice) and promote each in turn (bob); returns
+    the versions once the worker serves the last."""
+    from driftline.streams.control.model_commands import ModelCommands
+
+    commands = ModelCommands.from_settings(settings)
+    versions = []
+    for seed in seeds:
+        version, _ = commands.register(write_model(tmp_path, seed=seed), "demo", actor="alice")
+        commands.promote("demo", version.version, actor="bob")
+        versions.append(version.version)
+    wait_until(
+        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == versions[-1],
+        what=f"v{versions[-1]} served",
+    )
+    return versions

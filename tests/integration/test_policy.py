@@ -12,7 +12,7 @@ from driftline.streams.control.model_commands import ModelCommands
 from driftline.streams.kafka.codecs import codec_for
 from driftline.streams.kafka.lifecycle_topic import LifecycleWatcher
 from driftline.streams.kafka.topics import Topics
-from tests.integration.helpers import wait_until, write_model
+from tests.integration.helpers import champions_in_turn, wait_until, write_model
 
 
 def drift_event(model: str, version: int, arm: str, stream: str) -> dict:
@@ -42,19 +42,11 @@ def publish(settings, bootstrap: str, record: dict) -> None:
 def test_champion_drift_rolls_back_to_the_previous_champion(stack_env, start_worker, tmp_path):
     settings = stack_env.settings()
     worker = start_worker()
-    commands = ModelCommands.from_settings(settings)
-    first, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
-    commands.promote("demo", first.version, actor="bob")
-    second, _ = commands.register(write_model(tmp_path, seed=2), "demo", actor="alice")
-    commands.promote("demo", second.version, actor="bob")
-    wait_until(
-        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == second.version,
-        what="v2 served",
-    )
+    first, second = champions_in_turn(settings, worker, tmp_path)
 
     topics = Topics(settings.kafka.topic_prefix)
     watcher = LifecycleWatcher(settings, stack_env.bootstrap, topics.lifecycle)
-    trigger = drift_event("demo", second.version, "champion", "error")
+    trigger = drift_event("demo", second, "champion", "error")
     sent = time.monotonic()
     publish(settings, stack_env.bootstrap, trigger)
     event = watcher.wait_until(codec_for(settings), lambda e: e.type == "rolled_back", 20)
@@ -62,13 +54,13 @@ def test_champion_drift_rolls_back_to_the_previous_champion(stack_env, start_wor
     assert event is not None, f"no rollback; worker log:\n{worker.log_tail()}"
     print(f"drift event -> rolled_back event: {elapsed * 1000:.0f} ms")
 
-    assert event.actor == "policy" and event.version == second.version
-    assert event.attributes["restored_champion"] == str(first.version)
+    assert event.actor == "policy" and event.version == second
+    assert event.attributes["restored_champion"] == str(first)
     assert event.evidence["drift_event_ids"] == [trigger["event_id"]]
     assert event.evidence["policy_rule"]["name"] == "champion-errors"
     assert event.evidence["key_id"]  # signed by the policy's key, checked by the registry agent
     wait_until(
-        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == first.version,
+        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == first,
         what="v1 served again",
     )
     # A redelivered or repeated event does not roll back twice.

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 
 from driftline.schemas import default_codec
-from driftline.streams.control.model_commands import ModelCommands
 from driftline.streams.demo.loadgen import produce_at_rate, synthetic_records
 from driftline.streams.kafka.codecs import codec_for
 from driftline.streams.kafka.lifecycle_topic import LifecycleWatcher
 from driftline.streams.kafka.producer import FeatureProducer
 from driftline.streams.kafka.topics import Topics
-from tests.integration.helpers import send_in_order, wait_until, write_model
+from tests.integration.helpers import champions_in_turn, send_in_order, wait_until
 from tests.integration.monitoring import Alertmanager, Prometheus, WebhookReceiver
 from tests.integration.test_grafana_dashboards import dashboard_targets
 from tests.integration.test_policy import drift_event, publish
@@ -101,15 +100,7 @@ def test_prometheus_counts_what_clickhouse_stores(stack_env, serving_worker, tmp
 def test_a_drift_rollback_pages_the_webhook_through_alertmanager(stack_env, start_worker, tmp_path):
     settings = stack_env.settings()
     worker = start_worker()
-    commands = ModelCommands.from_settings(settings)
-    first, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
-    commands.promote("demo", first.version, actor="bob")
-    second, _ = commands.register(write_model(tmp_path, seed=2), "demo", actor="alice")
-    commands.promote("demo", second.version, actor="bob")
-    wait_until(
-        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == second.version,
-        what="v2 served",
-    )
+    first, second = champions_in_turn(settings, worker, tmp_path)
 
     receiver = WebhookReceiver()
     (tmp_path / "am").mkdir()
@@ -131,9 +122,7 @@ def test_a_drift_rollback_pages_the_webhook_through_alertmanager(stack_env, star
             settings, stack_env.bootstrap, Topics(stack_env.prefix).lifecycle
         )
         sent = time.monotonic()
-        publish(
-            settings, stack_env.bootstrap, drift_event("demo", second.version, "champion", "error")
-        )
+        publish(settings, stack_env.bootstrap, drift_event("demo", second, "champion", "error"))
         event = watcher.wait_until(codec_for(settings), lambda e: e.type == "rolled_back", 20)
         assert event is not None, f"no rollback; worker log:\n{worker.log_tail()}"
         rolled_back = time.monotonic() - sent

@@ -15,7 +15,6 @@ from driftline.inference import LoadedModel, Router, train_logistic
 from driftline.schemas.testing import sample
 from driftline.streams.app.metrics import WorkerCollector, metrics_text
 from driftline.streams.kafka.feature_consumer import FeatureConsumer
-from driftline.streams.stages.scoring import ScoringPipeline
 from driftline.streams.stats import Buckets
 from driftline.streams.testing import StageRig
 
@@ -58,14 +57,7 @@ def test_a_scored_batch_shows_in_the_metrics(trained):
             trained.onnx_bytes, name="fraud", version=3, expected_digest=trained.digest
         )
     )
-    scoring = ScoringPipeline(
-        codec=rig.codec,
-        router=router,
-        delivery=rig.delivery,
-        dead_letters=rig.dead_letters,
-        predictions_topic="predictions",
-        stats=rig.stats,
-    )
+    scoring = rig.scoring(router)
     good = [
         rig.message(
             "features",

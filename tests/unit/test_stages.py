@@ -47,14 +47,7 @@ def trained():
 
 
 def _scoring(rig: StageRig, router: Router) -> ScoringPipeline:
-    return ScoringPipeline(
-        codec=rig.codec,
-        router=router,
-        delivery=rig.delivery,
-        dead_letters=rig.dead_letters,
-        predictions_topic="predictions",
-        stats=rig.stats,
-    )
+    return rig.scoring(router)
 
 
 def _features(rig: StageRig, i: int, values: list[float], model: str = "fraud"):
