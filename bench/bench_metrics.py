@@ -49,7 +49,7 @@ def run(with_metrics: bool, messages: list, batch: int, model: LoadedModel) -> f
     router = Router()
     router.set_champion(model)
     if not with_metrics:
-        rig.stats.predicted = lambda predictions: None  # type: ignore[method-assign]
+        rig.stats.predicted = lambda predictions, arm_counts=None: None  # type: ignore[method-assign]
         rig.stats.batch_done = _counts_only(rig.stats)  # type: ignore[method-assign]
     stage = rig.scoring(router)
     started = time.perf_counter()

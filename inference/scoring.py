@@ -12,7 +12,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -151,6 +151,8 @@ class RoutedBatch:
     rejected: list[Rejection]
     unserved: list[int]
     shadow_rejected: int = 0
+    # ((model, version, arm), predictions) per scored arm: counted without a pass per record.
+    arm_counts: list[tuple[tuple[str, int, str], int]] = field(default_factory=list)
 
 
 def score_routed(table: RoutingTable, records: Sequence[FeatureRecord]) -> RoutedBatch:
@@ -159,10 +161,12 @@ def score_routed(table: RoutingTable, records: Sequence[FeatureRecord]) -> Route
     if not table.is_split and not table.shadows:
         (arm,) = table.served
         scored = score_records(arm.model, records, arm=arm.name, experiment_id=experiment)
-        return RoutedBatch(scored.predictions, scored.rejected, [])
+        counts = [((arm.model.name, arm.model.version, arm.name), len(scored.predictions))]
+        return RoutedBatch(scored.predictions, scored.rejected, [], arm_counts=counts)
     assigned = table.assign([record["entity_id"] for record in records])
     predictions: list[Prediction] = []
     rejected: list[Rejection] = []
+    counts: list[tuple[tuple[str, int, str], int]] = []
     for index, arm in enumerate(table.served):
         mine = np.flatnonzero(assigned == index).tolist()
         if not mine:
@@ -170,12 +174,14 @@ def score_routed(table: RoutingTable, records: Sequence[FeatureRecord]) -> Route
         subset = records if len(mine) == len(records) else [records[i] for i in mine]
         scored = score_records(arm.model, subset, arm=arm.name, experiment_id=experiment)
         predictions += scored.predictions
+        counts.append(((arm.model.name, arm.model.version, arm.name), len(scored.predictions)))
         rejected += [Rejection(mine[r.index], r.reason, r.detail) for r in scored.rejected]
     unserved = np.flatnonzero(assigned == -1).tolist()
     shadow_rejected = 0
     for model in table.shadows:
         scored = score_records(model, records, arm="shadow", experiment_id=experiment)
         predictions += scored.predictions
+        counts.append(((model.name, model.version, "shadow"), len(scored.predictions)))
         shadow_rejected += len(scored.rejected)
     rejected.sort(key=lambda r: r.index)
-    return RoutedBatch(predictions, rejected, unserved, shadow_rejected)
+    return RoutedBatch(predictions, rejected, unserved, shadow_rejected, counts)

@@ -11,9 +11,13 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
+
+_LABELS = itemgetter("model", "version", "arm")
+_LATENCY = itemgetter("latency_ms")
 
 # Produce-to-prediction latency, seconds: from the record's Kafka timestamp to its score.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -99,12 +103,21 @@ class WorkerStats:
         self.batches += 1
         self.batch_sizes.observe(records)
 
-    def predicted(self, predictions: list[Mapping[str, Any]]) -> None:
-        """Count a batch's Prediction records by model, version and arm, and their latency."""
+    def predicted(
+        self,
+        predictions: list[Mapping[str, Any]],
+        arm_counts: Iterable[tuple[tuple[str, int, str], int]] | None = None,
+    ) -> None:
+        """Count a batch's Prediction records by model, version and arm (``arm_counts``
+        when the scorer knows them, one entry per arm), and their latency."""
         if not predictions:
             return
-        self.predictions_by.update((p["model"], p["version"], p["arm"]) for p in predictions)
-        latencies = np.fromiter((p["latency_ms"] for p in predictions), np.float64)
+        if arm_counts is not None:
+            for labels, n in arm_counts:
+                self.predictions_by[labels] += n
+        else:  # itemgetter and Counter's update run in C: no Python frame per record
+            self.predictions_by.update(map(_LABELS, predictions))
+        latencies = np.fromiter(map(_LATENCY, predictions), np.float64, len(predictions))
         self.latency_s.observe_many(latencies / 1000.0)
 
     def predicted_frame(self, parts: list[Mapping[str, Any]]) -> None:

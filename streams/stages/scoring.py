@@ -168,7 +168,9 @@ class ScoringPipeline:
         if max(map(len, values), default=0) > self._limit.max_value_bytes // 2:
             predictions, values = self._drop_oversized(items, predictions, values, batch)
         self._publish(values, [p["entity_id"].encode() for p in predictions], batch, headers)
-        self._stats.predicted(predictions)
+        # The scorer's per-arm counts hold unless oversized predictions were dropped.
+        exact = len(predictions) == len(routed.predictions)
+        self._stats.predicted(predictions, routed.arm_counts if exact else None)
         if self.outcomes is not None:
             for p in predictions:
                 self._pend(p["prediction_id"], p, np.array([p["score"]]))

@@ -174,3 +174,40 @@ def test_the_faust_agents_lag_comes_from_their_commits():
     assert value(families, "driftline_consumer_lag_records", topic="features", partition=0) == 5
     with pytest.raises(AssertionError):  # nothing committed yet: no figure rather than a guess
         value(families, "driftline_consumer_lag_records", topic="commands", partition=0)
+
+
+def test_split_and_shadow_arms_are_counted_as_the_predictions_say(trained):
+    from collections import Counter
+
+    from driftline.inference.routing import Arm, RoutingTable
+
+    def load(version: int) -> LoadedModel:
+        return LoadedModel.load(
+            trained.onnx_bytes, name="fraud", version=version, expected_digest=trained.digest
+        )
+
+    rig = StageRig()
+    router = Router()
+    router.set_table(
+        RoutingTable(
+            "fraud",
+            (Arm("challenger", load(4), 3000), Arm("champion", load(3), 7000)),
+            shadows=(load(5),),
+        )
+    )
+    messages = [
+        rig.message(
+            "features",
+            "FeatureRecord",
+            sample("FeatureRecord", record_id=f"r{i}", entity_id=f"e{i}", model="fraud",
+                   features=[0.1, 0.2, 0.3, i]) | {"feature_names": None},
+        )
+        for i in range(200)
+    ]  # fmt: skip
+    rig.run(rig.scoring(router), messages)
+    produced = rig.produced("predictions", "Prediction")
+    assert rig.stats.predictions_by == Counter(
+        (p["model"], p["version"], p["arm"]) for p in produced
+    )
+    assert rig.stats.predictions_by[("fraud", 5, "shadow")] == 200
+    assert {arm for _, _, arm in rig.stats.predictions_by} == {"challenger", "champion", "shadow"}
