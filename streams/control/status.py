@@ -10,17 +10,12 @@ is off) says so instead of failing the command.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftline.streams.embedded.stack import http_json
-
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+from driftline.streams.embedded.stack import http_json, http_text
 
 
 @dataclass
@@ -38,17 +33,12 @@ class WorkerStatus:
 
 def _optional(url: str, payload: dict | None = None) -> dict | None:
     """The endpoint's JSON, or None where the worker answers 404 (a role that is off)."""
-    try:
-        return http_json(url, payload)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        raise
+    answer = http_json(url, payload)  # an error status comes back as {"status": code, ...}
+    return None if answer.get("status") == 404 else answer
 
 
 def _lag(url: str) -> dict[str, float]:
-    with _DIRECT.open(url + "/metrics", timeout=10) as response:
-        text = response.read().decode()
+    text = http_text(url + "/metrics")
     return {
         f"{s.labels['topic']}[{s.labels['partition']}]": s.value
         for family in text_string_to_metric_families(text)
@@ -59,10 +49,7 @@ def _lag(url: str) -> dict[str, float]:
 
 def read_status(url: str, database: str, *, events: int = 8) -> WorkerStatus:
     """Everything `driftline status` shows, read from the worker at ``url``."""
-    try:
-        health = http_json(url + "/driftline/health/")
-    except urllib.error.HTTPError as exc:  # 503 while the lifecycle is being read
-        health = json.loads(exc.read() or b"{}") | {"ready": False}
+    health = http_json(url + "/driftline/health/")  # 503, ready false, while catching up
     status = WorkerStatus(
         url=url,
         ready=bool(health.get("ready")),

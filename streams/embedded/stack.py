@@ -40,6 +40,12 @@ def http_json(url: str, payload: dict | None = None, timeout: float = 10.0) -> d
         return json.loads(exc.read() or b"{}") | {"status": exc.code}
 
 
+def http_text(url: str, timeout: float = 10.0) -> str:
+    """A GET's body as text (raises urllib's HTTPError on an error status)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode()
+
+
 class RestartBackoff:
     """Waits between worker restarts: 1 s, doubling to 30 s; reset once a worker lasts a minute.
 

@@ -198,13 +198,14 @@ class FeatureConsumer(mode.Service):
         partition's consumer lag for /metrics. Runs in the consumer thread, within a poll."""
         try:
             partitions = json.loads(report)["topics"][self._topic]["partitions"]
-        except (KeyError, ValueError):
+            lag = {
+                (self._topic, int(p)): int(info["consumer_lag"])
+                for p, info in partitions.items()
+                if p != "-1" and info.get("consumer_lag", -1) >= 0 and int(p) in self.assignment
+            }
+        except Exception:  # a figure for /metrics must never stop the consumer: keep the last
+            log.debug("librdkafka statistics without a usable consumer lag", exc_info=True)
             return
-        lag = {
-            (self._topic, int(p)): int(info["consumer_lag"])
-            for p, info in partitions.items()
-            if p != "-1" and info.get("consumer_lag", -1) >= 0 and int(p) in self.assignment
-        }
         self._stats.consumer_lag = lag  # replaced whole: the scraping thread reads a snapshot
 
     def _assigned(self, partitions: list[TopicPartition]) -> None:

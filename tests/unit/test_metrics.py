@@ -211,3 +211,28 @@ def test_split_and_shadow_arms_are_counted_as_the_predictions_say(trained):
     )
     assert rig.stats.predictions_by[("fraud", 5, "shadow")] == 200
     assert {arm for _, _, arm in rig.stats.predictions_by} == {"challenger", "champion", "shadow"}
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        "not json",
+        "[]",
+        '{"topics": {"features": 3}}',
+        '{"topics": {"features": {"partitions": {"0": 7}}}}',
+    ],
+)
+def test_a_statistics_report_without_a_usable_lag_keeps_the_last(report):
+    stats = StageRig().stats
+    consumer = FeatureConsumer(
+        config={},
+        topic="features",
+        score=lambda m, b: None,
+        delivery=None,
+        stats=stats,
+        batch_size=10,
+        max_in_flight=1,
+    )
+    stats.consumer_lag = {("features", 0): 40}
+    consumer._on_statistics(report)  # never raises: it runs inside the consumer's poll
+    assert stats.consumer_lag == {("features", 0): 40}
