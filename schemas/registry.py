@@ -32,9 +32,19 @@ def schema_text(schema: Mapping[str, Any]) -> str:
     return _QUOTED_EMPTY_OBJECT.sub(r'\1"\\u007b}"', json.dumps(schema))
 
 
+REQUEST_TIMEOUT_S = 10
+
+
 def _config(url: str, auth: dict[str, Any]) -> dict[str, Any]:
+    # The stock client waits forever on a request unless told otherwise: a
+    # registry that accepts the connection and never answers would hang the
+    # worker's start-up, or its decode of an unknown id, with no error.
     # Keyword arguments cannot hold dots: basic_auth_user_info -> basic.auth.user.info.
-    return {"url": url, **{key.replace("_", "."): value for key, value in auth.items()}}
+    return {
+        "url": url,
+        "timeout": REQUEST_TIMEOUT_S,
+        **{key.replace("_", "."): value for key, value in auth.items()},
+    }
 
 
 def codec_from_registry(url: str, **auth: Any) -> SchemaCodec:

@@ -50,7 +50,9 @@ PINNED_MAX = max(i for ids in catalog.pinned_ids().values() for i in ids.values(
 
 
 def _client(url: str, **conf: Any) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": url, **conf})
+    # The stock client waits forever on a request by default; a registry that
+    # stops answering must fail this test with the request named, not hang it.
+    return SchemaRegistryClient({"url": url, "timeout": 30, **conf})
 
 
 def _plain(value: Any) -> Any:

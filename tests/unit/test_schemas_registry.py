@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 
 import pytest
 
 from driftline.schemas import SCHEMA_NAMES, SchemaRegistryError, catalog, codec_from_registry
-from driftline.schemas.registry import schema_text
+from driftline.schemas.registry import REQUEST_TIMEOUT_S, _config, schema_text
 
 # What Apicurio Registry 3.x rewrites before parsing (AvroContentAccepter.removeQuotedBrackets).
 APICURIO_QUOTED_BRACKETS = re.compile(r': *"\{}"')
@@ -59,3 +60,20 @@ def test_unreachable_registry_names_the_url():
 def test_bad_settings_are_a_registry_error():
     with pytest.raises(SchemaRegistryError, match="invalid schema registry settings"):
         codec_from_registry("http://127.0.0.1:1", no_such_setting=1)
+
+
+def test_a_registry_that_never_answers_is_an_error_not_a_hang():
+    # Accepts the connection (the kernel's backlog does) and never replies.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(SchemaRegistryError, match=f"at {url} failed"):
+            codec_from_registry(url, timeout=0.5, max_retries=0)
+        assert time.monotonic() - started < 10
+
+
+def test_requests_have_a_default_timeout():
+    assert _config("http://registry:8081", {})["timeout"] == REQUEST_TIMEOUT_S
+    assert _config("http://registry:8081", {"timeout": 3})["timeout"] == 3
