@@ -53,6 +53,15 @@ STREAM_TOPIC_KINDS = (
 )
 
 
+# ClickHouse tables that hold personal data (entity ids, feature values, raw records): the
+# tables a time-to-live and `driftline data erase` cover. The audit log, its checkpoints
+# and the drift table hold none.
+PERSONAL_TABLES = ("predictions", "features", "outcomes", "deadletters", "replay_predictions")
+# Kafka settings that became retention settings, and their new names.
+_MOVED_TO_RETENTION = {"retention_ms": "topic_default_ms", "topic_retention_ms": "topic_ms"}
+DAY_MS = 24 * 3600 * 1000
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -91,22 +100,6 @@ class KafkaSettings(_Section):
             "the data dir, so the stack survives a restart; needs java)"
         ),
     )
-    retention_ms: int = Field(
-        7 * 24 * 3600 * 1000,
-        ge=60_000,
-        description=(
-            "time retention of the stream topics (features, predictions, outcomes, drift, "
-            "deadletter and the workers' join and summaries topics), set when driftline "
-            "creates them"
-        ),
-    )
-    topic_retention_ms: dict[str, int] = Field(
-        default_factory=dict,
-        description=(
-            'per-kind retention overrides as JSON, e.g. {"deadletter": 2592000000}; '
-            "the lifecycle, commands and audit-checkpoints topics are never given one"
-        ),
-    )
     allow_finite_lifecycle_retention: bool = Field(
         False,
         description=(
@@ -115,22 +108,18 @@ class KafkaSettings(_Section):
         ),
     )
 
-    @field_validator("topic_retention_ms")
+    @model_validator(mode="before")
     @classmethod
-    def _retention_kinds_known(cls, value: dict[str, int]) -> dict[str, int]:
-        unknown = sorted(set(value) - set(STREAM_TOPIC_KINDS))
-        if unknown:
-            raise ValueError(
-                f"no time retention for {', '.join(unknown)}: expected topic kinds among "
-                f"{', '.join(STREAM_TOPIC_KINDS)}"
-            )
-        short = {kind: ms for kind, ms in value.items() if ms < 60_000}
-        if short:
-            raise ValueError(f"retention under a minute (60000 ms) for {short}")
-        return value
-
-    def retention_for(self, kind: str) -> int:
-        return self.topic_retention_ms.get(kind, self.retention_ms)
+    def _retention_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in _MOVED_TO_RETENTION.items():
+                if old in data:
+                    raise ValueError(
+                        f"{ENV_PREFIX}KAFKA_{old.upper()} moved to the retention settings: "
+                        f"use {ENV_PREFIX}RETENTION_{new.upper()} (or {new} in the [retention] "
+                        "table of the config file)"
+                    )
+        return data
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaSettings:
@@ -191,6 +180,89 @@ class KafkaSettings(_Section):
         return context
 
 
+class RetentionSettings(_Section):
+    """How long data is kept, in one place: the stream topics' ``retention.ms`` and the
+    time-to-live of the ClickHouse tables that hold personal data (see README,
+    "Retention and erasure")."""
+
+    topic_default_ms: int = Field(
+        7 * DAY_MS,
+        ge=60_000,
+        description=(
+            "time retention of the stream topics (features, predictions, outcomes, drift, "
+            "deadletter and the workers' join and summaries topics), set when driftline "
+            "creates them; it bounds how long a record of an erased entity stays on them"
+        ),
+    )
+    topic_ms: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            'per-kind overrides as JSON, e.g. {"deadletter": 2592000000}; the lifecycle, '
+            "commands and audit-checkpoints topics are never given one"
+        ),
+    )
+    table_default_ms: int = Field(
+        0,
+        ge=0,
+        description=(
+            "time-to-live of every personal-data table (predictions, features, outcomes, "
+            "deadletters, replay_predictions), counted from when the row was stored; "
+            "0 keeps rows until they are erased"
+        ),
+    )
+    table_ms: dict[str, int] = Field(
+        default_factory=dict,
+        description='per-table overrides as JSON, e.g. {"features": 2592000000}; 0 = no TTL',
+    )
+
+    @field_validator("topic_ms")
+    @classmethod
+    def _topic_kinds_known(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(STREAM_TOPIC_KINDS))
+        if unknown:
+            raise ValueError(
+                f"no time retention for {', '.join(unknown)}: expected topic kinds among "
+                f"{', '.join(STREAM_TOPIC_KINDS)}"
+            )
+        short = {kind: ms for kind, ms in value.items() if ms < 60_000}
+        if short:
+            raise ValueError(f"retention under a minute (60000 ms) for {short}")
+        return value
+
+    @field_validator("table_ms")
+    @classmethod
+    def _tables_known(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(PERSONAL_TABLES))
+        if unknown:
+            raise ValueError(
+                f"no time-to-live for {', '.join(unknown)}: expected tables among "
+                f"{', '.join(PERSONAL_TABLES)} (the audit log is kept for ever)"
+            )
+        bad = {table: ms for table, ms in value.items() if ms != 0 and ms < 60_000}
+        if bad:
+            raise ValueError(f"time-to-live must be 0 (none) or at least 60000 ms: {bad}")
+        return value
+
+    @field_validator("table_default_ms")
+    @classmethod
+    def _default_ttl(cls, value: int) -> int:
+        if value != 0 and value < 60_000:
+            raise ValueError("time-to-live must be 0 (none) or at least 60000 ms")
+        return value
+
+    def topic_for(self, kind: str) -> int:
+        """``retention.ms`` of a stream topic kind."""
+        return self.topic_ms.get(kind, self.topic_default_ms)
+
+    def table_ttls(self) -> dict[str, int | None]:
+        """Each personal-data table's time-to-live in whole seconds, None for none."""
+        ttls: dict[str, int | None] = {}
+        for table in PERSONAL_TABLES:
+            ms = self.table_ms.get(table, self.table_default_ms)
+            ttls[table] = ms // 1000 if ms else None
+        return ttls
+
+
 class ClickHouseSettings(_Section):
     # A secret: it may hold the password. Settings print it as **********, and errors
     # name only its scheme.
@@ -247,6 +319,23 @@ class DataSettings(_Section):
         None,
         description="AES-256 key (base64) to encrypt artifacts at rest; or $DRIFTLINE_ARTIFACT_KEY",
     )
+    erasure_key: SecretStr | None = Field(
+        None,
+        description=(
+            "secret of the keyed hash (HMAC-SHA256) that names an erased entity in the audit "
+            "log instead of its id; `driftline data erase` refuses to run without it"
+        ),
+    )
+
+    @field_validator("erasure_key")
+    @classmethod
+    def _erasure_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError(
+                "must be at least 32 characters: a short key lets anyone who reads the audit "
+                "log test guessed ids against it (make one with `openssl rand -base64 32`)"
+            )
+        return value
 
     @property
     def allowed_region_set(self) -> frozenset[str] | None:
@@ -474,6 +563,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     policy: PolicySettings = PolicySettings()
     audit: AuditSettings = AuditSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @property
     def roles_file(self) -> Path:

@@ -7,6 +7,8 @@ server (``http(s)://user:password@host:8123``); only the DSN differs.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -50,6 +52,16 @@ REPLAYS = "replay_predictions"
 DRIFT = "drift"
 OUTCOMES = "outcomes"
 TABLES = (AUDIT_LOG, PREDICTIONS, DEADLETTERS, CHECKPOINTS, FEATURES, REPLAYS, DRIFT, OUTCOMES)
+# The tables holding personal data (core.settings.PERSONAL_TABLES names the same), and the
+# column each one's time-to-live counts from: when driftline stored the row, not the
+# event time a producer claims.
+TTL_COLUMNS = {
+    PREDICTIONS: "scored_at",
+    FEATURES: "recorded_at",
+    OUTCOMES: "recorded_at",
+    DEADLETTERS: "recorded_at",
+    REPLAYS: "replayed_at",
+}
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -90,16 +102,99 @@ def ddl_statements(database: str) -> list[str]:
     return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
 
 
-def create_tables(client: ClickHouseClient, database: str) -> None:
-    """Create the database and every table if missing; safe to call on every start."""
+def create_tables(
+    client: ClickHouseClient, database: str, ttls: Mapping[str, int | None] | None = None
+) -> list[TtlChange]:
+    """Create the database and every table if missing, then give the personal-data tables
+    the time-to-live in ``ttls`` (table -> seconds, None for none; see :func:`apply_ttls`).
+    Safe to call on every start: an existing store gets a changed TTL here too. Returns
+    the TTLs changed."""
     for statement in ddl_statements(database):
-        try:
-            client.command(statement)
-        except Exception as exc:  # clickhouse_connect raises several unrelated types
-            first_line = statement.splitlines()[0]
-            raise StoreError(
-                f"creating tables in {database!r} failed at {first_line!r}: {exc}"
-            ) from exc
+        _run(client, statement, f"creating tables in {database!r}")
+    return [] if ttls is None else apply_ttls(client, database, ttls)
+
+
+def _run(client: ClickHouseClient, statement: str, doing: str) -> None:
+    try:
+        client.command(statement)
+    except Exception as exc:  # clickhouse_connect raises several unrelated types
+        first_line = statement.splitlines()[0]
+        raise StoreError(f"{doing} failed at {first_line!r}: {exc}") from exc
+
+
+# -- time-to-live ---------------------------------------------------------------------
+
+_TTL_CLAUSE = re.compile(r"\bTTL\s+(.+?)(?:\s+SETTINGS\s|$)", re.DOTALL)
+
+
+def ttl_expression(table_name: str, seconds: int) -> str:
+    """The TTL clause of a personal-data table, spelled as ClickHouse shows it back."""
+    if table_name not in TTL_COLUMNS:
+        raise StoreError(
+            f"{table_name!r} takes no time-to-live; tables that do: {', '.join(TTL_COLUMNS)}"
+        )
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 1:
+        raise StoreError(
+            f"time-to-live of {table_name} must be whole seconds >= 1, got {seconds!r}"
+        )
+    return f"toDateTime({TTL_COLUMNS[table_name]}) + toIntervalSecond({seconds})"
+
+
+def table_ttl(client: ClickHouseClient, database: str, table_name: str) -> str | None:
+    """The table's TTL expression as the server reports it (system.tables), None for none."""
+    rows = client.query(
+        "SELECT create_table_query FROM system.tables WHERE database = {db:String} "
+        "AND name = {name:String}",
+        parameters={"db": check_identifier(database), "name": check_identifier(table_name)},
+    ).result_rows
+    if not rows:
+        raise StoreError(f"table {database}.{table_name} does not exist")
+    match = _TTL_CLAUSE.search(rows[0][0])
+    return match.group(1).strip() if match else None
+
+
+@dataclass(frozen=True)
+class TtlChange:
+    """A table whose TTL differs from the configured one, and the statement that fixes it."""
+
+    table: str
+    found: str | None
+    expected: str | None
+
+    def statement(self, database: str) -> str:
+        name = table(database, self.table)
+        if self.expected is None:
+            return f"ALTER TABLE {name} REMOVE TTL"
+        return f"ALTER TABLE {name} MODIFY TTL {self.expected}"
+
+    def __str__(self) -> str:
+        return f"{self.table}: TTL {self.found or 'none'}, configured {self.expected or 'none'}"
+
+
+def ttl_changes(
+    client: ClickHouseClient, database: str, ttls: Mapping[str, int | None]
+) -> list[TtlChange]:
+    """The tables whose TTL is not what ``ttls`` (table -> seconds, None) configures."""
+    changes = []
+    for table_name, seconds in ttls.items():
+        expected = None if seconds is None else ttl_expression(table_name, seconds)
+        found = table_ttl(client, database, table_name)
+        if found != expected:
+            changes.append(TtlChange(table_name, found, expected))
+    return changes
+
+
+def apply_ttls(
+    client: ClickHouseClient, database: str, ttls: Mapping[str, int | None]
+) -> list[TtlChange]:
+    """Bring each table's TTL to the configured one (ALTER TABLE ... MODIFY / REMOVE TTL);
+    tables already right are not touched, since a new TTL rewrites the table's parts once.
+    Returns what changed. Needs ALTER on the tables: on a server, an admin runs the
+    statements (:func:`ttl_changes` names them) and the writer only checks."""
+    changes = ttl_changes(client, database, ttls)
+    for change in changes:
+        _run(client, change.statement(database), f"setting the time-to-live of {change.table}")
+    return changes
 
 
 def redact_dsn(dsn: str) -> str:

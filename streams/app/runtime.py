@@ -30,6 +30,7 @@ from driftline.lineage.store.clickhouse import (
     create_tables,
     open_client,
     redact_dsn,
+    ttl_changes,
 )
 from driftline.lineage.store.frame_sinks import FeatureSink, PredictionFrameSink
 from driftline.lineage.store.sinks import DeadLetterSink, PredictionSink
@@ -235,11 +236,20 @@ class WorkerRuntime:
         settings = self.settings
         client = open_client(settings.clickhouse_dsn)
         database = settings.clickhouse.database
+        ttls = settings.retention.table_ttls()
         if settings.embedded_clickhouse:
-            create_tables(client, database)
+            for change in create_tables(client, database, ttls):
+                log.info("time-to-live set: %s", change)
         else:
             # A production writer holds INSERT only: the DDL is applied by an admin.
             require_tables(client, database, settings.clickhouse_dsn)
+            for change in ttl_changes(client, database, ttls):
+                log.warning(
+                    "time-to-live differs from DRIFTLINE_RETENTION_TABLE_*: %s; an admin "
+                    "fixes it with: %s",
+                    change,
+                    change.statement(database),
+                )
         self.store_client = client
         self.store = StoreRunner(self.stats)
         self.checkpoints = CheckpointKeeper(

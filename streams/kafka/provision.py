@@ -27,9 +27,9 @@ def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
         topics.all() + topics.internal(),
         settings.kafka.partitions,
         settings.kafka.replication_factor,
-        configs=topic_configs(topics, settings.kafka),
+        configs=topic_configs(topics, settings.retention),
     )
-    check_topic_configs(admin_config, topics, settings.kafka)
+    check_topic_configs(admin_config, topics, settings.kafka, settings.retention)
     return created
 
 

@@ -8,8 +8,9 @@ Three kinds of topic, three rules:
 - **Table changelogs** are compacted: the latest value per key is the table's state,
   and a time limit would lose the state of keys that have been quiet for a while.
 - **Streams** (features, predictions, outcomes, drift, deadletter, and the workers'
-  join and summaries topics) are kept for a time, ``DRIFTLINE_KAFKA_RETENTION_MS`` or
-  a per-kind override.
+  join and summaries topics) are kept for a time, ``DRIFTLINE_RETENTION_TOPIC_DEFAULT_MS``
+  or a per-kind override (``DRIFTLINE_RETENTION_TOPIC_MS``): the settings that also give
+  the ClickHouse tables their time-to-live.
 
 Topics driftline creates get these configs. Topics that already exist are checked:
 a record-of-truth topic that would expire or compact records, or a changelog that is
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from driftline.core.settings import KafkaSettings
+from driftline.core.settings import KafkaSettings, RetentionSettings
 from driftline.streams.exceptions import BrokerUnavailable, TopicMisconfigured
 from driftline.streams.kafka.topics import INTERNAL_TABLES, Topics
 
@@ -41,14 +42,14 @@ _FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes":
 _COMPACTED = {"cleanup.policy": "compact"}
 
 
-def topic_configs(topics: Topics, kafka: KafkaSettings) -> dict[str, dict[str, str]]:
+def topic_configs(topics: Topics, retention: RetentionSettings) -> dict[str, dict[str, str]]:
     """The config every driftline topic is created with, by topic name."""
     configs = {topics.name(kind): dict(_FOREVER) for kind in RECORD_OF_TRUTH_KINDS}
     streams = {topics.name(kind): kind for kind in STREAM_KINDS}
     streams[topics.outcome_join] = "outcome-join"
     streams[topics.drift_summaries] = "drift-summaries"
     for name, kind in streams.items():
-        configs[name] = {"cleanup.policy": "delete", "retention.ms": str(kafka.retention_for(kind))}
+        configs[name] = {"cleanup.policy": "delete", "retention.ms": str(retention.topic_for(kind))}
     for table in INTERNAL_TABLES:
         configs[topics.changelog(table)] = dict(_COMPACTED)
     return configs
@@ -142,11 +143,15 @@ def describe_topic_configs(
 
 
 def check_topic_configs(
-    admin_config: dict, topics: Topics, kafka: KafkaSettings, timeout: float = 15.0
+    admin_config: dict,
+    topics: Topics,
+    kafka: KafkaSettings,
+    retention: RetentionSettings,
+    timeout: float = 15.0,
 ) -> list[TopicConfigProblem]:
     """Check every driftline topic's config; raise :class:`TopicMisconfigured` naming each
     blocking problem and its fix, log the others, and return them all."""
-    expected = topic_configs(topics, kafka)
+    expected = topic_configs(topics, retention)
     found = describe_topic_configs(AdminClient(admin_config), sorted(expected), timeout)
     problems = [
         problem

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from driftline.core.settings import KafkaSettings
+from driftline.core.settings import RetentionSettings
 from driftline.streams.exceptions import TopicMisconfigured
 from driftline.streams.kafka.provision import prepare_topics
 from driftline.streams.kafka.topic_config import describe_topic_configs, topic_configs
@@ -35,8 +35,8 @@ def test_topics_are_created_as_production_needs_them(kafka_broker, tmp_path):
     stack = _stack(
         kafka_broker.bootstrap,
         tmp_path,
-        DRIFTLINE_KAFKA_RETENTION_MS=str(2 * DAY_MS),
-        DRIFTLINE_KAFKA_TOPIC_RETENTION_MS=f'{{"deadletter": {30 * DAY_MS}}}',
+        DRIFTLINE_RETENTION_TOPIC_DEFAULT_MS=str(2 * DAY_MS),
+        DRIFTLINE_RETENTION_TOPIC_MS=f'{{"deadletter": {30 * DAY_MS}}}',
     )
     settings = stack.settings()
     created = prepare_topics(settings, kafka_broker.bootstrap)
@@ -56,7 +56,7 @@ def test_topics_are_created_as_production_needs_them(kafka_broker, tmp_path):
         assert found[name]["cleanup.policy"] == "delete", name
     assert found[topics.deadletter]["retention.ms"] == str(30 * DAY_MS)
     # What the broker holds is what driftline asks for, key by key.
-    for name, wanted in topic_configs(topics, settings.kafka).items():
+    for name, wanted in topic_configs(topics, settings.retention).items():
         assert {key: found[name][key] for key in wanted} == wanted, name
 
     # A second start finds them right and creates nothing.
@@ -113,7 +113,7 @@ def test_the_embedded_broker_passes_the_same_checks(tansu_broker, tmp_path):
     admin = AdminClient({"bootstrap.servers": tansu_broker.bootstrap})
     found = describe_topic_configs(admin, [topics.lifecycle, topics.features])
     assert found[topics.lifecycle]["retention.ms"] == "-1"
-    assert found[topics.features]["retention.ms"] == str(KafkaSettings().retention_ms)
+    assert found[topics.features]["retention.ms"] == str(RetentionSettings().topic_default_ms)
 
 
 def test_driftline_topics_provisions_then_finds_everything_in_place(kafka_broker, tmp_path):

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 
 from driftline.core.errors import ConfigError
-from driftline.core.settings import KafkaSettings, load_settings
+from driftline.core.settings import RetentionSettings, load_settings
 from driftline.streams.kafka.topic_config import compare_configs, topic_configs
 from driftline.streams.kafka.topics import Topics
 
 TOPICS = Topics("acme.")
 
 
-def _configs(**kafka) -> dict[str, dict[str, str]]:
-    return topic_configs(TOPICS, KafkaSettings(**kafka))
+def _configs(**retention) -> dict[str, dict[str, str]]:
+    return topic_configs(TOPICS, RetentionSettings(**retention))
 
 
 def test_every_topic_driftline_creates_has_a_config():
@@ -22,14 +22,14 @@ def test_every_topic_driftline_creates_has_a_config():
 
 
 def test_records_of_truth_never_expire_and_are_not_compacted():
-    configs = _configs(retention_ms=3_600_000)
+    configs = _configs(topic_default_ms=3_600_000)
     for kind in ("lifecycle", "commands", "audit-checkpoints"):
         config = configs[f"acme.{kind}"]
         assert config == {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
 
 def test_changelogs_are_compacted_and_streams_keep_the_configured_time():
-    configs = _configs(retention_ms=3_600_000, topic_retention_ms={"deadletter": 86_400_000})
+    configs = _configs(topic_default_ms=3_600_000, topic_ms={"deadletter": 86_400_000})
     assert configs[TOPICS.changelog("drift-state")] == {"cleanup.policy": "compact"}
     assert configs[TOPICS.changelog("outcome-join")] == {"cleanup.policy": "compact"}
     assert configs["acme.features"]["retention.ms"] == "3600000"
@@ -74,9 +74,21 @@ def test_unreported_keys_and_matching_configs_are_fine():
 
 
 def test_retention_overrides_name_known_kinds(monkeypatch):
-    monkeypatch.setenv("DRIFTLINE_KAFKA_TOPIC_RETENTION_MS", '{"commands": 3600000}')
-    with pytest.raises(ConfigError, match="no time retention for commands"):
+    monkeypatch.setenv("DRIFTLINE_RETENTION_TOPIC_MS", '{"commands": 3600000}')
+    with pytest.raises(
+        ConfigError, match="DRIFTLINE_RETENTION_TOPIC_MS.*no time retention for commands"
+    ):
         load_settings()
-    monkeypatch.setenv("DRIFTLINE_KAFKA_TOPIC_RETENTION_MS", '{"features": 10}')
+    monkeypatch.setenv("DRIFTLINE_RETENTION_TOPIC_MS", '{"features": 10}')
     with pytest.raises(ConfigError, match="under a minute"):
+        load_settings()
+
+
+def test_the_old_kafka_retention_settings_name_their_new_place(monkeypatch):
+    monkeypatch.setenv("DRIFTLINE_KAFKA_RETENTION_MS", "3600000")
+    with pytest.raises(ConfigError, match="use DRIFTLINE_RETENTION_TOPIC_DEFAULT_MS"):
+        load_settings()
+    monkeypatch.delenv("DRIFTLINE_KAFKA_RETENTION_MS")
+    monkeypatch.setenv("DRIFTLINE_KAFKA_TOPIC_RETENTION_MS", '{"features": 3600000}')
+    with pytest.raises(ConfigError, match="use DRIFTLINE_RETENTION_TOPIC_MS"):
         load_settings()
