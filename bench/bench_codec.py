@@ -63,6 +63,7 @@ def predictions(n: int, seed: int = 2) -> list[dict]:
                 "scored_at": scored_at,
                 "latency_ms": float(scored_at - _T0 - i),
                 "model_latency_ms": 0.75,
+                "feature_service": None,
             }
         )
     return out

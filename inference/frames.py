@@ -176,13 +176,23 @@ def score_frame(
     frame: Frame,
     *,
     now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    skip: np.ndarray | None = None,
 ) -> ScoredFrame:
-    """Route the frame's rows to arms by entity and score each arm's rows in one call."""
+    """Route the frame's rows to arms by entity and score each arm's rows in one call.
+
+    ``skip`` (a bool mask) leaves rows unscored that the caller has dealt with already,
+    e.g. rows whose features the feature store could not complete.
+    """
     _check_signature(frame, table)
     matrix = frame.matrix
     finite = np.isfinite(matrix).all(axis=1)
     bad_rows = np.flatnonzero(~finite)
     assigned = table.assign(frame.entity_ids)
+    if skip is not None and skip.any():
+        assigned = assigned.copy()
+        assigned[skip] = -2
+        finite = finite & ~skip
+        bad_rows = np.flatnonzero(~finite & ~skip)
     if len(bad_rows):
         assigned = assigned.copy()
         assigned[bad_rows] = -2  # scored by nobody
@@ -192,7 +202,7 @@ def score_frame(
         if rows is not None and len(rows) == 0:
             continue
         parts.append(_score_part(table, frame, arm.model, arm.name, rows, now_ms))
-    every_good_row = None if not len(bad_rows) else np.flatnonzero(finite)
+    every_good_row = None if finite.all() else np.flatnonzero(finite)
     for model in table.shadows:
         if every_good_row is not None and len(every_good_row) == 0:
             break
@@ -237,6 +247,7 @@ def _score_part(
         "packed_entity_offsets": entity_ids.offsets_bytes(),
         "packed_entity_ids": entity_ids.data_bytes(),
         "packed_event_times": pack_times(event_times),
+        "feature_service": None,
     }
 
 

@@ -130,6 +130,7 @@ def score_records(
             "scored_at": scored_at,
             "latency_ms": float(scored_at - record["event_time"]),
             "model_latency_ms": model_latency_ms,
+            "feature_service": None,
         }
         for record, score, scores in zip(
             chosen, result.score.tolist(), result.scores.tolist(), strict=True

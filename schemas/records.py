@@ -44,6 +44,7 @@ class Prediction(TypedDict):
     scored_at: int
     latency_ms: float
     model_latency_ms: float
+    feature_service: str | None
 
 
 class PredictionFrame(TypedDict):
@@ -65,6 +66,7 @@ class PredictionFrame(TypedDict):
     packed_entity_offsets: bytes
     packed_entity_ids: bytes
     packed_event_times: bytes
+    feature_service: str | None
 
 
 class Outcome(TypedDict):

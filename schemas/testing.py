@@ -51,6 +51,7 @@ _SAMPLES: dict[str, dict[str, Any]] = {
         "scored_at": _T0 + 12,
         "latency_ms": 12.0,
         "model_latency_ms": 0.75,
+        "feature_service": "scoring@c2a39758fff1",
     },
     "Outcome": {
         "prediction_id": "pred-1",
@@ -125,6 +126,7 @@ _SAMPLES: dict[str, dict[str, Any]] = {
         "packed_entity_offsets": struct.pack("<3i", 0, 10, 20),
         "packed_entity_ids": b"customer-1customer-2",
         "packed_event_times": struct.pack("<2q", _T0, _T0 + 1),
+        "feature_service": None,
     },
 }
 

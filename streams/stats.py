@@ -91,6 +91,8 @@ class WorkerStats:
     policy_decisions: Counter = field(default_factory=Counter)  # decision -> signed commands
     insert_latency_s: Buckets = field(default_factory=lambda: Buckets(INSERT_BUCKETS_S))
     consumer_lag: dict = field(default_factory=dict)  # (topic, partition) -> records behind
+    # Online enrichment: lookups, rows, missing, defaulted, retries, unavailable, version_changed
+    enrichment: Counter = field(default_factory=Counter)
 
     def batch_done(self, records: int, predictions: int) -> None:
         now = time.time()
@@ -149,4 +151,5 @@ class WorkerStats:
             "outcomes": dict(self.outcomes),
             "policy_actions": self.policy_actions,
             "policy_actions_unsigned": self.policy_actions_unsigned,
+            "enrichment": dict(self.enrichment),
         }

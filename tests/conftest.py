@@ -36,3 +36,18 @@ def telemetry() -> None:
     from driftline.core.telemetry import configure_telemetry
 
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
+
+
+@pytest.fixture(scope="session")
+def feast_repo(tmp_path_factory: pytest.TempPathFactory):
+    """driftline's example Feast repository, applied and materialised (a few seconds)."""
+    from driftline.features.example_repo import write_example_repo
+
+    return write_example_repo(tmp_path_factory.mktemp("feast"), n_entities=200)
+
+
+@pytest.fixture
+def feature_store(feast_repo):
+    from driftline.features.feast_store import FeastFeatureStore
+
+    return FeastFeatureStore(feast_repo)

@@ -99,6 +99,7 @@ class Scorer:
                 "scored_at": scored_at,
                 "latency_ms": float(scored_at - record["event_time"]),
                 "model_latency_ms": model_ms,
+                "feature_service": None,
             }
             for record, s, row in zip(records, score.tolist(), scores.tolist(), strict=True)
         ]

@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS driftline.predictions
     latency_ms Float64,
     model_latency_ms Float64,
     trace_id String DEFAULT '',
+    -- name@version of the feature service that supplied features; NULL when none did.
+    feature_service LowCardinality(Nullable(String)),
     -- Replay looks up what was served by the replayed rows' event times.
     INDEX event_time_idx event_time TYPE minmax GRANULARITY 1
 )
@@ -108,6 +110,8 @@ ORDER BY (model, seq, signed_at);
 
 -- Upgrades a table created before prev_seq and reason (a no-op otherwise).
 ALTER TABLE driftline.audit_checkpoints ADD COLUMN IF NOT EXISTS prev_seq UInt64 DEFAULT 0;
+ALTER TABLE driftline.predictions
+    ADD COLUMN IF NOT EXISTS feature_service LowCardinality(Nullable(String)) AFTER trace_id;
 ALTER TABLE driftline.audit_checkpoints
     ADD COLUMN IF NOT EXISTS reason LowCardinality(String) DEFAULT '';
 

@@ -58,6 +58,10 @@ class ArtifactMetadata:
     input_schema: InputSchema
     reference_profile: dict[str, Any] | None = None
     created_at: int = field(default_factory=now_ms)
+    # The feature service and missing-row rule the model is served with (online enrichment).
+    features: dict[str, Any] | None = None
+    # The manifest of the training dataset built from the feature store.
+    dataset: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         fingerprint = self.training_data_fingerprint
@@ -95,6 +99,8 @@ class ArtifactMetadata:
             ("parameters", self.parameters),
             ("offline_metrics", metrics),
             ("reference_profile", profile),
+            ("features", self.features),
+            ("dataset", self.dataset),
         ):
             try:
                 copy = json.loads(_canonical(value))
@@ -103,7 +109,7 @@ class ArtifactMetadata:
                     f"artifact metadata {name} is not plain JSON ({exc}); use str/int/float/"
                     "bool/None, lists and string-keyed dicts, and no NaN or infinity"
                 ) from exc
-            if name != "reference_profile" and not isinstance(copy, dict):
+            if name in ("parameters", "offline_metrics") and not isinstance(copy, dict):
                 raise InvalidRecord(f"artifact metadata {name} must be a JSON object")
             object.__setattr__(self, name, copy)
 
@@ -114,7 +120,13 @@ class ArtifactMetadata:
         return ReferenceProfile.from_dict(self.reference_profile)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        # Written only when set, so sidecars from before they existed keep their digest.
+        optional = {
+            name: value
+            for name, value in (("features", self.features), ("dataset", self.dataset))
+            if value is not None
+        }
+        return optional | {
             "format": 1,
             "training_data_fingerprint": self.training_data_fingerprint,
             "parameters": self.parameters,

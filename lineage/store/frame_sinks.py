@@ -98,6 +98,9 @@ class PredictionFrameSink:
                     np.repeat([p["model_latency_ms"] for p in parts], counts), pa.float64()
                 ),
                 "trace_id": _repeat(self._trace_ids, counts, pa.string()),
+                "feature_service": _repeat(
+                    [p.get("feature_service") for p in parts], counts, pa.string()
+                ),
             }
         )
 

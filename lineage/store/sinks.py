@@ -40,6 +40,7 @@ PREDICTION_FIELDS: tuple[tuple[str, Any], ...] = (
     ("latency_ms", _REQUIRED),
     ("model_latency_ms", _REQUIRED),
     ("trace_id", ""),
+    ("feature_service", None),
 )
 
 DEADLETTER_FIELDS: tuple[tuple[str, Any], ...] = (

@@ -86,6 +86,13 @@ class WorkerCollector(Collector):
             [((result,), n) for result, n in sorted(stats.outcomes.items())],
         )  # fmt: skip
         yield _counter(
+            "driftline_enrichment",
+            "Online feature-store enrichment: lookups, rows looked up, rows missing, defaulted, "
+            "retries, lookups the store could not answer, lookups of a changed service",
+            ["event"],
+            [((event,), n) for event, n in sorted(stats.enrichment.items())],
+        )
+        yield _counter(
             "driftline_rows_stored", "Rows written to ClickHouse, by table", ["table"],
             [((table,), n) for table, n in sorted(stats.rows_stored.items())],
         )  # fmt: skip

@@ -19,9 +19,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from driftline.core.settings import KafkaSettings
 from driftline.drift.profile import ReferenceProfile
+from driftline.features.enrichment import EnrichmentPolicy
 from driftline.inference import LoadedModel, ModelLoadError, Router
 from driftline.inference.device import Device
 from driftline.inference.routing import Arm, RoutingTable
+from driftline.lineage.artifacts.metadata import ArtifactMetadata
 from driftline.lineage.artifacts.store import ArtifactStore
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import InvalidRecord, LineageError, SignatureMissing
@@ -58,6 +60,8 @@ class LifecycleFollower:
         self._refused: set[tuple[str, int]] = set()
         # (model, version) -> training reference profile, for the drift stage.
         self._references: dict[tuple[str, int], ReferenceProfile | None] = {}
+        # (model, version) -> its feature service and missing-row rule, if registered with one.
+        self._policies: dict[tuple[str, int], EnrichmentPolicy | None] = {}
         self._roles = roles
         self._require_signature = require_signature
         self._bootstrap = bootstrap
@@ -192,7 +196,13 @@ class LifecycleFollower:
             data = self._artifacts.read_verified(
                 version.artifact, version.digest, public_key=self._signer_key(version)
             )
-            self._references[(version.name, version.version)] = self._read_reference(version)
+            metadata = self._read_metadata(version)
+            key = (version.name, version.version)
+            self._references[key] = None if metadata is None else metadata.profile()
+            features = None if metadata is None else metadata.features
+            self._policies[key] = (
+                None if features is None else EnrichmentPolicy.from_metadata(features)
+            )
             return LoadedModel.load(
                 data,
                 name=version.name,
@@ -221,7 +231,11 @@ class LifecycleFollower:
         """The training profile a version was registered with, if any (drift stage input)."""
         return self._references.get((name, version))
 
-    def _read_reference(self, version: ModelVersion) -> ReferenceProfile | None:
+    def policy(self, name: str, version: int) -> EnrichmentPolicy | None:
+        """The enrichment policy a version was registered with (scoring stage input)."""
+        return self._policies.get((name, version))
+
+    def _read_metadata(self, version: ModelVersion) -> ArtifactMetadata | None:
         try:
             metadata = self._artifacts.metadata(
                 version.digest, expected_sha256=version.metadata_sha256
@@ -234,7 +248,7 @@ class LifecycleFollower:
                 exc,
             )
             return None
-        return metadata.profile()
+        return metadata
 
 
 def _describe(table: RoutingTable) -> tuple:

@@ -38,6 +38,7 @@ from driftline.streams.kafka.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimi
 from driftline.streams.kafka.tracing import link_to, trace_headers
 from driftline.streams.stages.deadletter import DeadLetterPublisher, InboundMessage
 from driftline.streams.stages.drift_reduce import DriftStage, Observation
+from driftline.streams.stages.enrichment import FeatureEnrichment
 from driftline.streams.stages.outcome_join import OutcomeJoiner
 from driftline.streams.stats import WorkerStats
 
@@ -60,8 +61,10 @@ class ScoringPipeline:
         outcomes: OutcomeJoiner | None = None,
         limit: MessageLimit = DEFAULT_LIMIT,
         event_times: EventTimeBounds = DEFAULT_BOUNDS,
+        enrichment: FeatureEnrichment | None = None,
     ) -> None:
         self._codec = codec
+        self.enrichment = enrichment  # models served with a feature service
         self._limit = limit
         self._event_times = event_times
         self.router = router
@@ -153,7 +156,17 @@ class ScoringPipeline:
             for message, _ in items:
                 self._dead.publish(message, NO_CHAMPION, _no_champion(model_name), batch)
             return 0
-        routed = score_routed(table, [record for _, record in items])
+        records = [record for _, record in items]
+        labels: dict[str, str] = {}
+        enriched = None if self.enrichment is None else self.enrichment.records(table, records)
+        if enriched is not None:
+            for index, reason, detail in enriched.refused:
+                self._dead.publish(items[index][0], reason, detail, batch)
+            items = [(items[i][0], r) for i, r in zip(enriched.kept, enriched.records, strict=True)]
+            records, labels = enriched.records, enriched.labels
+            if not items:
+                return 0
+        routed = score_routed(table, records)
         for rejection in routed.rejected:
             message = items[rejection.index][0]
             self._dead.publish(message, rejection.reason, rejection.detail, batch)
@@ -161,6 +174,9 @@ class ScoringPipeline:
             self._dead.publish(items[index][0], NO_CHAMPION, _no_champion(model_name), batch)
         self._stats.shadow_rejected += routed.shadow_rejected
         predictions = routed.predictions
+        if labels:
+            for p in predictions:
+                p["feature_service"] = labels.get(p["record_id"])
         if self.drift is not None and predictions:
             self._observe_records(model_name, items, predictions, table)
         values = self._codec.encode_many("Prediction", predictions)
@@ -187,7 +203,13 @@ class ScoringPipeline:
             late = self._event_times.bad_rows(frame.event_times)
             if len(late):
                 raise FrameRejected(INVALID_EVENT_TIME, self._late_rows_detail(frame, late))
-            scored = score_frame(table, frame)
+            skip, label = None, None
+            enriched = None if self.enrichment is None else self.enrichment.frame(table, frame)
+            if enriched is not None:
+                frame, skip, label = enriched.frame, enriched.skip, enriched.label
+                if enriched.reasons:
+                    self._dead_letter_unenriched(message, frame, enriched.reasons, batch)
+            scored = score_frame(table, frame, skip=skip)
         except FrameRejected as exc:
             self._dead.publish(message, exc.reason, exc.detail, batch)
             return 0
@@ -199,6 +221,9 @@ class ScoringPipeline:
         if len(scored.unserved_rows):
             detail = f"{len(scored.unserved_rows)} rows: {_no_champion(model_name)}"
             self._dead.publish(message, NO_CHAMPION, detail, batch)
+        if label is not None:
+            for part in scored.parts:
+                part["feature_service"] = label
         if self.drift is not None:
             self._observe_frame(message, frame, scored, table)
         values = self._encode_frame_parts(message, scored.parts, batch)
@@ -210,6 +235,15 @@ class ScoringPipeline:
                 scores = np.frombuffer(part["score"], dtype="<f8")
                 self._pend(part["prediction_frame_id"], part, scores)
         return sum(part["n_rows"] for part in scored.parts)
+
+    def _dead_letter_unenriched(self, message, frame: Frame, reasons: dict, batch) -> None:
+        """The whole frame goes to the dead-letter topic, as for non-finite rows: the rows
+        the store could not complete are named, and the others are scored now."""
+        rows = sorted(reasons)
+        reason, detail = reasons[rows[0]]
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        detail = f"{len(rows)} of {frame.n_rows} rows not scored (rows {shown}); first: {detail}"
+        self._dead.publish(message, reason, detail, batch)
 
     def _late_rows_detail(self, frame: Frame, late: np.ndarray) -> str:
         first = int(late[0])

@@ -24,9 +24,9 @@ import pytest
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SUBPACKAGES = ["core", "schemas", "inference", "drift", "lineage", "streams"]
+SUBPACKAGES = ["core", "schemas", "inference", "drift", "features", "lineage", "streams"]
 # What an install must never put at the top of site-packages: the folder names.
-OLD_TOP_LEVEL = ["streams", "schemas", "inference", "drift", "lineage", "core"]
+OLD_TOP_LEVEL = ["streams", "schemas", "inference", "drift", "features", "lineage", "core"]
 
 IMPORT_EVERYTHING = f"""
 import importlib, pkgutil, importlib.util

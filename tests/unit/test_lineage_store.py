@@ -49,7 +49,7 @@ def test_unique_views_count_a_redelivered_prediction_once(chdb_client, fresh_dat
         parameters={"db": fresh_database},
     ).result_rows
     assert views == [(f"{t}_unique",) for t in ("deadletters", "drift", "outcomes", "predictions")]
-    row = "('p1', 'r1', 'e1', 'm', 1, 'champion', NULL, 0.5, [0.5, 0.5], 0, 1, 1.0, 0.1, '')"
+    row = "('p1', 'r1', 'e1', 'm', 1, 'champion', NULL, 0.5, [0.5, 0.5], 0, 1, 1.0, 0.1, '', NULL)"
     for attempt in range(2):  # two inserts, as a redelivery after a crash makes them
         chdb_client.command(
             f"INSERT INTO {fresh_database}.predictions SETTINGS "
@@ -82,7 +82,7 @@ def test_bad_database_names_are_refused(name) -> None:
 
 def test_statements_have_no_comments_and_fill_the_database() -> None:
     statements = ddl_statements("abc")
-    assert len(statements) == 15  # the database, 8 tables, 2 column upgrades, 4 views
+    assert len(statements) == 16  # the database, 8 tables, 3 column upgrades, 4 views
     assert all("--" not in s and "{database}" not in s for s in statements)
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS abc"
 

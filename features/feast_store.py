@@ -1,0 +1,197 @@
+"""The feature store protocol over Feast (the ``driftline[feast]`` extra).
+
+Feast has no version numbers a serving system can rely on, so a feature view's version
+here is the hash of its definition (schema, entities, source, TTL), with Feast's own
+bookkeeping (creation and update times) left out: re-applying the same definition keeps
+the version, and changing it changes the version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from feast import FeatureStore as _Feast
+from feast.errors import FeastError
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import compute_table_id
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+
+from driftline.features.exceptions import (
+    FeatureServiceNotFound,
+    FeatureStoreError,
+    FeatureStoreUnavailable,
+)
+from driftline.features.store import FeatureServiceRef, FeatureViewRef, OnlineFeatures
+
+# Row order of a historical retrieval: Feast sorts by timestamp, callers want theirs.
+_ROW = "_driftline_row"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def view_version(view) -> str:
+    """The hash of a feature view's definition, without Feast's timestamps."""
+    spec = view.to_proto().spec
+    for source in ("batch_source", "stream_source"):
+        if spec.HasField(source):
+            getattr(spec, source).ClearField("meta")
+    return _digest(spec.SerializeToString(deterministic=True))
+
+
+class FeastFeatureStore:
+    """A Feast repository (its ``feature_store.yaml``) as driftline's feature store."""
+
+    def __init__(self, repo_path: str | Path) -> None:
+        self.repo_path = Path(repo_path)
+        if not (self.repo_path / "feature_store.yaml").is_file():
+            raise FeatureStoreError(
+                f"no feature_store.yaml in {self.repo_path}: point "
+                "DRIFTLINE_FEATURES_REPO (or --feature-repo) at a Feast repository"
+            )
+        try:
+            self._feast = _Feast(repo_path=str(self.repo_path))
+        except (FeastError, ValueError, OSError) as exc:
+            raise FeatureStoreError(
+                f"cannot open the Feast repository {self.repo_path}: {exc}"
+            ) from exc
+        self._services: dict[str, FeatureServiceRef] = {}
+
+    @property
+    def feast(self) -> _Feast:
+        return self._feast
+
+    def service(self, name: str) -> FeatureServiceRef:
+        if name not in self._services:
+            self._services[name] = self._resolve(name)
+        return self._services[name]
+
+    def refresh(self) -> None:
+        """Forget resolved services, so a re-applied definition is read again."""
+        self._feast.refresh_registry()
+        self._services.clear()
+
+    def _resolve(self, name: str) -> FeatureServiceRef:
+        try:
+            service = self._feast.get_feature_service(name, allow_cache=False)
+        except FeastError as exc:
+            known = ", ".join(s.name for s in self._feast.list_feature_services()) or "none"
+            raise FeatureServiceNotFound(
+                f"feature service {name!r} is not defined in {self.repo_path} (known: {known})"
+            ) from exc
+        names: list[str] = []
+        views: list[FeatureViewRef] = []
+        keys: set[str] = set()
+        for projection in service.feature_view_projections:
+            view = self._feast.get_feature_view(projection.name)
+            views.append(FeatureViewRef(view.name, view_version(view)))
+            keys.update(column.name for column in view.entity_columns)
+            names += [feature.name for feature in projection.features]
+        if len(keys) != 1:
+            raise FeatureStoreError(
+                f"feature service {name!r} joins on {sorted(keys)}: driftline serves "
+                "services over one entity key, the records' entity_id"
+            )
+        version = _digest("|".join([*(f"{v.name}={v.version}" for v in views), *names]).encode())
+        return FeatureServiceRef(name, version, keys.pop(), tuple(names), tuple(views))
+
+    def online(self, service: str, entity_ids: Sequence[str]) -> OnlineFeatures:
+        ref = self.service(service)
+        if not len(entity_ids):
+            empty = np.empty((0, len(ref.feature_names)), np.float32)
+            return OnlineFeatures(ref.feature_names, empty, np.ones(0, bool))
+        rows = [{ref.entity_key: entity_id} for entity_id in entity_ids]
+        try:
+            table = self._feast.get_online_features(
+                features=self._feast.get_feature_service(service), entity_rows=rows
+            ).to_arrow()
+        except (FeastError, sqlite3.Error, OSError) as exc:
+            raise FeatureStoreUnavailable(
+                f"online lookup of {len(rows)} entities for {ref.label} failed: {exc}"
+            ) from exc
+        values = np.empty((len(rows), len(ref.feature_names)), np.float32)
+        for j, feature in enumerate(ref.feature_names):
+            column = table.column(feature).cast(pa.float32())
+            values[:, j] = column.to_numpy(zero_copy_only=False)  # nulls become NaN
+        found = ~np.isnan(values).any(axis=1)
+        return OnlineFeatures(ref.feature_names, values, found)
+
+    def historical(self, service: str, entities: pa.Table) -> pa.Table:
+        ref = self.service(service)
+        frame = entities.select(["entity_id", "event_timestamp"]).to_pandas()
+        frame = frame.rename(columns={"entity_id": ref.entity_key})
+        frame[_ROW] = np.arange(len(frame))
+        try:
+            result = self._feast.get_historical_features(
+                entity_df=frame, features=self._feast.get_feature_service(service)
+            ).to_arrow()
+        except (FeastError, OSError) as exc:
+            raise FeatureStoreUnavailable(
+                f"historical retrieval of {len(frame)} rows for {ref.label} failed: {exc}"
+            ) from exc
+        result = result.sort_by(_ROW)
+        columns = [
+            result.column(ref.entity_key).cast(pa.string()),
+            result.column("event_timestamp"),
+            *(result.column(f) for f in ref.feature_names),
+        ]
+        return pa.table(columns, names=["entity_id", "event_timestamp", *ref.feature_names])
+
+    def erase_online(self, entity_ids: Sequence[str]) -> int:
+        """Delete the entities' rows from every feature view over their key.
+
+        Feast has no delete; this reaches into the SQLite online store, whose layout
+        (one table per view, rows keyed by the serialised entity key) Feast defines in
+        ``feast.infra.online_stores.sqlite``. Other online stores are refused by name.
+        """
+        config = self._feast.config
+        if config.online_store.type != "sqlite":
+            raise FeatureStoreError(
+                f"erasure from a {config.online_store.type!r} online store is not supported; "
+                "delete the entity with that store's own tools"
+            )
+        path = Path(config.online_store.path)
+        if not path.is_absolute():
+            path = self.repo_path / path
+        versioned = config.registry.enable_online_feature_view_versioning
+        deleted = 0
+        with sqlite3.connect(path) as conn:
+            for view in self._feast.list_feature_views():
+                keys = [column.name for column in view.entity_columns]
+                if len(keys) != 1:
+                    continue
+                blobs = [
+                    serialize_entity_key(
+                        EntityKey(join_keys=keys, entity_values=[Value(string_val=str(entity_id))]),
+                        entity_key_serialization_version=config.entity_key_serialization_version,
+                    )
+                    for entity_id in entity_ids
+                ]
+                table = compute_table_id(config.project, view, versioned)
+                cursor = conn.execute(
+                    f'DELETE FROM "{table}" WHERE entity_key IN ({",".join("?" * len(blobs))})',
+                    blobs,
+                )
+                deleted += cursor.rowcount
+        return deleted
+
+    def locations(self) -> dict[str, str]:
+        config = self._feast.config
+        where = {"registry": str(config.registry.path), "online_store": config.online_store.type}
+        if config.online_store.type == "sqlite":
+            where["online_store"] = str(self.repo_path / config.online_store.path)
+        offline = config.offline_store
+        where["offline_store"] = offline.type
+        for view in self._feast.list_feature_views():
+            source = view.batch_source
+            path = getattr(source, "path", None)
+            if path:
+                where[f"source:{view.name}"] = str(path)
+        return where
