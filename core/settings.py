@@ -309,6 +309,19 @@ class TelemetrySettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class FeaturesSettings(_Section):
+    repo: Path | None = Field(
+        None,
+        description="Feast repository (its feature_store.yaml) that models registered with "
+        "--feature-service are enriched from; unset = no feature store",
+    )
+    region: str | None = Field(
+        None,
+        description="region the feature store's data lives in (checked against "
+        "DRIFTLINE_DATA_ALLOWED_REGIONS at start-up)",
+    )
+
+
 class DataSettings(_Section):
     dir: Path = Field(Path(".driftline"), description="artifacts, chDB store, stack file")
     region: str | None = Field(None, description="region of this artifact store")
@@ -564,6 +577,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     audit: AuditSettings = AuditSettings()
     retention: RetentionSettings = RetentionSettings()
+    features: FeaturesSettings = FeaturesSettings()
 
     @property
     def roles_file(self) -> Path:

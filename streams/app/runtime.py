@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 from driftline.core.settings import Settings
 from driftline.core.telemetry import spans_exported
 from driftline.drift.config import DriftConfig
+from driftline.features.configured import open_feature_store
 from driftline.inference import Router
 from driftline.inference.device import choose_device
 from driftline.inference.event_time import EventTimeBounds
@@ -47,6 +48,7 @@ from driftline.streams.stages.checkpointing import CheckpointKeeper, trusted_wri
 from driftline.streams.stages.deadletter import DeadLetterPublisher
 from driftline.streams.stages.drift_decider import STATE_TABLE, DriftDecider
 from driftline.streams.stages.drift_reduce import DriftStage
+from driftline.streams.stages.enrichment import FeatureEnrichment
 from driftline.streams.stages.follower import LifecycleFollower
 from driftline.streams.stages.outcome_join import JOIN_TABLE, OutcomeJoiner
 from driftline.streams.stages.persist import LineageWriter, StoreRunner
@@ -229,6 +231,9 @@ class WorkerRuntime:
             outcomes=self.outcomes,
             limit=MessageLimit(self.settings.kafka.message_max_bytes),
             event_times=self.event_times,
+            enrichment=FeatureEnrichment(
+                open_feature_store(self.settings.features.repo), self.follower.policy, self.stats
+            ),
         )
 
     def _add_lineage(self) -> None:
