@@ -56,6 +56,9 @@ class EventType(StrEnum):
     # (driftline.lineage.audit.alarms): promotions of the model freeze until it is cleared.
     AUDIT_ALARM = "audit_alarm"
     AUDIT_ALARM_CLEARED = "audit_alarm_cleared"
+    # An entity's data was deleted (driftline.lineage.audit.erasure), recorded in the
+    # "_erasure" chain with a keyed hash of the entity id, never the id itself.
+    ERASED = "erased"
 
 
 def now_ms() -> int:

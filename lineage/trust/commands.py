@@ -30,8 +30,9 @@ from driftline.lineage.trust import keys
 from driftline.schemas import records
 
 # Every action a command may ask for; the roles file may name only these (or "*").
-# Registration creates a version; every other action moves one (registry.lifecycle).
-ACTIONS: tuple[str, ...] = ("register", *lifecycle.ACTIONS)
+# Registration creates a version; "erase" deletes an entity's data where the store is
+# (driftline.lineage.audit.erasure); every other action moves one (registry.lifecycle).
+ACTIONS: tuple[str, ...] = ("register", *lifecycle.ACTIONS, "erase")
 
 AVRO_FIELDS = (
     "command_id",

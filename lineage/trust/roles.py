@@ -208,6 +208,8 @@ EXAMPLE_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("validate", "reject", "canary", "traffic", "promote", "rollback", "archive"),
         ("*",),
     ),
+    # Erasure of a person's data (`driftline data erase`): no other role may.
+    "data-protection": (("erase",), ("*",)),
 }
 
 

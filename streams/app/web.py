@@ -1,5 +1,5 @@
 """The worker's HTTP API (Faust's web server): health, stats, metrics, models, drift, policy,
-SQL, replay.
+SQL, replay, erasure.
 
 In embedded mode the worker owns the chDB store, so other processes (the CLI,
 dashboards, tests) read it through ``POST /driftline/sql`` here.
@@ -13,9 +13,11 @@ import faust
 from faust.web import Request, Response, View
 
 from driftline.core.errors import DriftlineError
+from driftline.lineage.audit.erasure import command_from_json
 from driftline.streams.app.dashboard import STATIC, DashboardFeed
 from driftline.streams.app.metrics import CONTENT_TYPE, WorkerCollector, metrics_text
 from driftline.streams.app.runtime import WorkerRuntime
+from driftline.streams.stages.erasure import ErasureService
 from driftline.streams.stages.replay_jobs import ReplayJobs
 
 
@@ -167,6 +169,28 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
             except (DriftlineError, ValueError) as exc:
                 return self.json({"error": str(exc)}, status=400)
             return self.json(report)
+
+    erasure = ErasureService(runtime)
+
+    @app.page("/driftline/data/erase/")
+    class Erase(View):
+        """An erase request and the entity id it names: the id comes only here, never over
+        Kafka (see driftline.lineage.audit.erasure); the answer says what was deleted."""
+
+        async def post(self, request: Request) -> Response:
+            body = await request.json()
+            try:
+                command = command_from_json(body["request"])
+                entity_id = str(body["entity_id"])
+            except (KeyError, TypeError, DriftlineError) as exc:
+                return self.json(
+                    {"error": f"an erase needs a signed request and an entity_id: {exc}"},
+                    status=400,
+                )
+            try:
+                return self.json(await erasure.erase(command, entity_id))
+            except DriftlineError as exc:
+                return self.json({"error": str(exc).replace(entity_id, "<entity>")}, status=400)
 
     @app.page("/driftline/sql/")
     class Sql(View):

@@ -24,6 +24,8 @@ from driftline.streams.cli.common import (
     print_table,
     settings_for_cli,
 )
+from driftline.streams.cli.data import data
+from driftline.streams.cli.dataset import dataset
 from driftline.streams.cli.model import model
 from driftline.streams.exceptions import StreamsError
 
@@ -350,7 +352,7 @@ def keys() -> None:
     "--roles",
     default="data-scientist,approver",
     show_default=True,
-    help="comma-separated: data-scientist, approver, ci, policy",
+    help="comma-separated: data-scientist, approver, ci, policy, data-protection",
 )
 def keys_new(actor: str, roles: str) -> None:
     """Create a key pair for an actor (and, in development, grant the roles)."""
@@ -505,6 +507,8 @@ def demo(records: int, rate: float) -> None:
 
 
 main.add_command(model)
+main.add_command(data)
+main.add_command(dataset)
 
 if __name__ == "__main__":
     main()

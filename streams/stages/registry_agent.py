@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from driftline.core.errors import DriftlineError
 from driftline.lineage.audit.checkpoints import WriterKey
+from driftline.lineage.audit.erasure import ERASE, decide_erasure
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import LineageError
 from driftline.lineage.registry.model_registry import ModelRegistry
@@ -107,6 +108,14 @@ class RegistryAgent:
             alarm = self._decide_audit_alarm(command)
             if alarm is not None:
                 return alarm
+        if command.action == ERASE:
+            # Carried out where the store is: this records what the lineage writer did,
+            # whatever the roles file says now (it only re-checks the actor's signature).
+            try:
+                roles = self._roles.current()
+            except LineageError:
+                roles = None
+            return decide_erasure(command, self._writer_key(), roles)
         try:
             roles = self._roles.current()
         except LineageError as exc:
@@ -124,15 +133,18 @@ class RegistryAgent:
         refusal = authority.authorize(command, self._registry)
         return refusal if refusal is not None else self._register(command)
 
+    def _writer_key(self) -> WriterKey | None:
+        try:
+            return self._audit_writer()
+        except DriftlineError as exc:
+            log.error("the lineage writer's key is unusable: %s", exc)
+            return None
+
     def _decide_audit_alarm(self, command: LifecycleCommand) -> LifecycleEvent | None:
         """An audit alarm from the lineage writer, signed with the key that signs the
         audit checkpoints: that key speaks for the audit log, so no roles-file entry is
         needed. None for a command signed by another key, which the roles file judges."""
-        try:
-            writer = self._audit_writer()
-        except DriftlineError as exc:
-            log.error("audit alarm %s: the writer's key is unusable: %s", command.command_id, exc)
-            writer = None
+        writer = self._writer_key()
         if writer is None or command.key_id != writer.key_id:
             return None
         if command.actor != writer.name or not command.verify(writer.public_key):
