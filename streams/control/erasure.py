@@ -71,8 +71,8 @@ def erase(
             {"request": command_to_json(request), "entity_id": entity_id},
             timeout=600,
         )
-        if "error" in outcome:
-            raise StreamsError(f"erasure failed in the worker at {url}: {outcome['error']}")
+        if "command_id" not in outcome:  # the worker could not carry it out
+            raise StreamsError(f"erasure failed in the worker at {url}: {outcome.get('error')}")
         where = f"the worker at {url}"
     else:
         outcome = _erase_here(settings, bootstrap, codec, request, entity_id, feature_store)
