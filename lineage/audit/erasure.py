@@ -188,16 +188,19 @@ class Eraser:
             )
         tables: dict[str, int] = {}
         online: int | None = None
-        error = None
+        errors = []
+        # Each part is tried even when the other fails; a failure makes the erasure
+        # incomplete, recorded as such, and erasing again deletes what is left.
         try:
-            if self._feature_store is not None:
-                online = int(self._feature_store.erase_online([entity_id]))
             tables = erase_entity(self._client, self._database, entity_id)
-        except Exception as exc:  # recorded as an incomplete erasure, then reported
-            error = _without(
-                str(exc).strip().splitlines()[0] if str(exc).strip() else "", entity_id
-            )
-            error = error or type(exc).__name__
+        except Exception as exc:
+            errors.append(f"store: {_message(exc, entity_id)}")
+        if self._feature_store is not None:
+            try:
+                online = int(self._feature_store.erase_online([entity_id]))
+            except Exception as exc:
+                errors.append(f"online store: {_message(exc, entity_id)}")
+        error = "; ".join(errors) or None
         result = {
             "outcome": "erased",
             "tables": tables,
@@ -331,6 +334,8 @@ def _with_evidence(event: LifecycleEvent, extra: dict[str, Any]) -> LifecycleEve
     return replace(event, evidence={**event.evidence, **extra})
 
 
-def _without(text: str, entity_id: str) -> str:
-    """An error message with the entity id cut out, so it can be logged and audited."""
+def _message(exc: Exception, entity_id: str) -> str:
+    """An error's first line with the entity id cut out, so it can be logged and audited."""
+    text = str(exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
     return text.replace(entity_id, "<entity>") if entity_id else text

@@ -308,19 +308,24 @@ def test_erasure_refuses_to_run_without_the_key(chdb_client, writer, monkeypatch
     assert erasure_key(load_settings()) == b"s" * 32
 
 
-@pytest.mark.integration
-def test_the_feature_stores_online_rows_are_erased_too(
-    chdb_client, store, roles, actors, writer, feast_repo, tmp_path
-) -> None:
+@pytest.fixture
+def features(feast_repo, tmp_path):
     """The real Feast online store (SQLite), in a private copy of the example repository."""
-    from driftline.features.example_repo import SERVICE
     from driftline.features.feast_store import FeastFeatureStore
 
     root = tmp_path / "repo"
     shutil.copytree(feast_repo, root)
     text = (root / "definitions.py").read_text().replace(str(feast_repo), str(root))
     (root / "definitions.py").write_text(text)
-    features = FeastFeatureStore(root)
+    return FeastFeatureStore(root)
+
+
+@pytest.mark.integration
+def test_the_feature_stores_online_rows_are_erased_too(
+    chdb_client, store, roles, actors, writer, features
+) -> None:
+    from driftline.features.example_repo import SERVICE
+
     person, neighbour = "customer-00007", "customer-00008"
     _store_entity(chdb_client, store, person)
     assert features.online(SERVICE, [person, neighbour]).found.tolist() == [True, True]
@@ -334,3 +339,23 @@ def test_the_feature_stores_online_rows_are_erased_too(
     assert _rows_of(chdb_client, store, person) == dict.fromkeys(WHERE_ENTITY, 0)
     event = decide_erasure(outcome.record, WriterKey(writer.actor, writer.public_key), roles)
     assert event.evidence["online_store"] == outcome.online_store
+
+
+@pytest.mark.integration
+def test_an_online_store_that_fails_leaves_the_erasure_recorded_as_incomplete(
+    chdb_client, store, roles, actors, writer, features
+) -> None:
+    online_db = features.repo_path / "data" / "online.db"
+    online_db.unlink()
+    online_db.mkdir()  # SQLite cannot open a directory: the online store is down
+    request = erase_request(ERASED, "dpo", KEY).signed(actors["dpo"].private_key)
+    outcome = _eraser(chdb_client, store, roles, writer, feature_store=features).erase(
+        request, ERASED
+    )
+    assert outcome.erased and outcome.error.startswith("online store: ")
+    assert ERASED not in outcome.error
+    # The store's rows went all the same, and the record says what is missing.
+    assert _rows_of(chdb_client, store, ERASED) == dict.fromkeys(WHERE_ENTITY, 0)
+    event = decide_erasure(outcome.record, WriterKey(writer.actor, writer.public_key), roles)
+    assert event.type == EventType.ERASED and event.evidence["complete"] is False
+    assert event.evidence["error"] == outcome.error and event.evidence["rows_deleted"] == 15
