@@ -22,6 +22,7 @@ in a custom run facet, ``driftline_lifecycle``.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -161,6 +162,8 @@ def lineage_events(
                 datasetVersion=digest, producer=producer
             )
             (inputs if shape.artifact == "in" else outputs).append(dataset)
+        if event.type == EventType.REGISTERED and "dataset" in event.attributes:
+            inputs += _training_inputs(event.attributes["dataset"], producer)
         out.append(
             RunEvent(
                 eventType=RunState.COMPLETE,
@@ -231,6 +234,33 @@ def clean_namespace(uri: str) -> str:
     scheme = "clickhouse" if parts.scheme in ("http", "https") else parts.scheme
     host = parts.netloc.rpartition("@")[2]
     return f"{scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def _training_inputs(summary_json: str, producer: str) -> list[Any]:
+    """The training dataset (versioned by its content fingerprint) and the feature views
+    it was built from (versioned by their definition hashes), as a registration's inputs."""
+    try:
+        summary = json.loads(summary_json)
+        path, fingerprint = summary["path"], summary["fingerprint"]
+        service, views = summary["feature_service"], summary["views"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LineageError(
+            f"the registered event's dataset attribute is unreadable: {exc}"
+        ) from exc
+    dataset = _dataset(InputDataset, "file", path, producer)
+    dataset.facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
+        datasetVersion=fingerprint, producer=producer
+    )
+    inputs = [dataset]
+    for view in views:
+        feature_view = _dataset(
+            InputDataset, "feast", f"{service.split('@')[0]}.{view['name']}", producer
+        )
+        feature_view.facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
+            datasetVersion=view["version"], producer=producer
+        )
+        inputs.append(feature_view)
+    return inputs
 
 
 def _dataset(cls: type, namespace: str, name: str, producer: str) -> Any:

@@ -302,7 +302,7 @@ def replay_report_command(replay_id: str, threshold: float) -> None:
 
 @main.group()
 def lineage() -> None:
-    """OpenLineage export of the model lifecycle."""
+    """Where a model came from: OpenLineage export, and model -> dataset -> feature views."""
 
 
 @lineage.command("export")
@@ -339,6 +339,17 @@ def lineage_export(output: Path | None) -> None:
     else:
         output.write_text(text)
         console.print(f"wrote {len(runs)} OpenLineage run events to {output}")
+
+
+@lineage.command("show")
+@click.argument("model_name")
+@click.option("--version", "version", type=click.IntRange(min=1), required=True)
+def lineage_show(model_name: str, version: int) -> None:
+    """Model -> training dataset -> feature views: what a version was trained and served with."""
+    from driftline.streams.control.lineage_view import describe
+
+    rows = describe(settings_for_cli(), model_name, version)
+    print_table(["", ""], [list(row) for row in rows], title=f"lineage of {model_name} v{version}")
 
 
 @main.group()

@@ -22,6 +22,19 @@ def model() -> None:
     """Register, promote and list models."""
 
 
+def _feature_defaults(_ctx, _param, values: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{text!r}: write NAME=NUMBER, e.g. f03=0.5")
+    return out
+
+
 @model.command("register")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="model name, e.g. fraud")
@@ -33,17 +46,72 @@ def model() -> None:
     help=".npy float matrix the model was trained on: its reference "
     "profile (per-feature quantiles, histograms) is kept with the artifact",
 )
-def model_register(path: Path, name: str, actor: str, training_data: Path | None) -> None:
+@click.option(
+    "--feature-service",
+    default=None,
+    help="Feast feature service the worker fetches the features from that records do not "
+    "carry (its version is recorded); default: the --dataset's service, if any",
+)
+@click.option(
+    "--feature-repo",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="the Feast repository; default: DRIFTLINE_FEATURES_REPO",
+)
+@click.option(
+    "--missing-features",
+    type=click.Choice(["dead_letter", "defaults", "retry"]),
+    default="dead_letter",
+    show_default=True,
+    help="what a row gets when the store lacks its entity or is down",
+)
+@click.option(
+    "--feature-default",
+    "feature_defaults",
+    multiple=True,
+    callback=_feature_defaults,
+    help="NAME=VALUE used by --missing-features defaults (others default to 0.0); repeatable",
+)
+@click.option(
+    "--dataset",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="training dataset from `driftline dataset build`: its manifest is checked and "
+    "recorded (metadata, audit chain, OpenLineage), and it gives the reference profile",
+)
+def model_register(
+    path: Path,
+    name: str,
+    actor: str,
+    training_data: Path | None,
+    feature_service: str | None,
+    feature_repo: Path | None,
+    missing_features: str,
+    feature_defaults: dict[str, float],
+    dataset: Path | None,
+) -> None:
     """Store an ONNX file content-addressed and publish a `registered` event."""
-    from driftline.streams.control.model_commands import ModelCommands
+    from driftline.streams.control.model_commands import ModelCommands, resolve_provenance
 
-    result, created = ModelCommands.from_settings(settings_for_cli()).register(
-        path, name, actor, training_data=training_data
+    settings = settings_for_cli()
+    provenance = resolve_provenance(
+        settings,
+        feature_service=feature_service,
+        feature_repo=feature_repo,
+        missing_rule=missing_features,
+        defaults=feature_defaults,
+        dataset=dataset,
+    )
+    result, created = ModelCommands.from_settings(settings).register(
+        path, name, actor, training_data=training_data, features=provenance
     )
     if created:
         console.print(
             f"registered {name} v{result.version} sha256:{result.attributes['digest'][:16]}..."
         )
+        for key in ("feature_service", "dataset"):
+            if key in result.attributes:
+                console.print(f"  {key}: {result.attributes[key]}")
     else:
         console.print(
             f"{name} v{result.version} already holds this artifact "

@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from driftline.core.settings import Settings
 from driftline.drift.profile import ReferenceProfile
+from driftline.features.configured import open_feature_store
+from driftline.features.datasets import DatasetManifest, load_dataset
+from driftline.features.enrichment import EnrichmentPolicy
+from driftline.features.store import FeatureServiceRef
 from driftline.inference import describe_onnx
 from driftline.inference.signature import positional_names
 from driftline.lineage.artifacts.crypto import sha256_hex
@@ -99,11 +104,18 @@ class ModelCommands:
         return event
 
     def register(
-        self, path: Path, name: str, actor: str, *, training_data: Path | None = None
+        self,
+        path: Path,
+        name: str,
+        actor: str,
+        *,
+        training_data: Path | None = None,
+        features: Provenance | None = None,
     ) -> tuple[ModelVersion | LifecycleEvent, bool]:
         """Store the artifact, then ask the registry to record it; returns (result, created)."""
         data = path.read_bytes()
         description = describe_onnx(data)
+        features = features or Provenance()
         private_key = self._private_key(actor)
         refusal = region_refusal(self.settings)
         if refusal is not None:
@@ -120,18 +132,22 @@ class ModelCommands:
                 },
             )
         store = artifact_store(self.settings)
-        metadata = artifact_metadata(description, training_data)
+        metadata = artifact_metadata(description, training_data, features)
         artifact = store.put_bytes(data, metadata=metadata)
         existing = self.registry().find_by_digest(name, artifact.digest)
         if existing is not None:
             return existing, False
         # The registering actor signs the digest; workers check it before any load.
         store.sign_artifact(artifact.digest, private_key)
-        attributes = description.to_attributes() | {
-            "signed_by": key_id(private_key.public_key()),
-            # Pins the metadata sidecar (profile, metrics, parameters) in the audit chain.
-            "metadata_sha256": metadata.sha256(),
-        }
+        attributes = (
+            description.to_attributes()
+            | {
+                "signed_by": key_id(private_key.public_key()),
+                # Pins the metadata sidecar (profile, metrics, parameters) in the audit chain.
+                "metadata_sha256": metadata.sha256(),
+            }
+            | features.attributes()
+        )
         arguments = {
             "digest": artifact.digest,
             "artifact": artifact.relpath,
@@ -143,7 +159,49 @@ class ModelCommands:
         return self.send("promote", name, version, actor)
 
 
-def artifact_metadata(description, training_data: Path | None) -> ArtifactMetadata:
+@dataclass(frozen=True)
+class Provenance:
+    """Where a model's features come from: the feature service it is served with (and
+    its rule for rows the store cannot complete), and the dataset it was trained on."""
+
+    policy: EnrichmentPolicy | None = None
+    service: FeatureServiceRef | None = None
+    dataset: DatasetManifest | None = None
+    dataset_table: pa.Table | None = None
+
+    def metadata(self) -> dict:
+        out: dict = {}
+        if self.policy is not None:
+            out["features"] = self.policy.as_metadata() | {
+                "service_ref": None if self.service is None else self.service.as_dict()
+            }
+        if self.dataset is not None:
+            out["dataset"] = json.loads(self.dataset.to_json())
+        return out
+
+    def attributes(self) -> dict[str, str]:
+        """What the ``registered`` event, and so the audit chain, records."""
+        out = {}
+        if self.service is not None:
+            out["feature_service"] = self.service.label
+        if self.policy is not None:
+            out["missing_features"] = self.policy.rule.value
+        if self.dataset is not None:
+            out["dataset"] = json.dumps(self.dataset.summary(), sort_keys=True)
+        return out
+
+    def training_matrix(self, names: tuple[str, ...]) -> np.ndarray | None:
+        """The dataset's columns in the model's order, when it holds them all."""
+        table = self.dataset_table
+        if table is None or not all(n in table.column_names for n in names):
+            return None
+        columns = [table.column(n).to_numpy(zero_copy_only=False) for n in names]
+        return np.column_stack(columns).astype(np.float32)
+
+
+def artifact_metadata(
+    description, training_data: Path | None, features: Provenance | None = None
+) -> ArtifactMetadata:
     """What the registry keeps beside an artifact: provenance, metrics, reference profile.
 
     ONNX metadata_props written by driftline's trainer (or any exporter) supply the
@@ -158,6 +216,13 @@ def artifact_metadata(description, training_data: Path | None) -> ArtifactMetada
         metrics = {}
     props.pop("feature_names", None)
     profile = None
+    features = features or Provenance()
+    names = description.feature_names or positional_names(description.n_features)
+    dataset_matrix = features.training_matrix(tuple(names))
+    if training_data is None and dataset_matrix is not None:
+        # The feature-store dataset is the training data: its profile is the reference.
+        fingerprint = features.dataset.fingerprint
+        profile = ReferenceProfile.from_matrix(dataset_matrix, names)
     if training_data is not None:
         matrix = np.load(training_data, allow_pickle=False).astype(np.float32, copy=False)
         if matrix.ndim != 2 or matrix.shape[1] != description.n_features:
@@ -180,4 +245,40 @@ def artifact_metadata(description, training_data: Path | None) -> ArtifactMetada
             tuple(description.feature_names) if description.feature_names else None,
         ),
         reference_profile=profile,
+        **features.metadata(),
     )
+
+
+def resolve_provenance(
+    settings: Settings,
+    *,
+    feature_service: str | None,
+    feature_repo: Path | None = None,
+    missing_rule: str = "dead_letter",
+    defaults: dict[str, float] | None = None,
+    dataset: Path | None = None,
+) -> Provenance:
+    """Check the feature service against the store and the dataset against its manifest."""
+    table = manifest = None
+    if dataset is not None:
+        table, manifest = load_dataset(dataset)
+        if feature_service is None:  # a dataset names the service it was built from
+            feature_service = manifest.feature_service["name"]
+    if feature_service is None:
+        return Provenance(dataset=manifest, dataset_table=table)
+    store = open_feature_store(feature_repo or settings.features.repo)
+    if store is None:
+        raise StreamsError(
+            f"--feature-service {feature_service} needs the Feast repository: pass "
+            "--feature-repo or set DRIFTLINE_FEATURES_REPO"
+        )
+    service = store.service(feature_service)
+    if manifest is not None and manifest.feature_service["name"] != service.name:
+        raise StreamsError(
+            f"the dataset was built from feature service {manifest.feature_service['name']!r}, "
+            f"not {service.name!r}"
+        )
+    policy = EnrichmentPolicy(
+        service.name, version=service.version, rule=missing_rule, defaults=defaults or {}
+    )
+    return Provenance(policy, service, manifest, table)

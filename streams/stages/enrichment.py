@@ -53,7 +53,7 @@ class FeatureEnrichment:
         self._store = store
         self._policy_of = policy_of
         self._stats = stats
-        self._enrichers: dict[EnrichmentPolicy, Enricher] = {}
+        self._enrichers: dict[tuple[str, int], Enricher] = {}  # a version's policy never changes
 
     def _enricher(self, table: RoutingTable) -> tuple[Enricher, tuple[str, ...]] | None:
         arm = table.champion or (table.served[0].model if table.served else None)
@@ -62,9 +62,10 @@ class FeatureEnrichment:
         policy = self._policy_of(arm.name, arm.version)
         if policy is None:
             return None
-        enricher = self._enrichers.get(policy)
+        key = (arm.name, arm.version)
+        enricher = self._enrichers.get(key)
         if enricher is None:
-            enricher = self._enrichers[policy] = Enricher(self._store, policy)
+            enricher = self._enrichers[key] = Enricher(self._store, policy)
         return enricher, tuple(arm.signature.column_names)
 
     def records(self, table: RoutingTable, records: Sequence[dict]) -> EnrichedRecords | None:
