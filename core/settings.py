@@ -271,6 +271,13 @@ class ClickHouseSettings(_Section):
         description="chdb:///path, http(s)://user:pass@host:port; unset means chDB in the data dir",
     )
     database: str = Field("driftline", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    erasure_dsn: SecretStr | None = Field(
+        None,
+        description=(
+            "http(s)://user:pass@host:port of the account that may delete personal-data rows "
+            "(driftline_eraser in infra/clickhouse/users.xml); unset = the dsn's own account"
+        ),
+    )
     flush_rows: int = Field(5000, ge=1)
     flush_interval_s: float = Field(0.5, gt=0)
     feature_sample_rate: float = Field(
@@ -288,6 +295,13 @@ class ClickHouseSettings(_Section):
             raise ValueError(
                 f"the dsn's scheme ({scheme[:16]!r}) is not chdb, http or https; use "
                 "chdb:///abs/path, http://user:pass@host:8123 or https://user:pass@host:8443"
+            )
+        erasure = self.erasure_dsn.get_secret_value() if self.erasure_dsn is not None else None
+        if erasure is not None and not erasure.startswith(("http://", "https://")):
+            raise ValueError(
+                f"{ENV_PREFIX}CLICKHOUSE_ERASURE_DSN is for a ClickHouse server "
+                "(http(s)://user:pass@host:port); an embedded chDB store erases through its "
+                "own dsn"
             )
         return self
 

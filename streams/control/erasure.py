@@ -21,7 +21,6 @@ from driftline.features.store import FeatureStore
 from driftline.lineage.audit.erasure import command_to_json, erase_request
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import StoreError
-from driftline.lineage.store.clickhouse import open_client
 from driftline.lineage.trust.keys import load_private_key
 from driftline.lineage.trust.roles import Roles
 from driftline.streams.embedded.stack import http_json
@@ -31,7 +30,12 @@ from driftline.streams.kafka.audit_records import AuditKafka
 from driftline.streams.kafka.codecs import codec_for
 from driftline.streams.kafka.lifecycle_topic import LifecycleWatcher
 from driftline.streams.kafka.topics import Topics
-from driftline.streams.stages.erasure import build_eraser, erasure_key, publish_record
+from driftline.streams.stages.erasure import (
+    build_eraser,
+    erasure_client,
+    erasure_key,
+    publish_record,
+)
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ def _store_owner(settings: Settings) -> str | None:
 def _erase_here(settings, bootstrap, codec, request, entity_id, feature_store) -> dict:
     roles = Roles.load(settings.roles_file) if settings.roles_file.exists() else None
     try:
-        client = open_client(settings.clickhouse_dsn)
+        client = erasure_client(settings, None)
     except StoreError as exc:
         raise StreamsError(
             f"{exc}; if a worker owns the store, name it with --worker http://HOST:PORT"

@@ -17,7 +17,7 @@ from driftline.core.settings import Settings
 from driftline.features.configured import open_feature_store
 from driftline.features.store import FeatureStore
 from driftline.lineage.audit.erasure import Eraser, ErasureOutcome
-from driftline.lineage.store.clickhouse import ClickHouseClient
+from driftline.lineage.store.clickhouse import ClickHouseClient, open_client
 from driftline.lineage.trust.commands import LifecycleCommand
 from driftline.lineage.trust.keys import load_private_key
 from driftline.lineage.trust.roles import Roles
@@ -63,6 +63,14 @@ def build_eraser(
     )
 
 
+def erasure_client(settings: Settings, store_client: ClickHouseClient | None) -> ClickHouseClient:
+    """The client erasures delete with: the account of DRIFTLINE_CLICKHOUSE_ERASURE_DSN on a
+    server (the writer may not delete), else ``store_client`` (or a new one on the dsn)."""
+    if settings.clickhouse.erasure_dsn is not None:
+        return open_client(settings.clickhouse.erasure_dsn.get_secret_value())
+    return store_client if store_client is not None else open_client(settings.clickhouse_dsn)
+
+
 def publish_record(kafka: AuditKafka, outcome: ErasureOutcome, timeout_s: float = 30.0) -> None:
     """Send the signed record to the registry and wait for the broker's ack."""
     kafka.publish_command(outcome.record, timeout_s=timeout_s)
@@ -78,6 +86,7 @@ class ErasureService:
     def __init__(self, runtime: Any) -> None:
         self._runtime = runtime
         self._feature_store: FeatureStore | None = None
+        self._client: ClickHouseClient | None = None
         self._kafka: AuditKafka | None = None
         self._lock = asyncio.Lock()
 
@@ -91,8 +100,10 @@ class ErasureService:
             self._kafka = AuditKafka(runtime.settings, runtime.bootstrap, runtime.codec)
         if self._feature_store is None:
             self._feature_store = open_feature_store(runtime.settings.features.repo)
+        if self._client is None:
+            self._client = erasure_client(runtime.settings, runtime.store_client)
         roles = runtime.roles_source.current()
-        eraser = build_eraser(runtime.settings, runtime.store_client, roles, self._feature_store)
+        eraser = build_eraser(runtime.settings, self._client, roles, self._feature_store)
         async with self._lock:  # one at a time: each waits for its deletions to finish
             outcome = await runtime.store.call(lambda: eraser.erase(request, entity_id))
             loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from driftline.core.settings import PERSONAL_TABLES
 from driftline.lineage.exceptions import StoreError
 from driftline.lineage.store.clickhouse import (
     TABLES,
@@ -111,6 +112,12 @@ def test_accounts_cannot_rewrite_the_audit_log() -> None:
     assert dashboard == ["GRANT SELECT ON driftline.*"]
     assert users.find("driftline_dashboard/profile").text == "driftline_readonly"
     assert root.find("profiles/driftline_readonly/readonly").text == "1"
+    # The eraser deletes personal-data rows and nothing else: never the audit log.
+    eraser = [q.text.strip() for q in users.find("driftline_eraser").iter("query")]
+    assert sorted(g.split(" ON ")[1] for g in eraser) == sorted(
+        f"driftline.{t}" for t in PERSONAL_TABLES
+    )
+    assert {g.split(" ON ")[0] for g in eraser} == {"GRANT SELECT, ALTER DELETE"}
     for user in users:
         password = user.find("password_sha256_hex")
         assert password is not None and password.get("from_env") and not password.text
