@@ -271,6 +271,13 @@ class ClickHouseSettings(_Section):
         description="chdb:///path, http(s)://user:pass@host:port; unset means chDB in the data dir",
     )
     database: str = Field("driftline", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    region: str | None = Field(
+        None,
+        description=(
+            "region the ClickHouse store's data lives in; with DRIFTLINE_DATA_ALLOWED_REGIONS "
+            "set, a worker with the lineage role refuses a store outside them"
+        ),
+    )
     erasure_dsn: SecretStr | None = Field(
         None,
         description=(

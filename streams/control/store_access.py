@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from driftline.core.settings import Settings
 from driftline.lineage.audit.erasure import ERASURE_CHAIN
+from driftline.lineage.audit.residency import RESIDENCY_CHAIN
 from driftline.lineage.registry.versions import check_model_name
 from driftline.lineage.store.clickhouse import open_client, redact_dsn
 from driftline.streams.embedded.stack import http_json
@@ -39,7 +40,7 @@ def query(settings: Settings, sql: str) -> tuple[list[str], list[list]]:
 
 
 def audit_trail_query(database: str, model: str | None = None) -> str:
-    if model is not None and model != ERASURE_CHAIN:
+    if model is not None and model not in (ERASURE_CHAIN, RESIDENCY_CHAIN):
         check_model_name(model)
     where = f"WHERE model = '{model}'" if model else ""
     return (

@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from driftline.core.settings import Settings
 from driftline.lineage.audit.alarms import alarm_command, alarm_key
 from driftline.lineage.audit.chain import AuditProblem
@@ -60,6 +62,23 @@ def writer_key(settings: Settings) -> WriterKey:
             "it on first start; copy it here from the worker's key directory"
         )
     return WriterKey(name, load_public_key(path))
+
+
+def writer_private_key(settings: Settings) -> Ed25519PrivateKey:
+    """The lineage writer's private key, created (with its .pub) on the first start."""
+    name = settings.audit.writer_key
+    key_path = settings.key_dir / f"{name}.key"
+    if not key_path.exists():
+        if key_path.with_suffix(".pub").exists():
+            # A new pair would make every checkpoint signed so far untrusted.
+            raise StreamsError(
+                f"{key_path.with_suffix('.pub')} exists but its private key {key_path} "
+                "does not: copy the lineage writer's key here (every lineage worker "
+                "signs with the same key), or remove the .pub to start a new one"
+            )
+        save_keypair(settings.key_dir, generate_key(name))
+        log.info("created the audit checkpoint signing key %s", key_path)
+    return load_private_key(key_path)
 
 
 def trusted_writer(settings: Settings) -> WriterKey | None:
@@ -112,19 +131,8 @@ class CheckpointKeeper:
 
     def prepare(self) -> None:
         """Load (or create) the signing key and start from the stored and anchored heads."""
-        name = self._settings.audit.writer_key
-        key_path = self._settings.key_dir / f"{name}.key"
-        if not key_path.exists():
-            if key_path.with_suffix(".pub").exists():
-                # A new pair would make every checkpoint signed so far untrusted.
-                raise StreamsError(
-                    f"{key_path.with_suffix('.pub')} exists but its private key {key_path} "
-                    "does not: copy the lineage writer's key here (every lineage worker "
-                    "signs with the same key), or remove the .pub to start a new one"
-                )
-            save_keypair(self._settings.key_dir, generate_key(name))
-            log.info("created the audit checkpoint signing key %s", key_path)
-        self._private_key = load_private_key(key_path)
+        key_path = self._settings.key_dir / f"{self._settings.audit.writer_key}.key"
+        self._private_key = writer_private_key(self._settings)
         writer = writer_key(self._settings)
         if writer.key_id != fingerprint(self._private_key.public_key()):
             raise StreamsError(

@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind
 from driftline.core.errors import DriftlineError
 from driftline.lineage.audit.checkpoints import WriterKey
 from driftline.lineage.audit.erasure import ERASE, decide_erasure
+from driftline.lineage.audit.residency import RESIDENCY, decide_residency
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import LineageError
 from driftline.lineage.registry.model_registry import ModelRegistry
@@ -108,6 +109,8 @@ class RegistryAgent:
             alarm = self._decide_audit_alarm(command)
             if alarm is not None:
                 return alarm
+        if command.action == RESIDENCY:
+            return decide_residency(command, self._writer_key())
         if command.action == ERASE:
             # Carried out where the store is: this records what the lineage writer did,
             # whatever the roles file says now (it only re-checks the actor's signature).
