@@ -38,6 +38,7 @@ ERASED, KEPT = "cust-4711", "cust-0815"
 WHERE_ENTITY = {
     "predictions": "entity_id = {e:String}",
     "features": "entity_id = {e:String}",
+    "served_features": "entity_id = {e:String}",
     "replay_predictions": "entity_id = {e:String}",
     "outcomes": "entity_id = {e:String} OR prediction_id IN "
     "(SELECT prediction_id FROM {db:Identifier}.predictions WHERE entity_id = {e:String})",
@@ -81,6 +82,11 @@ def _store_entity(client, db: str, entity: str) -> None:
         client.command(
             f"INSERT INTO {db}.features (record_id, entity_id, model, event_time, feature_names, "
             f"features) VALUES ('r-{pid}', '{entity}', 'fraud', now64(3), 'a,b', [1.0, 2.0])"
+        )
+        client.command(
+            f"INSERT INTO {db}.served_features (record_id, entity_id, model, event_time, "
+            f"feature_names, features, feature_service) VALUES ('served:1:champion:{pid}:0', "
+            f"'{entity}', 'fraud', now64(3), 'a,b', [1.0, 2.0], 'scoring@abc')"
         )
         owner = "NULL" if n == 0 else f"'{entity}'"
         client.command(
@@ -152,6 +158,7 @@ def test_an_erased_entity_is_gone_from_every_table_and_the_other_stays(
     assert before == {
         "predictions": 3,
         "features": 3,
+        "served_features": 3,
         "replay_predictions": 3,
         "outcomes": 3,
         "deadletters": 3,
@@ -161,7 +168,8 @@ def test_an_erased_entity_is_gone_from_every_table_and_the_other_stays(
     outcome = _eraser(chdb_client, store, roles, writer).erase(request, ERASED)
 
     assert outcome.erased and outcome.error is None
-    assert outcome.tables == before and list(outcome.tables) == list(ERASED_TABLES)
+    assert list(outcome.tables) == list(ERASED_TABLES)
+    assert {table: n for table, n in outcome.tables.items() if n} == before
     assert _rows_of(chdb_client, store, ERASED) == dict.fromkeys(before, 0)
     assert _rows_of(chdb_client, store, KEPT) == kept
     # Gone from the table files too: a mutation rewrote the parts, nothing is only hidden.
@@ -198,7 +206,7 @@ def test_the_audit_log_records_the_keyed_hash_and_still_verifies(
     assert (event.type, event.model, event.actor) == (EventType.ERASED, ERASURE_CHAIN, "dpo")
     evidence = event.evidence
     assert evidence["entity_hash"] == entity_hash(KEY, ERASED)
-    assert evidence["tables"] == outcome.tables and evidence["rows_deleted"] == 15
+    assert evidence["tables"] == outcome.tables and evidence["rows_deleted"] == 18
     assert evidence["complete"] is True and evidence["recorded_by"] == writer.key_id
     assert evidence["request"]["signature_verified"] is True
     assert evidence["command_id"] == request.command_id and evidence["approved_by"] == "dpo"
@@ -358,4 +366,25 @@ def test_an_online_store_that_fails_leaves_the_erasure_recorded_as_incomplete(
     assert _rows_of(chdb_client, store, ERASED) == dict.fromkeys(WHERE_ENTITY, 0)
     event = decide_erasure(outcome.record, WriterKey(writer.actor, writer.public_key), roles)
     assert event.type == EventType.ERASED and event.evidence["complete"] is False
-    assert event.evidence["error"] == outcome.error and event.evidence["rows_deleted"] == 15
+    assert event.evidence["error"] == outcome.error and event.evidence["rows_deleted"] == 18
+
+
+@pytest.mark.integration
+def test_every_table_holding_entity_ids_is_erased_and_has_a_ttl(chdb_client, fresh_database):
+    """A table added later with an entity_id column must join erasure and retention."""
+    from driftline.lineage.store.clickhouse import TTL_COLUMNS
+
+    create_tables(chdb_client, fresh_database)
+    holding = {
+        table
+        for (table,) in chdb_client.query(
+            "SELECT c.table FROM system.columns AS c JOIN system.tables AS t "
+            "ON c.database = t.database AND c.table = t.name "
+            "WHERE c.database = {db:String} AND c.name = 'entity_id' AND t.engine != 'View'",
+            parameters={"db": fresh_database},
+        ).result_rows
+    }
+    assert holding <= set(ERASED_TABLES), "erase_entity does not cover " + str(
+        holding - set(ERASED_TABLES)
+    )
+    assert holding <= set(TTL_COLUMNS)
