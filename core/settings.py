@@ -50,13 +50,21 @@ STREAM_TOPIC_KINDS = (
     "deadletter",
     "outcome-join",
     "drift-summaries",
+    "served-features",
 )
 
 
 # ClickHouse tables that hold personal data (entity ids, feature values, raw records): the
 # tables a time-to-live and `driftline data erase` cover. The audit log, its checkpoints
 # and the drift table hold none.
-PERSONAL_TABLES = ("predictions", "features", "outcomes", "deadletters", "replay_predictions")
+PERSONAL_TABLES = (
+    "predictions",
+    "features",
+    "outcomes",
+    "deadletters",
+    "replay_predictions",
+    "served_features",
+)
 # Kafka settings that became retention settings, and their new names.
 _MOVED_TO_RETENTION = {"retention_ms": "topic_default_ms", "topic_retention_ms": "topic_ms"}
 DAY_MS = 24 * 3600 * 1000
@@ -341,6 +349,25 @@ class FeaturesSettings(_Section):
         description="region the feature store's data lives in (checked against "
         "DRIFTLINE_DATA_ALLOWED_REGIONS at start-up)",
     )
+    served_sample_rate: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="share of entities whose completed (enriched) rows the scoring worker "
+        "logs to served_features for the training-serving skew check; 0 = none",
+    )
+    skew_interval_s: float = Field(
+        60.0, gt=0, description="how often the lineage role checks served rows for skew"
+    )
+    skew_rows: int = Field(2000, ge=1, description="served rows compared per model and check")
+    skew_max_rate: float = Field(
+        0.01,
+        ge=0.0,
+        lt=1.0,
+        description="share of a feature's compared rows that may differ from the offline "
+        "store before a training_serving_skew DriftEvent is published",
+    )
+    skew_min_rows: int = Field(20, ge=1, description="fewer compared rows decide nothing")
 
 
 class DataSettings(_Section):

@@ -109,3 +109,7 @@ class DriftRuleError(LineageError, ValueError):
 
 class ExperimentConfigError(LineageError, ValueError):
     """An experiment setting is out of range, or the test does not fit the metric."""
+
+
+class ErasureError(LineageError):
+    """An erasure could not be carried out (not a refusal: nothing was decided)."""

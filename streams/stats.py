@@ -93,6 +93,8 @@ class WorkerStats:
     consumer_lag: dict = field(default_factory=dict)  # (topic, partition) -> records behind
     # Online enrichment: lookups, rows, missing, defaulted, retries, unavailable, version_changed
     enrichment: Counter = field(default_factory=Counter)
+    skew: Counter = field(default_factory=Counter)  # checks, rows_compared, events, store_errors
+    skew_last: dict = field(default_factory=dict)  # model -> feature -> skew rate, last check
 
     def batch_done(self, records: int, predictions: int) -> None:
         now = time.time()
@@ -152,4 +154,5 @@ class WorkerStats:
             "policy_actions": self.policy_actions,
             "policy_actions_unsigned": self.policy_actions_unsigned,
             "enrichment": dict(self.enrichment),
+            "skew": dict(self.skew) | {"last": dict(self.skew_last)},
         }

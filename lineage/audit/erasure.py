@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from driftline.features.store import FeatureStore
 from driftline.lineage.audit.checkpoints import WriterKey
 from driftline.lineage.events import EventType, LifecycleEvent, new_event
-from driftline.lineage.exceptions import InvalidRecord, LineageError
+from driftline.lineage.exceptions import ErasureError, InvalidRecord, LineageError
 from driftline.lineage.store.clickhouse import ClickHouseClient
 from driftline.lineage.store.erasure import erase_entity
 from driftline.lineage.trust.commands import LifecycleCommand, new_command
@@ -46,10 +46,6 @@ ERASURE_CHAIN = "_erasure"
 HASH_ALGORITHM = "hmac-sha256"
 # A request is carried out at once; an older one (replayed) is refused.
 MAX_REQUEST_AGE_MS = 15 * 60 * 1000
-
-
-class ErasureError(LineageError):
-    """An erasure could not be carried out (not a refusal: nothing was decided)."""
 
 
 def entity_hash(key: bytes, entity_id: str) -> str:

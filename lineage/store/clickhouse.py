@@ -51,7 +51,18 @@ FEATURES = "features"
 REPLAYS = "replay_predictions"
 DRIFT = "drift"
 OUTCOMES = "outcomes"
-TABLES = (AUDIT_LOG, PREDICTIONS, DEADLETTERS, CHECKPOINTS, FEATURES, REPLAYS, DRIFT, OUTCOMES)
+SERVED_FEATURES = "served_features"
+TABLES = (
+    AUDIT_LOG,
+    PREDICTIONS,
+    DEADLETTERS,
+    CHECKPOINTS,
+    FEATURES,
+    REPLAYS,
+    DRIFT,
+    OUTCOMES,
+    SERVED_FEATURES,
+)
 # The tables holding personal data (core.settings.PERSONAL_TABLES names the same), and the
 # column each one's time-to-live counts from: when driftline stored the row, not the
 # event time a producer claims.
@@ -61,6 +72,7 @@ TTL_COLUMNS = {
     OUTCOMES: "recorded_at",
     DEADLETTERS: "recorded_at",
     REPLAYS: "replayed_at",
+    SERVED_FEATURES: "recorded_at",
 }
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

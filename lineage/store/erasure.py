@@ -31,6 +31,7 @@ from driftline.lineage.store.clickhouse import (
     OUTCOMES,
     PREDICTIONS,
     REPLAYS,
+    SERVED_FEATURES,
     ClickHouseClient,
     table,
 )
@@ -42,9 +43,10 @@ ROW_KEYS = {
     OUTCOMES: "cityHash64(prediction_id)",
     DEADLETTERS: "cityHash64(source_topic, partition, offset, reason)",
     REPLAYS: "cityHash64(model, replay_id, record_id)",
+    SERVED_FEATURES: "cityHash64(model, event_time, record_id)",
 }
 # Deleted in this order: outcomes and dead letters are found through the predictions.
-ERASED_TABLES = (OUTCOMES, DEADLETTERS, FEATURES, REPLAYS, PREDICTIONS)
+ERASED_TABLES = (OUTCOMES, DEADLETTERS, FEATURES, SERVED_FEATURES, REPLAYS, PREDICTIONS)
 _CHUNK = 10_000  # row hashes per ALTER TABLE ... DELETE
 
 
@@ -86,6 +88,7 @@ def find_entity_rows(client: ClickHouseClient, database: str, entity_id: str) ->
             None,
         ),
         (FEATURES, "entity_id = {e:String}", e),
+        (SERVED_FEATURES, "entity_id = {e:String}", e),
         (REPLAYS, "entity_id = {e:String}", e),
         (PREDICTIONS, "entity_id = {e:String}", e),
     ):

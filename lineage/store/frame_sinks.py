@@ -150,6 +150,7 @@ class FeatureSink:
         self._event_times: list[np.ndarray] = []
         self._matrices: list[np.ndarray] = []
         self._keys: list[str] = []
+        self._services: list[str | None] = []
 
     @property
     def pending(self) -> int:
@@ -162,7 +163,8 @@ class FeatureSink:
         buckets = entity_buckets(entity_ids, "features")
         return np.flatnonzero(buckets < round(self.sample_rate * 10_000))
 
-    def add_frame(self, frame: Frame) -> int:
+    def add_frame(self, frame: Frame, feature_service: str | None = None) -> int:
+        """``feature_service``: the service that completed the rows, for served rows."""
         keep = self._keep(frame.entity_ids)
         if keep is None:
             rows, matrix = np.arange(frame.n_rows), frame.matrix
@@ -172,6 +174,7 @@ class FeatureSink:
             entity_ids, event_times = frame.entity_ids.take(keep), frame.event_times[keep]
         record_ids = _row_ids([frame.frame_id], [len(rows)], rows)
         self._add(record_ids, entity_ids, frame.model, frame.feature_names, event_times, matrix)
+        self._services[-1] = feature_service
         self._keys.append(frame.frame_id)
         return len(entity_ids)
 
@@ -205,6 +208,7 @@ class FeatureSink:
         self._names.append(",".join(names))
         self._counts.append(len(record_ids))
         self._matrices.append(np.asarray(matrix, dtype=np.float32))
+        self._services.append(None)
 
     def to_arrow(self) -> pa.Table:
         counts = self._counts
@@ -219,6 +223,7 @@ class FeatureSink:
                 "event_time": pa.array(np.concatenate(self._event_times)),
                 "feature_names": _repeat(self._names, counts, pa.string()),
                 "features": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)),
+                "feature_service": _repeat(self._services, counts, pa.string()),
             }
         )
 

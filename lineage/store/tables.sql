@@ -130,6 +130,27 @@ SETTINGS non_replicated_deduplication_window = 1000;
 
 -- Paired predictions from `driftline replay`: a candidate version's score for
 -- a logged feature row beside the score that was served for it.
+-- Stores from before feature services exist get the column.
+ALTER TABLE {database}.features
+    ADD COLUMN IF NOT EXISTS feature_service LowCardinality(Nullable(String)) AFTER features;
+
+-- The completed feature rows a sample of served predictions were scored with (the
+-- features table logs what producers sent): the training-serving skew check reads them.
+CREATE TABLE IF NOT EXISTS {database}.served_features
+(
+    record_id String,
+    entity_id String,
+    model LowCardinality(String),
+    event_time DateTime64(3, 'UTC'),
+    feature_names LowCardinality(String),
+    features Array(Float32),
+    feature_service LowCardinality(Nullable(String)),
+    recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (model, event_time, record_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
 CREATE TABLE IF NOT EXISTS {database}.replay_predictions
 (
     replay_id String,

@@ -325,6 +325,7 @@ def wire_lineage(w: Wiring) -> None:
             for event in events:
                 await stream.ack(event)
 
+    persisting(topics.served_features, "store-served-features", lineage.store_served_features)
     persisting(topics.lifecycle, "store-lifecycle", lineage.store_lifecycle)
     persisting(topics.deadletter, "store-deadletters", lineage.store_dead_letters)
     persisting(topics.name("drift"), "store-drift", lineage.store_drift)
@@ -336,6 +337,29 @@ def wire_lineage(w: Wiring) -> None:
             runtime.stats.rows_stored["audit_checkpoints"] += signed
 
     w.timer(settings.worker.checkpoint_interval_s, checkpoint_chain_heads)
+
+    if runtime.skew is not None:
+        skew, drift_topic = runtime.skew, topics.name("drift")
+
+        async def check_training_serving_skew() -> None:
+            try:
+                await _check_skew()
+            except Exception:  # a failed check is logged and tried again; it stops nothing
+                log.exception("training-serving skew check failed")
+
+        async def _check_skew() -> None:
+            served = await runtime.store.call(skew.read_served)
+            if not served:
+                return
+            # Feast's historical retrieval is slow and needs no store: off the store thread.
+            events = await asyncio.get_running_loop().run_in_executor(None, skew.check, served)
+            batch = runtime.delivery.batch()
+            for event in events:
+                value = runtime.codec.encode("DriftEvent", event)
+                runtime.delivery.produce(batch, drift_topic, value, key=event["model"].encode())
+            await runtime.delivery.wait(batch)
+
+        w.timer(settings.features.skew_interval_s, check_training_serving_skew)
 
     @app.on_before_shutdown.connect
     async def _checkpoint_at_shutdown(sender, **kwargs) -> None:

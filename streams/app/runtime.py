@@ -18,6 +18,7 @@ from driftline.core.settings import Settings
 from driftline.core.telemetry import spans_exported
 from driftline.drift.config import DriftConfig
 from driftline.features.configured import open_feature_store
+from driftline.features.skew import SkewLimits
 from driftline.inference import Router
 from driftline.inference.device import choose_device
 from driftline.inference.event_time import EventTimeBounds
@@ -57,6 +58,7 @@ from driftline.streams.stages.policy_reflex import DriftPolicyAgent, PolicySigne
 from driftline.streams.stages.registry_agent import RegistryAgent
 from driftline.streams.stages.roles_source import RolesSource
 from driftline.streams.stages.scoring import ScoringPipeline
+from driftline.streams.stages.skew_check import SkewChecker
 from driftline.streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -232,8 +234,12 @@ class WorkerRuntime:
             limit=MessageLimit(self.settings.kafka.message_max_bytes),
             event_times=self.event_times,
             enrichment=FeatureEnrichment(
-                open_feature_store(self.settings.features.repo), self.follower.policy, self.stats
+                open_feature_store(self.settings.features.repo),
+                self.follower.policy,
+                self.stats,
+                served_sample_rate=self.settings.features.served_sample_rate,
             ),
+            served_features_topic=self.topics.served_features,
         )
 
     def _add_lineage(self) -> None:
@@ -275,6 +281,18 @@ class WorkerRuntime:
             stats=self.stats,
             event_times=self.event_times,
         )
+        self.skew = None
+        feature_store = open_feature_store(settings.features.repo)
+        if feature_store is not None:
+            features = settings.features
+            self.skew = SkewChecker(
+                client=client,
+                database=database,
+                store=feature_store,
+                limits=SkewLimits(max_rate=features.skew_max_rate, min_rows=features.skew_min_rows),
+                rows=features.skew_rows,
+                stats=self.stats,
+            )
 
     def _add_policy(self) -> None:
         """The drift reflex and the canary and experiment loop, signing as the policy actor."""

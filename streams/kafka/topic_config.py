@@ -48,6 +48,7 @@ def topic_configs(topics: Topics, retention: RetentionSettings) -> dict[str, dic
     streams = {topics.name(kind): kind for kind in STREAM_KINDS}
     streams[topics.outcome_join] = "outcome-join"
     streams[topics.drift_summaries] = "drift-summaries"
+    streams[topics.served_features] = "served-features"
     for name, kind in streams.items():
         configs[name] = {"cleanup.policy": "delete", "retention.ms": str(retention.topic_for(kind))}
     for table in INTERNAL_TABLES:

@@ -29,6 +29,8 @@ TOPIC_KINDS = (
 
 # Faust tables of the worker app; their changelogs are created with the topics.
 INTERNAL_TABLES = ("drift-state", "outcome-join")
+# On the served-features topic: the feature service that completed a frame (name@version).
+SERVED_WITH_HEADER = "driftline-feature-service"
 
 
 @dataclass(frozen=True)
@@ -128,11 +130,16 @@ class Topics:
         """Parts of each model's streams for its drift decider, keyed by model."""
         return f"{self.app_id}-drift-summaries"
 
+    @property
+    def served_features(self) -> str:
+        """A sample of the completed feature rows models were served, for the skew check."""
+        return f"{self.app_id}-served-features"
+
     def internal(self) -> list[str]:
-        """Topics only workers read: table changelogs, the join and summaries topics;
-        created up front."""
+        """Topics only workers read: table changelogs, the join, summaries and served
+        features topics; created up front."""
         tables = [self.changelog(table) for table in INTERNAL_TABLES]
-        return tables + [self.outcome_join, self.drift_summaries]
+        return tables + [self.outcome_join, self.drift_summaries, self.served_features]
 
 
 def ensure_topics(

@@ -15,6 +15,7 @@ need one lookup each, which this does not do.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ import numpy as np
 
 from driftline.features.enrichment import Enriched, Enricher, EnrichmentPolicy
 from driftline.features.store import FeatureStore
-from driftline.inference.frames import Frame
-from driftline.inference.routing import RoutingTable
+from driftline.inference.columns import PackedStrings
+from driftline.inference.frames import Frame, pack_frame
+from driftline.inference.routing import RoutingTable, entity_buckets
 from driftline.streams.stats import WorkerStats
 
 PolicyOf = Callable[[str, int], EnrichmentPolicy | None]
@@ -49,16 +51,30 @@ class EnrichedFrame:
 class FeatureEnrichment:
     """Finds a model's policy and runs its enricher on records and frames."""
 
-    def __init__(self, store: FeatureStore | None, policy_of: PolicyOf, stats: WorkerStats):
+    def __init__(
+        self,
+        store: FeatureStore | None,
+        policy_of: PolicyOf,
+        stats: WorkerStats,
+        served_sample_rate: float = 0.0,
+    ):
         self._store = store
         self._policy_of = policy_of
         self._stats = stats
+        # Completed rows kept for the skew check: (FeatureFrame record, feature service label).
+        self.served_sample_rate = served_sample_rate
+        self.served: list[tuple[dict, str]] = []
+        self._served_by: tuple[int, str] = (0, "champion")
         self._enrichers: dict[tuple[str, int], Enricher] = {}  # a version's policy never changes
 
     def _enricher(self, table: RoutingTable) -> tuple[Enricher, tuple[str, ...]] | None:
         arm = table.champion or (table.served[0].model if table.served else None)
         if arm is None:
             return None
+        self._served_by = (
+            arm.version,
+            "champion" if arm is table.champion else table.served[0].name,
+        )
         policy = self._policy_of(arm.name, arm.version)
         if policy is None:
             return None
@@ -92,6 +108,11 @@ class FeatureEnrichment:
             result = enricher.enrich(columns, ids, names, values)
             self._count(result)
             label = result.service.label if result.service is not None else None
+            if label is not None:
+                self._sample(
+                    records[indices[0]]["model"], label, columns, ids,
+                    [records[i]["event_time"] for i in indices], result.matrix, result.ok,
+                )  # fmt: skip
             for row, i in enumerate(indices):
                 if not result.ok[row]:
                     reason, detail = result.reasons[row]
@@ -123,7 +144,34 @@ class FeatureEnrichment:
         completed = dataclasses.replace(frame, feature_names=list(columns), matrix=result.matrix)
         skip = None if result.ok.all() else ~result.ok
         label = result.service.label if result.service is not None else None
+        if label is not None:
+            self._sample(
+                frame.model, label, columns, frame.entity_ids, frame.event_times,
+                result.matrix, result.ok,
+            )  # fmt: skip
         return EnrichedFrame(completed, skip, result.reasons, label)
+
+    def _sample(self, model, label, columns, ids, event_times, matrix, ok) -> None:
+        """Keep the completed rows of sampled entities (all of an entity's rows or none,
+        the same on every worker) as one FeatureFrame for the served-features topic."""
+        if self.served_sample_rate <= 0:
+            return
+        ids = ids if isinstance(ids, PackedStrings) else PackedStrings.from_strings(list(ids))
+        keep = ok & (entity_buckets(ids, "served") < round(self.served_sample_rate * 10_000))
+        rows = np.flatnonzero(keep)
+        if not len(rows):
+            return
+        times = np.asarray(event_times, dtype=np.int64)[rows]
+        version, arm = self._served_by
+        frame_id = served_frame_id(version, arm)
+        record = pack_frame(
+            frame_id, model, ids.take(rows).to_list(), times.tolist(), columns, matrix[rows]
+        )
+        self.served.append((record, label))
+
+    def take_served(self) -> list[tuple[dict, str]]:
+        served, self.served = self.served, []
+        return served
 
     def _count(self, result: Enriched) -> None:
         self._stats.enrichment.update(
@@ -137,6 +185,20 @@ class FeatureEnrichment:
                 "version_changed": 1 if result.version_changed else 0,
             }
         )
+
+
+def served_frame_id(version: int, arm: str) -> str:
+    """``served:<version>:<arm>:<uuid>``: which version and arm the rows were served for
+    (the skew check's DriftEvents name them); rows get ``<frame id>:<row>`` as ids."""
+    return f"served:{version}:{arm}:{uuid.uuid4().hex}"
+
+
+def parse_served_id(record_id: str) -> tuple[int, str] | None:
+    """The version and arm of a served row's id; None for an id of another shape."""
+    parts = record_id.split(":")
+    if len(parts) != 5 or parts[0] != "served" or not parts[1].isdigit():
+        return None
+    return int(parts[1]), parts[2]
 
 
 def _request_matrix(records: Sequence[dict], indices: list[int], width: int) -> np.ndarray | None:

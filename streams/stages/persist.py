@@ -19,11 +19,13 @@ from driftline.inference.frames import Frame
 from driftline.lineage.audit.chain import AuditLogWriter
 from driftline.lineage.events import LifecycleEvent
 from driftline.lineage.exceptions import InvalidRecord
+from driftline.lineage.store.clickhouse import SERVED_FEATURES
 from driftline.lineage.store.drift_sinks import DriftSink, OutcomeSink, drift_audit_event
 from driftline.lineage.store.frame_sinks import FeatureSink, PredictionFrameSink
 from driftline.lineage.store.sinks import DeadLetterSink, PredictionSink
 from driftline.schemas import DecodeError, SchemaCodec
 from driftline.streams.kafka.delivery import BatchDelivery
+from driftline.streams.kafka.topics import SERVED_WITH_HEADER
 from driftline.streams.kafka.tracing import HEADER_GETTER
 from driftline.streams.stages.deadletter import DeadLetterPublisher, InboundMessage
 from driftline.streams.stats import WorkerStats
@@ -94,8 +96,15 @@ class LineageWriter:
         drift: DriftSink | None = None,
         outcomes: OutcomeSink | None = None,
         event_times: EventTimeBounds = DEFAULT_BOUNDS,
+        served_features: FeatureSink | None = None,
     ) -> None:
         self._codec = codec
+        # Completed rows the scoring workers sampled for the skew check; all of them kept.
+        self._served = (
+            FeatureSink(audit.client, audit.database, table_name=SERVED_FEATURES)
+            if served_features is None
+            else served_features
+        )
         self._event_times = event_times
         self._store = store
         self._predictions = predictions
@@ -177,6 +186,22 @@ class LineageWriter:
             self._features.add_records(records)
         stored = await self._store.until_stored(self._features.flush, "features")
         self._stats.rows_stored["features"] += stored
+
+    async def store_served_features(
+        self, messages: Sequence[InboundMessage], batch: BatchDelivery
+    ) -> None:
+        """The served-features topic: FeatureFrames the scoring workers wrote themselves,
+        each with its feature service in a header."""
+        for message, record in self._decode_all("FeatureFrame", messages, batch):
+            service = dict(message.headers or ()).get(SERVED_WITH_HEADER)
+            try:
+                frame = Frame.from_avro(record)
+            except FrameRejected as exc:
+                self._dead.publish(message, exc.reason, exc.detail, batch)
+                continue
+            self._served.add_frame(frame, service.decode() if service else None)
+        stored = await self._store.until_stored(self._served.flush, SERVED_FEATURES)
+        self._stats.rows_stored[SERVED_FEATURES] += stored
 
     async def store_lifecycle(
         self, messages: Sequence[InboundMessage], batch: BatchDelivery

@@ -35,6 +35,7 @@ from driftline.schemas import DecodeError, SchemaCodec
 from driftline.schemas.exceptions import WrongSchema
 from driftline.streams.kafka.delivery import BatchDelivery, DeliveryTracker
 from driftline.streams.kafka.limits import DEFAULT_LIMIT, TOO_LARGE, MessageLimit
+from driftline.streams.kafka.topics import SERVED_WITH_HEADER
 from driftline.streams.kafka.tracing import link_to, trace_headers
 from driftline.streams.stages.deadletter import DeadLetterPublisher, InboundMessage
 from driftline.streams.stages.drift_reduce import DriftStage, Observation
@@ -62,7 +63,9 @@ class ScoringPipeline:
         limit: MessageLimit = DEFAULT_LIMIT,
         event_times: EventTimeBounds = DEFAULT_BOUNDS,
         enrichment: FeatureEnrichment | None = None,
+        served_features_topic: str | None = None,
     ) -> None:
+        self._served_topic = served_features_topic
         self._codec = codec
         self.enrichment = enrichment  # models served with a feature service
         self._limit = limit
@@ -107,6 +110,8 @@ class ScoringPipeline:
                 observations, self._observations = self._observations, []
                 sent = self.drift.fold(observations, batch)
                 span.set_attribute("driftline.drift_summaries", sent)
+            if self.enrichment is not None and self._served_topic is not None:
+                self._publish_served(batch)
             if self.outcomes is not None and self._pending:
                 pending, self._pending = self._pending, []
                 self.outcomes.publish_pending(pending, batch)
@@ -343,6 +348,15 @@ class ScoringPipeline:
                 seen = replace(frame, feature_names=list(columns))
             self._observations.append(
                 self.drift.frame(message.partition, message.offset, seen, part)
+            )
+
+    def _publish_served(self, batch) -> None:
+        """The sampled completed rows, for the lineage role's skew check."""
+        for record, label in self.enrichment.take_served():
+            value = self._codec.encode("FeatureFrame", record)
+            headers = [(SERVED_WITH_HEADER, label.encode())]
+            self._delivery.produce(
+                batch, self._served_topic, value, key=record["model"].encode(), headers=headers
             )
 
     def _publish(self, values: list[bytes], keys: list[bytes], batch, headers) -> None:

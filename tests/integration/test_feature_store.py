@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -22,6 +24,7 @@ from driftline.features.example_repo import (
     DAYS,
     REQUEST_FEATURES,
     SERVICE,
+    STORE_FEATURES,
     entity_ids,
     profile_values,
 )
@@ -186,3 +189,83 @@ def _lifecycle(commands: ModelCommands):
         codec_for(settings),
         Topics(settings.kafka.topic_prefix).lifecycle,
     )
+
+
+def _send_records(producer, ids, seed: int, prefix: str) -> None:
+    request = np.random.default_rng(seed).normal(size=(len(ids), len(REQUEST_FEATURES)))
+    event_ms = int(time.time() * 1000)
+    for i, entity in enumerate(ids):
+        producer.send(
+            {
+                "record_id": f"{prefix}{i}",
+                "entity_id": entity,
+                "model": "demo",
+                "features": request[i].astype(np.float32).tolist(),
+                "feature_names": list(REQUEST_FEATURES),
+                "event_time": event_ms,
+            }
+        )
+    producer.flush()
+
+
+def test_a_serving_side_bug_is_a_skew_event_naming_the_feature(
+    stack_env, start_worker, feast_repo, tmp_path
+):
+    repo = tmp_path / "repo"
+    shutil.copytree(feast_repo, repo)  # the online store gets broken below
+    skew_env = {
+        "DRIFTLINE_FEATURES_REPO": str(repo),
+        "DRIFTLINE_FEATURES_SERVED_SAMPLE_RATE": "1.0",
+        "DRIFTLINE_FEATURES_SKEW_INTERVAL_S": "1",
+    }
+    settings = stack_env.settings(**skew_env)
+    worker = start_worker(**skew_env)
+    commands = ModelCommands.from_settings(settings)
+    provenance = resolve_provenance(settings, feature_service=SERVICE)
+    event, _ = commands.register(
+        write_model(tmp_path, seed=4), "demo", "alice", features=provenance
+    )
+    commands.promote("demo", event.version, "bob")
+    wait_until(
+        lambda: worker.get("/driftline/models/").get("demo", {}).get("version") == event.version,
+        what="demo to be served",
+    )
+    producer = FeatureProducer(settings, stack_env.bootstrap)
+    db = settings.clickhouse.database
+    ids = entity_ids(N_ENTITIES)[:100]
+
+    # Nothing wrong: every served row is compared, none differs, no event.
+    _send_records(producer, ids, seed=1, prefix="clean-")
+    wait_until(
+        lambda: worker.get("/driftline/stats/")["skew"].get("rows_compared", 0) >= 100,
+        what="the skew check to compare 100 served rows",
+    )
+    skew = worker.get("/driftline/stats/")["skew"]
+    assert skew.get("events", 0) == 0 and set(skew["last"]["demo"].values()) == {0.0}
+
+    # A units bug in the online store's f03 (x100), as a bad materialisation would write.
+    store = FeastFeatureStore(repo)
+    latest = profile_values(N_ENTITIES, DAYS - 1)
+    frame = {
+        "customer_id": entity_ids(N_ENTITIES),
+        "event_timestamp": [dt.datetime.now(dt.UTC)] * N_ENTITIES,
+    }
+    frame |= {
+        name: latest[:, j] * (100.0 if name == "f03" else 1.0)
+        for j, name in enumerate(STORE_FEATURES)
+    }
+    store.feast.write_to_online_store("customer_profile", pd.DataFrame(frame))
+    _send_records(producer, ids, seed=2, prefix="bug-")
+    query = (
+        f"SELECT feature, version, arm, statistic FROM {db}.drift FINAL "
+        "WHERE detector = 'training_serving_skew'"
+    )
+    wait_until(lambda: len(worker.sql(query)) > 0, what="a training_serving_skew event")
+    time.sleep(2)  # later checks must not alarm again, nor name another feature
+    rows = worker.sql(query)
+    assert [(r[0], r[1], r[2]) for r in rows] == [("f03", event.version, "champion")]
+    assert rows[0][3] == 1.0  # every compared row of f03 differs
+    audit = worker.sql(
+        f"SELECT count() FROM {db}.audit_log WHERE model = 'demo' AND event_type = 'drift_detected'"
+    )
+    assert audit[0][0] == 1

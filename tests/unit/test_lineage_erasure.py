@@ -16,7 +16,6 @@ from driftline.lineage.audit.checkpoints import WriterKey
 from driftline.lineage.audit.erasure import (
     ERASURE_CHAIN,
     Eraser,
-    ErasureError,
     command_from_json,
     command_to_json,
     decide_erasure,
@@ -24,6 +23,7 @@ from driftline.lineage.audit.erasure import (
     erase_request,
 )
 from driftline.lineage.events import EventType
+from driftline.lineage.exceptions import ErasureError
 from driftline.lineage.registry.model_registry import ModelRegistry
 from driftline.lineage.store.clickhouse import create_tables
 from driftline.lineage.store.erasure import ERASED_TABLES
@@ -38,6 +38,7 @@ ERASED, KEPT = "cust-4711", "cust-0815"
 WHERE_ENTITY = {
     "predictions": "entity_id = {e:String}",
     "features": "entity_id = {e:String}",
+    "served_features": "entity_id = {e:String}",
     "replay_predictions": "entity_id = {e:String}",
     "outcomes": "entity_id = {e:String} OR prediction_id IN "
     "(SELECT prediction_id FROM {db:Identifier}.predictions WHERE entity_id = {e:String})",
@@ -81,6 +82,11 @@ def _store_entity(client, db: str, entity: str) -> None:
         client.command(
             f"INSERT INTO {db}.features (record_id, entity_id, model, event_time, feature_names, "
             f"features) VALUES ('r-{pid}', '{entity}', 'fraud', now64(3), 'a,b', [1.0, 2.0])"
+        )
+        client.command(
+            f"INSERT INTO {db}.served_features (record_id, entity_id, model, event_time, "
+            f"feature_names, features, feature_service) VALUES ('served:1:champion:{pid}:0', "
+            f"'{entity}', 'fraud', now64(3), 'a,b', [1.0, 2.0], 'scoring@abc')"
         )
         owner = "NULL" if n == 0 else f"'{entity}'"
         client.command(
@@ -152,6 +158,7 @@ def test_an_erased_entity_is_gone_from_every_table_and_the_other_stays(
     assert before == {
         "predictions": 3,
         "features": 3,
+        "served_features": 3,
         "replay_predictions": 3,
         "outcomes": 3,
         "deadletters": 3,
@@ -199,7 +206,7 @@ def test_the_audit_log_records_the_keyed_hash_and_still_verifies(
     assert (event.type, event.model, event.actor) == (EventType.ERASED, ERASURE_CHAIN, "dpo")
     evidence = event.evidence
     assert evidence["entity_hash"] == entity_hash(KEY, ERASED)
-    assert evidence["tables"] == outcome.tables and evidence["rows_deleted"] == 15
+    assert evidence["tables"] == outcome.tables and evidence["rows_deleted"] == 18
     assert evidence["complete"] is True and evidence["recorded_by"] == writer.key_id
     assert evidence["request"]["signature_verified"] is True
     assert evidence["command_id"] == request.command_id and evidence["approved_by"] == "dpo"
@@ -359,7 +366,7 @@ def test_an_online_store_that_fails_leaves_the_erasure_recorded_as_incomplete(
     assert _rows_of(chdb_client, store, ERASED) == dict.fromkeys(WHERE_ENTITY, 0)
     event = decide_erasure(outcome.record, WriterKey(writer.actor, writer.public_key), roles)
     assert event.type == EventType.ERASED and event.evidence["complete"] is False
-    assert event.evidence["error"] == outcome.error and event.evidence["rows_deleted"] == 15
+    assert event.evidence["error"] == outcome.error and event.evidence["rows_deleted"] == 18
 
 
 @pytest.mark.integration

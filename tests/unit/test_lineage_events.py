@@ -244,4 +244,5 @@ def test_event_types_cover_the_lifecycle() -> None:
         "drift_detected",
         "audit_alarm",
         "audit_alarm_cleared",
+        "erased",
     ]

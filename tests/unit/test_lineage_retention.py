@@ -40,6 +40,7 @@ def test_retention_settings_give_each_table_its_ttl(monkeypatch) -> None:
         "outcomes": None,
         "deadletters": 30 * DAY_S,
         "replay_predictions": 30 * DAY_S,
+        "served_features": 30 * DAY_S,
     }
     assert RetentionSettings().table_ttls() == _ttls()  # by default rows stay until erased
 

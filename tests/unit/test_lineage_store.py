@@ -36,6 +36,7 @@ def test_create_tables_is_idempotent(chdb_client, fresh_database) -> None:
         ("outcomes", "ReplacingMergeTree", "prediction_id"),
         ("predictions", "ReplacingMergeTree", "model, prediction_id"),
         ("replay_predictions", "ReplacingMergeTree", "model, replay_id, record_id"),
+        ("served_features", "ReplacingMergeTree", "model, event_time, record_id"),
     ]
     assert sorted(r[0] for r in got) == sorted(TABLES)
 
@@ -83,7 +84,7 @@ def test_bad_database_names_are_refused(name) -> None:
 
 def test_statements_have_no_comments_and_fill_the_database() -> None:
     statements = ddl_statements("abc")
-    assert len(statements) == 16  # the database, 8 tables, 3 column upgrades, 4 views
+    assert len(statements) == 18  # the database, 9 tables, 4 column upgrades, 4 views
     assert all("--" not in s and "{database}" not in s for s in statements)
     assert statements[0] == "CREATE DATABASE IF NOT EXISTS abc"
 
