@@ -13,7 +13,10 @@ from driftline.streams.embedded.processes import free_port
 from driftline.streams.embedded.stackfile import resolve_bootstrap
 from driftline.streams.kafka.provision import prepare_topics
 from driftline.streams.kafka.topics import Topics
-from driftline.streams.stages.residency import refuse_store_outside_regions
+from driftline.streams.stages.residency import (
+    refuse_feature_store_outside_regions,
+    refuse_store_outside_regions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,9 @@ def run_worker(settings: Settings) -> None:
         log.info("created topics %s", ", ".join(created))
     if "lineage" in settings.worker.role_set:
         refuse_store_outside_regions(settings, bootstrap)  # before the store is opened
+    refuse_feature_store_outside_regions(
+        settings, bootstrap, audited="lineage" in settings.worker.role_set
+    )
     refuse_overlapping_role_groups(
         settings.kafka.librdkafka_config(bootstrap),
         Topics(settings.kafka.topic_prefix),

@@ -26,10 +26,37 @@ def refuse_store_outside_regions(settings: Settings, bootstrap: str) -> None:
     reason = region_refusal(
         store, region, settings.data.allowed_region_set, "DRIFTLINE_CLICKHOUSE_REGION"
     )
+    if reason is not None:
+        _refuse(settings, bootstrap, "clickhouse", region, reason)
+
+
+def refuse_feature_store_outside_regions(
+    settings: Settings, bootstrap: str, *, audited: bool
+) -> None:
+    """The same for the feature store a worker enriches or checks skew from
+    (DRIFTLINE_FEATURES_REGION). ``audited``: this worker holds the lineage writer's key
+    and sends the refusal to the registry; a worker without it only refuses, and says so."""
+    repo = settings.features.repo
+    if repo is None:
+        return
+    region = settings.features.region
+    reason = region_refusal(
+        f"feature store {repo}", region, settings.data.allowed_region_set,
+        "DRIFTLINE_FEATURES_REGION",
+    )  # fmt: skip
     if reason is None:
         return
+    if not audited:
+        raise RegionNotAllowed(
+            f"{reason}; not audited by this worker (no lineage role): the lineage worker "
+            "refuses the same store on record"
+        )
+    _refuse(settings, bootstrap, "feature_store", region, reason)
+
+
+def _refuse(settings: Settings, bootstrap: str, kind: str, region, reason: str) -> None:
     command = residency_refusal(
-        "clickhouse", region, reason, settings.audit.writer_key, writer_private_key(settings)
+        kind, region, reason, settings.audit.writer_key, writer_private_key(settings)
     )
     try:
         # The commands topic keeps it: the registry records it when one runs.
