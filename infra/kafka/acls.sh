@@ -33,7 +33,7 @@ acl --allow-principal User:driftline-inference --operation Write --topic driftli
 acl --allow-principal User:driftline-inference --operation Write --topic driftline.drift --resource-pattern-type literal
 acl --allow-principal User:driftline-inference --operation Read --operation Write --topic driftline.worker- --resource-pattern-type prefixed
 
-# driftline-lineage: stores every stream in ClickHouse; anchors signed audit checkpoints on Kafka, reads lifecycle and drift records back to verify the audit log, and sends the registry signed audit alarms
+# driftline-lineage: stores every stream in ClickHouse, the scoring workers' served-features sample too; anchors signed audit checkpoints on Kafka, reads lifecycle and drift records back to verify the audit log, sends the registry signed audit alarms, and publishes the training-serving skew check's drift events
 acl --allow-principal User:driftline-lineage --operation Describe --operation DescribeConfigs --topic driftline. --resource-pattern-type prefixed
 acl --allow-principal User:driftline-lineage --operation Read --group driftline.worker --resource-pattern-type prefixed
 acl --allow-principal User:driftline-lineage --operation Write --topic driftline.deadletter --resource-pattern-type literal
@@ -44,8 +44,10 @@ acl --allow-principal User:driftline-lineage --operation Read --topic driftline.
 acl --allow-principal User:driftline-lineage --operation Read --topic driftline.lifecycle --resource-pattern-type literal
 acl --allow-principal User:driftline-lineage --operation Read --topic driftline.deadletter --resource-pattern-type literal
 acl --allow-principal User:driftline-lineage --operation Read --topic driftline.audit-checkpoints --resource-pattern-type literal
+acl --allow-principal User:driftline-lineage --operation Read --topic driftline.worker-served-features --resource-pattern-type literal
 acl --allow-principal User:driftline-lineage --operation Write --topic driftline.audit-checkpoints --resource-pattern-type literal
 acl --allow-principal User:driftline-lineage --operation Write --topic driftline.commands --resource-pattern-type literal
+acl --allow-principal User:driftline-lineage --operation Write --topic driftline.drift --resource-pattern-type literal
 
 # driftline-registry: the only writer of lifecycle: decides signed commands against the whole history
 acl --allow-principal User:driftline-registry --operation Describe --operation DescribeConfigs --topic driftline. --resource-pattern-type prefixed

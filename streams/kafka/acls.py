@@ -109,9 +109,10 @@ PRINCIPALS: tuple[Principal, ...] = (
     ),
     Principal(
         "lineage",
-        "stores every stream in ClickHouse; anchors signed audit checkpoints on Kafka, "
-        "reads lifecycle and drift records back to verify the audit log, and sends the "
-        "registry signed audit alarms",
+        "stores every stream in ClickHouse, the scoring workers' served-features sample "
+        "too; anchors signed audit checkpoints on Kafka, reads lifecycle and drift records "
+        "back to verify the audit log, sends the registry signed audit alarms, and "
+        "publishes the training-serving skew check's drift events",
         (
             *_WORKER,
             *_read(
@@ -122,8 +123,9 @@ PRINCIPALS: tuple[Principal, ...] = (
                 "lifecycle",
                 "deadletter",
                 "audit-checkpoints",
+                "worker-served-features",
             ),
-            *_write("audit-checkpoints", "commands"),
+            *_write("audit-checkpoints", "commands", "drift"),
         ),
     ),
     Principal(

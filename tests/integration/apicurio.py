@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from driftline.schemas import catalog
 from driftline.streams.embedded.processes import free_port, spawn_child, stop_child
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -310,16 +311,18 @@ class ApicurioRegistry:
         self.stop()
 
 
-# A shared registry already holds other teams' schemas: these take the first ids, so no
-# driftline schema gets the id pinned for it (1 to 11) by accident.
-_OTHER_TEAMS_SCHEMAS = 12
+def _other_teams_schemas() -> int:
+    """A shared registry already holds other teams' schemas: as many as take every pinned id
+    (1 to the highest in schemas/pinned_ids.json) and one more, so no driftline schema gets
+    its pinned id by accident, however many schema versions are released."""
+    return max(i for ids in catalog.pinned_ids().values() for i in ids.values()) + 1
 
 
 @pytest.fixture(scope="session")
 def apicurio_registry(tmp_path_factory: pytest.TempPathFactory):
     """One Apicurio Registry for the session, global compatibility BACKWARD, other subjects in."""
     with ApicurioRegistry(tmp_path_factory.mktemp("apicurio")) as registry:
-        for n in range(_OTHER_TEAMS_SCHEMAS):
+        for n in range(_other_teams_schemas()):
             schema = {"type": "record", "name": f"Other{n}", "namespace": "acme", "fields": []}
             status, answer = registry.request(
                 "POST", f"/subjects/acme.Other{n}/versions", {"schema": json.dumps(schema)}

@@ -281,10 +281,12 @@ WRITERS = {
     "lifecycle": {"registry"},
     "commands": {"policy", "operator", "lineage"},
     "predictions": {"inference"},
-    "drift": {"inference"},
+    # lineage: the training-serving skew check's DriftEvents.
+    "drift": {"inference", "lineage"},
     "deadletter": {"inference", "lineage", "registry", "policy"},
     "audit-checkpoints": {"lineage"},
     "worker-drift-summaries": {"inference"},
+    "worker-served-features": {"inference"},
 }
 READERS = {
     "features": {"inference", "lineage"},
@@ -296,6 +298,7 @@ READERS = {
     "deadletter": {"lineage"},
     "audit-checkpoints": {"lineage", "operator"},
     "worker-drift-summaries": {"inference"},
+    "worker-served-features": {"inference", "lineage"},
 }
 ROLES = [p.role for p in PRINCIPALS]
 

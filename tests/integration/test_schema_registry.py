@@ -271,7 +271,7 @@ def test_worker_predictions_decode_with_a_stock_confluent_deserializer(
 
     client = _client(url)
     prediction_id = client.get_latest_version(catalog.subject("Prediction")).schema_id
-    assert prediction_id > PINNED_MAX  # Apicurio's id, not the pinned 3
+    assert prediction_id > PINNED_MAX  # Apicurio's id, not the pinned one
     assert {wire.split(m.value())[0] for m in messages} == {prediction_id}
     deserializer = AvroDeserializer(client)
     decoded = [

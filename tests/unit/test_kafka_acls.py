@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from confluent_kafka.admin import AclOperation, ResourcePatternType, ResourceType
 
 from driftline.core.settings import WORKER_ROLES
@@ -69,3 +70,78 @@ def test_every_grant_stays_under_the_prefix_and_is_allow_only():
     assert {b.principal for b in acl_bindings("x.", user_prefix="acme-")} == {
         f"User:{user}" for user in users
     }
+
+
+def allowed(user: str, operation: AclOperation, topic: str, prefix: str = "driftline.") -> bool:
+    """Whether the table lets ``user`` do ``operation`` on ``topic`` (prefixed patterns too)."""
+    return any(
+        binding.restype == ResourceType.TOPIC
+        and binding.operation == operation
+        and binding.principal == f"User:{user}"
+        and (
+            topic == binding.name
+            or (
+                binding.resource_pattern_type == ResourcePatternType.PREFIXED
+                and topic.startswith(binding.name)
+            )
+        )
+        for binding in acl_bindings(prefix)
+    )
+
+
+def topics_read_by(role: str, monkeypatch, tmp_path: Path) -> set[str]:
+    """Every topic a worker with only ``role`` consumes, from the app it really builds: its
+    Faust agents' topics, the features consumer's and the lifecycle follower's."""
+    from driftline.core.settings import load_settings
+    from driftline.streams.app import runtime as runtime_module
+    from driftline.streams.app.faust_app import create_app
+    from driftline.streams.kafka.broker_quirks import BrokerQuirks
+
+    # No broker here: the quirks probe would wait 10 s for a cluster id.
+    monkeypatch.setattr(runtime_module, "detect_quirks", lambda config: BrokerQuirks())
+    monkeypatch.setenv("DRIFTLINE_DATA_DIR", str(tmp_path / role))
+    monkeypatch.setenv("DRIFTLINE_WORKER_ROLES", role)
+    app, runtime = create_app(load_settings(), "127.0.0.1:1", web_port=6066)
+    try:
+        read = {topic for agent in app.agents.values() for topic in agent.channel.topics}
+        for reader in (runtime.features_consumer, runtime.follower):
+            if reader is not None:
+                read.add(reader._topic)
+        return read
+    finally:
+        runtime.producer.flush(0)
+        if runtime.store is not None:
+            runtime.store.close()
+
+
+@pytest.mark.parametrize("role", sorted(WORKER_ROLES))
+def test_each_role_may_read_every_topic_its_worker_consumes(role, monkeypatch, tmp_path):
+    """A topic wired into a role without its grant stops that worker on a secured cluster
+    (TopicAuthorization) while every unsecured test passes: the served-features topic did."""
+    read = topics_read_by(role, monkeypatch, tmp_path)
+    assert read, f"the {role} worker consumes nothing?"
+    user = principal(role).user()
+    refused = sorted(topic for topic in read if not allowed(user, AclOperation.READ, topic))
+    assert not refused, f"{user} may not read {refused}: add them to its grants in acls.py"
+
+
+@pytest.mark.parametrize(
+    ("role", "topic"),
+    [
+        ("inference", "predictions"),
+        ("inference", "drift"),
+        ("inference", "deadletter"),
+        # The scoring stage's sample of served rows, for the skew check.
+        ("inference", "worker-served-features"),
+        ("inference", "worker-outcome-join"),
+        ("inference", "worker-drift-summaries"),
+        # The training-serving skew check publishes DriftEvents from the lineage role.
+        ("lineage", "drift"),
+        ("lineage", "commands"),
+        ("lineage", "audit-checkpoints"),
+        ("registry", "lifecycle"),
+        ("policy", "commands"),
+    ],
+)
+def test_each_role_may_write_what_its_stages_produce(role, topic):
+    assert allowed(principal(role).user(), AclOperation.WRITE, f"driftline.{topic}")
