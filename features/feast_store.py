@@ -127,19 +127,33 @@ class FeastFeatureStore:
         ref = self.service(service)
         frame = entities.select(["entity_id", "event_timestamp"]).to_pandas()
         frame = frame.rename(columns={"entity_id": ref.entity_key})
+        # Feast returns one row per distinct (entity, time): ask for each once, then give
+        # every row asked for its answer, in the order asked.
         frame[_ROW] = np.arange(len(frame))
+        first = frame.groupby([ref.entity_key, "event_timestamp"], sort=False)[_ROW].transform(
+            "first"
+        )
+        unique = frame[frame[_ROW] == first]
         try:
             result = self._feast.get_historical_features(
-                entity_df=frame, features=self._feast.get_feature_service(service)
+                entity_df=unique, features=self._feast.get_feature_service(service)
             ).to_arrow()
         except (FeastError, OSError) as exc:
             raise FeatureStoreUnavailable(
-                f"historical retrieval of {len(frame)} rows for {ref.label} failed: {exc}"
+                f"historical retrieval of {len(unique)} rows for {ref.label} failed: {exc}"
             ) from exc
-        result = result.sort_by(_ROW)
+        position = np.full(len(frame), -1, np.int64)
+        position[result.column(_ROW).to_numpy()] = np.arange(result.num_rows)
+        picks = position[first.to_numpy()]
+        if (picks < 0).any():
+            raise FeatureStoreError(
+                f"historical retrieval for {ref.label} returned no row for "
+                f"{int((picks < 0).sum())} of {len(frame)} entity rows"
+            )
+        result = result.take(pa.array(picks))
         columns = [
-            result.column(ref.entity_key).cast(pa.string()),
-            result.column("event_timestamp"),
+            pa.array(frame[ref.entity_key].astype(str).tolist(), pa.string()),
+            entities.column("event_timestamp"),
             *(result.column(f) for f in ref.feature_names),
         ]
         return pa.table(columns, names=["entity_id", "event_timestamp", *ref.feature_names])

@@ -67,6 +67,7 @@ def _fit_and_export(
     trainer: str,
     extra_props: dict[str, str] | None = None,
     probabilities_only: bool = False,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainedModel:
     """Fit ``estimator`` on a seeded synthetic sample, score the holdout, export to ONNX.
 
@@ -78,7 +79,7 @@ def _fit_and_export(
     if n_samples < 50:
         raise InferenceError(f"n_samples must be >= 50 to train and hold out, got {n_samples}")
     generator = SyntheticFeatures(n_features, seed)
-    x, y = generator.sample(n_samples)
+    x, y = generator.sample(n_samples) if data is None else data
     n_holdout = max(10, int(n_samples * HOLDOUT_FRACTION))
     x_train, y_train = x[:-n_holdout], y[:-n_holdout]
     x_hold, y_hold = x[-n_holdout:], y[-n_holdout:]
@@ -141,6 +142,20 @@ def train_logistic(n_features: int = 16, n_samples: int = 20_000, seed: int = 0)
         n_samples=n_samples,
         seed=seed,
         trainer="driftline.inference.training.train_logistic",
+    )
+
+
+def train_logistic_on(x: np.ndarray, y: np.ndarray, seed: int = 0) -> TrainedModel:
+    """Fit a logistic regression on given rows (e.g. a feature-store dataset, columns in
+    :class:`SyntheticFeatures` order) and export it like :func:`train_logistic`."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return _fit_and_export(
+        LogisticRegression(max_iter=1_000),
+        n_features=x.shape[1],
+        n_samples=len(x),
+        seed=seed,
+        trainer="driftline.inference.training.train_logistic_on",
+        data=(x, np.asarray(y)),
     )
 
 

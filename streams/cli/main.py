@@ -510,8 +510,20 @@ def audit_clear(name: str, reason: str, actor: str) -> None:
     help="v1 serves a quarter of these before v2 is trained; traffic runs until the end",
 )
 @click.option("--rate", type=click.FloatRange(min=10), default=500.0, show_default=True)
-def demo(records: int, rate: float) -> None:
+@click.option(
+    "--features",
+    "features_story",
+    is_flag=True,
+    help="instead: a model whose features come from Feast (needs driftline[feast]): dataset, "
+    "lineage, training-serving skew and an erasure",
+)
+def demo(records: int, rate: float, features_story: bool) -> None:
     """Gates, a canary on live traffic, drift and an automatic rollback; about two minutes."""
+    if features_story:
+        from driftline.streams.demo.features_story import run_features_demo
+
+        run_features_demo(settings_for_cli(), console)
+        return
     from driftline.streams.demo.timeline import run_demo
 
     run_demo(settings_for_cli(), console, records=records, rate=rate)

@@ -87,3 +87,18 @@ def test_entity_files_are_checked_with_messages_that_name_the_columns(tmp_path):
 def test_an_unknown_service_names_the_known_ones(feature_store, tmp_path):
     with pytest.raises(FeatureServiceNotFound, match=f"'nope'.*known: {SERVICE}"):
         build_dataset(feature_store, "nope", _entities(1, dt.datetime.now(dt.UTC)), tmp_path / "x")
+
+
+def test_repeated_entity_rows_each_get_their_answer_in_order(feature_store):
+    now = dt.datetime.now(dt.UTC)
+    ids = ["customer-00003", "customer-00001", "customer-00003", "customer-00003"]
+    times = [now, now, now, now - dt.timedelta(hours=12)]
+    entities = pa.table(
+        {"entity_id": ids, "event_timestamp": pa.array(times, pa.timestamp("us", "UTC"))}
+    )
+    table = feature_store.historical(SERVICE, entities)
+    assert table.column("entity_id").to_pylist() == ids
+    latest, before = profile_values(200, DAYS - 1), profile_values(200, DAYS - 2)
+    assert table.column("f00").to_pylist() == pytest.approx(
+        [latest[3, 0], latest[1, 0], latest[3, 0], before[3, 0]]
+    )
