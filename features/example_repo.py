@@ -113,6 +113,15 @@ def write_example_repo(
             view=VIEW, service=SERVICE, fields=fields, ttl_days=DAYS + 1, source=source
         )
     )
+    apply_definitions(root)
+    with contextlib.redirect_stdout(io.StringIO()):
+        store = FeatureStore(repo_path=str(root))
+        store.materialize(now - dt.timedelta(days=DAYS + 1), now + dt.timedelta(seconds=1))
+    return root
+
+
+def apply_definitions(root: Path) -> None:
+    """``feast apply`` of the repository at ``root``, quietly."""
     # Feast reports each step on stdout; a library call should not.
     # Feast imports the repository's modules by name, as its CLI does from the repo's root.
     sys.path.insert(0, str(root))
@@ -123,7 +132,3 @@ def write_example_repo(
     finally:
         sys.path.remove(str(root))
         sys.modules.pop("definitions", None)  # the next repository has its own
-    with contextlib.redirect_stdout(io.StringIO()):
-        store = FeatureStore(repo_path=str(root))
-        store.materialize(now - dt.timedelta(days=DAYS + 1), now + dt.timedelta(seconds=1))
-    return root
