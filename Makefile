@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bench_brokers
 	$(BIN)/python -m bench.bench_imports
 	$(BIN)/python -m bench.bench_metrics
+	$(BIN)/python -m bench.bench_enrichment
 
 # Quix Streams and Bytewax for bench.bench_peers, each in a venv of its own under .cache/bench-venvs
 # (they pin their own confluent-kafka; bench-only, never runtime dependencies); kept once made.

@@ -35,6 +35,10 @@ def configure_telemetry(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Feast logs every registry refresh at INFO, several times a lookup: its warnings only,
+    # unless DEBUG is asked for.
+    if logging.getLevelName(settings.log_level) > logging.DEBUG:
+        logging.getLogger("feast").setLevel(logging.WARNING)
     if _configured is not None:
         return _configured
     provider = TracerProvider(
