@@ -144,3 +144,30 @@ def test_bad_policy_files_say_what_is_wrong(tmp_path, text, words):
     with pytest.raises(PolicyFileError) as excinfo:
         PromotionPolicy.load(path)
     assert words in str(excinfo.value)
+
+
+def test_a_rule_can_act_on_training_serving_skew_and_the_defaults_do_not():
+    """The skew check's DriftEvents (detector training_serving_skew, stream input) reach the
+    rules like any other: none of the defaults acts on them, a rule naming the detector does."""
+    import numpy as np
+
+    from driftline.features.skew import DETECTOR, FeatureSkew, SkewLimits
+    from driftline.streams.stages.skew_check import ServedRows, SkewChecker
+    from driftline.streams.stats import WorkerStats
+
+    checker = SkewChecker(client=None, database="driftline", store=None, limits=SkewLimits(),
+                          rows=100, stats=WorkerStats())  # fmt: skip
+    served = ServedRows("fraud", 2, "canary", "scoring@abc", ["f03"], ["c1"],
+                        np.zeros(1, np.int64), np.zeros((1, 1), np.float32))  # fmt: skip
+    feature = FeatureSkew("f03", compared=40, skewed=20, rate=0.5, mean_abs_diff=75.0,
+                          max_abs_diff=99.0, served_mean=80.0, offline_mean=0.8,
+                          no_offline_value=0)  # fmt: skip
+    record = checker._event(served, "scoring@abc", feature)
+    skew = DriftSignal.from_record(record)
+    assert (skew.detector, skew.stream, skew.version, skew.arm) == (DETECTOR, "input", 2, "canary")
+    now = record["detected_at"]
+    assert DriftResponder(DEFAULT_RULES).observe(skew, now) == []
+    rule = DriftRule("skewed-canary", "pause_canary", arms=("canary",), detectors=(DETECTOR,))
+    [action] = DriftResponder([rule]).observe(skew, now)
+    assert action.command() == ("traffic", 2, {"percent": "0"})
+    assert action.evidence()["drift_event_ids"] == [record["event_id"]]
