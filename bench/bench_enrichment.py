@@ -39,6 +39,7 @@ from driftline.inference.frames import Frame, pack_frame, score_frame
 from driftline.inference.routing import RoutingTable
 from driftline.inference.training import train_logistic_on
 from driftline.schemas import default_codec
+from driftline.streams.app.worker import tune_gc
 from driftline.streams.stages.enrichment import FeatureEnrichment
 from driftline.streams.stages.skew_check import ServedRows, SkewChecker
 from driftline.streams.stats import WorkerStats
@@ -167,6 +168,7 @@ def main() -> None:
                 store, lambda _n, _v: EnrichmentPolicy(SERVICE), WorkerStats(), sample_rate
             )
 
+        tune_gc()  # as the worker does at start-up: both paths measured under it
         full = payloads(names, customers, list(range(len(names))), seed=1)
         partial = payloads(names, customers, request_columns, seed=2)
         # Alternate the order so neither side always runs on a warmer machine.

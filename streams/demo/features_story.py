@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import SecretStr
 from rich.console import Console
+from rich.table import Table
 
 from driftline.core.settings import Settings
 from driftline.features.datasets import build_dataset
@@ -35,7 +36,6 @@ from driftline.features.example_repo import (
 from driftline.features.feast_store import FeastFeatureStore
 from driftline.inference.synthetic import SyntheticFeatures
 from driftline.inference.training import train_logistic_on
-from driftline.streams.cli.common import print_table
 from driftline.streams.control.erasure import erase
 from driftline.streams.control.identity import create_actor
 from driftline.streams.control.lineage_view import describe
@@ -110,7 +110,10 @@ def run_features_demo(settings: Settings, console: Console) -> None:
             f"{missing} dead letters 'feature_missing' (the walk-ins)"
         )
         rows = describe(settings, MODEL, version)
-        print_table(["", ""], [list(r) for r in rows], title=f"driftline lineage show {MODEL}")
+        table = Table("", "", title=f"driftline lineage show {MODEL} --version {version}")
+        for row in rows:
+            table.add_row(*(str(value) for value in row))
+        console.print(table)
 
         _break_units(store)
         step("a bad materialisation writes f03 in cents, not units (x100) to the online store")
