@@ -7,6 +7,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from driftline.core.errors import DriftlineError
@@ -24,7 +25,11 @@ class DriftlineGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DriftlineError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            # escape: a message may hold brackets (driftline[feast]) that are not markup;
+            # soft_wrap: one line however narrow the terminal, so it greps and copies whole.
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             sys.exit(2)
         finally:
             shutdown_telemetry()

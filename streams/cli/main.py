@@ -520,7 +520,12 @@ def audit_clear(name: str, reason: str, actor: str) -> None:
 def demo(records: int, rate: float, features_story: bool) -> None:
     """Gates, a canary on live traffic, drift and an automatic rollback; about two minutes."""
     if features_story:
-        from driftline.streams.demo.features_story import run_features_demo
+        try:
+            from driftline.streams.demo.features_story import run_features_demo
+        except ImportError as exc:
+            raise StreamsError(
+                f"the features demo needs Feast ({exc}): pip install 'driftline[feast]'"
+            ) from exc
 
         run_features_demo(settings_for_cli(), console)
         return

@@ -24,6 +24,7 @@ from driftline.features.example_repo import (
     apply_definitions,
     entity_ids,
     profile_values,
+    write_example_repo,
 )
 from driftline.features.exceptions import FeatureStoreUnavailable
 from driftline.features.feast_store import FeastFeatureStore, view_version
@@ -228,11 +229,12 @@ def test_the_direct_sqlite_read_answers_exactly_as_feast_does(copied_store):
     ]
 
 
-def test_the_direct_read_serves_the_features_a_service_projects_in_its_order(feast_repo, tmp_path):
+def test_the_direct_read_serves_the_features_a_service_projects_in_its_order(tmp_path):
     """A service that takes some of a view's features, in another order than the view."""
-    root = tmp_path / "repo"
-    shutil.copytree(feast_repo, root)
-    text = (root / "definitions.py").read_text().replace(str(feast_repo), str(root))
+    # A repository of its own, not a copy: Feast's registry keeps each online table's
+    # absolute path, and re-applying a copied repository drops the original's tables.
+    root = write_example_repo(tmp_path / "repo", n_entities=200)
+    text = (root / "definitions.py").read_text()
     text += (
         "\n\npartial = FeatureService(name='partial', "
         "features=[customer_profile[['f07', 'f02']]])\n"

@@ -66,8 +66,10 @@ def test_no_driftline_import_changes_the_warnings_filters():
         "import importlib, pkgutil, warnings\n"
         "import faust, river.drift, clickhouse_connect, onnxruntime, sklearn, requests\n"
         "import openlineage.client\n"  # theirs first: they set filters of their own
+        "import feast\n"  # the feast extra: the features package and its demo import it
         "before = list(warnings.filters)\n"
-        "for package in ('core', 'schemas', 'inference', 'drift', 'lineage', 'streams'):\n"
+        "for package in ('core', 'schemas', 'inference', 'drift', 'lineage', 'features',\n"
+        "                'streams'):\n"
         "    root = importlib.import_module('driftline.' + package)\n"
         "    for info in pkgutil.walk_packages(root.__path__, root.__name__ + '.'):\n"
         "        if not info.name.endswith('__main__'):\n"

@@ -89,7 +89,7 @@ def allowed(user: str, operation: AclOperation, topic: str, prefix: str = "drift
     )
 
 
-def topics_read_by(role: str, monkeypatch, tmp_path: Path) -> set[str]:
+def topics_read_by(role: str, monkeypatch, tmp_path: Path, chdb: tuple[Path, str]) -> set[str]:
     """Every topic a worker with only ``role`` consumes, from the app it really builds: its
     Faust agents' topics, the features consumer's and the lifecycle follower's."""
     from driftline.core.settings import load_settings
@@ -101,6 +101,9 @@ def topics_read_by(role: str, monkeypatch, tmp_path: Path) -> set[str]:
     monkeypatch.setattr(runtime_module, "detect_quirks", lambda config: BrokerQuirks())
     monkeypatch.setenv("DRIFTLINE_DATA_DIR", str(tmp_path / role))
     monkeypatch.setenv("DRIFTLINE_WORKER_ROLES", role)
+    # The lineage role opens its store: the session's chDB path, a database of its own.
+    monkeypatch.setenv("DRIFTLINE_CLICKHOUSE_DSN", f"chdb://{chdb[0]}")
+    monkeypatch.setenv("DRIFTLINE_CLICKHOUSE_DATABASE", chdb[1])
     app, runtime = create_app(load_settings(), "127.0.0.1:1", web_port=6066)
     try:
         read = {topic for agent in app.agents.values() for topic in agent.channel.topics}
@@ -115,10 +118,12 @@ def topics_read_by(role: str, monkeypatch, tmp_path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("role", sorted(WORKER_ROLES))
-def test_each_role_may_read_every_topic_its_worker_consumes(role, monkeypatch, tmp_path):
+def test_each_role_may_read_every_topic_its_worker_consumes(
+    role, monkeypatch, tmp_path, chdb_path, chdb_client, fresh_database
+):
     """A topic wired into a role without its grant stops that worker on a secured cluster
     (TopicAuthorization) while every unsecured test passes: the served-features topic did."""
-    read = topics_read_by(role, monkeypatch, tmp_path)
+    read = topics_read_by(role, monkeypatch, tmp_path, (chdb_path, fresh_database))
     assert read, f"the {role} worker consumes nothing?"
     user = principal(role).user()
     refused = sorted(topic for topic in read if not allowed(user, AclOperation.READ, topic))
