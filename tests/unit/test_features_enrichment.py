@@ -52,7 +52,9 @@ def _request(n: int, seed: int = 1) -> np.ndarray:
 
 @pytest.fixture
 def copied_store(feast_repo, tmp_path):
-    """A private copy of the example repository, for tests that change or break it."""
+    """A private copy of the example repository, for tests that change or break its data.
+    Never `feast apply` a copy: Feast's registry keeps the original's absolute table paths,
+    and applying drops the original's online table (build a repository of your own)."""
     root = tmp_path / "repo"
     shutil.copytree(feast_repo, root)
     text = (root / "definitions.py").read_text().replace(str(feast_repo), str(root))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,41 +93,49 @@ def allowed(user: str, operation: AclOperation, topic: str, prefix: str = "drift
     )
 
 
-def topics_read_by(role: str, monkeypatch, tmp_path: Path, chdb: tuple[Path, str]) -> set[str]:
-    """Every topic a worker with only ``role`` consumes, from the app it really builds: its
-    Faust agents' topics, the features consumer's and the lifecycle follower's."""
-    from driftline.core.settings import load_settings
-    from driftline.streams.app import runtime as runtime_module
-    from driftline.streams.app.faust_app import create_app
-    from driftline.streams.kafka.broker_quirks import BrokerQuirks
+# Builds a worker's real app and prints the topics it consumes: its Faust agents' topics, the
+# features consumer's and the lifecycle follower's. In a process of its own: the app's
+# producers would otherwise go on retrying the absent broker for the rest of the test run,
+# and the lineage role's chDB store would clash with the session's (one path per process).
+_READS = """
+import json, sys
+from driftline.core.settings import load_settings
+from driftline.streams.app import runtime as runtime_module
+from driftline.streams.app.faust_app import create_app
+from driftline.streams.kafka.broker_quirks import BrokerQuirks
 
-    # No broker here: the quirks probe would wait 10 s for a cluster id.
-    monkeypatch.setattr(runtime_module, "detect_quirks", lambda config: BrokerQuirks())
-    monkeypatch.setenv("DRIFTLINE_DATA_DIR", str(tmp_path / role))
-    monkeypatch.setenv("DRIFTLINE_WORKER_ROLES", role)
-    # The lineage role opens its store: the session's chDB path, a database of its own.
-    monkeypatch.setenv("DRIFTLINE_CLICKHOUSE_DSN", f"chdb://{chdb[0]}")
-    monkeypatch.setenv("DRIFTLINE_CLICKHOUSE_DATABASE", chdb[1])
-    app, runtime = create_app(load_settings(), "127.0.0.1:1", web_port=6066)
-    try:
-        read = {topic for agent in app.agents.values() for topic in agent.channel.topics}
-        for reader in (runtime.features_consumer, runtime.follower):
-            if reader is not None:
-                read.add(reader._topic)
-        return read
-    finally:
-        runtime.producer.flush(0)
-        if runtime.store is not None:
-            runtime.store.close()
+# No broker here: the quirks probe would wait 10 s for a cluster id.
+runtime_module.detect_quirks = lambda config: BrokerQuirks()
+app, runtime = create_app(load_settings(), "127.0.0.1:1", web_port=6066)
+read = {topic for agent in app.agents.values() for topic in agent.channel.topics}
+for reader in (runtime.features_consumer, runtime.follower):
+    if reader is not None:
+        read.add(reader._topic)
+print(json.dumps(sorted(read)))
+sys.stdout.flush()
+import os; os._exit(0)  # the producers' threads would retry the absent broker at exit
+"""
+
+
+def topics_read_by(role: str, tmp_path: Path) -> set[str]:
+    env = os.environ | {
+        "DRIFTLINE_DATA_DIR": str(tmp_path / role),
+        "DRIFTLINE_WORKER_ROLES": role,
+        "DRIFTLINE_TELEMETRY_LOG_LEVEL": "ERROR",
+    }
+    env.pop("DRIFTLINE_CLICKHOUSE_DSN", None)
+    done = subprocess.run(
+        [sys.executable, "-c", _READS], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 @pytest.mark.parametrize("role", sorted(WORKER_ROLES))
-def test_each_role_may_read_every_topic_its_worker_consumes(
-    role, monkeypatch, tmp_path, chdb_path, chdb_client, fresh_database
-):
+def test_each_role_may_read_every_topic_its_worker_consumes(role, tmp_path):
     """A topic wired into a role without its grant stops that worker on a secured cluster
     (TopicAuthorization) while every unsecured test passes: the served-features topic did."""
-    read = topics_read_by(role, monkeypatch, tmp_path, (chdb_path, fresh_database))
+    read = topics_read_by(role, tmp_path)
     assert read, f"the {role} worker consumes nothing?"
     user = principal(role).user()
     refused = sorted(topic for topic in read if not allowed(user, AclOperation.READ, topic))
