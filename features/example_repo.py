@@ -14,7 +14,10 @@ import contextlib
 import datetime as dt
 import io
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -132,3 +135,23 @@ def apply_definitions(root: Path) -> None:
     finally:
         sys.path.remove(str(root))
         sys.modules.pop("definitions", None)  # the next repository has its own
+
+
+def request_records(
+    model: str, ids: Sequence[str], *, seed: int, prefix: str = ""
+) -> list[dict[str, Any]]:
+    """FeatureRecords for ``ids`` that carry only the request-time features: the worker
+    fetches the store's features online. Record ids are ``<prefix><n>``."""
+    request = np.random.default_rng(seed).normal(size=(len(ids), len(REQUEST_FEATURES)))
+    now = int(time.time() * 1000)
+    return [
+        {
+            "record_id": f"{prefix}{i}",
+            "entity_id": entity,
+            "model": model,
+            "features": request[i].astype(np.float32).tolist(),
+            "feature_names": list(REQUEST_FEATURES),
+            "event_time": now,
+        }
+        for i, entity in enumerate(ids)
+    ]

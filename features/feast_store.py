@@ -181,11 +181,10 @@ class FeastFeatureStore:
         costs ~60x more than the read itself (bench/bench_enrichment.py). The layout (a
         table per view, rows of serialised entity key, feature name and Value bytes) is
         Feast's, as :meth:`erase_online` uses it; a test holds the two paths equal."""
-        unique = list(dict.fromkeys(entity_ids))
-        slot = {entity_id: i for i, entity_id in enumerate(unique)}
-        keys = [self._entity_key(ref.entity_key, entity_id) for entity_id in unique]
-        row_of = dict(zip(keys, range(len(unique)), strict=True))
-        values = np.full((len(unique), len(ref.feature_names)), np.nan, np.float32)
+        slot = {entity_id: i for i, entity_id in enumerate(dict.fromkeys(entity_ids))}
+        keys = [self._entity_key(ref.entity_key, entity_id) for entity_id in slot]
+        row_of = {key: i for i, key in enumerate(keys)}
+        values = np.full((len(slot), len(ref.feature_names)), np.nan, np.float32)
         column_of = {name: j for j, name in enumerate(ref.feature_names)}
         # Read-only, and an error (not a new empty file) when the store is not there.
         reader = sqlite3.connect(f"file:{self._online_path}?mode=ro", uri=True)
@@ -313,8 +312,8 @@ class FeastFeatureStore:
     def locations(self) -> dict[str, str]:
         config = self._feast.config
         where = {"registry": str(config.registry.path), "online_store": config.online_store.type}
-        if config.online_store.type == "sqlite":
-            where["online_store"] = str(self.repo_path / config.online_store.path)
+        if self._online_path is not None:
+            where["online_store"] = str(self._online_path)
         offline = config.offline_store
         where["offline_store"] = offline.type
         for view in self._feast.list_feature_views():

@@ -14,15 +14,9 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def chdb_path(tmp_path_factory: pytest.TempPathFactory):
-    """The session's chDB data path: chDB opens one path per process, so everything in the
-    test process that opens a store (clients, a worker runtime) must use this one."""
-    return tmp_path_factory.mktemp("chdb")
-
-
-@pytest.fixture(scope="session")
-def chdb_client(chdb_path):
-    client = clickhouse_connect.get_client(dsn=f"chdb://{chdb_path}")
+def chdb_client(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("chdb")
+    client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
     yield client
     client.close()
 

@@ -31,6 +31,7 @@ from driftline.features.example_repo import (
     VIEW,
     entity_ids,
     profile_values,
+    request_records,
     write_example_repo,
 )
 from driftline.features.feast_store import FeastFeatureStore
@@ -206,19 +207,8 @@ def _train_and_register(settings: Settings, commands: ModelCommands, dataset, st
 
 
 def _send(producer: FeatureProducer, ids: list[str], seed: int) -> None:
-    request = np.random.default_rng(seed).normal(size=(len(ids), len(REQUEST_FEATURES)))
-    now = int(time.time() * 1000)
-    for i, entity in enumerate(ids):
-        producer.send(
-            {
-                "record_id": f"{seed}-{i}",
-                "entity_id": entity,
-                "model": MODEL,
-                "features": request[i].astype(np.float32).tolist(),
-                "feature_names": list(REQUEST_FEATURES),
-                "event_time": now,
-            }
-        )
+    for record in request_records(MODEL, ids, seed=seed, prefix=f"{seed}-"):
+        producer.send(record)
     producer.flush()
 
 

@@ -27,6 +27,7 @@ from driftline.features.example_repo import (
     STORE_FEATURES,
     entity_ids,
     profile_values,
+    request_records,
 )
 from driftline.features.feast_store import FeastFeatureStore
 from driftline.inference import LoadedModel
@@ -192,19 +193,8 @@ def _lifecycle(commands: ModelCommands):
 
 
 def _send_records(producer, ids, seed: int, prefix: str) -> None:
-    request = np.random.default_rng(seed).normal(size=(len(ids), len(REQUEST_FEATURES)))
-    event_ms = int(time.time() * 1000)
-    for i, entity in enumerate(ids):
-        producer.send(
-            {
-                "record_id": f"{prefix}{i}",
-                "entity_id": entity,
-                "model": "demo",
-                "features": request[i].astype(np.float32).tolist(),
-                "feature_names": list(REQUEST_FEATURES),
-                "event_time": event_ms,
-            }
-        )
+    for record in request_records("demo", ids, seed=seed, prefix=prefix):
+        producer.send(record)
     producer.flush()
 
 

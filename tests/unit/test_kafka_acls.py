@@ -30,20 +30,34 @@ def test_main_prints_the_script(capsys):
     assert capsys.readouterr().out == acls_script("driftline.")
 
 
+def allowed(user: str, operation: AclOperation, topic: str, prefix: str = "driftline.") -> bool:
+    """Whether the table lets ``user`` do ``operation`` on ``topic`` (prefixed patterns too)."""
+    return any(
+        binding.restype == ResourceType.TOPIC
+        and binding.operation == operation
+        and binding.principal == f"User:{user}"
+        and (
+            topic == binding.name
+            or (
+                binding.resource_pattern_type == ResourcePatternType.PREFIXED
+                and topic.startswith(binding.name)
+            )
+        )
+        for binding in acl_bindings(prefix)
+    )
+
+
 def writers(prefix: str = "driftline.") -> dict[str, set[str]]:
     """topic -> users allowed to write it, from the bindings (prefixed patterns resolved)."""
     topics = Topics(prefix)
-    found: dict[str, set[str]] = {}
-    for binding in acl_bindings(prefix):
-        if binding.restype != ResourceType.TOPIC or binding.operation != AclOperation.WRITE:
-            continue
-        for name in topics.all() + topics.internal():
-            if name == binding.name or (
-                binding.resource_pattern_type == ResourcePatternType.PREFIXED
-                and name.startswith(binding.name)
-            ):
-                found.setdefault(name, set()).add(binding.principal)
-    return found
+    return {
+        name: {
+            f"User:{who.user()}"
+            for who in PRINCIPALS
+            if allowed(who.user(), AclOperation.WRITE, name, prefix)
+        }
+        for name in topics.all() + topics.internal()
+    }
 
 
 def test_only_the_registry_writes_lifecycle_and_producers_only_features_and_outcomes():
@@ -74,23 +88,6 @@ def test_every_grant_stays_under_the_prefix_and_is_allow_only():
     assert {b.principal for b in acl_bindings("x.", user_prefix="acme-")} == {
         f"User:{user}" for user in users
     }
-
-
-def allowed(user: str, operation: AclOperation, topic: str, prefix: str = "driftline.") -> bool:
-    """Whether the table lets ``user`` do ``operation`` on ``topic`` (prefixed patterns too)."""
-    return any(
-        binding.restype == ResourceType.TOPIC
-        and binding.operation == operation
-        and binding.principal == f"User:{user}"
-        and (
-            topic == binding.name
-            or (
-                binding.resource_pattern_type == ResourcePatternType.PREFIXED
-                and topic.startswith(binding.name)
-            )
-        )
-        for binding in acl_bindings(prefix)
-    )
 
 
 # Builds a worker's real app and prints the topics it consumes: its Faust agents' topics, the
