@@ -48,6 +48,7 @@ from driftline.streams.embedded.processes import stop_child
 from driftline.streams.embedded.stack import http_json
 from driftline.streams.embedded.tansu import TansuBroker
 from driftline.streams.kafka.delivery import BatchDelivery
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.producer import FeatureProducer
 from driftline.streams.kafka.topics import Topics
 from driftline.streams.testing import DriftLoop
@@ -128,7 +129,7 @@ def read_topic(bootstrap: str, topic: str, partitions: int) -> list:
     try:
         ends = {}
         for p in range(partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            low, high = watermarks(consumer, topic, p)
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])

@@ -79,6 +79,7 @@ from driftline.schemas import default_codec
 from driftline.streams.demo.loadgen import produce_at_rate, synthetic_records
 from driftline.streams.embedded.processes import stop_child
 from driftline.streams.embedded.stack import http_json
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.producer import FeatureProducer
 from driftline.streams.kafka.topics import Topics
 
@@ -308,10 +309,7 @@ class Offsets:
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-peers"})
 
     def ends(self, topic: str) -> list[int]:
-        return [
-            self._consumer.get_watermark_offsets(TopicPartition(topic, p), 10, False)[1]
-            for p in range(PARTITIONS)
-        ]
+        return [watermarks(self._consumer, topic, p)[1] for p in range(PARTITIONS)]
 
     def count(self, topic: str, since: Sequence[int]) -> int:
         return sum(end - start for end, start in zip(self.ends(topic), since, strict=True))

@@ -58,6 +58,7 @@ from driftline.streams.embedded.kafka_local import KafkaBroker
 from driftline.streams.embedded.processes import stop_child
 from driftline.streams.embedded.stack import http_json
 from driftline.streams.kafka.codecs import codec_for
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.producer import FeatureProducer
 from driftline.streams.kafka.provision import prepare_topics
 from driftline.streams.kafka.topics import Topics
@@ -225,7 +226,7 @@ class LagProbe:
         committed = self._consumer.committed(partitions, timeout=10)
         behind = 0
         for tp in committed:
-            low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            low, high = watermarks(self._consumer, tp.topic, tp.partition)
             behind += high - max(tp.offset, low)  # nothing committed yet: from the start
         return behind
 

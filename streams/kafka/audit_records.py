@@ -27,6 +27,7 @@ from driftline.lineage.trust.commands import LifecycleCommand
 from driftline.schemas import SchemaCodec
 from driftline.streams.exceptions import BrokerUnavailable
 from driftline.streams.kafka.clients import make_producer
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.topics import Topics
 from driftline.streams.kafka.tracing import trace_headers
 
@@ -170,10 +171,7 @@ class AuditKafka:
         try:
             metadata = consumer.list_topics(timeout=10).topics.get(topic)
             partitions = sorted(metadata.partitions) if metadata is not None else []
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                for p in partitions
-            }
+            return {p: watermarks(consumer, topic, p) for p in partitions}
         except KafkaException as exc:
             raise BrokerUnavailable(
                 f"cannot read topic {topic!r} at {self._bootstrap}: {exc}"

@@ -15,6 +15,7 @@ from driftline.schemas import SchemaCodec
 from driftline.streams.exceptions import StreamsError
 from driftline.streams.kafka.broker_quirks import detect_quirks
 from driftline.streams.kafka.clients import make_producer
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.tracing import trace_headers
 
 
@@ -75,7 +76,7 @@ def read_lifecycle(
     try:
         partitions = []
         for p in range(settings.kafka.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low, high = watermarks(consumer, topic, p, timeout_s=timeout_s)
             if high > low:
                 partitions.append((TopicPartition(topic, p, low), high))
         if not partitions:
@@ -136,7 +137,7 @@ class LifecycleWatcher:
         self._topic = topic
         partitions = []
         for p in range(settings.kafka.partitions):
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            _, high = watermarks(self._consumer, topic, p)
             partitions.append(TopicPartition(topic, p, max(high, 0)))
         self._consumer.assign(partitions)
 

@@ -7,11 +7,12 @@ is created up front with the configured partition count and checked.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec, TopicMetadata
 
 from driftline.core.settings import WORKER_ROLES
 from driftline.streams.exceptions import BrokerUnavailable, TopicMismatch
@@ -192,4 +193,55 @@ def ensure_topics(
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise BrokerUnavailable(f"cannot create topic {name!r}: {exc}") from exc
+    _wait_for_leaders(admin, missing, timeout)
     return missing
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
+    # The controller acknowledges a new topic before its partitions have leaders, and
+    # a broker is named leader in metadata a moment before it answers as one: a client
+    # using the topic at once is told "not leader". Return only once every partition
+    # has a leader that answers a ListOffsets, so callers never see that moment.
+    deadline = time.monotonic() + timeout
+    waiting = list(names)
+    unanswered: list[TopicPartition] = []
+    while True:
+        if waiting:
+            try:
+                topics = admin.list_topics(timeout=max(deadline - time.monotonic(), 0.5)).topics
+            except KafkaException:
+                topics = {}
+            led = [name for name in waiting if _has_leaders(topics.get(name))]
+            unanswered += [TopicPartition(n, p) for n in led for p in topics[n].partitions]
+            waiting = [name for name in waiting if name not in led]
+        if unanswered:
+            unanswered = _not_answering(admin, unanswered)
+        if not waiting and not unanswered:
+            return
+        if time.monotonic() > deadline:
+            late = sorted(set(waiting) | {tp.topic for tp in unanswered})
+            raise BrokerUnavailable(
+                f"created topics {late} but their partitions had no answering leader after "
+                f"{timeout:.0f}s; check the brokers' logs"
+            )
+        time.sleep(0.1)
+
+
+def _not_answering(admin: AdminClient, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions})
+    late = []
+    for tp, future in futures.items():
+        try:
+            future.result()
+        except KafkaException:
+            late.append(tp)
+    return late
+
+
+def _has_leaders(topic: TopicMetadata | None) -> bool:
+    return (
+        topic is not None
+        and topic.error is None
+        and bool(topic.partitions)
+        and all(p.leader >= 0 and p.error is None for p in topic.partitions.values())
+    )

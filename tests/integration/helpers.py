@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from driftline.inference import train_logistic
 from driftline.schemas import default_codec
 from driftline.streams.control.model_commands import ModelCommands
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.topics import Topics
 
 
@@ -59,7 +60,7 @@ def read_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float = 1
     try:
         ends = {}
         for p in range(partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low, high = watermarks(consumer, topic, p, timeout_s=timeout_s)
             if high > low:
                 ends[p] = (low, high)
         consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ends.items()])

@@ -18,6 +18,7 @@ from driftline.schemas import default_codec
 from driftline.streams.control.identity import create_actor
 from driftline.streams.control.model_commands import ModelCommands
 from driftline.streams.demo.loadgen import synthetic_frames, synthetic_records
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.producer import FeatureProducer
 from driftline.streams.kafka.provision import prepare_topics
 from driftline.streams.kafka.topics import Topics
@@ -40,10 +41,7 @@ def _lag(stack_env, topic: str, group: str | None = None) -> int:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         asked = [TopicPartition(topic, p) for p in partitions]
         committed = {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=10)}
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
+        ends = {p: watermarks(consumer, topic, p)[1] for p in partitions}
     finally:
         consumer.close()
     return sum(end - max(committed.get(p, 0), 0) for p, end in ends.items())
@@ -169,10 +167,7 @@ def _ends(stack_env, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": stack_env.bootstrap, "group.id": "ends"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        )
+        return sum(watermarks(consumer, topic, p)[1] for p in partitions)
     finally:
         consumer.close()
 

@@ -17,7 +17,6 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka import Consumer, Producer
-from confluent_kafka import TopicPartition as KafkaPartition
 from confluent_kafka.admin import AdminClient
 
 from driftline.streams.control.model_commands import ModelCommands
@@ -25,6 +24,7 @@ from driftline.streams.demo.loadgen import produce_at_rate, synthetic_records
 from driftline.streams.embedded.processes import free_port, spawn_child, stop_child
 from driftline.streams.embedded.stack import http_json
 from driftline.streams.exceptions import TopicMismatch
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.producer import FeatureProducer
 from driftline.streams.kafka.topics import TOPIC_KINDS, ensure_topics
 from tests.integration.helpers import read_topic, wait_until, write_model
@@ -200,7 +200,7 @@ def test_end_offset_counts_records_not_batches(kind, request):
     producer.flush(10)
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "hw"})
     try:
-        assert consumer.get_watermark_offsets(KafkaPartition(topic, 0), timeout=10) == (0, 10)
+        assert watermarks(consumer, topic, 0) == (0, 10)
     finally:
         consumer.close()
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from driftline.lineage.events import registered
 from driftline.schemas import default_codec
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import wait_until
 
@@ -95,8 +96,7 @@ def test_registry_agent_killed_mid_stream_answers_every_command_once(stack_env, 
     def published() -> int:
         partitions = watcher.list_topics(topics.lifecycle, timeout=5).topics[topics.lifecycle]
         return sum(
-            watcher.get_watermark_offsets(TopicPartition(topics.lifecycle, p), timeout=5)[1]
-            for p in partitions.partitions
+            watermarks(watcher, topics.lifecycle, p, timeout_s=5)[1] for p in partitions.partitions
         )
 
     try:

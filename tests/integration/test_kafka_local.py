@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from driftline.streams.embedded.kafka_local import KafkaCluster
 from driftline.streams.embedded.processes import stop_child
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.topics import ensure_topics
 from tests.integration.helpers import read_topic, wait_until
 
@@ -74,14 +75,34 @@ def test_single_broker_serves_a_group_and_counts_records_in_end_offsets(kafka_br
     # Batched produce, and the end offsets still count records (Tansu's count batches).
     consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": "hw"})
     try:
-        ends = [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(2)
-        ]
+        ends = [watermarks(consumer, topic, p)[1] for p in range(2)]
     finally:
         consumer.close()
     assert sum(ends) == 500
     assert kafka_broker.proc.poll() is None
+
+
+@pytest.mark.parametrize("where", ["kafka_broker", "kafka_cluster"])
+def test_topics_are_readable_and_writable_the_moment_they_are_created(where, request):
+    """The controller acknowledges a topic before its partitions have leaders; ensure_topics
+    returns only after they have, so a client that uses the topic at once (raw librdkafka
+    calls, no retries of ours) never hears "not leader"."""
+    broker = request.getfixturevalue(where)
+    replicas = getattr(broker, "replication_factor", 1)
+    names = [f"fresh{uuid.uuid4().hex[:8]}" for _ in range(6)]
+    ensure_topics(
+        {"bootstrap.servers": broker.bootstrap}, names, partitions=6, replication_factor=replicas
+    )
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "fresh"})
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    try:
+        for name in names:
+            for p in range(6):
+                assert consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10) == (0, 0)
+                producer.produce(name, b"x", partition=p)
+        assert producer.flush(30) == 0
+    finally:
+        consumer.close()
 
 
 _CHILD = textwrap.dedent(
