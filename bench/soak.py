@@ -1,29 +1,31 @@
-"""Memory and lag over a sustained load: one worker with every role on Apache Kafka.
+"""Memory and lag over a sustained load on Apache Kafka.
 
-A single-node Apache Kafka 4.1.1 (its log in a temp dir, 1 GiB kept per partition),
-one ``driftline worker`` running every role (inference, lineage into chDB, registry,
-policy) with drift on, and a model registered and promoted through the registry with
-signed commands. Frames of 2,000 rows x 16 features go out at ``--rate`` rows/s
-(default 200,000), and for 1 row in 100 (``--outcome-every``) of every PredictionFrame
-that comes back an outcome (a delayed label) goes to the outcomes topic, one record
-each, so the outcomes join and the error detectors run too.
+A single-node Apache Kafka 4.1.1 (its log in a temp dir, 1 GiB kept per partition), one
+``driftline worker`` running every role (inference, lineage into chDB, registry, policy)
+with drift on, or with ``--split`` the production layout: one ``inference`` worker and
+one ``lineage,policy,registry`` worker. A model is registered and promoted through the
+registry with signed commands. Frames of 2,000 rows x 16 features go out at ``--rate``
+rows/s (default 200,000), and for 1 row in 100 (``--outcome-every``) of every
+PredictionFrame that comes back an outcome (a delayed label) goes to the outcomes topic,
+one record each, so the outcomes join and the error detectors run too.
 
-Every ``--every`` seconds (default 10) it samples the worker's and the broker's
-resident set and CPU, the worker group's lag on the features topic (and on the
-predictions topic, which the lineage role reads), and rows/s in and scored. At the
+Every ``--every`` seconds (default 10) it samples each worker's and the broker's
+resident set and CPU, the scoring lag on the features topic, the store's lag on the
+predictions topic (the lineage role's group), and rows/s in and scored. At the
 end it prints the curve and the figures, and checks:
 
-- the worker's resident set stays under 1 GiB;
+- each worker's resident set stays under 1 GiB;
 - it grows by at most 5% over the last 5 minutes (a least-squares line through the
   samples, so one GC or merge does not decide);
-- the features lag is bounded: its line rises by less than 5 s of input over the
-  last 5 minutes (a worker that scores 1.7% less than comes in fails it; the lag
-  also saws by up to a commit interval of input, about 3 s, as offsets are committed).
+- the features, predictions and feature-log lags are bounded: each line rises by less
+  than 5 s of input over the last 5 minutes (a worker that scores 1.7% less than comes
+  in fails it; the lag also saws by up to a commit interval of input, about 3 s, as
+  offsets are committed).
 
 Exits 1 when a check fails. Not part of the test suite.
 
 Usage: python -m bench.soak [--minutes 10] [--rate 200000] [--every 10] [--outcome-every 100]
-                            [--keep]
+                            [--split] [--keep]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -71,17 +74,22 @@ MODEL = "bench"
 SEED = 1  # the model's training data and the frames share it: no drift to find
 
 
+ALL_ROLES = ",".join(sorted(WORKER_ROLES))
+SPLIT_ROLES = "lineage,policy,registry"
+
+
 @dataclass
 class Sample:
     at_s: float  # since the load started
-    worker_rss_mib: float
+    worker_rss_mib: dict[str, float]  # by worker label
     broker_rss_mib: float
-    worker_cpu: float  # cores busy since the previous sample
+    worker_cpu: dict[str, float]  # cores busy since the previous sample
     broker_cpu: float
     rows_in_per_s: float
     rows_scored_per_s: float
     features_lag_rows: int
     predictions_lag_rows: int
+    feature_log_lag_rows: int  # the lineage role's feature log
     outcomes_joined: int
 
 
@@ -213,10 +221,9 @@ class Load:
 
 
 class LagProbe:
-    """The worker group's committed offsets against the end offsets, per topic."""
+    """A consumer group's committed offsets against the end offsets, per topic."""
 
-    def __init__(self, settings, bootstrap: str) -> None:
-        group = Topics(settings.kafka.topic_prefix).group(settings.worker.role_set)
+    def __init__(self, settings, bootstrap: str, group: str) -> None:
         self._consumer = Consumer(settings.kafka.librdkafka_config(bootstrap) | {
             "group.id": group, "enable.auto.commit": False,
         })  # fmt: skip
@@ -234,63 +241,120 @@ class LagProbe:
         self._consumer.close()
 
 
-def sample_loop(worker_url: str, pids: dict[str, int], load: Load, lag: LagProbe,
+@dataclass
+class Worker:
+    label: str
+    roles: str
+    proc: subprocess.Popen
+    stats_url: str
+
+
+def layout(split: bool) -> dict[str, str]:
+    """Worker label -> roles: one worker with every role, or the production split."""
+    return {"inference": "inference", "store": SPLIT_ROLES} if split else {"worker": ALL_ROLES}
+
+
+def with_role(workers: list[Worker], role: str) -> Worker:
+    return next(w for w in workers if role in w.roles.split(","))
+
+
+class Probes:
+    """The scoring lag (features, the inference worker's scoring group) and the store's
+    lags (predictions and the feature log, the lineage worker's group)."""
+
+    def __init__(self, settings, bootstrap: str, workers: list[Worker]) -> None:
+        topics = Topics(settings.kafka.topic_prefix)
+        scoring_roles = with_role(workers, "inference").roles.split(",")
+        _, scoring_group = topics.worker_groups(scoring_roles, features_consumer=True)
+        store_group = topics.group(with_role(workers, "lineage").roles.split(","))
+        self.features = LagProbe(settings, bootstrap, scoring_group)
+        self.store = LagProbe(settings, bootstrap, store_group)
+
+    def close(self) -> None:
+        self.features.close()
+        self.store.close()
+
+
+def sample_loop(workers: list[Worker], broker_pid: int, load: Load, lag: Probes,
                 topics: Topics, seconds: float, every_s: float) -> list[Sample]:  # fmt: skip
     samples: list[Sample] = []
+    scorer = with_role(workers, "inference")
     started = time.monotonic()
-    last = (started, 0, 0, cpu_seconds(pids["worker"]), cpu_seconds(pids["broker"]))
-    print(f"{'t (s)':>6}{'worker MiB':>11}{'broker MiB':>11}{'worker CPU':>11}"
-          f"{'broker CPU':>11}{'rows/s in':>11}{'scored/s':>11}{'lag rows':>11}"
-          f"{'pred. lag':>11}{'joined':>10}")  # fmt: skip
+
+    def cpu_now() -> dict[str, float]:
+        return {w.label: cpu_seconds(w.proc.pid) for w in workers} | {
+            "broker": cpu_seconds(broker_pid)
+        }
+
+    last = (started, 0, 0, cpu_now())
+    labels = [w.label for w in workers]
+    print(f"{'t (s)':>6}" + "".join(f"{w[:9] + ' MiB':>14}" for w in labels)
+          + f"{'broker MiB':>11}" + "".join(f"{w[:9] + ' CPU':>14}" for w in labels)
+          + f"{'broker CPU':>11}{'rows/s in':>11}{'scored/s':>11}{'lag rows':>11}"
+          f"{'pred. lag':>11}{'log lag':>11}{'joined':>10}")  # fmt: skip
     while time.monotonic() - started < seconds and not load.stop.is_set():
         time.sleep(every_s - (time.monotonic() - started) % every_s)
         now = time.monotonic()
         stats: dict = {}
         with contextlib.suppress(OSError):
-            stats = http_json(worker_url, timeout=5)
+            stats = http_json(scorer.stats_url, timeout=5)
         scored = stats.get("predictions_out", last[2])
-        cpu = (cpu_seconds(pids["worker"]), cpu_seconds(pids["broker"]))
+        cpu = cpu_now()
         dt = now - last[0]
+        busy = {label: (cpu[label] - last[3][label]) / dt for label in cpu}
         sample = Sample(
             at_s=now - started,
-            worker_rss_mib=resident_mib(pids["worker"]),
-            broker_rss_mib=resident_mib(pids["broker"]),
-            worker_cpu=(cpu[0] - last[3]) / dt,
-            broker_cpu=(cpu[1] - last[4]) / dt,
+            worker_rss_mib={w.label: resident_mib(w.proc.pid) for w in workers},
+            broker_rss_mib=resident_mib(broker_pid),
+            worker_cpu={label: busy[label] for label in labels},
+            broker_cpu=busy["broker"],
             rows_in_per_s=(load.rows_sent - last[1]) / dt,
             rows_scored_per_s=(scored - last[2]) / dt,
-            features_lag_rows=lag.messages_behind(topics.features) * FRAME_ROWS,
-            predictions_lag_rows=lag.messages_behind(topics.predictions) * FRAME_ROWS,
+            features_lag_rows=lag.features.messages_behind(topics.features) * FRAME_ROWS,
+            predictions_lag_rows=lag.store.messages_behind(topics.predictions) * FRAME_ROWS,
+            feature_log_lag_rows=lag.store.messages_behind(topics.features) * FRAME_ROWS,
             outcomes_joined=stats.get("outcomes", {}).get("joined", 0),
         )
-        last = (now, load.rows_sent, scored, *cpu)
+        last = (now, load.rows_sent, scored, cpu)
         samples.append(sample)
         s = sample
-        print(f"{s.at_s:>6.0f}{s.worker_rss_mib:>11,.0f}{s.broker_rss_mib:>11,.0f}"
-              f"{s.worker_cpu:>11.2f}{s.broker_cpu:>11.2f}{s.rows_in_per_s:>11,.0f}"
+        print(f"{s.at_s:>6.0f}" + "".join(f"{s.worker_rss_mib[w]:>14,.0f}" for w in labels)
+              + f"{s.broker_rss_mib:>11,.0f}" + "".join(f"{s.worker_cpu[w]:>14.2f}" for w in labels)
+              + f"{s.broker_cpu:>11.2f}{s.rows_in_per_s:>11,.0f}"
               f"{s.rows_scored_per_s:>11,.0f}{s.features_lag_rows:>11,}"
-              f"{s.predictions_lag_rows:>11,}{s.outcomes_joined:>10,}", flush=True)  # fmt: skip
+              f"{s.predictions_lag_rows:>11,}{s.feature_log_lag_rows:>11,}"
+              f"{s.outcomes_joined:>10,}", flush=True)  # fmt: skip
     return samples
 
 
 def verdict(samples: list[Sample], rate: float) -> list[tuple[str, str, bool]]:
-    """(check, figure, passed) for each check on the curve."""
+    """(check, figure, passed) for each check on the curve: per worker, its RSS and its
+    growth; then the scoring lag and the store's lag."""
     window = min(WINDOW_S, samples[-1].at_s / 2)
-    rss = [(s.at_s, s.worker_rss_mib) for s in samples]
-    lag = [(s.at_s, float(s.features_lag_rows)) for s in samples]
-    max_rss = max(s.worker_rss_mib for s in samples)
-    growth, lag_rise = growth_pct(rss, window), rise(lag, window)
     tolerance = rate * LAG_TOLERANCE_S
-    return [
-        (f"worker RSS < {RSS_LIMIT_MIB:,} MiB", f"max {max_rss:,.0f} MiB",
-         max_rss < RSS_LIMIT_MIB),
-        (f"worker RSS growth <= {RSS_GROWTH_LIMIT_PCT:.0f}% over the last {window / 60:.1f} min",
-         f"{growth:+.1f}%", growth <= RSS_GROWTH_LIMIT_PCT),
-        (f"features lag bounded over the last {window / 60:.1f} min (fitted rise < "
-         f"{tolerance:,.0f} rows, {LAG_TOLERANCE_S:.0f} s of input)",
-         f"rise {lag_rise:+,.0f} rows, max {max(s.features_lag_rows for s in samples):,}",
-         lag_rise < tolerance),
-    ]  # fmt: skip
+    checks = []
+    for label in samples[0].worker_rss_mib:
+        rss = [(s.at_s, s.worker_rss_mib[label]) for s in samples]
+        max_rss = max(r for _, r in rss)
+        growth = growth_pct(rss, window)
+        checks += [
+            (f"{label} RSS < {RSS_LIMIT_MIB:,} MiB", f"max {max_rss:,.0f} MiB",
+             max_rss < RSS_LIMIT_MIB),
+            (f"{label} RSS growth <= {RSS_GROWTH_LIMIT_PCT:.0f}% over the last "
+             f"{window / 60:.1f} min", f"{growth:+.1f}%", growth <= RSS_GROWTH_LIMIT_PCT),
+        ]  # fmt: skip
+    for what, rows in (("features (scoring)", lambda s: s.features_lag_rows),
+                       ("predictions (store)", lambda s: s.predictions_lag_rows),
+                       ("feature log (store)", lambda s: s.feature_log_lag_rows)):  # fmt: skip
+        lag = [(s.at_s, float(rows(s))) for s in samples]
+        lag_rise = rise(lag, window)
+        checks.append(
+            (f"{what} lag bounded over the last {window / 60:.1f} min (fitted rise < "
+             f"{tolerance:,.0f} rows, {LAG_TOLERANCE_S:.0f} s of input)",
+             f"rise {lag_rise:+,.0f} rows, max {max(rows(s) for s in samples):,}",
+             lag_rise < tolerance)
+        )  # fmt: skip
+    return checks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,15 +365,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--outcome-every", type=int, default=100,
                         help="one outcome per this many scored rows")  # fmt: skip
+    parser.add_argument("--split", action="store_true",
+                        help=f"an inference worker and a {SPLIT_ROLES} worker")  # fmt: skip
     parser.add_argument("--keep", action="store_true",
                         help="keep the broker log and the chDB store (GBs)")  # fmt: skip
     args = parser.parse_args(argv)
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     workdir = Path(tempfile.mkdtemp(prefix="driftline-soak-"))
     load_avg = os.getloadavg()
+    roles = layout(args.split)
     print(f"{os.cpu_count()} cores, load average {load_avg[0]:.2f} {load_avg[1]:.2f} "
-          f"{load_avg[2]:.2f}; {args.minutes:g} min at {args.rate:,.0f} rows/s; logs in "
-          f"{workdir}", flush=True)  # fmt: skip
+          f"{load_avg[2]:.2f}; {args.minutes:g} min at {args.rate:,.0f} rows/s; workers "
+          f"{roles}; logs in {workdir}", flush=True)  # fmt: skip
     with soak_broker(workdir) as broker:
         env = {
             "DRIFTLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
@@ -322,37 +389,44 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         prepare_topics(settings, broker.bootstrap)
         create_actors(settings)
-        proc, url = spawn_worker(
-            env, workdir, "worker",
-            DRIFTLINE_WORKER_ROLES=",".join(sorted(WORKER_ROLES)),
-            DRIFTLINE_WORKER_REQUIRE_SIGNED_ARTIFACTS="true",
-            DRIFTLINE_DRIFT_ENABLED="true",
-            DRIFTLINE_WORKER_BATCH_SIZE="64",
-        )  # fmt: skip
+        workers = []
+        for label, worker_roles in roles.items():
+            proc, url = spawn_worker(
+                env, workdir, label,
+                DRIFTLINE_WORKER_ROLES=worker_roles,
+                DRIFTLINE_WORKER_REQUIRE_SIGNED_ARTIFACTS="true",
+                DRIFTLINE_DRIFT_ENABLED="true",
+                DRIFTLINE_WORKER_BATCH_SIZE="64",
+            )  # fmt: skip
+            workers.append(Worker(label, worker_roles, proc, url))
         load = Load(load_settings(), broker.bootstrap, args.rate, args.outcome_every)
-        lag = LagProbe(load_settings(), broker.bootstrap)
+        lag = Probes(load_settings(), broker.bootstrap, workers)
+        scorer, store = with_role(workers, "inference"), with_role(workers, "lineage")
         try:
-            base = url.removesuffix("stats/")
-            wait_ready(base + "health/")
+            for worker in workers:
+                wait_ready(worker.stats_url.removesuffix("stats/") + "health/")
             version = new_champion(ModelCommands.from_settings(settings), workdir, seed=SEED,
                                    name=MODEL)  # fmt: skip
             deadline = time.monotonic() + 60
-            while http_json(base + "models/", timeout=5).get(MODEL, {}).get("version") != version:
+            models_url = scorer.stats_url.removesuffix("stats/") + "models/"
+            while http_json(models_url, timeout=5).get(MODEL, {}).get("version") != version:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the worker does not serve {MODEL} v{version}; see "
-                                       f"{workdir}/worker.log")  # fmt: skip
+                                       f"{workdir}/{scorer.label}.log")  # fmt: skip
                 time.sleep(0.5)
             print(f"serving {MODEL} v{version} (registered and promoted by signed commands); "
                   f"load starts", flush=True)  # fmt: skip
             load.start()
-            pids = {"worker": proc.pid, "broker": broker.proc.pid}
-            samples = sample_loop(url, pids, load, lag, Topics(settings.kafka.topic_prefix),
-                                  args.minutes * 60, args.every)  # fmt: skip
-            stats = http_json(url, timeout=10)
+            samples = sample_loop(workers, broker.proc.pid, load, lag,
+                                  Topics(settings.kafka.topic_prefix), args.minutes * 60,
+                                  args.every)  # fmt: skip
+            stats = http_json(scorer.stats_url, timeout=10)
+            stored = http_json(store.stats_url, timeout=10)
         finally:
             load.close()
             lag.close()
-            stop_child(proc, name="worker", grace_s=30)
+            for worker in workers:
+                stop_child(worker.proc, name=worker.label, grace_s=30)
     if not args.keep:  # 10 minutes leave about 13 GB in chDB and 2 GB of broker log
         shutil.rmtree(workdir / "kafka" / "log", ignore_errors=True)
         shutil.rmtree(workdir / "data" / "clickhouse", ignore_errors=True)
@@ -367,14 +441,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nrows sent {load.rows_sent:,}, scored {stats['predictions_out']:,}; outcomes sent "
           f"{load.outcomes_sent:,}, joined {stats['outcomes']}; drift events "
           f"{stats['drift_events']}; dead letters {stats['dead_letters'] or 'none'}; rows "
-          f"stored {stats['rows_stored']}; worker seconds by stage "
+          f"stored {stored['rows_stored']}; scoring seconds by stage "
           f"{stats['timing_s']}")  # fmt: skip
-    print(f"max RSS: worker {max(s.worker_rss_mib for s in samples):,.0f} MiB, broker "
-          f"{max(s.broker_rss_mib for s in samples):,.0f} MiB; mean CPU over the second half: "
-          f"worker {np.mean([s.worker_cpu for s in late]):.2f}, broker "
+    rss = ", ".join(f"{w.label} {max(s.worker_rss_mib[w.label] for s in samples):,.0f} MiB"
+                    for w in workers)  # fmt: skip
+    cpu = ", ".join(f"{w.label} {np.mean([s.worker_cpu[w.label] for s in late]):.2f}"
+                    for w in workers)  # fmt: skip
+    print(f"max RSS: {rss}, broker {max(s.broker_rss_mib for s in samples):,.0f} MiB; mean "
+          f"CPU over the second half: {cpu}, broker "
           f"{np.mean([s.broker_cpu for s in late]):.2f} cores; max lag: features "
           f"{max(s.features_lag_rows for s in samples):,} rows, predictions "
-          f"{max(s.predictions_lag_rows for s in samples):,} rows")  # fmt: skip
+          f"{max(s.predictions_lag_rows for s in samples):,} rows, feature log "
+          f"{max(s.feature_log_lag_rows for s in samples):,} rows")  # fmt: skip
     for check, figure, passed in checks:
         print(f"  {check}: {figure}: {'passed' if passed else 'FAILED'}")
     return 0 if all(passed for _, _, passed in checks) else 1

@@ -293,7 +293,18 @@ class ClickHouseSettings(_Section):
             "(driftline_eraser in infra/clickhouse/users.xml); unset = the dsn's own account"
         ),
     )
-    flush_rows: int = Field(5000, ge=1)
+    flush_rows: int = Field(
+        5000, ge=1, description="most messages the lineage consumer stores in one batch"
+    )
+    flush_bytes: int = Field(
+        16 * 1024**2,
+        ge=1024,
+        le=1024**3,
+        description=(
+            "about the most message bytes the lineage consumer decodes and stores in one "
+            "batch (frames are thousands of rows each, so a count alone does not bound it)"
+        ),
+    )
     flush_interval_s: float = Field(0.5, gt=0)
     feature_sample_rate: float = Field(
         1.0,

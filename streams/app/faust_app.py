@@ -13,6 +13,7 @@ from mode.supervisors import CrashingSupervisor
 
 from driftline.core.settings import Settings
 from driftline.streams.app import flow as faust_flow
+from driftline.streams.app.bounded_take import take_bounded
 from driftline.streams.app.runtime import WorkerRuntime
 from driftline.streams.app.transport import with_fetch_wait
 from driftline.streams.app.web import register_views
@@ -25,6 +26,8 @@ from driftline.streams.stages.isolation import Fill, isolated, isolated_async
 from driftline.streams.stages.outcome_join import JOIN_TABLE
 
 log = logging.getLogger(__name__)
+# Messages queued for each store agent before its take (see wire_lineage).
+STORE_QUEUE_MESSAGES = 256
 
 
 def _faust_broker_url(bootstrap: str) -> str:
@@ -98,8 +101,8 @@ class Wiring:
         self.batch_size = settings.worker.batch_size
         self.within = settings.worker.batch_window_ms / 1000
 
-    def raw_topic(self, name: str) -> faust.TopicT:
-        return self.app.topic(name, key_serializer="raw", value_serializer="raw")
+    def raw_topic(self, name: str, *, maxsize: int | None = None) -> faust.TopicT:
+        return self.app.topic(name, key_serializer="raw", value_serializer="raw", maxsize=maxsize)
 
     def guarded(self, fill: Fill, what: str) -> Fill:
         return isolated(fill, self.runtime.dead_letters, what)
@@ -300,16 +303,25 @@ def wire_lineage(w: Wiring) -> None:
     audit chain heads signed on a timer and at shutdown."""
     runtime, app, settings = w.runtime, w.app, w.settings
     lineage, topics = runtime.lineage, runtime.topics
-    rows, interval = settings.clickhouse.flush_rows, settings.clickhouse.flush_interval_s
+    store_settings = settings.clickhouse
+
+    def batches(stream: faust.StreamT):
+        return take_bounded(stream, store_settings.flush_rows, store_settings.flush_bytes,
+                            store_settings.flush_interval_s)  # fmt: skip
+
+    def stored_topic(name: str) -> faust.TopicT:
+        # A short queue: the take above bounds a batch by bytes, and Faust's queue before
+        # it (4096 messages by default) would otherwise hold thousands of frames.
+        return w.raw_topic(name, maxsize=STORE_QUEUE_MESSAGES)
 
     def persisting(topic: str, name: str, store) -> None:
         store = isolated_async(
             store, runtime.dead_letters, f"storing {name.removeprefix('store-')}"
         )
 
-        @app.agent(w.raw_topic(topic), name=name)
+        @app.agent(stored_topic(topic), name=name)
         async def persist(stream: faust.StreamT) -> None:
-            async for events in stream.noack_take(rows, interval):
+            async for events in batches(stream):
                 batch = runtime.delivery.batch()  # dead letters raised while storing
                 await store([event.message for event in events], batch)
                 await runtime.delivery.wait(batch)
@@ -318,9 +330,9 @@ def wire_lineage(w: Wiring) -> None:
 
     persisting(topics.predictions, "store-predictions", lineage.store_predictions)
 
-    @app.agent(w.raw_topic(topics.features), name="log-features")
+    @app.agent(stored_topic(topics.features), name="log-features")
     async def log_features(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(rows, interval):
+        async for events in batches(stream):
             await lineage.store_features([event.message for event in events])
             for event in events:
                 await stream.ack(event)

@@ -11,7 +11,7 @@ from driftline.lineage.events import registered
 from driftline.schemas import default_codec
 from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.topics import Topics
-from tests.integration.helpers import wait_until
+from tests.integration.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +125,43 @@ def test_registry_agent_killed_mid_stream_answers_every_command_once(stack_env, 
     )[0]
     assert (total, unique) == (commands, commands)  # each answered once, none lost
     assert store_owner.get("/driftline/audit/verify/")["ok"] is True
+
+
+def test_a_backlog_of_frames_is_stored_in_byte_bounded_batches(stack_env, start_worker):
+    """A lineage worker that starts behind a backlog of frames stores every row once, in
+    batches of about DRIFTLINE_CLICKHOUSE_FLUSH_BYTES: a message count alone would take
+    the whole backlog (FLUSH_ROWS is 5000 messages, the backlog 60) in one batch."""
+    import time
+
+    from driftline.streams.demo.loadgen import synthetic_frames
+    from driftline.streams.kafka.producer import FeatureProducer
+    from tests.integration.helpers import scrape_metrics
+
+    producer = FeatureProducer(stack_env.settings(), stack_env.bootstrap)
+    frames = list(synthetic_frames(model="backlog", count=60 * 2_000, entities=5_000, seed=3,
+                                   n_features=16, frame_size=2_000))  # fmt: skip
+    now_ms = int(time.time() * 1000)
+    for frame in frames:
+        n = len(frame["entity_ids"])
+        producer.send_frame(frame["frame_id"], frame["model"], frame["entity_ids"], [now_ms] * n,
+                            frame["feature_names"], frame["matrix"])  # fmt: skip
+    producer.close()
+    backlog_bytes = sum(m.value().__len__() for m in read_topic(
+        stack_env.bootstrap, Topics(stack_env.prefix).features, 2))  # fmt: skip
+
+    worker = start_worker(
+        DRIFTLINE_WORKER_ROLES="lineage",
+        DRIFTLINE_CLICKHOUSE_FLUSH_BYTES=str(1024**2),
+        DRIFTLINE_CLICKHOUSE_FLUSH_INTERVAL_S="2",
+    )
+    db = stack_env.settings().clickhouse.database
+    wait_until(
+        lambda: worker.sql(f"SELECT count() FROM {db}.features")[0][0] >= 120_000,
+        timeout_s=90,
+        what="every feature row stored",
+    )
+    total, unique = worker.sql(f"SELECT count(), uniqExact(record_id) FROM {db}.features")[0]
+    assert (total, unique) == (120_000, 120_000)
+    inserts = scrape_metrics(worker.url)[("driftline_clickhouse_insert_seconds_count", frozenset())]
+    assert backlog_bytes > 10 * 1024**2
+    assert inserts >= backlog_bytes // 1024**2 // 2  # most batches near 1 MiB, none of it all

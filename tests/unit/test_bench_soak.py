@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.soak import Sample, fitted_ends, growth_pct, rise, verdict
+from bench.soak import Sample, fitted_ends, growth_pct, layout, rise, verdict
+from driftline.core.settings import WORKER_ROLES
 
 
 def test_a_straight_line_is_read_end_to_end() -> None:
@@ -42,16 +43,33 @@ def test_too_few_points_is_an_error() -> None:
         fitted_ends([(0, 1.0)])
 
 
-def _sample(t: float, rss: float, lag: int) -> Sample:
-    return Sample(t, rss, 400.0, 1.0, 0.3, 200_000.0, 200_000.0, lag, 0, 0)
+def _sample(t: float, rss: float, lag: int, *, store_rss: float = 600.0) -> Sample:
+    workers = {"inference": rss, "store": store_rss}
+    cpu = {"inference": 1.0, "store": 0.5}
+    return Sample(t, workers, 400.0, cpu, 0.3, 200_000.0, 200_000.0, lag, lag // 2, lag // 4, 0)
+
+
+def _passed(checks) -> list[bool]:
+    return [passed for *_, passed in checks]
 
 
 def test_the_verdict_passes_a_steady_run_and_fails_a_leaking_one() -> None:
     steady = [_sample(t, 700.0, 400_000 if t % 20 else 0) for t in range(10, 601, 10)]
-    assert [passed for *_, passed in verdict(steady, rate=200_000)] == [True, True, True]
-    # RSS +23% over the last 5 minutes; 2% of 200k rows/s left behind: 1.2M rows more lag.
-    leaking = [_sample(t, 500.0 + t / 2, 4_000 * t) for t in range(10, 601, 10)]
-    assert [passed for *_, passed in verdict(leaking, rate=200_000)] == [True, False, False]
+    assert _passed(verdict(steady, rate=200_000)) == [True] * 7
+    # RSS +23% over the last 5 minutes; 2% of 200k rows/s left behind: 1.2M rows more lag
+    # on features, and half that on predictions (still over 5 s of input).
+    leaking = [_sample(t, 500.0 + t / 2, 8_000 * t) for t in range(10, 601, 10)]
+    checks = verdict(leaking, rate=200_000)
+    assert _passed(checks) == [True, False, True, True, False, False, True]
+    assert checks[1][0].startswith("inference RSS growth")
+
+
+def test_each_worker_is_judged_on_its_own() -> None:
+    # The scoring worker is fine; the store's worker is over the limit.
+    samples = [_sample(t, 700.0, 0, store_rss=1_300.0) for t in range(10, 601, 10)]
+    checks = verdict(samples, rate=200_000)
+    assert [c[0].split()[0] for c in checks[:4]] == ["inference"] * 2 + ["store"] * 2
+    assert _passed(checks) == [True, True, False, True, True, True, True]
 
 
 def test_a_short_run_judges_its_second_half() -> None:
@@ -60,3 +78,9 @@ def test_a_short_run_judges_its_second_half() -> None:
     assert "last 1.0 min" in checks[1][0]
     assert checks[1][2]  # flat over the second minute
     assert not checks[0][2]  # but the first minute reached 1,100 MiB
+
+
+def test_the_layouts_cover_every_role_once() -> None:
+    for split in (False, True):
+        roles = [r for rs in layout(split).values() for r in rs.split(",")]
+        assert sorted(roles) == sorted(WORKER_ROLES)
