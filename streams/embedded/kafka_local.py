@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,8 @@ from confluent_kafka.admin import AdminClient
 
 from driftline.streams.embedded.processes import free_port, spawn_child, stop_child
 from driftline.streams.exceptions import BrokerNotInstalled, BrokerUnavailable
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # streams/embedded/ -> the checkout
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
@@ -482,13 +485,34 @@ class KafkaCluster:
     def kill(self, node_id: int) -> None:
         self.node(node_id).kill()
 
-    def stop(self, grace_s: float = 30.0) -> None:
-        """Stop all nodes together: one at a time, the last would wait for a lost quorum."""
-        for node in self.nodes.values():
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.send_signal(signal.SIGTERM)
-        for node in self.nodes.values():
-            node.stop(grace_s)
+    def stop(self, grace_s: float = 30.0, straggler_s: float = 3.0) -> None:
+        """Stop all nodes together (one at a time, the last would wait for a lost quorum).
+
+        Even together, once a majority has exited the others wait for a controller
+        quorum that is gone: their controlled shutdown cannot finish, and they sat out
+        the whole grace (30 s a cluster stop). They get ``straggler_s`` more, then
+        SIGKILL; what they acknowledged is in their logs already, which a restart
+        recovers (the cluster-restart fault test checks it).
+        """
+        running = [n for n in self.nodes.values() if n.proc is not None and n.proc.poll() is None]
+        for node in running:
+            node.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        majority_gone_at: float | None = None
+        while time.monotonic() < deadline:
+            left = [n for n in running if n.proc.poll() is None]
+            if not left:
+                break
+            if majority_gone_at is None and len(running) - len(left) > len(self.nodes) // 2:
+                majority_gone_at = time.monotonic()
+            if majority_gone_at is not None and time.monotonic() - majority_gone_at > straggler_s:
+                break
+            time.sleep(0.1)
+        for node in running:
+            if node.proc.poll() is None:
+                log.debug("kafka node %d waits for a lost quorum; killing it", node.node_id)
+                node.kill()
+            node.proc = None
 
     def leader(self, topic: str, partition: int = 0, timeout_s: float = 10.0) -> int:
         """The node id that leads ``topic``/``partition`` now."""

@@ -14,6 +14,7 @@ for the fault tests.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -201,6 +202,10 @@ def start_worker(stack_env: StackEnv, tmp_path: Path) -> Iterator[Callable[..., 
 
     start.started = started  # for the failure report
     yield start
+    # All asked at once: each stop is mostly waiting (leaving groups, final commits).
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGTERM)
     for worker in started:
         worker.stop()
 

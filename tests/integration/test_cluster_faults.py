@@ -332,7 +332,7 @@ def test_a_whole_cluster_restart_brings_back_the_registry_and_who_served_when(
     assert before.aliases_at("demo", second.occurred_at) == {"champion": 2}
     worker.stop()
 
-    kafka_cluster.stop()  # every node, controlled shutdown
+    kafka_cluster.stop()  # every node: controlled shutdown, a straggler without quorum killed
     kafka_cluster.start()  # from the same data dirs
     after = ModelCommands.from_settings(settings).registry()
     assert after.snapshot() == before.snapshot()
