@@ -69,7 +69,14 @@ class RestartBackoff:
 
 
 def _port_if_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now.
+
+    With SO_REUSEADDR, as Kafka's own listener binds: connections the stopped broker
+    closed linger in TIME_WAIT on its port for a minute, and a plain bind counts the
+    port as taken, so a quick restart moved the broker to new ports.
+    """
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
