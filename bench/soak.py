@@ -91,6 +91,12 @@ class Sample:
     predictions_lag_rows: int
     feature_log_lag_rows: int  # the lineage role's feature log
     outcomes_joined: int
+    # Where an outcome's time goes: the load's delay from a prediction's broker timestamp to
+    # its outcome's send (the labeller keeping up), then the scoring worker's Faust group's
+    # lag on the outcomes topic (routing) and on the join topic (joining), in messages.
+    outcome_delay_s: float = 0.0
+    outcomes_lag: int = 0
+    join_lag: int = 0
 
 
 def fitted_ends(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -143,6 +149,7 @@ class Load:
         self.stop = threading.Event()
         self.rows_sent = 0
         self.outcomes_sent = 0
+        self.outcome_delay_s = 0.0  # of the last prediction frame labelled
         self.errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
 
@@ -205,6 +212,8 @@ class Load:
                     name, record = codec.decode(message.value())
                     if name != "PredictionFrame":
                         continue
+                    _, produced_ms = message.timestamp()
+                    self.outcome_delay_s = max(0.0, time.time() - produced_ms / 1000)
                     columns = unpack_prediction_frame(record)
                     rows, scores = columns["rows"], columns["score"]
                     for i in range(0, len(rows), self.outcome_every):
@@ -265,14 +274,16 @@ class Probes:
     def __init__(self, settings, bootstrap: str, workers: list[Worker]) -> None:
         topics = Topics(settings.kafka.topic_prefix)
         scoring_roles = with_role(workers, "inference").roles.split(",")
-        _, scoring_group = topics.worker_groups(scoring_roles, features_consumer=True)
+        agents_group, scoring_group = topics.worker_groups(scoring_roles, features_consumer=True)
         store_group = topics.group(with_role(workers, "lineage").roles.split(","))
         self.features = LagProbe(settings, bootstrap, scoring_group)
         self.store = LagProbe(settings, bootstrap, store_group)
+        self.outcomes = LagProbe(settings, bootstrap, agents_group)  # route and join agents
 
     def close(self) -> None:
         self.features.close()
         self.store.close()
+        self.outcomes.close()
 
 
 def sample_loop(workers: list[Worker], broker_pid: int, load: Load, lag: Probes,
@@ -291,7 +302,8 @@ def sample_loop(workers: list[Worker], broker_pid: int, load: Load, lag: Probes,
     print(f"{'t (s)':>6}" + "".join(f"{w[:9] + ' MiB':>14}" for w in labels)
           + f"{'broker MiB':>11}" + "".join(f"{w[:9] + ' CPU':>14}" for w in labels)
           + f"{'broker CPU':>11}{'rows/s in':>11}{'scored/s':>11}{'lag rows':>11}"
-          f"{'pred. lag':>11}{'log lag':>11}{'joined':>10}")  # fmt: skip
+          f"{'pred. lag':>11}{'log lag':>11}{'joined':>10}{'label s':>8}{'out. lag':>9}"
+          f"{'join lag':>9}")  # fmt: skip
     while time.monotonic() - started < seconds and not load.stop.is_set():
         time.sleep(every_s - (time.monotonic() - started) % every_s)
         now = time.monotonic()
@@ -314,6 +326,9 @@ def sample_loop(workers: list[Worker], broker_pid: int, load: Load, lag: Probes,
             predictions_lag_rows=lag.store.messages_behind(topics.predictions) * FRAME_ROWS,
             feature_log_lag_rows=lag.store.messages_behind(topics.features) * FRAME_ROWS,
             outcomes_joined=stats.get("outcomes", {}).get("joined", 0),
+            outcome_delay_s=load.outcome_delay_s,
+            outcomes_lag=lag.outcomes.messages_behind(topics.name("outcomes")),
+            join_lag=lag.outcomes.messages_behind(topics.outcome_join),
         )
         last = (now, load.rows_sent, scored, cpu)
         samples.append(sample)
@@ -323,7 +338,8 @@ def sample_loop(workers: list[Worker], broker_pid: int, load: Load, lag: Probes,
               + f"{s.broker_cpu:>11.2f}{s.rows_in_per_s:>11,.0f}"
               f"{s.rows_scored_per_s:>11,.0f}{s.features_lag_rows:>11,}"
               f"{s.predictions_lag_rows:>11,}{s.feature_log_lag_rows:>11,}"
-              f"{s.outcomes_joined:>10,}", flush=True)  # fmt: skip
+              f"{s.outcomes_joined:>10,}{s.outcome_delay_s:>8.1f}{s.outcomes_lag:>9,}"
+              f"{s.join_lag:>9,}", flush=True)  # fmt: skip
     return samples
 
 

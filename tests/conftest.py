@@ -7,10 +7,31 @@ engine shares one session-wide client and gets its own random database.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 
 import clickhouse_connect
 import pytest
+
+# Fixtures that take seconds to start and many MiB to hold (JVMs): under pytest-xdist
+# (`make test` runs two processes), every test of a file that uses one goes to the same
+# process, so each starts once. A whole file, because some tests ask for these fixtures by
+# name at run time (request.getfixturevalue), which collection cannot see.
+COSTLY_FIXTURES = {
+    "kafka_cluster": "kafka-cluster",  # three brokers
+    "kafka_secure_broker": "kafka-secure",
+    "apicurio_registry": "apicurio",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    groups: dict[str, set[str]] = defaultdict(set)
+    for item in items:
+        for fixture in set(item.fixturenames) & COSTLY_FIXTURES.keys():
+            groups[item.path.name].add(COSTLY_FIXTURES[fixture])
+    for item in items:
+        if groups[item.path.name]:
+            item.add_marker(pytest.mark.xdist_group(min(groups[item.path.name])))
 
 
 @pytest.fixture(scope="session")
