@@ -142,7 +142,9 @@ class Report:
     value: float
     event_time: int
     detail: str
-    source: int  # its offset on the input it came from, -1 if unknown
+    # Where it came in, opaque here: an offset on the input, -1 if unknown, or the
+    # streams layer's [topic, partition, offset].
+    source: int | list
 
 
 def join_key(prediction_id: str) -> tuple[str, int | None]:
@@ -200,7 +202,12 @@ class OutcomeJoin:
         return joined
 
     def add_outcome(
-        self, prediction_id: str, value: float, event_time: int, now_ms: int, source: int = -1
+        self,
+        prediction_id: str,
+        value: float,
+        event_time: int,
+        now_ms: int,
+        source: int | list = -1,
     ) -> JoinedOutcome | None:
         """Join one outcome, or hold it until its prediction or the window's end.
 
@@ -216,7 +223,7 @@ class OutcomeJoin:
             self._delta.waiting.append(item)
         return result
 
-    def _match(self, key, prediction_id: str, value: float, event_time: int, source: int):
+    def _match(self, key, prediction_id: str, value: float, event_time: int, source):
         """(whether a part holds the row, the joined outcome if it counts)."""
         _, row = join_key(prediction_id)
         row = 0 if row is None else row

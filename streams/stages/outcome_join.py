@@ -5,8 +5,11 @@ the two never share a partition. Both are re-keyed onto one internal topic,
 ``<app>-outcome-join``, by their join key (the prediction frame id, or the
 prediction id of a single record): the scoring worker publishes a compact
 *pending* entry per scored part, and the ``route-outcomes`` agent forwards
-each outcome. One ``join-outcomes`` agent then sees both sides of a key on one
-partition, in order, and holds the state in the ``outcome-join`` Faust table:
+each batch's outcomes, packed into one message per join partition (one Faust
+event a batch on the join side, not one an outcome: per-event cost capped the
+join at about 900 outcomes/s on a busy 2-core worker). One ``join-outcomes``
+agent then sees both sides of a key on one partition, in order, and holds the
+state in the ``outcome-join`` Faust table:
 
 - ``p<partition>|d|<offset>``: what one batch changed (scored parts awaiting
   outcomes, rows labelled, outcomes that overtook their prediction), see
@@ -53,6 +56,7 @@ from driftline.drift.outcomes import (
     encode_pending,
     join_key,
 )
+from driftline.drift.packing import pack, unpack
 from driftline.drift.summary import ErrorPart, chunks, encode_parts, split_errors
 from driftline.inference.event_time import DEFAULT_BOUNDS, INVALID_EVENT_TIME, EventTimeBounds
 from driftline.schemas import DecodeError, SchemaCodec
@@ -66,7 +70,9 @@ log = logging.getLogger(__name__)
 
 JOIN_TABLE = "outcome-join"
 JOIN_TOPIC_SUFFIX = "outcome-join"
-PENDING_TAG, OUTCOME_TAG = b"P", b"O"  # first byte of a join-topic value
+# First byte of a join-topic value: pending parts, one outcome (as written before outcomes
+# were packed; still read), or a batch's outcomes for one partition.
+PENDING_TAG, OUTCOME_TAG, OUTCOMES_TAG = b"P", b"O", b"M"
 # Brokers refuse messages over 1 MB by default (Tansu too): state records and
 # pending messages are cut below that.
 MAX_RECORD_BYTES = 512 * 1024
@@ -82,6 +88,22 @@ class _Reported:
     key: bytes | None
     value: bytes
     headers: object = None
+
+
+Origin = list  # [topic, partition, offset] of an outcome on the topic it came in on
+
+
+def encode_outcomes(outcomes: Sequence[tuple[bytes, Origin]]) -> bytes:
+    """Outcomes, each as it came in (Confluent-framed Avro) with where it came in, in one
+    join-topic message. The origin names an outcome's dead letter, should it end as one:
+    the join message's own offset is shared by every outcome in it."""
+    values = {str(i): value for i, (value, _) in enumerate(outcomes)}
+    return pack("outcomes", values, {"origins": [origin for _, origin in outcomes]})
+
+
+def decode_outcomes(blob: bytes) -> list[tuple[bytes, Origin]]:
+    parts, meta = unpack("outcomes", blob)
+    return [(parts[str(i)], origin) for i, origin in enumerate(meta["origins"])]
 
 
 def join_partition(key: str, partitions: int) -> int:
@@ -147,7 +169,9 @@ class OutcomeJoiner:
         self._delivery.produce(batch, self.join_topic, value, partition=partition)
 
     def route(self, messages: Sequence[InboundMessage], batch: BatchDelivery) -> None:
-        """The outcomes' side: each outcome forwarded to its join key's partition."""
+        """The outcomes' side: each outcome forwarded to its join key's partition, a batch's
+        outcomes for one partition packed into messages of at most MAX_RECORD_BYTES / 2."""
+        by_partition: dict[int, list[tuple[bytes, Origin]]] = defaultdict(list)
         for message in messages:
             try:
                 record = self._codec.decode_as("Outcome", message.value)
@@ -162,15 +186,28 @@ class OutcomeJoiner:
                 detail = self._event_times.detail(record["event_time"])
                 self._dead.publish(message, INVALID_EVENT_TIME, detail, batch)
                 continue
-            value = OUTCOME_TAG + bytes(message.value)
-            if not self._limit.fits(value, key.encode()):
-                detail = self._limit.explain(len(value), "the outcome, forwarded to the join")
+            outcome = (bytes(message.value), [message.topic, message.partition, message.offset])
+            alone = OUTCOMES_TAG + encode_outcomes([outcome])
+            if not self._limit.fits(alone):
+                detail = self._limit.explain(len(alone), "the outcome, forwarded to the join")
                 self._dead.publish(message, TOO_LARGE, detail, batch)
                 continue
-            partition = join_partition(key, self.partitions)
-            self._delivery.produce(
-                batch, self.join_topic, value, key=key.encode(), partition=partition
-            )
+            by_partition[join_partition(key, self.partitions)].append(outcome)
+        for partition, outcomes in by_partition.items():
+            chunk, size = [], 0
+            for outcome in outcomes:
+                # Each also costs its name, size and origin in the pack's JSON header.
+                cost = len(outcome[0]) + len(outcome[1][0]) + 48
+                if chunk and size + cost > MAX_RECORD_BYTES // 2:
+                    self._send_outcomes(chunk, partition, batch)
+                    chunk, size = [], 0
+                chunk.append(outcome)
+                size += cost
+            self._send_outcomes(chunk, partition, batch)
+
+    def _send_outcomes(self, outcomes: list, partition: int, batch: BatchDelivery) -> None:
+        value = OUTCOMES_TAG + encode_outcomes(outcomes)
+        self._delivery.produce(batch, self.join_topic, value, partition=partition)
 
     # -- the join -----------------------------------------------------------------------
 
@@ -272,16 +309,21 @@ class OutcomeJoiner:
             for key, part in decode_pending(body):
                 joined += join.add_pending(key, part, now)
             return joined
-        if kind == OUTCOME_TAG:
-            record = self._codec.decode_as("Outcome", body)
-            found = join.add_outcome(
-                record["prediction_id"],
-                record["value"],
-                record["event_time"],
-                now,
-                source=message.offset,
-            )
-            return [] if found is None else [found]
+        if kind in (OUTCOME_TAG, OUTCOMES_TAG):
+            joined = []
+            alone = [(body, message.offset)]  # written before packing: its join offset names it
+            for value, origin in alone if kind == OUTCOME_TAG else decode_outcomes(body):
+                record = self._codec.decode_as("Outcome", value)
+                found = join.add_outcome(
+                    record["prediction_id"],
+                    record["value"],
+                    record["event_time"],
+                    now,
+                    source=origin,
+                )
+                if found is not None:
+                    joined.append(found)
+            return joined
         raise InvalidValue(f"join-topic message of unknown kind {kind!r}")
 
     def _write_delta(self, partition: int, join: OutcomeJoin, first: int, now: int, batch) -> None:
@@ -314,7 +356,10 @@ class OutcomeJoiner:
         }
         value = self._codec.encode("Outcome", record)
         key = report.prediction_id.encode()
-        return _Reported(self.join_topic, partition, report.source, key, value)
+        if isinstance(report.source, int):  # an offset on the join topic
+            return _Reported(self.join_topic, partition, report.source, key, value)
+        topic, origin_partition, offset = report.source
+        return _Reported(topic, origin_partition, offset, key, value)
 
     def _send_state(self, partition: int, key: bytes, value: bytes | None, batch) -> None:
         def delivered(err, msg) -> None:

@@ -317,6 +317,14 @@ def test_max_age_refuses_stale_and_future_commands(tmp_path, registry) -> None:
 # -- roles file ---------------------------------------------------------------
 
 
+def _named_keys(text: str) -> str:
+    """The test id of a case: keys are random per run, so each is named by its actor, and
+    every pytest-xdist process collects the same ids."""
+    for name, key in B64.items():
+        text = text.replace(key, f"<{name}'s key>")
+    return text
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
@@ -353,6 +361,7 @@ def test_max_age_refuses_stale_and_future_commands(tmp_path, registry) -> None:
         ("bob = {", "b b = {", "not valid TOML"),
         ("bob = {", '"b b" = {', "actor name 'b b' is not valid"),
     ],
+    ids=_named_keys,
 )
 def test_malformed_roles_files(tmp_path, old, new, message) -> None:
     assert old in ROLES
