@@ -279,11 +279,16 @@ class Probes:
         self.features = LagProbe(settings, bootstrap, scoring_group)
         self.store = LagProbe(settings, bootstrap, store_group)
         self.outcomes = LagProbe(settings, bootstrap, agents_group)  # route and join agents
+        self.routing = self.outcomes  # the route agent's group, or the outcomes consumer's
+        if settings.worker.outcomes_consumer == "kafka":
+            self.routing = LagProbe(settings, bootstrap, f"{agents_group}.outcomes")
 
     def close(self) -> None:
         self.features.close()
         self.store.close()
         self.outcomes.close()
+        if self.routing is not self.outcomes:
+            self.routing.close()
 
 
 def sample_loop(workers: list[Worker], broker_pid: int, load: Load, lag: Probes,
@@ -327,7 +332,7 @@ def sample_loop(workers: list[Worker], broker_pid: int, load: Load, lag: Probes,
             feature_log_lag_rows=lag.store.messages_behind(topics.features) * FRAME_ROWS,
             outcomes_joined=stats.get("outcomes", {}).get("joined", 0),
             outcome_delay_s=load.outcome_delay_s,
-            outcomes_lag=lag.outcomes.messages_behind(topics.name("outcomes")),
+            outcomes_lag=lag.routing.messages_behind(topics.name("outcomes")),
             join_lag=lag.outcomes.messages_behind(topics.outcome_join),
         )
         last = (now, load.rows_sent, scored, cpu)

@@ -503,6 +503,14 @@ class WorkerSettings(_Section):
             "per record (the earlier path, kept for comparison)"
         ),
     )
+    outcomes_consumer: Literal["faust", "kafka"] = Field(
+        "faust",
+        description=(
+            "what routes the outcomes topic to the join: faust = a Faust agent, one Event per "
+            "outcome; kafka = confluent-kafka batches in a service of the worker, as for "
+            "features, in a consumer group of its own (<the worker's group>.outcomes)"
+        ),
+    )
     session_timeout_s: float = Field(
         15.0,
         ge=3,

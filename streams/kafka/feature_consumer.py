@@ -121,6 +121,7 @@ class FeatureConsumer(mode.Service):
         batch_size: int,
         max_in_flight: int,
         ready: asyncio.Event | None = None,
+        scoring: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -132,6 +133,9 @@ class FeatureConsumer(mode.Service):
         self._batch_size = batch_size
         self._max_in_flight = max_in_flight
         self._ready = ready
+        # False for another topic read this way (outcomes): its time is not scoring time,
+        # and the lag figure for /metrics stays the features topic's.
+        self._scoring = scoring
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="features-consumer")
         self._consumer: Consumer | None = None
         self._acker: OrderedAcker | None = None
@@ -173,18 +177,19 @@ class FeatureConsumer(mode.Service):
                 submitted = time.perf_counter()
                 # Waits only while max_in_flight earlier batches await delivery.
                 await acker.submit((next_offsets(messages),), batch)
-                timing["score_s"] += submitted - started
-                timing["backpressure_s"] += time.perf_counter() - submitted
+                if self._scoring:
+                    timing["score_s"] += submitted - started
+                    timing["backpressure_s"] += time.perf_counter() - submitted
         finally:
             self._finished.set()
             if not self._stopping:  # crashed: the worker stops; nothing more is committed
                 acking.cancel()
 
     def _subscribe(self, loop: asyncio.AbstractEventLoop) -> Consumer:
-        consumer = Consumer(
-            self._config | {"on_commit": self._on_commit, "stats_cb": self._on_statistics},
-            logger=log,
-        )
+        callbacks = {"on_commit": self._on_commit}
+        if self._scoring:
+            callbacks["stats_cb"] = self._on_statistics
+        consumer = Consumer(self._config | callbacks, logger=log)
         consumer.subscribe(
             [self._topic],
             on_assign=lambda _consumer, partitions: self._assigned(partitions),
@@ -210,7 +215,7 @@ class FeatureConsumer(mode.Service):
 
     def _assigned(self, partitions: list[TopicPartition]) -> None:
         self.assignment |= {tp.partition for tp in partitions}
-        log.info("features partitions assigned: %s", sorted(self.assignment))
+        log.info("%s partitions assigned: %s", self._topic, sorted(self.assignment))
 
     def _lost(self, partitions: list[TopicPartition]) -> None:
         # Too late to commit: their next owner re-scores from the last commit.
@@ -222,7 +227,7 @@ class FeatureConsumer(mode.Service):
                 self._delivered.pop(p, None)
         for p in lost:
             self._committing.pop(p, None)
-        log.warning("features partitions lost without a hand-over: %s", sorted(lost))
+        log.warning("%s partitions lost without a hand-over: %s", self._topic, sorted(lost))
 
     def _fetch(self) -> list[Message]:
         """On the consumer thread: wait for one record, then take what is already fetched."""
@@ -259,8 +264,8 @@ class FeatureConsumer(mode.Service):
         try:
             committed = self._consumer.committed(asked, timeout=_HANDOVER_TIMEOUT_S)
         except KafkaException as exc:
-            log.warning("features partitions %s: committed offsets not read (%s); trying again",
-                        sorted(self._rewinding), exc)  # fmt: skip
+            log.warning("%s partitions %s: committed offsets not read (%s); trying again",
+                        self._topic, sorted(self._rewinding), exc)  # fmt: skip
             return
         for tp in committed:
             # None committed yet: from the start, as auto.offset.reset=earliest would.
@@ -268,10 +273,10 @@ class FeatureConsumer(mode.Service):
             try:
                 self._consumer.seek(TopicPartition(self._topic, tp.partition, offset))
             except KafkaException as exc:
-                log.info("features partition %d not rewound yet (%s)", tp.partition, exc)
+                log.info("%s partition %d not rewound yet (%s)", self._topic, tp.partition, exc)
                 continue
             self._rewinding.discard(tp.partition)
-            log.info("features partition %d given back mid-fetch: read again from %d",
+            log.info("%s partition %d given back mid-fetch: read again from %d", self._topic,
                      tp.partition, offset)  # fmt: skip
 
     @staticmethod
@@ -301,7 +306,7 @@ class FeatureConsumer(mode.Service):
         try:
             self._consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
-            log.info("features offsets %s not committed now: %s", due, exc)
+            log.info("%s offsets %s not committed now: %s", self._topic, due, exc)
             self._forget_sent(offsets)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
@@ -310,7 +315,7 @@ class FeatureConsumer(mode.Service):
         before the next poll, while the partition is still ours."""
         failed = [tp for tp in partitions if error is not None or tp.error is not None]
         if failed:
-            log.info("features offsets commit refused, trying again: %s %s", error, failed)
+            log.info("%s offsets commit refused, trying again: %s %s", self._topic, error, failed)
             self._forget_sent(failed)
 
     def _forget_sent(self, partitions: list[TopicPartition]) -> None:
@@ -336,9 +341,9 @@ class FeatureConsumer(mode.Service):
         if failed:
             # Their next owner re-scores from the last commit; the predictions collapse
             # on their ids downstream.
-            log.error("features offsets %s not committed at hand-over: %s", final, failed)
+            log.error("%s offsets %s not committed at hand-over: %s", self._topic, final, failed)
         else:
-            log.info("features offsets committed at hand-over: %s", final)
+            log.info("%s offsets committed at hand-over: %s", self._topic, final)
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop, partitions: list[TopicPartition]):
         """On the consumer thread, in the rebalance: finish and commit what was consumed
@@ -351,15 +356,17 @@ class FeatureConsumer(mode.Service):
             drained.result(_HANDOVER_TIMEOUT_S)
         except TimeoutError:
             log.error(
-                "features partitions %s handed over with deliveries still pending after %.0f s; "
+                "%s partitions %s handed over with deliveries still pending after %.0f s; "
                 "their next owner re-scores them from the last commit",
+                self._topic,
                 sorted(revoked),
                 _HANDOVER_TIMEOUT_S,
             )
         self._commit_final(revoked)
         self.assignment -= revoked
         log.info(
-            "features partitions %s handed over in %.0f ms",
+            "%s partitions %s handed over in %.0f ms",
+            self._topic,
             sorted(revoked),
             (time.monotonic() - started) * 1000,
         )

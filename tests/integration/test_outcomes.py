@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from driftline.streams.control.model_commands import ModelCommands
 from driftline.streams.demo.loadgen import produce_frames_at_rate, synthetic_frames
+from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.producer import FeatureProducer
+from driftline.streams.kafka.topics import Topics
 from tests.integration.helpers import wait_until, write_model
 
 pytestmark = pytest.mark.integration
@@ -23,9 +26,14 @@ ROWS = 10_000
 WAIT_S = 20  # long enough to send every outcome; the unmatched wait this long
 
 
-def test_error_drift_on_one_arm_and_late_and_unmatched_outcomes(stack_env, start_worker, tmp_path):
+# Outcomes routed by the Faust agent (the default) and by confluent-kafka batches.
+@pytest.mark.parametrize("outcomes_consumer", ["faust", "kafka"])
+def test_error_drift_on_one_arm_and_late_and_unmatched_outcomes(
+    stack_env, start_worker, tmp_path, outcomes_consumer
+):
     settings = stack_env.settings(DRIFTLINE_DRIFT_OUTCOME_WAIT_S=str(WAIT_S))
     worker = start_worker(
+        DRIFTLINE_WORKER_OUTCOMES_CONSUMER=outcomes_consumer,
         DRIFTLINE_DRIFT_ENABLED="true",
         DRIFTLINE_DRIFT_OUTCOME_WAIT_S=str(WAIT_S),
         DRIFTLINE_DRIFT_ERROR_DETECTORS="adwin",
@@ -110,3 +118,26 @@ def test_error_drift_on_one_arm_and_late_and_unmatched_outcomes(stack_env, start
 
     wanted = {"outcome_late": 1, "outcome_unmatched": 2}
     wait_until(lambda: reasons() == wanted, what=lambda: f"late/unmatched stored: {reasons()}")
+
+    topics = Topics(stack_env.prefix)
+    if outcomes_consumer == "kafka":
+        # Read in batches by the worker's own service, and committed to the end once routed.
+        log = worker.log_file.read_text()
+        assert f"{topics.name('outcomes')} partitions assigned" in log
+        wait_until(
+            lambda: _behind(stack_env.bootstrap, f"{topics.app_id}.outcomes", topics) == 0,
+            what="the outcomes group committed to the end",
+        )
+
+
+def _behind(bootstrap: str, group: str, topics: Topics) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        asked = [TopicPartition(topics.name("outcomes"), p) for p in range(2)]
+        behind = 0
+        for tp in consumer.committed(asked, timeout=10):
+            _, high = watermarks(consumer, tp.topic, tp.partition)
+            behind += high - max(tp.offset, 0)
+        return behind
+    finally:
+        consumer.close()
