@@ -231,6 +231,7 @@ def wire_drift(w: Wiring) -> None:
             runtime.topics.name("outcomes"),
             f"{w.app.conf.id}.outcomes",
             w.guarded(outcomes.route, "routing outcomes"),
+            batch_size=max(w.batch_size, 1000),  # small records: frames-sized batches are few
         )
     else:
         w.stage_agent(
@@ -252,10 +253,19 @@ def wire_drift(w: Wiring) -> None:
     w.timer(max(1.0, min(30.0, settings.drift.outcome_wait_s / 4)), expire_outcomes)
 
 
-def wire_batch_consumer(w: Wiring, topic: str, group: str, fill) -> None:
-    """A topic other than features read in confluent-kafka batches, with the features
-    consumer's guarantees (commits after delivery, hand-over on rebalance), in a group of its
-    own: Faust's per-event cost capped routing at about 1,000 outcomes/s on a busy worker."""
+def wire_batch_consumer(
+    w: Wiring,
+    topic: str,
+    group: str,
+    fill,
+    *,
+    batch_size: int,
+    scoring: bool = False,
+    ready: asyncio.Event | None = None,
+) -> FeatureConsumer:
+    """``topic`` read in confluent-kafka batches by a service of the worker, in ``group``:
+    commits after delivery, hand-over on rebalance. Features always (Faust's per-event cost),
+    outcomes when asked (it capped routing at about 1,000 outcomes/s on a busy worker)."""
     worker = w.settings.worker
     consumer = FeatureConsumer(
         config=consumer_config(
@@ -269,17 +279,20 @@ def wire_batch_consumer(w: Wiring, topic: str, group: str, fill) -> None:
         score=fill,
         delivery=w.runtime.delivery,
         stats=w.runtime.stats,
-        batch_size=max(w.batch_size, 1000),  # small records: a frames-sized batch is too few
+        batch_size=batch_size,
         max_in_flight=worker.max_in_flight,
-        scoring=False,
+        scoring=scoring,
+        ready=ready,
         loop=w.app.loop,
         beacon=w.app.beacon,
     )
 
     async def start_batch_consumer() -> None:
+        # Stopped with the app (a runtime dependency), after the Faust consumer.
         await w.app.add_runtime_dependency(consumer)
 
     w.task(start_batch_consumer)
+    return consumer
 
 
 def wire_scoring(w: Wiring, features_group: str | None) -> None:
@@ -289,31 +302,15 @@ def wire_scoring(w: Wiring, features_group: str | None) -> None:
     follower, delivery = runtime.follower, runtime.delivery
     score = w.guarded(runtime.scoring.process, "scoring")
     if features_group is not None:
-        features = FeatureConsumer(
-            config=consumer_config(
-                w.settings.kafka.librdkafka_config(runtime.bootstrap),
-                group=features_group,
-                session_timeout_s=worker.session_timeout_s,
-                fetch_max_wait_ms=worker.fetch_max_wait_ms,
-                fetch_max_bytes=worker.fetch_max_bytes,
-            ),
-            topic=runtime.topics.features,
-            score=score,
-            delivery=delivery,
-            stats=runtime.stats,
+        runtime.features_consumer = wire_batch_consumer(
+            w,
+            runtime.topics.features,
+            features_group,
+            score,
             batch_size=w.batch_size,
-            max_in_flight=worker.max_in_flight,
+            scoring=True,
             ready=follower.caught_up,
-            loop=app.loop,
-            beacon=app.beacon,
         )
-        runtime.features_consumer = features
-
-        async def start_features_consumer() -> None:
-            # Stopped with the app (a runtime dependency), after the Faust consumer.
-            await app.add_runtime_dependency(features)
-
-        w.task(start_features_consumer)
         return
 
     @app.agent(w.raw_topic(runtime.topics.features), name="score-features")
