@@ -103,7 +103,10 @@ def encode_outcomes(outcomes: Sequence[tuple[bytes, Origin]]) -> bytes:
 
 def decode_outcomes(blob: bytes) -> list[tuple[bytes, Origin]]:
     parts, meta = unpack("outcomes", blob)
-    return [(parts[str(i)], origin) for i, origin in enumerate(meta["origins"])]
+    origins = meta.get("origins")
+    if not isinstance(origins, list) or len(origins) != len(parts):
+        raise SnapshotError(f"corrupt outcomes message: {len(parts)} outcomes, origins {origins!r}")
+    return [(parts[str(i)], origin) for i, origin in enumerate(origins)]
 
 
 def join_partition(key: str, partitions: int) -> int:

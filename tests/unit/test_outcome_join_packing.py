@@ -10,6 +10,7 @@ import pytest
 
 from driftline.drift.config import DriftConfig
 from driftline.drift.outcomes import Pending
+from driftline.drift.packing import pack
 from driftline.streams.kafka.limits import HEADROOM_BYTES, TOO_LARGE, MessageLimit
 from driftline.streams.stages.outcome_join import (
     MAX_RECORD_BYTES,
@@ -165,3 +166,12 @@ def test_outcomes_that_end_as_dead_letters_are_named_by_where_they_came_in():
     assert sorted(d["reason"] for d in dead) == ["outcome_unmatched"] * len(ids)
     places = {(d["source_topic"], d["partition"], d["offset"]) for d in dead}
     assert places == {("outcomes", m.partition, m.offset) for m in messages}
+
+
+def test_a_corrupt_packed_message_is_a_dead_letter_not_a_crash():
+    rig = StageRig()
+    joiner = joiner_on(rig)
+    no_origins = OUTCOMES_TAG + pack("outcomes", {"0": b"x"})
+    rig.run(joiner, [Consumed("join", 0, 0, None, no_origins)])
+    (dead,) = rig.dead()
+    assert dead["reason"] == "invalid_join_message" and "origins" in dead["detail"]
