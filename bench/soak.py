@@ -97,6 +97,8 @@ class Sample:
     outcome_delay_s: float = 0.0
     outcomes_lag: int = 0
     join_lag: int = 0
+    join_state_mib: float = 0.0  # the join's changelogged table (bounded: see _compact)
+    join_waiting: int = 0  # outcomes waiting there for their prediction
 
 
 def fitted_ends(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -308,7 +310,7 @@ def sample_loop(workers: list[Worker], broker_pid: int, load: Load, lag: Probes,
           + f"{'broker MiB':>11}" + "".join(f"{w[:9] + ' CPU':>14}" for w in labels)
           + f"{'broker CPU':>11}{'rows/s in':>11}{'scored/s':>11}{'lag rows':>11}"
           f"{'pred. lag':>11}{'log lag':>11}{'joined':>10}{'label s':>8}{'out. lag':>9}"
-          f"{'join lag':>9}")  # fmt: skip
+          f"{'join lag':>9}{'join MiB':>9}{'waiting':>9}")  # fmt: skip
     while time.monotonic() - started < seconds and not load.stop.is_set():
         time.sleep(every_s - (time.monotonic() - started) % every_s)
         now = time.monotonic()
@@ -334,6 +336,8 @@ def sample_loop(workers: list[Worker], broker_pid: int, load: Load, lag: Probes,
             outcome_delay_s=load.outcome_delay_s,
             outcomes_lag=lag.routing.messages_behind(topics.name("outcomes")),
             join_lag=lag.outcomes.messages_behind(topics.outcome_join),
+            join_state_mib=stats.get("outcome_join", {}).get("state_bytes", 0) / 2**20,
+            join_waiting=stats.get("outcome_join", {}).get("waiting_outcomes", 0),
         )
         last = (now, load.rows_sent, scored, cpu)
         samples.append(sample)
@@ -344,7 +348,8 @@ def sample_loop(workers: list[Worker], broker_pid: int, load: Load, lag: Probes,
               f"{s.rows_scored_per_s:>11,.0f}{s.features_lag_rows:>11,}"
               f"{s.predictions_lag_rows:>11,}{s.feature_log_lag_rows:>11,}"
               f"{s.outcomes_joined:>10,}{s.outcome_delay_s:>8.1f}{s.outcomes_lag:>9,}"
-              f"{s.join_lag:>9,}", flush=True)  # fmt: skip
+              f"{s.join_lag:>9,}{s.join_state_mib:>9.1f}{s.join_waiting:>9,}",
+              flush=True)  # fmt: skip
     return samples
 
 

@@ -170,6 +170,9 @@ class OutcomeJoin:
         self.waiting: dict[str, list[tuple[str, float, int, int, int]]] = {}
         self.counts: Counter = Counter()
         self._rows = 0
+        # join key -> when its first part came (ms, never decreasing): a state record older
+        # than the oldest pending part holds no live prediction (see live_since()).
+        self._born: dict[str, int] = {}
         self.late: list[Report] = []
         self.unmatched: list[Report] = []
         self._delta = _Delta()  # what changed since take_delta(): the table's unit of state
@@ -181,9 +184,11 @@ class OutcomeJoin:
             return []  # a redelivered prediction: keep the outcomes already matched
         parts.append(entry)
         self._delta.pending.append((key, entry))
+        self._note_born(key, now_ms)
         self._rows += len(entry.scores)
         while self._rows > self.max_pending and len(self.pending) > 1:
-            _, old = self.pending.popitem(last=False)
+            old_key, old = self.pending.popitem(last=False)
+            self._born.pop(old_key, None)
             evicted = sum(len(part.scores) for part in old)
             self._rows -= evicted
             self.counts["evicted"] += evicted
@@ -260,6 +265,7 @@ class OutcomeJoin:
             if now_ms - parts[0].scored_at <= self.wait_ms:
                 break
             self.pending.popitem(last=False)
+            self._born.pop(key, None)
             rows = sum(len(part.scores) for part in parts)
             self._rows -= rows
             self.counts["expired_rows"] += rows
@@ -268,6 +274,39 @@ class OutcomeJoin:
                 self.counts["unmatched"] += 1
                 why = f"no prediction with this id within the {self.wait_ms} ms wait"
                 self.unmatched.append(Report(prediction_id, value, event_time, why, source))
+
+    def _note_born(self, key: str, now_ms: int) -> None:
+        if key not in self._born:  # a clock that steps back must not reorder them
+            self._born[key] = max(now_ms, next(reversed(self._born.values()), now_ms))
+
+    def live_since(self, now_ms: int) -> int:
+        """When the oldest pending prediction came (``now_ms`` if none is pending).
+
+        Pending parts leave oldest first (expired or evicted), so a state record written
+        before this time holds no live prediction: only outcomes that still wait, which
+        :meth:`carry` re-writes, and changes to things since gone.
+        """
+        return next(iter(self._born.values()), now_ms)
+
+    def carry(self, before_ms: int, now_ms: int, max_bytes: int) -> list[bytes]:
+        """The outcomes still waiting that came before ``before_ms``, as delta blobs of at
+        most about ``max_bytes`` each: what the state records about to be dropped still hold."""
+        items = [item for held in self.waiting.values() for item in held if item[3] < before_ms]
+        blobs, chunk, size = [], [], 0
+        for item in items:
+            cost = len(json.dumps(item)) + 2
+            if chunk and size + cost > max_bytes:
+                blobs.append(_waiting_delta(chunk, now_ms))
+                chunk, size = [], 0
+            chunk.append(item)
+            size += cost
+        if chunk:
+            blobs.append(_waiting_delta(chunk, now_ms))
+        return blobs
+
+    def held(self) -> tuple[int, int]:
+        """(pending prediction rows, outcomes waiting for their prediction)."""
+        return self._rows, sum(len(items) for items in self.waiting.values())
 
     def take_reports(self) -> tuple[list[Report], list[Report]]:
         late, unmatched = self.late, self.unmatched
@@ -301,11 +340,13 @@ class OutcomeJoin:
     def apply_delta(self, blob: bytes) -> int:
         """Replay one :meth:`take_delta` blob (after a restart); returns its creation time."""
         parts, meta = unpack("outcome-delta", blob)
+        created = int(meta["created_ms"])
         for i, key in enumerate(meta["keys"]):
             entry, _ = Pending.from_bytes(parts[str(i)])
             existing = self.pending.setdefault(key, [])
             if not any(part.same_part(entry) for part in existing):
                 existing.append(entry)
+                self._note_born(key, created)
                 self._rows += len(entry.scores)
         for prediction_id in meta["labelled"]:
             key, row = join_key(prediction_id)
@@ -324,7 +365,12 @@ class OutcomeJoin:
             else:
                 self.waiting.pop(key, None)
         self._delta = _Delta()
-        return int(meta["created_ms"])
+        return created
+
+
+def _waiting_delta(items: list[tuple], now_ms: int) -> bytes:
+    meta = {"created_ms": now_ms, "keys": [], "labelled": [], "waiting": items, "resolved": []}
+    return pack("outcome-delta", {}, meta)
 
 
 @dataclass

@@ -82,6 +82,8 @@ class WorkerStats:
     drift_snapshot_bytes: int = 0
     drift_restored: dict = field(default_factory=dict)  # monitor -> {source: next offset}
     outcomes: Counter = field(default_factory=Counter)  # joined, late, unmatched, ...
+    # What the outcomes join holds: pending_rows, waiting_outcomes, state_records, state_bytes
+    outcome_join: dict = field(default_factory=dict)
     policy_actions: int = 0  # signed commands the policy role published
     policy_actions_unsigned: int = 0  # actions not taken: no key for the policy actor
     predictions_by: Counter = field(default_factory=Counter)  # (model, version, arm) -> n
@@ -151,6 +153,7 @@ class WorkerStats:
             "drift_snapshot_bytes": self.drift_snapshot_bytes,
             "drift_restored": dict(self.drift_restored),
             "outcomes": dict(self.outcomes),
+            "outcome_join": dict(self.outcome_join),
             "policy_actions": self.policy_actions,
             "policy_actions_unsigned": self.policy_actions_unsigned,
             "enrichment": dict(self.enrichment),

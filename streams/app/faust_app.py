@@ -249,6 +249,7 @@ def wire_drift(w: Wiring) -> None:
         batch = delivery.batch()
         outcomes.expire(batch)
         await delivery.wait(batch)
+        outcomes.note_state()
 
     w.timer(max(1.0, min(30.0, settings.drift.outcome_wait_s / 4)), expire_outcomes)
 

@@ -116,6 +116,7 @@ class WorkerCollector(Collector):
         for (topic, partition), behind in sorted(self._lag().items()):
             lag.add_metric([topic, str(partition)], behind)
         yield lag
+        yield from self._outcome_join()
         yield from self._served()
         yield from self._audit()
         uptime = GaugeMetricFamily(
@@ -123,6 +124,20 @@ class WorkerCollector(Collector):
         )
         uptime.add_metric([",".join(sorted(self.roles))], time.time() - stats.started_at)
         yield uptime
+
+    def _outcome_join(self) -> Iterator[Metric]:
+        held = self.stats.outcome_join
+        if not held:
+            return  # no outcomes join runs here
+        for name, key, documentation in (
+            ("pending_predictions", "pending_rows", "Predictions waiting for their outcome"),
+            ("waiting_outcomes", "waiting_outcomes", "Outcomes waiting for their prediction"),
+            ("state_records", "state_records", "Records in the join's changelogged table"),
+            ("state_bytes", "state_bytes", "Bytes in the join's changelogged table"),
+        ):
+            gauge = GaugeMetricFamily(f"driftline_outcome_join_{name}", documentation)
+            gauge.add_metric([], held.get(key, 0))
+            yield gauge
 
     def _lag(self) -> dict[tuple[str, int], int]:
         lag = dict(self.stats.consumer_lag)

@@ -109,6 +109,11 @@ def decode_outcomes(blob: bytes) -> list[tuple[bytes, Origin]]:
     return [(parts[str(i)], origin) for i, origin in enumerate(origins)]
 
 
+def _is_carry(state_key: bytes) -> bool:
+    """Whether a state key names a carry record (``p<partition>|d|<offset>|c<n>``)."""
+    return state_key.count(b"|") == 3
+
+
 def join_partition(key: str, partitions: int) -> int:
     """The join-topic partition of a join key (both sides use it, explicitly)."""
     return zlib.crc32(key.encode()) % partitions
@@ -229,16 +234,53 @@ class OutcomeJoiner:
 
     def expire(self, batch: BatchDelivery) -> None:
         """Timer: end the wait of old pending predictions and of outcomes with none;
-        drop the deltas that describe only expired things."""
+        drop the state records that hold nothing live."""
         now = time.time_ns() // 1_000_000
         for partition, join in self._joins.items():
             join.expire(now)
             self._report(join, partition, batch)
-            live = self._deltas.setdefault(partition, {})
-            for key in [k for k, created in live.items() if created + self.wait_ms < now]:
-                del live[key]
-                batch.expect()
-                self._send_state(partition, key, None, batch)
+            self._compact(partition, join, now, batch)
+
+    def _compact(self, partition: int, join: OutcomeJoin, now: int, batch) -> None:
+        """Drop the deltas written before the oldest pending prediction came, and re-write
+        the outcomes they hold that still wait (the *carry*) as the newest state records.
+
+        Without this a delta stayed for a whole wait window (600 s by default) however
+        soon its predictions were evicted: at 200k rows/s the table grew by most of a
+        megabyte a second. A delta's time is when its contents came (one clock reading per
+        batch), so one older than every pending prediction holds none of them.
+        """
+        live = self._deltas.setdefault(partition, {})
+        cutoff = join.live_since(now)
+        dead = [k for k, created in live.items() if created < cutoff and not _is_carry(k)]
+        old_carry = [k for k in live if _is_carry(k)]
+        if not dead and not old_carry:
+            return
+        # Sorts after every delta written so far and before every later one, so a replay
+        # sees the carried outcomes before anything that resolves them.
+        after = max(self._next.get(partition, 0) - 1, 0)
+        carry = {}
+        for i, blob in enumerate(join.carry(cutoff, now, MAX_RECORD_BYTES // 2)):
+            carry[f"p{partition}|d|{after:020d}|c{i:05d}".encode()] = blob
+        for key, blob in carry.items():
+            live[key] = now
+            batch.expect()
+            self._send_state(partition, key, blob, batch)
+        for key in dead + [k for k in old_carry if k not in carry]:
+            del live[key]
+            batch.expect()
+            self._send_state(partition, key, None, batch)
+
+    def note_state(self) -> None:
+        """What the join holds, in the worker's stats: it must stay bounded. Called once the
+        expiry's state records are delivered (the table changes on delivery)."""
+        held = [join.held() for join in self._joins.values()]
+        self._stats.outcome_join = {
+            "pending_rows": sum(rows for rows, _ in held),
+            "waiting_outcomes": sum(waiting for _, waiting in held),
+            "state_records": len(self.table),
+            "state_bytes": sum(len(k) + len(v) for k, v in list(self.table.items())),
+        }
 
     def _state(self, partition: int) -> OutcomeJoin:
         if partition not in self._joins:

@@ -236,3 +236,16 @@ def test_a_statistics_report_without_a_usable_lag_keeps_the_last(report):
     stats.consumer_lag = {("features", 0): 40}
     consumer._on_statistics(report)  # never raises: it runs inside the consumer's poll
     assert stats.consumer_lag == {("features", 0): 40}
+
+
+def test_what_the_outcomes_join_holds_is_exported_only_where_it_runs():
+    stats = StageRig().stats
+    assert not any(n.startswith("driftline_outcome_join") for n in scrape(WorkerCollector(stats)))
+    stats.outcome_join = {
+        "pending_rows": 1_200, "waiting_outcomes": 3, "state_records": 9, "state_bytes": 4_096,
+    }  # fmt: skip
+    families = scrape(WorkerCollector(stats))
+    assert value(families, "driftline_outcome_join_pending_predictions") == 1_200
+    assert value(families, "driftline_outcome_join_waiting_outcomes") == 3
+    assert value(families, "driftline_outcome_join_state_records") == 9
+    assert value(families, "driftline_outcome_join_state_bytes") == 4_096
