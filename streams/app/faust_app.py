@@ -232,6 +232,7 @@ def wire_drift(w: Wiring) -> None:
             f"{w.app.conf.id}.outcomes",
             w.guarded(outcomes.route, "routing outcomes"),
             batch_size=max(w.batch_size, 1000),  # small records: frames-sized batches are few
+            take_over_from=w.app.conf.id,  # where the Faust agent left off, after an upgrade
         )
     else:
         w.stage_agent(
@@ -263,6 +264,7 @@ def wire_batch_consumer(
     batch_size: int,
     scoring: bool = False,
     ready: asyncio.Event | None = None,
+    take_over_from: str | None = None,
 ) -> FeatureConsumer:
     """``topic`` read in confluent-kafka batches by a service of the worker, in ``group``:
     commits after delivery, hand-over on rebalance. Features always (Faust's per-event cost),
@@ -284,6 +286,7 @@ def wire_batch_consumer(
         max_in_flight=worker.max_in_flight,
         scoring=scoring,
         ready=ready,
+        take_over_from=take_over_from,
         loop=w.app.loop,
         beacon=w.app.beacon,
     )

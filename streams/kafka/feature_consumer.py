@@ -48,6 +48,7 @@ from confluent_kafka import (
 )
 
 from driftline.streams.kafka.delivery import BatchDelivery, DeliveryTracker, OrderedAcker
+from driftline.streams.kafka.group_handover import take_over_offsets
 from driftline.streams.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class FeatureConsumer(mode.Service):
         max_in_flight: int,
         ready: asyncio.Event | None = None,
         scoring: bool = True,
+        take_over_from: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -133,9 +135,10 @@ class FeatureConsumer(mode.Service):
         self._batch_size = batch_size
         self._max_in_flight = max_in_flight
         self._ready = ready
-        # False for another topic read this way (outcomes): its time is not scoring time,
-        # and the lag figure for /metrics stays the features topic's.
+        # False for another topic read this way (outcomes): its time is not scoring time.
         self._scoring = scoring
+        # The group that read the topic before this consumer did: where to start from.
+        self._take_over_from = take_over_from
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="features-consumer")
         self._consumer: Consumer | None = None
         self._acker: OrderedAcker | None = None
@@ -186,9 +189,10 @@ class FeatureConsumer(mode.Service):
                 acking.cancel()
 
     def _subscribe(self, loop: asyncio.AbstractEventLoop) -> Consumer:
-        callbacks = {"on_commit": self._on_commit}
-        if self._scoring:
-            callbacks["stats_cb"] = self._on_statistics
+        if self._take_over_from is not None:
+            group = self._config["group.id"]
+            take_over_offsets(self._config, self._topic, group, self._take_over_from)
+        callbacks = {"on_commit": self._on_commit, "stats_cb": self._on_statistics}
         consumer = Consumer(self._config | callbacks, logger=log)
         consumer.subscribe(
             [self._topic],
@@ -211,7 +215,10 @@ class FeatureConsumer(mode.Service):
         except Exception:  # a figure for /metrics must never stop the consumer: keep the last
             log.debug("librdkafka statistics without a usable consumer lag", exc_info=True)
             return
-        self._stats.consumer_lag = lag  # replaced whole: the scraping thread reads a snapshot
+        # Replaced whole (the scraping thread reads a snapshot), keeping the other
+        # consumers' topics: a worker may read features and outcomes this way.
+        others = {k: v for k, v in self._stats.consumer_lag.items() if k[0] != self._topic}
+        self._stats.consumer_lag = others | lag
 
     def _assigned(self, partitions: list[TopicPartition]) -> None:
         self.assignment |= {tp.partition for tp in partitions}

@@ -9,16 +9,20 @@ never fed to the detectors and never lost.
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from driftline.inference import scoring
 from driftline.streams.control.model_commands import ModelCommands
 from driftline.streams.demo.loadgen import produce_frames_at_rate, synthetic_frames
 from driftline.streams.kafka.offsets import watermarks
 from driftline.streams.kafka.producer import FeatureProducer
 from driftline.streams.kafka.topics import Topics
-from tests.integration.helpers import wait_until, write_model
+from driftline.streams.stages.outcome_join import JOIN_TABLE
+from tests.integration.helpers import read_topic, wait_until, write_model
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +30,7 @@ ROWS = 10_000
 WAIT_S = 20  # long enough to send every outcome; the unmatched wait this long
 
 
-# Outcomes routed by the Faust agent (the default) and by confluent-kafka batches.
+# Outcomes routed by confluent-kafka batches (the default) and by the Faust agent.
 @pytest.mark.parametrize("outcomes_consumer", ["faust", "kafka"])
 def test_error_drift_on_one_arm_and_late_and_unmatched_outcomes(
     stack_env, start_worker, tmp_path, outcomes_consumer
@@ -141,3 +145,69 @@ def _behind(bootstrap: str, group: str, topics: Topics) -> int:
         return behind
     finally:
         consumer.close()
+
+
+def test_outcomes_waiting_for_their_predictions_survive_a_killed_worker(
+    stack_env, start_worker, tmp_path
+):
+    """Outcomes that came before their predictions wait in the join's changelogged table.
+    Its old records are dropped once newer predictions evict theirs, the waiting outcomes
+    carried forward; a worker killed then restarts from the changelog and joins each once."""
+    wait = {"DRIFTLINE_DRIFT_OUTCOME_WAIT_S": "120"}  # an expiry (and compaction) every 30 s
+    env = {
+        **wait,
+        "DRIFTLINE_DRIFT_ENABLED": "true",
+        "DRIFTLINE_DRIFT_MAX_PENDING_PREDICTIONS": "1000",  # per join partition
+    }
+    settings = stack_env.settings(**wait)
+    worker = start_worker(**env)
+    commands = ModelCommands.from_settings(settings)
+    v1, _ = commands.register(write_model(tmp_path, seed=1), "demo", actor="alice")
+    commands.promote("demo", v1.version, actor="bob")
+    wait_until(lambda: worker.get("/driftline/models/").get("demo"), what="demo served")
+
+    producer = FeatureProducer(settings, stack_env.bootstrap)
+    early = list(synthetic_frames(model="demo", count=2_000, entities=500, seed=7, n_features=16,
+                                  frame_size=500))  # fmt: skip
+    served = scoring.id_key("champion", v1.version)
+    for frame in early:  # their outcomes first: they wait for these predictions
+        frame_ids = scoring.prediction_id(frame["frame_id"], "demo", served)
+        for row in range(len(frame["entity_ids"])):
+            producer.send_outcome(f"{frame_ids}:{row}", 1.0)
+    producer.flush()
+
+    def held() -> dict:
+        return worker.get("/driftline/stats/").get("outcome_join", {})
+
+    wait_until(lambda: held().get("waiting_outcomes") == 2_000, timeout_s=60,
+               what=lambda: f"2,000 outcomes waiting: {held()}")  # fmt: skip
+    # 20,000 other rows evict one another (1,000 pending a partition): the records that
+    # first held the waiting outcomes are dropped, and the outcomes carried.
+    produce_frames_at_rate(producer, synthetic_frames(
+        model="demo", count=20_000, entities=500, seed=8, n_features=16, frame_size=500),
+        rate=0)  # fmt: skip
+    changelog = Topics(stack_env.prefix).changelog(JOIN_TABLE)
+
+    def carried() -> bool:
+        messages = read_topic(stack_env.bootstrap, changelog, settings.kafka.partitions)
+        return any((m.key() or b"").count(b"|") == 3 and m.value() for m in messages)
+
+    wait_until(carried, timeout_s=60, what="carry records on the join's changelog")
+    wait_until(lambda: held().get("pending_rows", 0) <= 2_000 and held()["state_records"] < 40,
+               timeout_s=40, what=lambda: f"the table compacted: {held()}")  # fmt: skip
+    worker.proc.send_signal(signal.SIGKILL)
+    worker.proc.wait(10)
+
+    worker = start_worker(**env)
+    produce_frames_at_rate(producer, iter(early), rate=0)
+
+    def counts() -> dict:
+        return worker.get("/driftline/stats/")["outcomes"]
+
+    wait_until(
+        lambda: counts().get("joined", 0) >= 2_000,
+        timeout_s=90,
+        what=lambda: f"the waiting outcomes joined after the restart: {counts()}",
+    )
+    assert counts()["joined"] == 2_000
+    assert counts().get("unmatched", 0) == 0 and counts().get("duplicate", 0) == 0

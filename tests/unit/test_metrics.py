@@ -146,6 +146,17 @@ def test_the_features_consumer_keeps_the_lag_librdkafka_reports():
     consumer._on_statistics("not json")  # kept, not raised
     assert stats.consumer_lag == {("features", 0): 40}
 
+    # The outcomes, read the same way in the same worker, keep their own figures.
+    outcomes = FeatureConsumer(config={}, topic="outcomes", score=lambda messages, batch: None,
+                               delivery=None, stats=stats, batch_size=10, max_in_flight=1,
+                               scoring=False)  # fmt: skip
+    outcomes.assignment = {1}
+    outcomes._on_statistics(json.dumps({"topics": {"outcomes": {"partitions": {
+        "1": {"consumer_lag": 3}}}}}))  # fmt: skip
+    report["topics"]["features"]["partitions"]["0"]["consumer_lag"] = 41
+    consumer._on_statistics(json.dumps(report))
+    assert stats.consumer_lag == {("features", 0): 41, ("outcomes", 1): 3}
+
 
 def test_the_dashboards_quantiles_interpolate_like_histogram_quantile():
     from driftline.streams.app.dashboard import quantile
