@@ -33,7 +33,12 @@ from typing import Any
 
 from driftline.lineage.events import LifecycleEvent, now_ms
 from driftline.lineage.exceptions import StoreError
-from driftline.lineage.store.clickhouse import AUDIT_LOG, ClickHouseClient, table
+from driftline.lineage.store.clickhouse import (
+    AUDIT_LOG,
+    ClickHouseClient,
+    insert_and_release,
+    table,
+)
 
 GENESIS = "0" * 64
 
@@ -131,8 +136,11 @@ class AuditLogWriter:
             staged[event.model] = (seq + 1, digest)
         if not staged:
             return 0
+        written = len(columns[0])
         try:
-            self.client.insert(self.table, columns, column_names=COLUMNS, column_oriented=True)
+            insert_and_release(
+                self.client, self.table, columns, column_names=COLUMNS, column_oriented=True
+            )
         except Exception as exc:
             # The insert may or may not have landed (a timeout after the server
             # committed looks the same as a refusal), so drop these heads and
@@ -141,14 +149,14 @@ class AuditLogWriter:
                 self._heads.pop(model, None)
             self._stored_offsets.clear()
             raise StoreError(
-                f"inserting {len(columns[0])} audit rows into {self.table} failed: {exc}; "
+                f"inserting {written} audit rows into {self.table} failed: {exc}; "
                 "retry the same batch (already-written events are skipped)"
             ) from exc
         self._heads.update(staged)
         for _, topic, partition, offset in items:
             key = (topic, partition)
             self._stored_offsets[key] = max(self._stored_offsets.get(key, -1), offset)
-        return len(columns[0])
+        return written
 
     def _load_offsets(self, partitions: set[tuple[str, int]]) -> None:
         missing = partitions - self._stored_offsets.keys()

@@ -33,6 +33,7 @@ from driftline.lineage.store.clickhouse import (
     CHECKPOINTS,
     ClickHouseClient,
     check_identifier,
+    insert_and_release,
 )
 from driftline.lineage.trust.keys import key_id
 
@@ -148,10 +149,11 @@ def store_checkpoints(
         [c.model, c.seq, c.hash, c.signed_at, c.key_id, c.signature.hex(), c.prev_seq, c.reason]
         for c in checkpoints
     ]
+    count = len(rows)
     try:
-        client.insert(name, rows, column_names=list(_COLUMNS))
+        insert_and_release(client, name, rows, column_names=list(_COLUMNS))
     except Exception as exc:
-        raise StoreError(f"inserting {len(rows)} checkpoint(s) into {name} failed: {exc}") from exc
+        raise StoreError(f"inserting {count} checkpoint(s) into {name} failed: {exc}") from exc
 
 
 def load_checkpoints(

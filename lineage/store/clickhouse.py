@@ -43,6 +43,22 @@ class ClickHouseClient(Protocol):
     def close(self) -> None: ...
 
 
+def insert_and_release(client: ClickHouseClient, table: str, data: list, **kwargs: Any) -> None:
+    """``client.insert(table, data, ...)``, then ``data`` emptied in place (its inner lists
+    too, rows or columns).
+
+    clickhouse-connect's ``InsertContext`` keeps a bound method of itself, a reference
+    cycle, along with the data it was given. Only a full collection frees it, and the
+    workers' GC tuning makes those rare: each insert's rows stayed in memory. Emptying
+    the lists frees the rows now, whatever becomes of the context.
+    """
+    client.insert(table, data, **kwargs)
+    for part in data:
+        if isinstance(part, list):
+            part.clear()
+    data.clear()
+
+
 AUDIT_LOG = "audit_log"
 PREDICTIONS = "predictions"
 DEADLETTERS = "deadletters"

@@ -20,7 +20,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from driftline.lineage.exceptions import InvalidRecord, StoreError
-from driftline.lineage.store.clickhouse import DEADLETTERS, PREDICTIONS, ClickHouseClient, table
+from driftline.lineage.store.clickhouse import (
+    DEADLETTERS,
+    PREDICTIONS,
+    ClickHouseClient,
+    insert_and_release,
+    table,
+)
 
 _REQUIRED = object()
 
@@ -122,7 +128,8 @@ class _ColumnSink:
             return 0
         settings = {"insert_deduplication_token": self._token()} if self.dedup_token else None
         try:
-            self.client.insert(
+            insert_and_release(
+                self.client,
                 self.table,
                 self._buffer,
                 column_names=self.columns,

@@ -22,10 +22,15 @@ from driftline.drift.config import DriftConfig
 from driftline.drift.monitor import MonitorKey
 from driftline.drift.summary import ErrorPart, encode_parts
 from driftline.inference import LoadedModel, Router, train_logistic
+from driftline.lineage.audit.chain import AuditLogWriter
+from driftline.lineage.store.clickhouse import create_tables
+from driftline.lineage.store.sinks import PredictionSink
 from driftline.streams.kafka.delivery import BatchDelivery
 from driftline.streams.stages.drift_decider import DriftDecider
 from driftline.streams.stages.drift_reduce import DriftStage
 from driftline.streams.testing import StageRig
+from tests.unit.test_lineage_audit import event
+from tests.unit.test_lineage_sinks import prediction
 from tests.unit.test_outcome_join_packing import joiner_on, outcome, pending
 from tests.unit.test_stages import GARBAGE, _features
 
@@ -165,3 +170,45 @@ def test_a_stage_leaves_no_reference_cycle(stage: Callable, router: Router):
     with cycles_left() as found:
         batches()
     assert not found, f"reference cycles left by the stage: {_describe(found)}"
+
+
+@contextmanager
+def garbage() -> Iterator[list]:
+    """Everything, whoever made it, that only a garbage collection frees."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    found: list = []
+    try:
+        yield found
+        gc.collect()
+        found += gc.garbage
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+        gc.enable()
+
+
+def _rows_held(found: list, marker: str) -> int:
+    """Values carrying ``marker`` inside the garbage's lists, columns or rows."""
+    lists = [thing for thing in found if isinstance(thing, list)]
+    held = [v for values in lists for v in values if isinstance(v, str) and marker in v]
+    held += [v for values in lists for row in values if isinstance(row, list | tuple)
+             for v in row if isinstance(v, str) and marker in v]  # fmt: skip
+    return len(held)
+
+
+def test_a_stored_batch_is_not_kept_alive_by_the_clients_insert_context(
+    chdb_client, fresh_database
+):
+    """clickhouse-connect's InsertContext is a reference cycle holding what it inserted;
+    the rows themselves must be freed when the insert returns."""
+    create_tables(chdb_client, fresh_database)
+    sink = PredictionSink(chdb_client, fresh_database)
+    audit = AuditLogWriter(chdb_client, fresh_database)
+    with garbage() as found:
+        for i in range(200):
+            sink.add(prediction(i, prediction_id=f"cycle-{i}"))
+        assert sink.flush() == 200
+        assert audit.write([(event(f"cycle-model-{i}", 1), "lifecycle", 0, i) for i in range(3)])
+    assert _rows_held(found, "cycle-") == 0
