@@ -246,9 +246,9 @@ class OutcomeJoiner:
         the outcomes they hold that still wait (the *carry*) as the newest state records.
 
         Without this a delta stayed for a whole wait window (600 s by default) however
-        soon its predictions were evicted: at 200k rows/s the table grew by most of a
-        megabyte a second. A delta's time is when its contents came (one clock reading per
-        batch), so one older than every pending prediction holds none of them.
+        soon its predictions were evicted, so under load the table grew for the whole
+        window. A delta's time is when its contents came (one clock reading per batch), so
+        one older than every pending prediction holds none of them.
         """
         live = self._deltas.setdefault(partition, {})
         cutoff = join.live_since(now)
