@@ -199,8 +199,10 @@ def markdown_table(results: dict[str, dict], peers: Sequence[str] = PEERS) -> st
 
 
 def features_consumer_supported() -> bool:
-    """Whether this checkout's worker reads DRIFTLINE_WORKER_FEATURES_CONSUMER."""
-    return "features_consumer" in (ROOT / "driftline" / "settings.py").read_text()
+    """Whether this checkout's worker reads DRIFTLINE_WORKER_FEATURES_CONSUMER (the settings
+    moved from driftline/ to core/; an older checkout may be benchmarked too)."""
+    sources = [ROOT / "core" / "settings.py", ROOT / "driftline" / "settings.py"]
+    return any("features_consumer" in s.read_text() for s in sources if s.exists())
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -593,7 +595,7 @@ def choose_paths(asked: str | None) -> list[str]:
         # One worker run: this checkout has only the Faust agent.
         kept = [p for p in paths if not p.startswith("driftline")]
         if len(kept) < len(paths):
-            print("DRIFTLINE_WORKER_FEATURES_CONSUMER is not in core/settings.py: "
+            print("DRIFTLINE_WORKER_FEATURES_CONSUMER is not in this checkout's settings: "
                   "the worker runs once, as 'driftline' (its Faust agent)")  # fmt: skip
             kept.insert(0, "driftline")
         paths = kept

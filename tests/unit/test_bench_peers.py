@@ -8,12 +8,29 @@ from pathlib import Path
 
 import pytest
 
-from bench.bench_peers import best_of, markdown_table, steady_stretch
+from bench.bench_peers import (
+    best_of,
+    choose_paths,
+    features_consumer_supported,
+    markdown_table,
+    steady_stretch,
+)
 from bench.peers.core import Scorer, prediction_id
 from driftline.inference import LoadedModel, score_records, train_logistic
 from driftline.inference import prediction_id as worker_prediction_id
 from driftline.schemas import default_codec
 from driftline.streams.demo.loadgen import synthetic_records
+
+
+def test_this_checkouts_worker_is_benchmarked_with_both_consumers() -> None:
+    # The check read driftline/settings.py, which moved to core/: the benchmark stopped at
+    # start-up with FileNotFoundError.
+    assert features_consumer_supported()
+    assert choose_paths("driftline-kafka,driftline-faust,confluent") == [
+        "driftline-kafka",
+        "driftline-faust",
+        "confluent",
+    ]
 
 
 def test_the_steady_stretch_runs_from_5_to_95_percent() -> None:
