@@ -497,6 +497,10 @@ def latency(path: str, broker, workdir: Path, model: bytes, counts: Counts, say)
     begin = phase_ms + counts.warmup_s * 1000
     end = begin + counts.latency_s * 1000
     steady = [ms for event_ms, ms in out if begin <= event_ms < end]
+    # Where a p99 comes from: one stall or a spread.
+    slowest = sorted(out, key=lambda pair: -pair[1])[:5]
+    say(f"{path}: slowest predictions (s into the phase: ms): "
+        + ", ".join(f"{(e - phase_ms) / 1000:.2f}: {ms:.0f}" for e, ms in slowest))  # fmt: skip
     if len(out) < expected:
         say(f"{path}: only {len(out):,} of {expected:,} predictions came back")
     return (*quantiles(steady), len(steady))
