@@ -2,8 +2,9 @@
 
 Every peer (the hand-written confluent-kafka loop, Quix Streams, Bytewax) calls this, so
 they differ only in how they move messages. It needs numpy, fastavro, onnxruntime and
-the repository's ``schemas`` package (the repo root on ``PYTHONPATH``), so it runs in the
-peer venvs too, which have no scikit-learn and no ``inference`` package.
+the repository's ``schemas`` package (the repo root on ``PYTHONPATH``, mapped to
+``driftline.schemas`` below when driftline is not installed), so it runs in the peer
+venvs too, which have no scikit-learn and no ``inference`` package.
 
 The Prediction is the one driftline's worker publishes (``driftline.inference.scoring``): the same
 fields, the same prediction id (uuid5 of record id, model and ``served``), the
@@ -23,7 +24,18 @@ from collections.abc import Sequence
 import numpy as np
 import onnxruntime as ort
 
-from driftline.schemas import default_codec
+try:
+    from driftline.schemas import default_codec
+except ModuleNotFoundError:
+    # A peer venv has the repository on PYTHONPATH but driftline not installed, so only the
+    # root's driftline/ shim is found. pyproject.toml maps each top-level folder to
+    # driftline.<folder>; the same mapping, for this process, is the root on its path.
+    import pathlib
+
+    import driftline
+
+    driftline.__path__.append(str(pathlib.Path(__file__).resolve().parents[2]))
+    from driftline.schemas import default_codec
 
 # driftline.inference.scoring.PREDICTION_NAMESPACE, copied so the peer venvs need no `inference`.
 PREDICTION_NAMESPACE = uuid.UUID("4c7b1a7b-aaee-5228-9774-b05723eb524c")

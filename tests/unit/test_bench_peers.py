@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,8 @@ from driftline.inference import prediction_id as worker_prediction_id
 from driftline.schemas import default_codec
 from driftline.streams.demo.loadgen import synthetic_records
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_this_checkouts_worker_is_benchmarked_with_both_consumers() -> None:
     # The check read driftline/settings.py, which moved to core/: the benchmark stopped at
@@ -31,6 +37,31 @@ def test_this_checkouts_worker_is_benchmarked_with_both_consumers() -> None:
         "driftline-faust",
         "confluent",
     ]
+
+
+def test_the_peers_code_runs_where_driftline_is_not_installed(tmp_path: Path) -> None:
+    # A peer venv (Quix Streams, Bytewax) has the repository on PYTHONPATH and numpy, fastavro
+    # and onnxruntime, but not driftline: after the packages moved under driftline.<folder>,
+    # every peer stopped at `from driftline.schemas import ...`. Reproduced here: this
+    # interpreter's site-packages without its .pth files, so driftline's install is not seen.
+    site_packages = sysconfig.get_paths()["purelib"]
+    code = (
+        f"import sys; sys.path.append({site_packages!r})\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('driftline').origin.startswith(sys.argv[1])\n"
+        "import bench.peers.confluent_loop\n"
+        "from bench.peers.core import default_codec\n"
+        "print(type(default_codec()).__name__)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(ROOT)],
+        env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
 
 
 def test_the_steady_stretch_runs_from_5_to_95_percent() -> None:
