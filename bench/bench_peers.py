@@ -198,13 +198,6 @@ def markdown_table(results: dict[str, dict], peers: Sequence[str] = PEERS) -> st
 # ---------------------------------------------------------------- processes and topics
 
 
-def features_consumer_supported() -> bool:
-    """Whether this checkout's worker reads DRIFTLINE_WORKER_FEATURES_CONSUMER (the settings
-    moved from driftline/ to core/; an older checkout may be benchmarked too)."""
-    sources = [ROOT / "core" / "settings.py", ROOT / "driftline" / "settings.py"]
-    return any("features_consumer" in s.read_text() for s in sources if s.exists())
-
-
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of ``pid`` and its live descendants (their threads included)."""
     total, stack = 0.0, [pid]
@@ -249,12 +242,10 @@ def peer_env(target: Target, **extra: str) -> dict:
 
 def start_path(path: str, target: Target) -> subprocess.Popen:
     if path.startswith("driftline"):
-        extra = {}
-        if path != "driftline":
-            consumer, _, drift = path.removeprefix("driftline-").partition("-")
-            extra["DRIFTLINE_WORKER_FEATURES_CONSUMER"] = consumer
-            if drift:  # the drift stage and decider too: the figure the issue asks for
-                extra["DRIFTLINE_DRIFT_ENABLED"] = "true"
+        consumer, _, drift = path.removeprefix("driftline-").partition("-")
+        extra = {"DRIFTLINE_WORKER_FEATURES_CONSUMER": consumer}
+        if drift:  # the drift stage and decider too: the figure the issue asks for
+            extra["DRIFTLINE_DRIFT_ENABLED"] = "true"
         proc, url = spawn_worker(target.env, target.workdir, path, **extra)
         proc.stats_url = url  # for a diagnosis when it sends nothing
         return proc
@@ -592,17 +583,9 @@ def run_broker(name: str, broker, workdir: Path, paths: list[str], counts: Count
 
 def choose_paths(asked: str | None) -> list[str]:
     paths = list(PATHS) if not asked else [p.strip() for p in asked.split(",") if p.strip()]
-    unknown = [p for p in paths if p not in PATHS and p != "driftline"]
+    unknown = [p for p in paths if p not in PATHS]
     if unknown:
         raise SystemExit(f"unknown path(s) {unknown}; choose from {', '.join(PATHS)}")
-    if not features_consumer_supported():
-        # One worker run: this checkout has only the Faust agent.
-        kept = [p for p in paths if not p.startswith("driftline")]
-        if len(kept) < len(paths):
-            print("DRIFTLINE_WORKER_FEATURES_CONSUMER is not in this checkout's settings: "
-                  "the worker runs once, as 'driftline' (its Faust agent)")  # fmt: skip
-            kept.insert(0, "driftline")
-        paths = kept
     return list(dict.fromkeys(paths))
 
 

@@ -15,7 +15,6 @@ import pytest
 from bench.bench_peers import (
     best_of,
     choose_paths,
-    features_consumer_supported,
     markdown_table,
     steady_stretch,
 )
@@ -29,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_this_checkouts_worker_is_benchmarked_with_both_consumers() -> None:
-    # The check read driftline/settings.py, which moved to core/: the benchmark stopped at
-    # start-up with FileNotFoundError.
-    assert features_consumer_supported()
+    # A check for old checkouts read driftline/settings.py, which moved to core/: the
+    # benchmark stopped here at start-up with FileNotFoundError.
     assert choose_paths("driftline-kafka,driftline-faust,confluent") == [
         "driftline-kafka",
         "driftline-faust",
