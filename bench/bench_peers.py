@@ -473,7 +473,7 @@ def latency(path: str, broker, workdir: Path, model: bytes, counts: Counts, say)
         time.sleep(0.5)
         expected = int(counts.rate * (counts.warmup_s + counts.latency_s + COOLDOWN_S))
         phase_ms = time.time() * 1000
-        out: list[tuple[float, float]] = []
+        out: list[tuple[float, float, float]] = []
         reader = threading.Thread(target=_receive, args=(broker.bootstrap, target.output,
                                   offsets.ends(target.output), phase_ms, expected, out,
                                   counts.latency_s + 60))  # fmt: skip
@@ -487,18 +487,34 @@ def latency(path: str, broker, workdir: Path, model: bytes, counts: Counts, say)
         offsets.close()
     begin = phase_ms + counts.warmup_s * 1000
     end = begin + counts.latency_s * 1000
-    steady = [ms for event_ms, ms in out if begin <= event_ms < end]
-    # Where a p99 comes from: one stall or a spread.
-    slowest = sorted(out, key=lambda pair: -pair[1])[:5]
-    say(f"{path}: slowest predictions (s into the phase: ms): "
-        + ", ".join(f"{(e - phase_ms) / 1000:.2f}: {ms:.0f}" for e, ms in slowest))  # fmt: skip
+    steady = [ms for event_ms, ms, _ in out if begin <= event_ms < end]
+    say(f"{path}: {slowest_stalls(out, phase_ms)}")
     if len(out) < expected:
         say(f"{path}: only {len(out):,} of {expected:,} predictions came back")
     return (*quantiles(steady), len(steady))
 
 
+def slowest_stalls(out: list[tuple[float, float, float]], phase_ms: float, shown: int = 5) -> str:
+    """Where a p99 comes from: the slowest prediction of each of the worst 100 ms stretches
+    of sending, and how much of its latency came before it was scored (the record's trip
+    to the path and its wait there) and after (the prediction's trip back)."""
+    worst: dict[int, tuple[float, float, float]] = {}
+    for event_ms, ms, scored_ms in out:
+        stretch = int((event_ms - phase_ms) // 100)
+        if stretch not in worst or ms > worst[stretch][1]:
+            worst[stretch] = (event_ms, ms, scored_ms)
+    slowest = sorted(worst.values(), key=lambda row: -row[1])[:shown]
+    shown_rows = ", ".join(
+        f"{(e - phase_ms) / 1000:.2f}: {ms:.0f} ({scored:.0f})" for e, ms, scored in slowest
+    )
+    return (
+        f"slowest predictions (s into the phase: ms, of which before it was scored): {shown_rows}"
+    )
+
+
 def _receive(bootstrap, topic, since, phase_ms, expected, out, timeout_s) -> None:
-    """(event_time, receipt minus event_time in ms) for each prediction of the phase."""
+    """(event_time, receipt minus event_time, scored_at minus event_time; in ms) for each
+    prediction of the phase."""
     codec = default_codec()
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-peers-latency",
                          "enable.auto.commit": False, "fetch.wait.max.ms": 5})  # fmt: skip
@@ -511,9 +527,10 @@ def _receive(bootstrap, topic, since, phase_ms, expected, out, timeout_s) -> Non
             for message in messages:
                 if message.error():
                     continue
-                event_ms = codec.decode(message.value())[1]["event_time"]
+                prediction = codec.decode(message.value())[1]
+                event_ms = prediction["event_time"]
                 if event_ms >= phase_ms:  # probes went out before the phase
-                    out.append((event_ms, now - event_ms))
+                    out.append((event_ms, now - event_ms, prediction["scored_at"] - event_ms))
     finally:
         consumer.close()
 

@@ -461,14 +461,15 @@ class WorkerSettings(_Section):
         20, ge=1, le=10_000, description="longest a fetch waits at the broker for new records"
     )
     output_linger_ms: float = Field(
-        0.0,
+        1.0,
         ge=0,
         le=60_000,
         description=(
             "librdkafka linger.ms of the worker's producer (predictions, dead letters, "
-            "lifecycle): 0 sends a scored batch at once, and librdkafka still batches what "
-            "queues while earlier requests are in flight; raise it to trade latency for "
-            "fewer, larger broker requests"
+            "lifecycle): 1 gathers a scored batch into one request per partition; 0 sends "
+            "its first record alone and the rest in many small requests, which costs the "
+            "worker and the broker CPU (100-300 ms stalls at 2,000 records/s on 2 cores); "
+            "raise it to trade latency for fewer, larger requests"
         ),
     )
     event_time_max_ahead_s: float = Field(

@@ -40,7 +40,7 @@ from driftline.schemas import SchemaCodec
 from driftline.streams.artifact_store import artifact_store
 from driftline.streams.exceptions import StreamsError
 from driftline.streams.kafka.broker_quirks import detect_quirks
-from driftline.streams.kafka.clients import make_producer
+from driftline.streams.kafka.clients import make_producer, worker_output_config
 from driftline.streams.kafka.codecs import codec_for
 from driftline.streams.kafka.delivery import DeliveryTracker
 from driftline.streams.kafka.limits import MessageLimit
@@ -110,10 +110,7 @@ class WorkerRuntime:
         """What a worker with ``settings``' roles holds: the shared parts, then each role's."""
         topics = Topics(settings.kafka.topic_prefix)
         codec = codec_for(settings)
-        # A consumed batch's outputs are all produced at once: lingering only delays them.
-        producer = make_producer(
-            settings, bootstrap, **{"linger.ms": settings.worker.output_linger_ms}
-        )
+        producer = Producer(worker_output_config(settings, bootstrap))
         delivery = DeliveryTracker(producer)
         stats = WorkerStats()
         runtime = cls(settings, bootstrap, topics, codec, producer, delivery, stats)

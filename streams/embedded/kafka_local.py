@@ -318,6 +318,8 @@ class KafkaBroker:
                 java_path(),
                 f"-Xmx{self.heap}",
                 "-Xss1m",
+                # Pauses beside server.log, to tell a GC pause from other stalls.
+                f"-Xlog:gc:file={self.data_dir / 'gc.log'}:time,uptime:filecount=2,filesize=10M",
                 "-Djava.awt.headless=true",
                 "-Dorg.slf4j.simpleLogger.showDateTime=true",
                 "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",

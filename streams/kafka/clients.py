@@ -33,6 +33,18 @@ def make_producer(settings: Settings, bootstrap: str, **overrides: Any) -> Produ
     return Producer(producer_config(settings, bootstrap, **overrides))
 
 
+def worker_output_config(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """The worker's producer (predictions, dead letters, drift, lifecycle).
+
+    A scored batch is produced in one burst, so a linger of a millisecond gathers it into
+    one request per partition. At 0, librdkafka sends the first record of the burst alone
+    and then a request per few records: at 2,000 single records/s on Apache Kafka that
+    kept the worker's librdkafka threads and the broker busy enough to stall both cores
+    for 100-300 ms at a time (README, "Peers").
+    """
+    return producer_config(settings, bootstrap, **{"linger.ms": settings.worker.output_linger_ms})
+
+
 def faust_credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
     """The same security settings, in the form Faust hands to aiokafka."""
     if kafka.security_protocol == "PLAINTEXT":

@@ -16,6 +16,7 @@ from bench.bench_peers import (
     best_of,
     choose_paths,
     markdown_table,
+    slowest_stalls,
     steady_stretch,
 )
 from bench.peers.core import Scorer, prediction_id
@@ -124,3 +125,13 @@ def test_the_peers_publish_the_predictions_the_worker_does(tmp_path: Path) -> No
 
 def test_the_copied_prediction_id_matches_the_workers() -> None:
     assert prediction_id("r-1", b"|bench|served") == worker_prediction_id("r-1", "bench", "served")
+
+
+def test_the_slowest_predictions_are_one_per_stall_split_before_and_after_scoring() -> None:
+    phase = 1_000_000.0
+    # One stall at 0.5 s (three predictions of it, one 300 ms late, most of it before it
+    # was scored), another at 2 s (after scoring), and a quiet spread.
+    out = [(phase + 500 + i, 300.0 - i, 280.0) for i in range(3)]
+    out += [(phase + 2000, 150.0, 10.0)] + [(phase + 100 * i, 5.0, 2.0) for i in range(30)]
+    line = slowest_stalls(out, phase, shown=3)
+    assert line.endswith("0.50: 300 (280), 2.00: 150 (10), 0.00: 5 (2)")

@@ -6,6 +6,7 @@ import pytest
 
 from driftline.core.errors import ConfigError
 from driftline.core.settings import load_settings
+from driftline.streams.kafka.clients import worker_output_config
 
 
 @pytest.fixture(autouse=True)
@@ -168,3 +169,11 @@ def test_security_settings_reach_both_kafka_clients(monkeypatch, tmp_path):
     credentials = faust_credentials(kafka)
     assert (credentials.username, credentials.password) == ("svc", "s3cret")
     assert credentials.ssl_context is None
+
+
+def test_the_workers_producer_gathers_a_scored_batch_unless_told_otherwise(monkeypatch):
+    """linger.ms 0 cost the worker's librdkafka threads 1.7x the CPU and stalled single
+    records on 2 cores (bench.bench_output_linger); the default gathers a batch's burst."""
+    assert worker_output_config(load_settings(), "127.0.0.1:9092")["linger.ms"] == 1.0
+    monkeypatch.setenv("DRIFTLINE_WORKER_OUTPUT_LINGER_MS", "0")
+    assert worker_output_config(load_settings(), "127.0.0.1:9092")["linger.ms"] == 0.0
