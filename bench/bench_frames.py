@@ -205,7 +205,10 @@ def fill_frames(broker, rows: int) -> None:
     frames = synthetic_frames(
         model="bench", count=rows, entities=10_000, seed=1, n_features=16, frame_size=FRAME_ROWS
     )
-    produce_frames_at_rate(producer, frames, rate=0)
+    try:
+        produce_frames_at_rate(producer, frames, rate=0)
+    finally:
+        producer.close()  # else it outlives its broker and retries the address
 
 
 def end_to_end(
@@ -319,17 +322,21 @@ def latency(broker, workdir, model_bytes: bytes, *, frames: bool, rate: float, s
         )
         reader.start()
         time.sleep(1.0)  # the reader is positioned before the first record goes out
+        # Closed here: left to the garbage collector it outlived its broker in
+        # bench_brokers and retried the stopped one's address through the next run.
         producer = FeatureProducer(settings, broker.bootstrap)
-        if frames:
-            batches = synthetic_frames(
-                model="bench", count=count, entities=10_000, seed=3, n_features=16, frame_size=1000
-            )
-            produce_frames_at_rate(producer, batches, rate=rate)
-        else:
-            records = synthetic_records(
-                model="bench", count=count, entities=10_000, seed=3, n_features=16
-            )
-            produce_at_rate(producer, records, rate=rate)
+        try:
+            if frames:
+                batches = synthetic_frames(model="bench", count=count, entities=10_000, seed=3,
+                                           n_features=16, frame_size=1000)  # fmt: skip
+                produce_frames_at_rate(producer, batches, rate=rate)
+            else:
+                records = synthetic_records(
+                    model="bench", count=count, entities=10_000, seed=3, n_features=16
+                )
+                produce_at_rate(producer, records, rate=rate)
+        finally:
+            producer.close()
         reader.join()
         if detail is not None:
             detail["to_scored"] = quantiles(scored[int(rate * warmup_s) :])

@@ -485,6 +485,7 @@ def latency(path: str, broker, workdir: Path, model: bytes, counts: Counts, say)
     finally:
         stop_child(proc, grace_s=10, name=path, quiet=True)
         offsets.close()
+        producer.close()
     begin = phase_ms + counts.warmup_s * 1000
     end = begin + counts.latency_s * 1000
     steady = [ms for event_ms, ms, _ in out if begin <= event_ms < end]

@@ -60,12 +60,15 @@ def register_and_promote(settings, bootstrap: str, path: Path, name: str) -> Non
 def fill(settings, bootstrap: str, n: int) -> float:
     producer = FeatureProducer(settings, bootstrap)
     started = time.perf_counter()
-    produce_at_rate(
-        producer,
-        synthetic_records(model="bench", count=n, entities=10_000, seed=1, n_features=16),
-        rate=0,
-    )
-    return n / (time.perf_counter() - started)
+    try:
+        produce_at_rate(
+            producer,
+            synthetic_records(model="bench", count=n, entities=10_000, seed=1, n_features=16),
+            rate=0,
+        )
+        return n / (time.perf_counter() - started)
+    finally:
+        producer.close()  # else it outlives its broker and retries the address
 
 
 async def raw_consumer(bootstrap: str, topic: str, n: int, partitions: int = PARTITIONS) -> float:
