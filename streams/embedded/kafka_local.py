@@ -18,6 +18,8 @@ import base64
 import contextlib
 import hashlib
 import logging
+import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -120,6 +122,26 @@ def install(version: str | None = None) -> Path:
 
 def java_path() -> str:
     return _require("java", "openjdk-17-jre-headless")
+
+
+def jvm_options(heap: str, gc_log: Path) -> list[str]:
+    """The local broker's JVM options, then the user's ``KAFKA_OPTS``, which win."""
+    return [
+        f"-Xmx{heap}",
+        "-Xss1m",
+        # Pauses beside server.log, to tell a GC pause from other stalls.
+        f"-Xlog:gc:file={gc_log}:time,uptime:filecount=2,filesize=10M",
+        "-Djava.awt.headless=true",
+        "-Dorg.slf4j.simpleLogger.showDateTime=true",
+        "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
+        # C1 only: a local broker shares its cores with the workers, and C2's compiler
+        # threads took up to a core for the first minutes of a workload, stalling a
+        # co-located worker for 50-200 ms at a time (README, "Embedded versus production").
+        # KAFKA_OPTS=-XX:TieredStopAtLevel=4 undoes it.
+        "-XX:TieredStopAtLevel=1",
+        # As Kafka's own start scripts take them; last, so they win over the ones above.
+        *shlex.split(os.environ.get("KAFKA_OPTS", "")),
+    ]
 
 
 def random_cluster_id() -> str:
@@ -316,13 +338,7 @@ class KafkaBroker:
         self.proc = spawn_child(
             [
                 java_path(),
-                f"-Xmx{self.heap}",
-                "-Xss1m",
-                # Pauses beside server.log, to tell a GC pause from other stalls.
-                f"-Xlog:gc:file={self.data_dir / 'gc.log'}:time,uptime:filecount=2,filesize=10M",
-                "-Djava.awt.headless=true",
-                "-Dorg.slf4j.simpleLogger.showDateTime=true",
-                "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
+                *jvm_options(self.heap, self.data_dir / "gc.log"),
                 "-cp",
                 self._classpath(),
                 "kafka.Kafka",

@@ -195,3 +195,12 @@ def test_only_tansu_is_treated_as_counting_batches_in_end_offsets(kafka_broker, 
         {"bootstrap.servers": kafka_broker.bootstrap}
     ).end_offsets_count_batches
     assert detect_quirks({"bootstrap.servers": tansu_broker.bootstrap}).end_offsets_count_batches
+
+
+def test_the_running_broker_compiles_with_c1_only_and_writes_its_gc_log(kafka_broker):
+    """The JVM took the options: C2's compiler threads stole a co-located worker's core."""
+    argv = Path(f"/proc/{kafka_broker.proc.pid}/cmdline").read_bytes().split(b"\0")
+    stops = [a for a in argv if a.startswith(b"-XX:TieredStopAtLevel=")]
+    assert stops[-1] == b"-XX:TieredStopAtLevel=1"
+    gc_log = kafka_broker.data_dir / "gc.log"
+    wait_until(lambda: gc_log.exists() and "Using" in gc_log.read_text(), timeout_s=10)
