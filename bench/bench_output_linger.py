@@ -90,7 +90,6 @@ def run(bootstrap: str, topic: str, linger_ms: float, *, burst: int, pause_s: fl
         "requests_per_burst": requests / bursts,
         "p50": statistics.median(latencies),
         "p99": latencies[int(len(latencies) * 0.99)],
-        "records": records,
     }
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from driftline.core.errors import ConfigError
 from driftline.streams.embedded.processes import free_port, spawn_child, stop_child
 from driftline.streams.exceptions import BrokerNotInstalled, BrokerUnavailable
 
@@ -140,8 +141,19 @@ def jvm_options(heap: str, gc_log: Path) -> list[str]:
         # KAFKA_OPTS=-XX:TieredStopAtLevel=4 undoes it.
         "-XX:TieredStopAtLevel=1",
         # As Kafka's own start scripts take them; last, so they win over the ones above.
-        *shlex.split(os.environ.get("KAFKA_OPTS", "")),
+        *_kafka_opts(),
     ]
+
+
+def _kafka_opts() -> list[str]:
+    value = os.environ.get("KAFKA_OPTS", "")
+    try:
+        return shlex.split(value)
+    except ValueError as exc:  # an unclosed quote: say which variable, not just shlex's words
+        raise ConfigError(
+            f"KAFKA_OPTS={value!r} cannot be split into JVM options ({exc}); quote it as a "
+            "shell would, e.g. KAFKA_OPTS=\"-XX:TieredStopAtLevel=4 -Dname='a b'\""
+        ) from None
 
 
 def random_cluster_id() -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from driftline.core.errors import ConfigError
 from driftline.streams.embedded.kafka_local import jvm_options
 
 
@@ -27,3 +30,9 @@ def test_kafka_opts_come_last_so_an_operator_can_undo_any_default(monkeypatch, t
     assert _last(options, "-XX:TieredStopAtLevel=") == "-XX:TieredStopAtLevel=4"
     assert _last(options, "-Xmx") == "-Xmx2g"
     assert options[-1] == "-Dname=a b"  # split as a shell would
+
+
+def test_kafka_opts_that_cannot_be_split_name_the_variable(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("KAFKA_OPTS", "-Dname='unclosed")
+    with pytest.raises(ConfigError, match=r"KAFKA_OPTS=.*cannot be split.*quote it"):
+        jvm_options("512m", tmp_path / "gc.log")
