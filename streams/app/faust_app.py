@@ -4,6 +4,7 @@ to the runtime's pipelines and acknowledge offsets after the work is durable."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from driftline.streams.kafka.clients import faust_credentials
 from driftline.streams.kafka.delivery import DeliveryTracker, OrderedAcker
 from driftline.streams.kafka.feature_consumer import FeatureConsumer, consumer_config
 from driftline.streams.stages.drift_decider import STATE_TABLE
-from driftline.streams.stages.isolation import Fill, isolated, isolated_async
+from driftline.streams.stages.isolation import AsyncFill, Fill, isolated, isolated_async
 from driftline.streams.stages.outcome_join import JOIN_TABLE
 
 log = logging.getLogger(__name__)
@@ -118,17 +119,21 @@ class Wiring:
         self,
         topic: str,
         name: str,
-        fill: Fill,
+        fill: Fill | AsyncFill,
         what: str,
         *,
         size: int | None = None,
         within: float | None = None,
         after_history: bool = True,
     ) -> None:
-        """An agent feeding ``topic``'s batches to ``fill``, acking each batch once what it
-        produced is delivered; ``after_history``: not before the lifecycle is caught up."""
+        """An agent feeding ``topic``'s batches to ``fill`` (a function or a coroutine
+        function), acking each batch once what it produced is delivered;
+        ``after_history``: not before the lifecycle is caught up."""
         follower, delivery = self.runtime.follower, self.runtime.delivery
-        guarded = self.guarded(fill, what)
+        if inspect.iscoroutinefunction(fill):
+            guarded = isolated_async(fill, self.runtime.dead_letters, what)
+        else:
+            guarded = self.guarded(fill, what)
         size = size or self.batch_size
         within = self.within if within is None else within
 
@@ -213,7 +218,7 @@ def wire_drift(w: Wiring) -> None:
 
     @app.on_partitions_assigned.connect
     async def _drift_reassigned(sender, assigned, **kwargs) -> None:
-        decider.partitions_changed()
+        await decider.partitions_changed_async()
         outcomes.partitions_changed()
 
     async def serve_drift_state() -> None:
@@ -224,7 +229,9 @@ def wire_drift(w: Wiring) -> None:
     w.task(serve_drift_state)
     # Every partition's rows and outcomes of a model meet here: one monitor decides, once
     # the versions' training profiles are known.
-    w.stage_agent(runtime.topics.drift_summaries, "decide-drift", decider.process, "deciding drift")
+    w.stage_agent(
+        runtime.topics.drift_summaries, "decide-drift", decider.process_async, "deciding drift"
+    )
     if settings.worker.outcomes_consumer == "kafka":
         wire_batch_consumer(
             w,
@@ -435,7 +442,9 @@ async def deliver_then_ack(stream, delivery: DeliveryTracker, fill, size: int, w
     everything it produced is delivered, so a crash re-delivers instead of losing."""
     async for events in stream.noack_take(size, within):
         batch = delivery.batch()
-        fill([event.message for event in events], batch)
+        filled = fill([event.message for event in events], batch)
+        if inspect.isawaitable(filled):
+            await filled
         await delivery.wait(batch)
         for event in events:
             await stream.ack(event)

@@ -317,6 +317,7 @@ class WorkerRuntime:
     def close(self) -> None:
         if self.decider is not None:
             self.decider.flush()
+            self.decider.close()
         remaining = self.producer.flush(10)
         if remaining:
             log.error("%d produced messages were not acknowledged before shutdown", remaining)

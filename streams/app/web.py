@@ -120,7 +120,7 @@ def register_views(app: faust.App, runtime: WorkerRuntime) -> None:
         async def get(self, request: Request) -> Response:
             if runtime.decider is None:
                 return self.json({"error": "drift detection is off on this worker"}, status=404)
-            return self.json(runtime.decider.status())
+            return self.json(await runtime.decider.status_async())
 
     @app.page("/driftline/audit/verify/")
     class AuditVerify(View):
