@@ -7,20 +7,22 @@ bookkeeping. Usage: python bench/bench_audit.py [EVENTS] [MODELS]
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 
 import clickhouse_connect
 
+from bench.arguments import Count, read_counts
 from driftline.lineage.audit.chain import COLUMNS, AuditLogWriter
 from driftline.lineage.events import registered
 from driftline.lineage.store.clickhouse import create_tables
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    models = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+def main(argv: list[str] | None = None) -> None:
+    args = read_counts("bench.bench_audit", __doc__, argv,
+                       Count("rows", 100_000, "audit events to write"),
+                       Count("models", 100, "models the events are spread over"))  # fmt: skip
+    n, models = args.rows, args.models
     batch = 5_000
     client = clickhouse_connect.get_client(dsn=f"chdb://{tempfile.mkdtemp(prefix='audit-bench-')}")
     create_tables(client, "bench")

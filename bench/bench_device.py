@@ -14,11 +14,11 @@ as ``ai.onnx.ml`` ``LinearClassifier``, which likewise has no CUDA kernel. A
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 
 import numpy as np
 
+from bench.arguments import Count, checked, parser_for
 from driftline.inference.device import SCORE_TOLERANCE, choose_device
 from driftline.inference.model import LoadedModel
 from driftline.inference.training import train_gbm, train_logistic, train_mlp
@@ -109,8 +109,17 @@ def main(rows: int = 1_000_000) -> None:
     drift_bank_rates()
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--drift-only"]:
+def cli(argv: list[str] | None = None) -> None:
+    counts = [Count("rows", 1_000_000, "rows scored on each device")]
+    parser = parser_for("bench.bench_device", __doc__, counts)
+    parser.add_argument("--drift-only", action="store_true",
+                        help="only the drift window banks (CuPy, not onnxruntime-gpu)")  # fmt: skip
+    args = checked(parser, parser.parse_args(argv), counts)
+    if args.drift_only:
         drift_bank_rates()
     else:
-        main(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000)
+        main(args.rows)
+
+
+if __name__ == "__main__":
+    cli()

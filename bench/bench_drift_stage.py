@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -34,6 +33,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from bench.arguments import Count, read_counts
 from bench.bench_frames import FRAME_ROWS, new_topics, steady_rate
 from bench.bench_single_record import spawn_worker
 from driftline.core.settings import TelemetrySettings, load_settings
@@ -217,8 +217,9 @@ def describe(stats: dict, found: dict) -> str:
     )
 
 
-def main() -> None:
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000_000
+def main(argv: list[str] | None = None) -> None:
+    rows = read_counts("bench.bench_drift_stage", __doc__, argv,
+                       Count("rows", 3_000_000, "frame rows to score")).rows  # fmt: skip
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-drift-"))
     data = train_logistic(n_features=16, n_samples=5_000, seed=1).onnx_bytes

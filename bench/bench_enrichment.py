@@ -18,13 +18,13 @@ Usage: python -m bench.bench_enrichment [CUSTOMERS]   (default 10,000 entities)
 from __future__ import annotations
 
 import hashlib
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.arguments import Count, read_counts
 from driftline.features.enrichment import EnrichmentPolicy
 from driftline.features.example_repo import (
     REQUEST_FEATURES,
@@ -149,8 +149,10 @@ def skew_cost(store: FeastFeatureStore, customers: list[str], rows: int, names: 
     return (time.perf_counter() - started) / runs
 
 
-def main() -> None:
-    customers_n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+def main(argv: list[str] | None = None) -> None:
+    customers_n = read_counts("bench.bench_enrichment", __doc__, argv,
+                              Count("customers", 10_000, "customers in the feature store"),
+                              ).customers  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-enrichment-") as tmp:
         started = time.perf_counter()
         repo = write_example_repo(Path(tmp) / "feast", customers_n)

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.arguments import Count, read_counts
 from bench.bench_single_record import (
     PARTITIONS,
     raw_consumer,
@@ -394,8 +394,10 @@ def sink_rates(rows: int = 400_000) -> tuple[float, float]:
     return columnar, len(records) / (time.perf_counter() - started)
 
 
-def main() -> None:
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000_000
+def main(argv: list[str] | None = None) -> None:
+    rows = read_counts("bench.bench_frames", __doc__, argv,
+                       Count("rows", 3_000_000, "logistic rows in the throughput topic",
+                             minimum=FRAME_ROWS)).rows  # fmt: skip
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-frames-"))
     logistic = train_logistic(n_features=16, n_samples=5_000, seed=1).onnx_bytes

@@ -12,11 +12,11 @@ Usage: python -m bench.bench_metrics [RECORDS] [BATCH] [ROUNDS]
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 
+from bench.arguments import Count, read_counts
 from driftline.inference import LoadedModel, Router, train_logistic
 from driftline.streams.stats import WorkerStats
 from driftline.streams.testing import StageRig
@@ -70,10 +70,12 @@ def _counts_only(stats: WorkerStats):
     return batch_done
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
-    batch = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+def main(argv: list[str] | None = None) -> None:
+    args = read_counts("bench.bench_metrics", __doc__, argv,
+                       Count("records", 50_000, "records scored per round"),
+                       Count("batch", 1_000, "records per batch"),
+                       Count("rounds", 5, "rounds with and without metrics"))  # fmt: skip
+    n, batch, rounds = args.records, args.batch, args.rounds
     trained = train_logistic(n_features=N_FEATURES, n_samples=2_000, seed=0)
     model = LoadedModel.load(
         trained.onnx_bytes, name="bench", version=1, expected_digest=trained.digest

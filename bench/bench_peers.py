@@ -18,7 +18,10 @@ path alike (``--no-warm-pass`` skips the pass):
    children) every 50 ms and reports the rate and CPU per record over the stretch from
    5% to 95% of N (start-up, group join and the tail left out); then it decodes what it
    read and checks that the output holds exactly N predictions, one per record, and
-   that every score equals the first path's.
+   that every score equals the first path's. This runs in rounds (two by default), on
+   freshly filled topics, every other round in reverse path order; each path's rate and
+   CPU per record are the median of its rounds (a 100,000-record read lasts 1-2 s, and
+   this machine's speed drifts between runs).
 
 Paths (``--paths``, default all):
 
@@ -40,8 +43,9 @@ ONNX Runtime session options. Quix Streams and Bytewax run in venvs of their own
 .cache/bench-venvs/ (created on first use; ``python -m bench.peers.venvs``).
 
 Usage: python -m bench.bench_peers [--broker kafka|tansu|both] [--quick] [--paths a,b,...]
-       [--records N] [--warmup-s S] [--no-warm-pass]
-(full: 100,000 records and 10 s of latency per path; --quick: 50,000 and 3 s, about 2.5
+       [--records N] [--rounds R] [--warmup-s S] [--no-warm-pass]
+(full: 100,000 records in 2 rounds and 10 s of latency per path; --quick: 50,000 in 1
+round and 3 s, about 2.5
 minutes on Kafka and 5 on Tansu, whose confluent-kafka group joins take about 24 s each,
 once the venvs exist)
 """
@@ -62,6 +66,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -117,9 +122,10 @@ class Counts:
     latency_s: float
     warmup_s: float
     rate: float = 2_000
+    rounds: int = 1  # reads of the throughput topic per path; the figures are the median
 
 
-FULL = Counts(records=100_000, latency_s=10, warmup_s=2)
+FULL = Counts(records=100_000, latency_s=10, warmup_s=2, rounds=2)
 QUICK = Counts(records=50_000, latency_s=3, warmup_s=1)
 # Records keep coming this long after the measured stretch, so that it ends in the steady
 # state: a path that flushes on a timer or on the next poll is not judged by its tail.
@@ -579,34 +585,60 @@ def run_broker(name: str, broker, workdir: Path, paths: list[str], counts: Count
             f"records/s")  # fmt: skip
         return env
 
-    shared, envs = filled(), {}
-    for path in [p for p in paths if p.startswith("driftline")][1:]:
-        envs[path] = filled()
     reference: dict[str, float] | None = None
-    for path in paths:
-        env = envs.get(path, shared)
-        prefix = env["DRIFTLINE_KAFKA_TOPIC_PREFIX"]
-        target = Target(broker.bootstrap, env, Topics(prefix).features, output_topic(path, prefix),
-                        workdir / f"{prefix}onnx", workdir, f"{prefix}{path}")  # fmt: skip
-        try:
-            if not path.startswith("driftline"):
-                create_topic(broker.bootstrap, target.output)
-            result, scores = throughput(path, target, counts.records, say)
-        except Exception as exc:
-            results[path]["failure"] = f"throughput: {exc}"
-            say(f"{path}: throughput not measured: {exc}")
-            continue
-        results[path].update(rate=result["rate"], cpu_us=result["cpu_us"])
-        results[path]["check"] = check(result["seen"], counts.records, reference)
-        if result["failure"]:
-            results[path]["check"] += f" ({result['failure']})"
-        if reference is None and results[path]["check"].startswith("ok"):
-            reference = scores
-        say(
-            f"{path}: {result['rate']:,.0f} records/s, {result['cpu_us']:.1f} µs CPU a "
-            f"record over {result['steady_s']:.1f} s; {results[path]['check']}"
-        )
+    for turn in range(counts.rounds):
+        # Every other round in reverse order: no path always meets the broker first.
+        order = paths if turn % 2 == 0 else paths[::-1]
+        if counts.rounds > 1:
+            say(f"throughput, round {turn + 1} of {counts.rounds}: {', '.join(order)}")
+        shared, envs = filled(), {}
+        for path in [p for p in order if p.startswith("driftline")][1:]:
+            envs[path] = filled()
+        for path in order:
+            reference = throughput_round(path, envs.get(path, shared), broker, workdir,
+                                         counts, results[path], reference, say)  # fmt: skip
+    for path, result in results.items():
+        if len(result.get("rates", [])) > 1:
+            result.update(rate=median(result["rates"]), cpu_us=median(result["cpu_uses"]))
+            say(f"{path}: rounds at " + ", ".join(f"{r:,.0f}" for r in result["rates"])
+                + f" records/s; median {result['rate']:,.0f}")  # fmt: skip
+        elif result.get("rates"):
+            result.update(rate=result["rates"][0], cpu_us=result["cpu_uses"][0])
     return results
+
+
+Scores = dict[str, float]
+
+
+def throughput_round(path: str, env: dict, broker, workdir: Path, counts: Counts, result: dict,
+                     reference: Scores | None, say) -> Scores | None:  # fmt: skip
+    """One read of the filled topic by ``path``, added to ``result``; the first good
+    path's scores, which every later path's must equal."""
+    prefix = env["DRIFTLINE_KAFKA_TOPIC_PREFIX"]
+    target = Target(broker.bootstrap, env, Topics(prefix).features, output_topic(path, prefix),
+                    workdir / f"{prefix}onnx", workdir, f"{prefix}{path}")  # fmt: skip
+    try:
+        if not path.startswith("driftline"):
+            create_topic(broker.bootstrap, target.output)
+        measured, scores = throughput(path, target, counts.records, say)
+    except Exception as exc:
+        result["failure"] = f"throughput: {exc}"
+        say(f"{path}: throughput not measured: {exc}")
+        return reference
+    result.setdefault("rates", []).append(measured["rate"])
+    result.setdefault("cpu_uses", []).append(measured["cpu_us"])
+    checked = check(measured["seen"], counts.records, reference)
+    if measured["failure"]:
+        checked += f" ({measured['failure']})"
+    # A round that loses or doubles a record marks the path, whatever the other rounds saw.
+    if not result.get("check", "ok").startswith("ok") and checked.startswith("ok"):
+        checked = result["check"]
+    result["check"] = checked
+    say(
+        f"{path}: {measured['rate']:,.0f} records/s, {measured['cpu_us']:.1f} µs CPU a "
+        f"record over {measured['steady_s']:.1f} s; {checked}"
+    )
+    return scores if reference is None and checked.startswith("ok") else reference
 
 
 def choose_paths(asked: str | None) -> list[str]:
@@ -627,6 +659,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int,
                         help="records in the throughput topic (a longer steady stretch, e.g. "
                         "to profile a path)")  # fmt: skip
+    parser.add_argument("--rounds", type=int,
+                        help="reads of the throughput topic per path, every other one in "
+                        "reverse path order; the median is reported (default 2; 1 with "
+                        "--quick)")  # fmt: skip
     parser.add_argument("--no-warm-pass", action="store_true",
                         help="skip the unreported pass that warms each broker before the "
                         "first measured path")  # fmt: skip
@@ -639,6 +675,10 @@ def main(argv: list[str] | None = None) -> int:
         counts = dataclasses.replace(counts, records=args.records)
     if args.warmup_s is not None:
         counts = dataclasses.replace(counts, warmup_s=args.warmup_s)
+    if args.rounds is not None:
+        if args.rounds < 1:
+            raise SystemExit(f"--rounds {args.rounds}: need at least 1 read per path")
+        counts = dataclasses.replace(counts, rounds=args.rounds)
     paths = choose_paths(args.paths)
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     started = time.monotonic()

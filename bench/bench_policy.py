@@ -23,6 +23,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from bench.arguments import Count, read_counts
 from driftline.core.settings import load_settings
 from driftline.inference import train_logistic
 from driftline.streams.control.identity import create_actor
@@ -72,8 +73,9 @@ def new_champion(commands: ModelCommands, workdir: Path, seed: int, name: str = 
     return event.version
 
 
-def main() -> None:
-    trials = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+def main(argv: list[str] | None = None) -> None:
+    trials = read_counts("bench.bench_policy", __doc__, argv,
+                         Count("trials", 10, "rollbacks to time")).trials  # fmt: skip
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-policy-"))
     with TansuBroker(log_file=workdir / "tansu.log") as broker:
         env = {

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.arguments import Count, read_counts
 from driftline.core.settings import TelemetrySettings, load_settings
 from driftline.core.telemetry import configure_telemetry
 from driftline.inference import describe_onnx, train_logistic
@@ -211,8 +212,9 @@ def three_paths(bootstrap: str, n: int, workdir: Path) -> dict:
     }
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+def main(argv: list[str] | None = None) -> None:
+    n = read_counts("bench.bench_single_record", __doc__, argv,
+                    Count("records", 100_000, "records to score")).records  # fmt: skip
     configure_telemetry(TelemetrySettings(log_level="WARNING"))
     workdir = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
     with TansuBroker(log_file=workdir / "tansu.log") as broker:

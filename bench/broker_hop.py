@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from bench.arguments import Count, read_counts
 from bench.procstat import resident_mib
 from driftline.core.settings import load_settings
 from driftline.streams.embedded.tansu import TansuBroker
@@ -115,14 +115,10 @@ def broker_hop(
     return (*quantiles(steady), len(steady))
 
 
-def main() -> None:
-    arg = sys.argv[1] if len(sys.argv) > 1 else "40"
-    try:
-        seconds = float(arg)
-    except ValueError:
-        seconds = 0.0
-    if seconds < 5:
-        raise SystemExit(f"python -m bench.broker_hop [SECONDS]: got {arg!r}; give 5 or more")
+def main(argv: list[str] | None = None) -> None:
+    seconds = read_counts("bench.broker_hop", __doc__, argv,
+                          Count("seconds", 40, "seconds of hops", minimum=5, kind=float),
+                          ).seconds  # fmt: skip
     log_file = Path(tempfile.mkdtemp(prefix="driftline-hop-")) / "tansu.log"
     with TansuBroker(log_file=log_file) as broker:
         hops = hop_latencies(broker.bootstrap, seconds=seconds)
