@@ -327,22 +327,20 @@ class OutcomeJoin:
         delta, self._delta = self._delta, _Delta()
         if delta.empty():
             return None
-        meta = {
+        parts, meta = pack_entries(delta.pending)
+        meta |= {
             "created_ms": now_ms,
-            "keys": [key for key, _ in delta.pending],
             "labelled": delta.labelled,
             "waiting": delta.waiting,
             "resolved": delta.resolved,
         }
-        parts = {str(i): part.to_bytes() for i, (_, part) in enumerate(delta.pending)}
-        return pack("outcome-delta", parts, meta)
+        return pack(DELTA_KIND, parts, meta)
 
     def apply_delta(self, blob: bytes) -> int:
         """Replay one :meth:`take_delta` blob (after a restart); returns its creation time."""
-        parts, meta = unpack("outcome-delta", blob)
+        parts, meta = unpack((DELTA_KIND, "outcome-delta"), blob)
         created = int(meta["created_ms"])
-        for i, key in enumerate(meta["keys"]):
-            entry, _ = Pending.from_bytes(parts[str(i)])
+        for key, entry in unpack_entries(parts, meta):
             existing = self.pending.setdefault(key, [])
             if not any(part.same_part(entry) for part in existing):
                 existing.append(entry)
@@ -369,8 +367,9 @@ class OutcomeJoin:
 
 
 def _waiting_delta(items: list[tuple], now_ms: int) -> bytes:
-    meta = {"created_ms": now_ms, "keys": [], "labelled": [], "waiting": items, "resolved": []}
-    return pack("outcome-delta", {}, meta)
+    parts, meta = pack_entries([])
+    meta |= {"created_ms": now_ms, "labelled": [], "waiting": items, "resolved": []}
+    return pack(DELTA_KIND, parts, meta)
 
 
 @dataclass
@@ -389,15 +388,108 @@ class _Delta:
         return 13 * rows + 80 * entries
 
 
-def encode_pending(entries: list[tuple[str, Pending]]) -> bytes:
-    """Many (join key, scored part) pairs in one join-topic message."""
-    return pack(
-        "pending",
-        {str(i): part.to_bytes() for i, (_, part) in enumerate(entries)},
-        {"keys": [key for key, _ in entries]},
-    )
+def encode_pending(entries: list[tuple[str, Pending]], *, decide_at: float | None = None) -> bytes:
+    """Many (join key, scored part) pairs in one join-topic message; ``decide_at``: the
+    one-row parts still holding scores travel as decisions at that threshold."""
+    return pack(PENDING_KIND, *pack_entries(entries, decide_at=decide_at))
 
 
 def decode_pending(blob: bytes) -> list[tuple[str, Pending]]:
-    parts, meta = unpack("pending", blob)
-    return [(key, Pending.from_bytes(parts[str(i)])[0]) for i, key in enumerate(meta["keys"])]
+    return unpack_entries(*unpack((PENDING_KIND, "pending"), blob))
+
+
+# -- (join key, Pending) pairs as bytes -------------------------------------------------
+#
+# Single records make one one-row Pending each, and every one crosses the join topic and
+# the join's changelog. As a part of its own each cost a JSON head and a few NumPy calls
+# to write and again to read (most of a drift-on worker's event loop at 20k records/s),
+# so one-row parts travel as columns: a head index (model, version, arm), scored_at, the
+# score as float32 and a flag byte (1: labelled, 2: decided). Frame parts keep
+# ``Pending.to_bytes``. ``k`` holds each entry's kind in order, so the order survives.
+#
+# Version 1 (kinds "pending" and "outcome-delta": one part per entry) is still read: a
+# changelog written before holds it, and so may the join topic during an upgrade. Older
+# workers refuse version 2 by its kind, so they dead-letter rather than misread it.
+
+PENDING_KIND = "pending/2"
+DELTA_KIND = "outcome-delta/2"
+_FLAG_LABELLED, _FLAG_DECIDED = 1, 2
+
+
+def single_row(part: Pending) -> bool:
+    """A single record's part: one row, no frame row indices."""
+    return part.rows is None and len(part.scores) == 1
+
+
+def pack_entries(
+    entries: list[tuple[str, Pending]], *, decide_at: float | None = None
+) -> tuple[dict[str, bytes], dict]:
+    """The entries as named blobs and a meta (for :func:`driftline.drift.packing.pack`)."""
+    kinds, parts = bytearray(), {}
+    heads: dict[tuple[str, int, str], int] = {}
+    head_of, scored_at, scores, flags = [], [], [], bytearray()
+    for _, part in entries:
+        if single_row(part):
+            kinds.append(1)
+            head_of.append(heads.setdefault((part.model, part.version, part.arm), len(heads)))
+            scored_at.append(part.scored_at)
+            scores.append(part.scores[0])
+            flags.append(_FLAG_DECIDED * part.decided + _FLAG_LABELLED * bool(part.labelled[0]))
+        else:
+            kinds.append(0)
+            parts[f"p{len(parts)}"] = part.to_bytes()
+    score = np.asarray(scores, dtype=np.float64)
+    flag = np.frombuffer(bytes(flags), dtype=np.uint8)
+    if decide_at is not None and len(score):
+        undecided = (flag & _FLAG_DECIDED) == 0
+        score = np.where(undecided, (score >= decide_at).astype(np.float64), score)
+        flag = flag | _FLAG_DECIDED
+    columns = {
+        "k": bytes(kinds),
+        "h": np.asarray(head_of, dtype="<u4").tobytes(),
+        "t": np.asarray(scored_at, dtype="<i8").tobytes(),
+        "s": score.astype("<f4").tobytes(),
+        "f": flag.astype(np.uint8).tobytes(),
+    }
+    meta = {"keys": [key for key, _ in entries], "heads": [list(h) for h in heads]}
+    return columns | parts, meta
+
+
+def unpack_entries(parts: dict[str, bytes], meta: dict) -> list[tuple[str, Pending]]:
+    """:func:`pack_entries` undone; version 1 (one part per entry, no ``k``) too."""
+    keys = meta["keys"]
+    if "k" not in parts:  # version 1
+        return [(key, Pending.from_bytes(parts[str(i)])[0]) for i, key in enumerate(keys)]
+    try:
+        kinds = np.frombuffer(parts["k"], dtype=np.uint8)
+        head_of = np.frombuffer(parts["h"], dtype="<u4")
+        scored_at = np.frombuffer(parts["t"], dtype="<i8")
+        score = np.frombuffer(parts["s"], dtype="<f4").astype(np.float64)
+        flag = np.frombuffer(parts["f"], dtype=np.uint8)
+        heads = [(str(m), int(v), str(a)) for m, v, a in meta["heads"]]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InvalidValue(f"pending entries cannot be read: {exc!r}") from exc
+    singles = int(np.count_nonzero(kinds))
+    columns = {len(head_of), len(scored_at), len(score), len(flag)}
+    heads_known = singles == 0 or int(head_of.max()) < len(heads)
+    if len(kinds) != len(keys) or columns != {singles} or not heads_known:
+        raise InvalidValue(
+            f"pending entries do not add up: {len(keys)} keys, {len(kinds)} kinds, "
+            f"{singles} one-row parts with {len(score)} scores and {len(heads)} heads"
+        )
+    labelled = (flag & _FLAG_LABELLED) != 0
+    decided = ((flag & _FLAG_DECIDED) != 0).tolist()
+    head_of, scored_at = head_of.tolist(), scored_at.tolist()
+    out, single, framed = [], 0, 0
+    for key, kind in zip(keys, kinds.tolist(), strict=True):
+        if kind:
+            model, version, arm = heads[head_of[single]]
+            at = slice(single, single + 1)  # views: a row's flag is set in place
+            entry = Pending(model, version, arm, scored_at[single], score[at], None,
+                            labelled[at], decided=decided[single])  # fmt: skip
+            single += 1
+        else:
+            entry, _ = Pending.from_bytes(parts[f"p{framed}"])
+            framed += 1
+        out.append((key, entry))
+    return out

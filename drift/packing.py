@@ -31,8 +31,11 @@ def pack(kind: str, parts: Mapping[str, bytes], meta: Mapping[str, Any] | None =
     return b"".join([_MAGIC, _LENGTH.pack(len(header)), header, *(parts[n] for n in names)])
 
 
-def unpack(kind: str, blob: bytes) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The parts and meta of a :func:`pack` blob of ``kind``; SnapshotError otherwise."""
+def unpack(kind: str | tuple[str, ...], blob: bytes) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The parts and meta of a :func:`pack` blob of ``kind`` (or of any of several kinds:
+    a format's versions); SnapshotError otherwise."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+    kind = " or ".join(kinds)
     if not isinstance(blob, bytes | bytearray | memoryview) or bytes(blob[:5]) != _MAGIC:
         raise SnapshotError(f"not a driftline {kind} snapshot (bad magic)")
     blob = bytes(blob)
@@ -46,7 +49,7 @@ def unpack(kind: str, blob: bytes) -> tuple[dict[str, bytes], dict[str, Any]]:
             offset += size
     except (struct.error, ValueError, KeyError, TypeError) as exc:
         raise SnapshotError(f"corrupt {kind} snapshot: {exc}") from exc
-    if header.get("kind") != kind:
+    if header.get("kind") not in kinds:
         raise SnapshotError(f"expected a {kind} snapshot, got one of {header.get('kind')!r}")
     if offset != len(blob):
         raise SnapshotError(f"corrupt {kind} snapshot: {len(blob) - offset} trailing bytes")

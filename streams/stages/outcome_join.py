@@ -55,6 +55,7 @@ from driftline.drift.outcomes import (
     decode_pending,
     encode_pending,
     join_key,
+    single_row,
 )
 from driftline.drift.packing import pack, unpack
 from driftline.drift.summary import ErrorPart, chunks, encode_parts, split_errors
@@ -157,8 +158,9 @@ class OutcomeJoiner:
         by_partition: dict[int, list[tuple[str, Pending]]] = defaultdict(list)
         threshold = self.config.decision_threshold
         for key, part in entries:
-            # Decisions, not scores: a bit a row instead of four on the join topic.
-            decided = part.decide(threshold)
+            # Decisions, not scores: a bit a row instead of four on the join topic. One-row
+            # parts (single records) are decided all at once as they are encoded.
+            decided = part if single_row(part) else part.decide(threshold)
             by_partition[join_partition(key, self.partitions)].append((key, decided))
         for partition, items in by_partition.items():
             chunk, size = [], 0
@@ -173,7 +175,7 @@ class OutcomeJoiner:
                 self._send_pending(chunk, partition, batch)
 
     def _send_pending(self, entries, partition: int, batch: BatchDelivery) -> None:
-        value = PENDING_TAG + encode_pending(entries)
+        value = PENDING_TAG + encode_pending(entries, decide_at=self.config.decision_threshold)
         self._delivery.produce(batch, self.join_topic, value, partition=partition)
 
     def route(self, messages: Sequence[InboundMessage], batch: BatchDelivery) -> None:
