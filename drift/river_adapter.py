@@ -48,22 +48,29 @@ def river_drift() -> ModuleType:
     """River's ``river.drift``, imported when the first detector is built.
 
     River's drift package imports its example datasets, and through them its stream
-    helpers, which import scikit-learn whenever it is installed: most of a second and
-    ~100 MB in every worker, for nothing a detector uses. River catches that import's
-    ImportError, so scikit-learn is hidden for this one import, unless the process has
-    already loaded it (the demo and the benchmarks train, and keep River's helper).
+    helpers, which import scikit-learn and SQLAlchemy whenever they are installed: more
+    than a second and ~100 MB in every worker, for nothing a detector uses. River
+    catches those imports' ImportErrors, so both are hidden for this one import, unless
+    the process has already loaded them (the demo and the benchmarks train, and keep
+    River's helpers).
     """
     if "river.drift" in sys.modules:
         return sys.modules["river.drift"]
-    hide = "sklearn" not in sys.modules
-    if hide:
-        sys.modules["sklearn"] = None  # type: ignore[assignment]  # import sklearn -> ImportError
+    hidden = [name for name in _RIVER_EXTRAS if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # import it -> ImportError
     try:
         import river.drift
     finally:
-        if hide:
-            del sys.modules["sklearn"]
+        for name in hidden:
+            del sys.modules[name]
     return river.drift
+
+
+# Libraries River's stream helpers import when installed, for nothing a detector uses:
+# scikit-learn (most of a second, ~100 MB) and SQLAlchemy (iter_sql; ~0.7 s, which a
+# worker paid in the middle of its first drift fold, holding the event loop's GIL).
+_RIVER_EXTRAS = ("sklearn", "sqlalchemy")
 
 
 class RiverDetector:

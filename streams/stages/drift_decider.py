@@ -42,6 +42,7 @@ from driftline.drift.config import DriftConfig
 from driftline.drift.decider import Decider, References
 from driftline.drift.exceptions import InvalidValue, SnapshotError
 from driftline.drift.monitor import DriftAlarm, MonitorKey
+from driftline.drift.river_adapter import river_drift
 from driftline.drift.summary import decode_parts
 from driftline.schemas import SchemaCodec
 from driftline.streams.kafka.delivery import BatchDelivery, DeliveryTracker
@@ -113,6 +114,9 @@ class DriftDecider:
         self._stats = stats
         self.table: MutableMapping[bytes, bytes] = {}  # the Faust table's local data
         self.decider = Decider(config, references, lambda key: self.table.get(state_key(key)))
+        # Now, not at the first fold: importing River takes hundreds of milliseconds, and
+        # on the fold thread it held the GIL while the scoring agents waited.
+        river_drift()
         self._partition_of: dict[MonitorKey, int] = {}
         self._skipped_counted = 0  # of decider.skipped, already in the stats
         self._folding = asyncio.Lock()

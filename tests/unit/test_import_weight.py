@@ -10,7 +10,16 @@ import sys
 
 import pytest
 
-HEAVY = ["sklearn", "skl2onnx", "pandas", "clickhouse_connect", "cryptography", "faust", "river"]
+HEAVY = [
+    "sklearn",
+    "skl2onnx",
+    "pandas",
+    "clickhouse_connect",
+    "cryptography",
+    "faust",
+    "river",
+    "sqlalchemy",
+]
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -40,7 +49,24 @@ def test_a_worker_with_river_detectors_imports_no_training_library():
         "    d.restore(d.clone().snapshot())"
     )
     assert "river" in loaded  # the detectors are River's
-    assert loaded.isdisjoint({"sklearn", "skl2onnx", "pandas"})
+    assert loaded.isdisjoint({"sklearn", "skl2onnx", "pandas", "sqlalchemy"})
+
+
+def test_the_drift_decider_loads_river_when_built_not_at_its_first_fold():
+    code = (
+        "from driftline.streams.stages.drift_decider import DriftDecider\n"
+        "import sys\n"
+        "assert 'river.drift' not in sys.modules\n"
+        "from driftline.drift.config import DriftConfig\n"
+        "from driftline.streams.testing import StageRig\n"
+        "rig = StageRig()\n"
+        "DriftDecider(config=DriftConfig(), codec=rig.codec, delivery=rig.delivery,\n"
+        "             dead_letters=rig.dead_letters, drift_topic='d', state_topic='s',\n"
+        "             state_producer=rig.producer, references=lambda m, v: None,\n"
+        "             stats=rig.stats)\n"
+        "assert 'river.drift' in sys.modules"
+    )
+    assert "sqlalchemy" not in _loaded_after(code)
 
 
 def test_river_keeps_its_scikit_learn_helper_where_scikit_learn_is_already_loaded():
@@ -52,6 +78,17 @@ def test_river_keeps_its_scikit_learn_helper_where_scikit_learn_is_already_loade
         "assert hasattr(river.stream, 'iter_sklearn_dataset')"
     )
     assert {"sklearn", "river"} <= loaded
+
+
+def test_river_keeps_its_sql_helper_where_sqlalchemy_is_already_loaded():
+    loaded = _loaded_after(
+        "import sqlalchemy\n"
+        "from driftline.drift.catalog import make_detector\n"
+        "make_detector('adwin')\n"
+        "import river.stream\n"
+        "assert hasattr(river.stream, 'iter_sql')"
+    )
+    assert {"sqlalchemy", "river"} <= loaded
 
 
 @pytest.mark.parametrize("name", ["TrainedModel", "train_logistic", "train_gbm"])
