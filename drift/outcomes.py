@@ -439,7 +439,7 @@ def pack_entries(
             kinds.append(0)
             parts[f"p{len(parts)}"] = part.to_bytes()
     score = np.asarray(scores, dtype=np.float64)
-    flag = np.frombuffer(bytes(flags), dtype=np.uint8)
+    flag = np.frombuffer(flags, dtype=np.uint8)
     if decide_at is not None and len(score):
         undecided = (flag & _FLAG_DECIDED) == 0
         score = np.where(undecided, (score >= decide_at).astype(np.float64), score)
@@ -449,7 +449,7 @@ def pack_entries(
         "h": np.asarray(head_of, dtype="<u4").tobytes(),
         "t": np.asarray(scored_at, dtype="<i8").tobytes(),
         "s": score.astype("<f4").tobytes(),
-        "f": flag.astype(np.uint8).tobytes(),
+        "f": flag.tobytes(),
     }
     meta = {"keys": [key for key, _ in entries], "heads": [list(h) for h in heads]}
     return columns | parts, meta

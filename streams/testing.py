@@ -160,6 +160,21 @@ class StageRig:
             stats=self.stats,
         )
 
+    def drift_decider(self, config: DriftConfig) -> DriftDecider:
+        """The drift decider agent over this rig, deciding ``config``'s detectors without
+        training profiles; DriftEvents go to ``drift``, monitor records to ``drift-state``."""
+        return DriftDecider(
+            config=config,
+            codec=self.codec,
+            delivery=self.delivery,
+            dead_letters=self.dead_letters,
+            drift_topic="drift",
+            state_topic="drift-state",
+            state_producer=self.producer,
+            references=lambda model, version: None,
+            stats=self.stats,
+        )
+
     def run(self, stage: Any, messages: list[Consumed]) -> BatchDelivery:
         """One batch through ``stage`` (a :class:`~driftline.streams.stages.stage.Stage`, or
         its ``process``-like function); returns the batch, delivered."""

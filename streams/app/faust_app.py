@@ -105,7 +105,10 @@ class Wiring:
     def raw_topic(self, name: str, *, maxsize: int | None = None) -> faust.TopicT:
         return self.app.topic(name, key_serializer="raw", value_serializer="raw", maxsize=maxsize)
 
-    def guarded(self, fill: Fill, what: str) -> Fill:
+    def guarded(self, fill: Fill | AsyncFill, what: str) -> Fill | AsyncFill:
+        """``fill`` (a function or a coroutine function) dead-lettering what it raises on."""
+        if inspect.iscoroutinefunction(fill):
+            return isolated_async(fill, self.runtime.dead_letters, what)
         return isolated(fill, self.runtime.dead_letters, what)
 
     def task(self, run: Callable[[], Awaitable[None]]) -> None:
@@ -130,10 +133,7 @@ class Wiring:
         function), acking each batch once what it produced is delivered;
         ``after_history``: not before the lifecycle is caught up."""
         follower, delivery = self.runtime.follower, self.runtime.delivery
-        if inspect.iscoroutinefunction(fill):
-            guarded = isolated_async(fill, self.runtime.dead_letters, what)
-        else:
-            guarded = self.guarded(fill, what)
+        guarded = self.guarded(fill, what)
         size = size or self.batch_size
         within = self.within if within is None else within
 
@@ -361,9 +361,7 @@ def wire_lineage(w: Wiring) -> None:
         return w.raw_topic(name, maxsize=STORE_QUEUE_MESSAGES)
 
     def persisting(topic: str, name: str, store) -> None:
-        store = isolated_async(
-            store, runtime.dead_letters, f"storing {name.removeprefix('store-')}"
-        )
+        store = w.guarded(store, f"storing {name.removeprefix('store-')}")
 
         @app.agent(stored_topic(topic), name=name)
         async def persist(stream: faust.StreamT) -> None:

@@ -25,17 +25,7 @@ GARBAGE = b"\x00not a summary"
 
 
 def _decider(rig: StageRig) -> DriftDecider:
-    return DriftDecider(
-        config=DriftConfig(error_detectors=("hddm_a",)),
-        codec=rig.codec,
-        delivery=rig.delivery,
-        dead_letters=rig.dead_letters,
-        drift_topic="drift",
-        state_topic="drift-state",
-        state_producer=rig.producer,
-        references=lambda model, version: None,
-        stats=rig.stats,
-    )
+    return rig.drift_decider(DriftConfig(error_detectors=("hddm_a",)))
 
 
 def _summaries(rig: StageRig) -> list:

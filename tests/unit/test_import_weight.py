@@ -59,11 +59,7 @@ def test_the_drift_decider_loads_river_when_built_not_at_its_first_fold():
         "assert 'river.drift' not in sys.modules\n"
         "from driftline.drift.config import DriftConfig\n"
         "from driftline.streams.testing import StageRig\n"
-        "rig = StageRig()\n"
-        "DriftDecider(config=DriftConfig(), codec=rig.codec, delivery=rig.delivery,\n"
-        "             dead_letters=rig.dead_letters, drift_topic='d', state_topic='s',\n"
-        "             state_producer=rig.producer, references=lambda m, v: None,\n"
-        "             stats=rig.stats)\n"
+        "StageRig().drift_decider(DriftConfig())\n"
         "assert 'river.drift' in sys.modules"
     )
     assert "sqlalchemy" not in _loaded_after(code)

@@ -65,17 +65,7 @@ def _describe(found: list) -> str:
 
 
 def _decider(rig: StageRig) -> DriftDecider:
-    return DriftDecider(
-        config=DriftConfig(error_detectors=("adwin",)),
-        codec=rig.codec,
-        delivery=rig.delivery,
-        dead_letters=rig.dead_letters,
-        drift_topic="drift",
-        state_topic="drift-state",
-        state_producer=rig.producer,
-        references=lambda model, version: None,
-        stats=rig.stats,
-    )
+    return rig.drift_decider(DriftConfig(error_detectors=("adwin",)))
 
 
 def _error_summaries(rig: StageRig, start: int, n: int) -> list:
